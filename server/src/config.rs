@@ -1,0 +1,219 @@
+//! Configuration: one TOML file, then environment variables, then flags.
+//!
+//! Every field has a default that runs, so `trackside` with no file and no
+//! flags starts a working server (with its own private PostgreSQL).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub yard: YardConfig,
+    pub http: HttpConfig,
+    pub mqtt: MqttConfig,
+    pub database: DatabaseConfig,
+    pub ingest: IngestConfig,
+    pub demo: DemoConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct YardConfig {
+    pub name: String,
+    /// IANA zone the yard works in; the app shows times in it, with UTC beside.
+    pub timezone: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// The built app (`cargo xtask frontend` writes it to target/site).
+    pub assets_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// MQTT 3.1.1 listener.
+    pub listen: SocketAddr,
+    /// MQTT 5 listener. rumqttd serves one protocol version per port.
+    pub listen_v5: Option<SocketAddr>,
+    pub max_connections: usize,
+    pub max_payload_bytes: usize,
+    /// In-flight QoS 1/2 messages per connection.
+    pub max_inflight: usize,
+    /// How long a new TCP connection may take to send CONNECT.
+    pub connect_timeout_ms: u16,
+    /// The broker keeps, per subscription filter, an in-memory log of
+    /// `segment_bytes * segment_count`; a reader that falls further behind
+    /// loses the oldest segment. rumqttd's sample (100 MiB x 10) can grow to
+    /// about 1 GiB per filter, so the default is deliberately small.
+    pub segment_bytes: usize,
+    pub segment_count: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// A PostgreSQL URL. Without one, Trackside runs a private cluster under
+    /// `data_dir` and stops it on exit.
+    pub url: Option<String>,
+    pub data_dir: PathBuf,
+    /// Where `initdb` and `pg_ctl` live, when not in the usual Debian place.
+    pub pg_bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Decoded messages waiting for the store writer before it pushes back.
+    pub store_queue: usize,
+    /// Most readings written in one statement.
+    pub store_batch_rows: usize,
+    /// Messages buffered per WebSocket client before it is marked lagged.
+    pub live_queue: usize,
+    /// Readings stamped further than this ahead of the server's clock are
+    /// rejected: a gateway with a wrong clock must not become "latest" forever.
+    pub max_future_secs: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    pub enabled: bool,
+    pub circuits: usize,
+    pub gateways: usize,
+    /// Readings per second per analogue parameter.
+    pub rate_hz: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            yard: YardConfig::default(),
+            http: HttpConfig::default(),
+            mqtt: MqttConfig::default(),
+            database: DatabaseConfig {
+                url: None,
+                data_dir: PathBuf::from("trackside-data"),
+                pg_bin_dir: None,
+            },
+            ingest: IngestConfig::default(),
+            demo: DemoConfig::default(),
+        }
+    }
+}
+
+impl Default for YardConfig {
+    fn default() -> Self {
+        Self {
+            name: "Trackside yard".into(),
+            timezone: "Europe/London".into(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            assets_dir: PathBuf::from("target/site"),
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            listen_v5: Some(SocketAddr::from(([0, 0, 0, 0], 1884))),
+            max_connections: 10_000,
+            max_payload_bytes: 256 * 1024,
+            max_inflight: 100,
+            connect_timeout_ms: 5_000,
+            segment_bytes: 1024 * 1024,
+            segment_count: 4,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            store_queue: 4_096,
+            store_batch_rows: 10_000,
+            live_queue: 1_024,
+            max_future_secs: 3_600,
+        }
+    }
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            circuits: 12,
+            gateways: 3,
+            rate_hz: 2.0,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; every key it leaves out keeps its default.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.mqtt.segment_bytes >= 1024,
+            "mqtt.segment_bytes must be at least 1024 (rumqttd panics below that)"
+        );
+        anyhow::ensure!(self.mqtt.segment_count >= 1, "mqtt.segment_count must be at least 1");
+        anyhow::ensure!(self.mqtt.max_connections >= 1, "mqtt.max_connections must be at least 1");
+        anyhow::ensure!(self.ingest.store_queue >= 1, "ingest.store_queue must be at least 1");
+        anyhow::ensure!(self.ingest.store_batch_rows >= 1, "ingest.store_batch_rows must be at least 1");
+        anyhow::ensure!(self.ingest.live_queue >= 1, "ingest.live_queue must be at least 1");
+        anyhow::ensure!(!self.yard.timezone.is_empty(), "yard.timezone must name an IANA zone");
+        anyhow::ensure!(
+            self.demo.rate_hz > 0.0 && self.demo.rate_hz <= 1000.0,
+            "demo.rate_hz must be in (0, 1000]"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_file_keeps_defaults() {
+        let config: Config = toml::from_str("[yard]\nname = \"Ashford West\"\n").unwrap();
+        assert_eq!(config.yard.name, "Ashford West");
+        assert_eq!(config.yard.timezone, "Europe/London");
+        assert_eq!(config.mqtt.listen.port(), 1883);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = toml::from_str::<Config>("[mqtt]\nlisten_port = 1\n").unwrap_err();
+        assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn tiny_segments_are_refused() {
+        let mut config = Config::default();
+        config.mqtt.segment_bytes = 100;
+        assert!(config.validate().is_err());
+    }
+}

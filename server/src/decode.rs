@@ -1,0 +1,404 @@
+//! Turns an MQTT publish (topic + payload) into readings.
+//!
+//! Topics, with `{gateway}` 1 to 64 of `[A-Za-z0-9_.-]`:
+//! - `trackside/{gateway}/readings`: a JSON batch
+//!   `{"ts": <optional>, "readings": [{"channel": "T101/relay_voltage", "value": 1.82, "ts": <optional>}]}`;
+//!   a reading without `ts` takes the batch's, a batch without one takes the
+//!   broker's receive time. A timestamp is an RFC 3339 string or integer Unix
+//!   milliseconds.
+//! - `trackside/{gateway}/channel/{circuit}/{parameter}`: the payload is one
+//!   number in ASCII, stamped with the receive time.
+//!
+//! Decoding never fails as a whole for one bad reading: each bad element of a
+//! batch becomes its own [`Rejection`] and the rest go on.
+
+use chrono::{DateTime, SubsecRound as _, TimeDelta, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use trackside_wire::ChannelName;
+
+pub const TOPIC_ROOT: &str = "trackside";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedReading {
+    pub channel: ChannelName,
+    /// Truncated to microseconds, PostgreSQL's resolution, so that the
+    /// in-memory identity of a reading equals the stored one.
+    pub ts: DateTime<Utc>,
+    pub value: f64,
+}
+
+/// Something that could not be decoded, kept whole for inspection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub topic: String,
+    pub gateway: Option<String>,
+    pub payload: Vec<u8>,
+    pub reason: String,
+}
+
+/// What one publish decoded to: the readings that are good, and one
+/// rejection per element that is not.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Decoded {
+    pub gateway: String,
+    pub readings: Vec<DecodedReading>,
+    pub rejections: Vec<Rejection>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeContext {
+    pub received_at: DateTime<Utc>,
+    /// How far ahead of `received_at` a timestamp may be.
+    pub max_future: TimeDelta,
+}
+
+/// The earliest timestamp accepted: anything before is a gateway whose clock
+/// was never set (1970) rather than a real reading.
+const EARLIEST_MS: i64 = 946_684_800_000; // 2000-01-01T00:00:00Z
+
+pub fn decode(topic: &str, payload: &[u8], cx: &DecodeContext) -> Decoded {
+    match decode_topic(topic) {
+        Ok(TopicKind::Batch { gateway }) => decode_batch(topic, gateway, payload, cx),
+        Ok(TopicKind::Single { gateway, channel }) => {
+            let mut decoded = Decoded {
+                gateway: gateway.to_owned(),
+                ..Decoded::default()
+            };
+            match decode_bare_number(payload) {
+                Ok(value) => decoded.readings.push(DecodedReading {
+                    channel,
+                    ts: cx.received_at.trunc_subsecs(6),
+                    value,
+                }),
+                Err(reason) => {
+                    decoded
+                        .rejections
+                        .push(rejection(topic, Some(gateway), payload.to_vec(), reason))
+                }
+            }
+            decoded
+        }
+        Err((gateway, reason)) => Decoded {
+            gateway: gateway.unwrap_or_default().to_owned(),
+            readings: Vec::new(),
+            rejections: vec![rejection(topic, gateway, payload.to_vec(), reason)],
+        },
+    }
+}
+
+enum TopicKind<'a> {
+    Batch { gateway: &'a str },
+    Single { gateway: &'a str, channel: ChannelName },
+}
+
+fn decode_topic(topic: &str) -> Result<TopicKind<'_>, (Option<&str>, String)> {
+    let mut parts = topic.split('/');
+    if parts.next() != Some(TOPIC_ROOT) {
+        return Err((None, format!("topic must start with `{TOPIC_ROOT}/`")));
+    }
+    let gateway = parts.next().unwrap_or_default();
+    if !valid_gateway_id(gateway) {
+        return Err((
+            None,
+            "gateway id in the topic must be 1 to 64 of letters, digits, `_`, `-`, `.`".into(),
+        ));
+    }
+    let rest: Vec<&str> = parts.collect();
+    match rest.as_slice() {
+        ["readings"] => Ok(TopicKind::Batch { gateway }),
+        ["channel", circuit, parameter] => ChannelName::from_parts(circuit, parameter)
+            .map(|channel| TopicKind::Single { gateway, channel })
+            .map_err(|err| (Some(gateway), format!("channel in topic: {err}"))),
+        _ => Err((
+            Some(gateway),
+            format!(
+                "unknown topic: expected `{TOPIC_ROOT}/{gateway}/readings` or \
+                 `{TOPIC_ROOT}/{gateway}/channel/{{circuit}}/{{parameter}}`"
+            ),
+        )),
+    }
+}
+
+pub fn valid_gateway_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchEnvelope {
+    #[serde(default)]
+    ts: Option<Value>,
+    readings: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchReading {
+    channel: String,
+    value: Value,
+    #[serde(default)]
+    ts: Option<Value>,
+}
+
+fn decode_batch(topic: &str, gateway: &str, payload: &[u8], cx: &DecodeContext) -> Decoded {
+    let mut decoded = Decoded {
+        gateway: gateway.to_owned(),
+        ..Decoded::default()
+    };
+    let whole = |reason: String| rejection(topic, Some(gateway), payload.to_vec(), reason);
+    let envelope: BatchEnvelope = match serde_json::from_slice(payload) {
+        Ok(envelope) => envelope,
+        Err(err) => {
+            decoded
+                .rejections
+                .push(whole(format!("not a reading batch: {err}")));
+            return decoded;
+        }
+    };
+    let batch_ts = match envelope.ts.as_ref().map(|ts| parse_ts(ts, cx)).transpose() {
+        Ok(ts) => ts.unwrap_or(cx.received_at),
+        Err(reason) => {
+            decoded.rejections.push(whole(format!("batch ts: {reason}")));
+            return decoded;
+        }
+    };
+    decoded.readings.reserve(envelope.readings.len());
+    for (index, element) in envelope.readings.into_iter().enumerate() {
+        match decode_batch_reading(&element, batch_ts, cx) {
+            Ok(reading) => decoded.readings.push(reading),
+            Err(reason) => decoded.rejections.push(rejection(
+                topic,
+                Some(gateway),
+                serde_json::to_vec(&element).unwrap_or_default(),
+                format!("readings[{index}]: {reason}"),
+            )),
+        }
+    }
+    decoded
+}
+
+fn decode_batch_reading(
+    element: &Value,
+    batch_ts: DateTime<Utc>,
+    cx: &DecodeContext,
+) -> Result<DecodedReading, String> {
+    let reading = BatchReading::deserialize(element).map_err(|err| err.to_string())?;
+    let channel = ChannelName::parse(&reading.channel).map_err(|err| err.to_string())?;
+    let value = reading
+        .value
+        .as_f64()
+        .filter(|v| v.is_finite())
+        .ok_or("value must be a number")?;
+    let ts = match &reading.ts {
+        Some(ts) => parse_ts(ts, cx)?,
+        None => batch_ts,
+    };
+    Ok(DecodedReading {
+        channel,
+        ts: ts.trunc_subsecs(6),
+        value,
+    })
+}
+
+fn parse_ts(ts: &Value, cx: &DecodeContext) -> Result<DateTime<Utc>, String> {
+    let parsed = match ts {
+        Value::String(text) => DateTime::parse_from_rfc3339(text)
+            .map(|ts| ts.with_timezone(&Utc))
+            .map_err(|err| format!("{text:?} is not RFC 3339: {err}"))?,
+        Value::Number(number) => {
+            let ms = number
+                .as_i64()
+                .ok_or("a numeric ts must be integer Unix milliseconds")?;
+            DateTime::from_timestamp_millis(ms).ok_or("ts is out of range")?
+        }
+        _ => return Err("ts must be an RFC 3339 string or integer Unix milliseconds".into()),
+    };
+    if parsed.timestamp_millis() < EARLIEST_MS {
+        return Err(format!("ts {parsed} is before 2000: is the gateway's clock set?"));
+    }
+    if parsed > cx.received_at + cx.max_future {
+        return Err(format!(
+            "ts {parsed} is ahead of the server's clock ({}) by more than {} s",
+            cx.received_at,
+            cx.max_future.num_seconds()
+        ));
+    }
+    Ok(parsed)
+}
+
+fn decode_bare_number(payload: &[u8]) -> Result<f64, String> {
+    let text = std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8 text")?;
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("payload {:?} is not a number", truncate(text, 40)))?;
+    if !value.is_finite() {
+        return Err("value must be a finite number".into());
+    }
+    Ok(value)
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+fn rejection(topic: &str, gateway: Option<&str>, payload: Vec<u8>, reason: String) -> Rejection {
+    Rejection {
+        topic: topic.to_owned(),
+        gateway: gateway.map(str::to_owned),
+        payload,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cx() -> DecodeContext {
+        DecodeContext {
+            received_at: DateTime::parse_from_rfc3339("2026-11-28T10:00:00.123456789Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            max_future: TimeDelta::hours(1),
+        }
+    }
+
+    /// One line per case: what a gateway sends, what is stored, what is rejected.
+    fn check(topic: &str, payload: &str, readings: &[(&str, &str, f64)], rejections: &[&str]) {
+        let decoded = decode(topic, payload.as_bytes(), &cx());
+        let got: Vec<(String, String, f64)> = decoded
+            .readings
+            .iter()
+            .map(|r| {
+                (
+                    r.channel.to_string(),
+                    r.ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    r.value,
+                )
+            })
+            .collect();
+        let want: Vec<(String, String, f64)> = readings
+            .iter()
+            .map(|(c, t, v)| (c.to_string(), t.to_string(), *v))
+            .collect();
+        assert_eq!(got, want, "readings of {payload}");
+        let reasons: Vec<&str> = decoded.rejections.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons.len(), rejections.len(), "rejections of {payload}: {reasons:?}");
+        for (reason, expected) in reasons.iter().zip(rejections) {
+            assert!(reason.contains(expected), "{reason:?} should contain {expected:?}");
+        }
+    }
+
+    const NOW: &str = "2026-11-28T10:00:00.123456Z";
+
+    #[test]
+    fn batch_with_per_reading_timestamps() {
+        check(
+            "trackside/gw1/readings",
+            r#"{"readings":[
+                {"channel":"T101/relay_voltage","value":1.82,"ts":"2026-11-28T09:59:59.5Z"},
+                {"channel":"T101/relay_state","value":1,"ts":1795859999000}]}"#,
+            &[
+                ("T101/relay_voltage", "2026-11-28T09:59:59.500000Z", 1.82),
+                ("T101/relay_state", "2026-11-28T09:59:59.000000Z", 1.0),
+            ],
+            &[],
+        );
+    }
+
+    #[test]
+    fn readings_inherit_batch_ts_then_receive_time() {
+        check(
+            "trackside/gw1/readings",
+            r#"{"ts":"2026-11-28T09:00:00+01:00","readings":[{"channel":"T1/feed_voltage","value":9.5}]}"#,
+            &[("T1/feed_voltage", "2026-11-28T08:00:00.000000Z", 9.5)],
+            &[],
+        );
+        check(
+            "trackside/gw1/readings",
+            r#"{"readings":[{"channel":"T1/feed_voltage","value":9.5}]}"#,
+            &[("T1/feed_voltage", NOW, 9.5)],
+            &[],
+        );
+    }
+
+    #[test]
+    fn one_bad_reading_rejects_only_itself() {
+        check(
+            "trackside/gw1/readings",
+            r#"{"readings":[
+                {"channel":"T1/feed_voltage","value":"high"},
+                {"channel":"T1 feed","value":1},
+                {"channel":"T1/feed_current","value":2.5},
+                {"channel":"T1/feed_current","value":2.5,"ts":"yesterday"},
+                {"channel":"T1/feed_current","value":2.5,"ts":0},
+                {"channel":"T1/feed_current","value":2.5,"ts":"2026-11-28T12:00:00Z"},
+                {"channel":"T1/feed_current","value":2.5,"ts":1.5},
+                {"channel":"T1/feed_current","value":2.5,"volts":1},
+                7]}"#,
+            &[("T1/feed_current", NOW, 2.5)],
+            &[
+                "readings[0]: value must be a number",
+                "readings[1]: channel must be",
+                "readings[3]: \"yesterday\" is not RFC 3339",
+                "readings[4]: ts 1970-01-01 00:00:00 UTC is before 2000",
+                "readings[5]: ts 2026-11-28 12:00:00 UTC is ahead",
+                "readings[6]: a numeric ts must be integer",
+                "readings[7]: unknown field `volts`",
+                "readings[8]: invalid type: integer `7`",
+            ],
+        );
+    }
+
+    #[test]
+    fn malformed_batches_are_rejected_whole() {
+        check("trackside/gw1/readings", "{not json", &[], &["not a reading batch"]);
+        check("trackside/gw1/readings", r#"{"values":[]}"#, &[], &["not a reading batch"]);
+        check(
+            "trackside/gw1/readings",
+            r#"{"ts":"soon","readings":[{"channel":"T1/x","value":1}]}"#,
+            &[],
+            &["batch ts:"],
+        );
+        check("trackside/gw1/readings", r#"{"readings":[]}"#, &[], &[]);
+    }
+
+    #[test]
+    fn bare_numbers_on_channel_topics() {
+        check(
+            "trackside/gw2/channel/T7/relay_current",
+            " 142.5\n",
+            &[("T7/relay_current", NOW, 142.5)],
+            &[],
+        );
+        check("trackside/gw2/channel/T7/relay_current", "NaN", &[], &["finite"]);
+        check("trackside/gw2/channel/T7/relay_current", "1,5", &[], &["not a number"]);
+        check("trackside/gw2/channel/T7/relay_current", "\u{fffd}", &[], &["not a number"]);
+        check("trackside/gw2/channel/T7/relay current", "1", &[], &["channel in topic"]);
+    }
+
+    #[test]
+    fn topics_outside_the_scheme_are_rejected() {
+        check("trackside/gw2/telemetry", "1", &[], &["unknown topic"]);
+        check("trackside/gw 2/readings", "1", &[], &["gateway id"]);
+        check("trackside//readings", "1", &[], &["gateway id"]);
+        check("other/gw2/readings", "1", &[], &["topic must start"]);
+    }
+
+    #[test]
+    fn rejections_keep_the_gateway_and_payload() {
+        let decoded = decode("trackside/gw9/readings", b"\xff\xfe", &cx());
+        assert_eq!(decoded.gateway, "gw9");
+        assert_eq!(decoded.rejections[0].gateway.as_deref(), Some("gw9"));
+        assert_eq!(decoded.rejections[0].payload, b"\xff\xfe");
+    }
+}

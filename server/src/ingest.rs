@@ -1,0 +1,114 @@
+//! The ingest path: every MQTT publish, whatever its source, goes through
+//! [`Pipeline::handle`], which decodes it and hands the result to the three
+//! independent consumers (live fan-out, store writer, rejection store).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use chrono::{TimeDelta, Utc};
+use rumqttd::Notification;
+use rumqttd::local::LinkRx;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::decode::{self, DecodeContext, Rejection};
+use crate::live::LiveHub;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::ReadingBatch;
+
+pub struct Pipeline {
+    pub registry: Arc<Registry>,
+    pub live: LiveHub,
+    pub metrics: Arc<Metrics>,
+    pub store: mpsc::Sender<Arc<ReadingBatch>>,
+    pub rejections: mpsc::Sender<Rejection>,
+    pub max_future: TimeDelta,
+}
+
+impl Pipeline {
+    pub async fn handle(&self, topic: &[u8], payload: &[u8]) {
+        self.metrics.mqtt_messages.fetch_add(1, Relaxed);
+        let cx = DecodeContext {
+            received_at: Utc::now(),
+            max_future: self.max_future,
+        };
+        let decoded = match std::str::from_utf8(topic) {
+            Ok(topic) => decode::decode(topic, payload, &cx),
+            Err(_) => decode::Decoded {
+                rejections: vec![Rejection {
+                    topic: String::from_utf8_lossy(topic).into_owned(),
+                    gateway: None,
+                    payload: payload.to_vec(),
+                    reason: "topic is not UTF-8".into(),
+                }],
+                ..Default::default()
+            },
+        };
+
+        let whole_payload_rejected = decoded.readings.is_empty() && !decoded.rejections.is_empty();
+        for rejection in decoded.rejections {
+            tracing::warn!(topic = %rejection.topic, reason = %rejection.reason, "rejected MQTT payload");
+            if whole_payload_rejected {
+                self.metrics.rejected_payloads.fetch_add(1, Relaxed);
+            } else {
+                self.metrics.rejected_readings.fetch_add(1, Relaxed);
+            }
+            if self.rejections.try_send(rejection).is_err() {
+                self.metrics.rejected_not_kept.fetch_add(1, Relaxed);
+            }
+        }
+        if decoded.readings.is_empty() {
+            return;
+        }
+
+        Metrics::add(&self.metrics.readings_received, decoded.readings.len());
+        let batch = Arc::new(ReadingBatch {
+            gateway: decoded.gateway,
+            readings: decoded.readings,
+        });
+        self.registry.observe(&batch.gateway, &batch.readings);
+        self.live.publish(&batch);
+        self.metrics.store_queue_depth.fetch_add(1, Relaxed);
+        // Waiting here pushes back on the broker link while the database is
+        // slower than the gateways; live clients have been served already.
+        if self.store.send(batch).await.is_err() {
+            tracing::error!("store writer is gone; a batch was not stored");
+        }
+    }
+}
+
+/// Reads the embedded broker's link until shutdown.
+pub async fn run_embedded_link(
+    mut link_rx: LinkRx,
+    pipeline: Arc<Pipeline>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let notification = tokio::select! {
+            next = link_rx.next() => next,
+            () = shutdown.cancelled() => break,
+        };
+        match notification {
+            Ok(Some(Notification::Forward(forward))) => {
+                pipeline
+                    .handle(&forward.publish.topic, &forward.publish.payload)
+                    .await;
+            }
+            // The router pauses a link whose buffer filled up and waits to be
+            // told it is being read again; without this the link stalls for
+            // good after a few hundred messages.
+            Ok(Some(Notification::Unschedule)) => {
+                if let Err(err) = link_rx.wake().await {
+                    tracing::error!("MQTT ingest link lost: {err}");
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::error!("MQTT ingest link lost: {err}");
+                break;
+            }
+        }
+    }
+}

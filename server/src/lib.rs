@@ -1,0 +1,154 @@
+//! Trackside: real-time telemetry for railway-yard track circuits.
+//!
+//! The binary is glue (configuration, the private database, signals); this
+//! library is the server. [`start`] wires one reading path:
+//! MQTT broker link -> [`ingest::Pipeline`] -> live fan-out, store writer and
+//! rejection store, and serves HTTP beside it. See ARCHITECTURE.md.
+
+pub mod broker;
+pub mod config;
+pub mod decode;
+pub mod embedded_pg;
+pub mod http;
+pub mod ingest;
+pub mod live;
+pub mod metrics;
+pub mod registry;
+pub mod sim;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use anyhow::Context as _;
+use chrono::TimeDelta;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// Applies the embedded migrations (idempotent; run at every start).
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::migrate!("../migrations")
+        .run(pool)
+        .await
+        .context("applying database migrations")
+}
+
+/// A running server. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub mqtt_addr: SocketAddr,
+    pub mqtt_v5_addr: Option<SocketAddr>,
+    pub metrics: Arc<metrics::Metrics>,
+    shutdown: CancellationToken,
+    http: JoinHandle<()>,
+    ingest: JoinHandle<()>,
+    store: JoinHandle<()>,
+    rejections: JoinHandle<()>,
+}
+
+/// Starts the broker, the ingest path and HTTP on an already migrated pool.
+pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
+    config.validate()?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let registry = Arc::new(
+        registry::Registry::load(&pool)
+            .await
+            .context("loading channels")?,
+    );
+    let live = live::LiveHub::new(config.ingest.live_queue);
+    let shutdown = CancellationToken::new();
+
+    let (store_tx, store_rx) = mpsc::channel(config.ingest.store_queue);
+    let store = tokio::spawn(
+        store::StoreWriter::new(pool.clone(), metrics.clone(), config.ingest.store_batch_rows)
+            .run(store_rx),
+    );
+    let (rejections_tx, rejections_rx) = mpsc::channel(1024);
+    let rejections = tokio::spawn(store::run_rejection_writer(
+        pool.clone(),
+        metrics.clone(),
+        rejections_rx,
+    ));
+
+    let pipeline = Arc::new(ingest::Pipeline {
+        registry: registry.clone(),
+        live: live.clone(),
+        metrics: metrics.clone(),
+        store: store_tx,
+        rejections: rejections_tx,
+        max_future: TimeDelta::seconds(config.ingest.max_future_secs),
+    });
+    let broker = broker::start(&config.mqtt)?;
+    let ingest_running = Arc::new(AtomicBool::new(true));
+    let ingest = {
+        let running = ingest_running.clone();
+        let shutdown = shutdown.clone();
+        // The link's sending half must outlive the reader, or the router
+        // drops the subscription.
+        let link_tx = broker.link_tx;
+        tokio::spawn(async move {
+            ingest::run_embedded_link(broker.link_rx, pipeline, shutdown).await;
+            running.store(false, Relaxed);
+            drop(link_tx);
+        })
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
+    let http_addr = listener.local_addr()?;
+    let state = http::AppState {
+        pool,
+        registry,
+        live,
+        metrics: metrics.clone(),
+        yard: Arc::new(config.yard.clone()),
+        ingest_running,
+        shutdown: shutdown.clone(),
+    };
+    let app = http::router(state, &config.http.assets_dir);
+    let http = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+            if let Err(err) = served {
+                tracing::error!("HTTP server failed: {err}");
+            }
+        })
+    };
+    tracing::info!(%http_addr, "HTTP listening");
+
+    Ok(Running {
+        http_addr,
+        mqtt_addr: broker.listen,
+        mqtt_v5_addr: broker.listen_v5,
+        metrics,
+        shutdown,
+        http,
+        ingest,
+        store,
+        rejections,
+    })
+}
+
+impl Running {
+    /// Stops taking new messages, then waits until everything decoded so far
+    /// is written. The broker thread stays until the process exits: rumqttd
+    /// has no stop.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        // The pipeline (and with it the queues' senders) is dropped when the
+        // ingest task ends, which lets the writers drain and finish.
+        let _ = self.ingest.await;
+        let _ = self.http.await;
+        let _ = self.store.await;
+        let _ = self.rejections.await;
+    }
+}

@@ -1,0 +1,260 @@
+//! The `trackside` command: configuration, the database, signals. The server
+//! itself lives in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+use trackside::config::Config;
+use trackside::embedded_pg::{Durability, EmbeddedPostgres};
+use trackside::sim::{self, YardOptions};
+
+#[derive(Parser)]
+#[command(version, about = "Real-time telemetry for railway-yard track circuits")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Publish a simulated yard to an MQTT broker (demo data, load tests).
+    Simulate(SimulateArgs),
+}
+
+/// Flags override the environment, which overrides the config file.
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "TRACKSIDE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Also run a simulated yard publishing to the embedded broker.
+    #[arg(long, env = "TRACKSIDE_DEMO")]
+    demo: bool,
+    /// HTTP address for the app, the API and the WebSocket.
+    #[arg(long, env = "TRACKSIDE_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// MQTT 3.1.1 address gateways connect to.
+    #[arg(long, env = "TRACKSIDE_MQTT_LISTEN")]
+    mqtt_listen: Option<SocketAddr>,
+    /// MQTT 5 address.
+    #[arg(long, env = "TRACKSIDE_MQTT_LISTEN_V5")]
+    mqtt_listen_v5: Option<SocketAddr>,
+    /// PostgreSQL URL; without one a private cluster runs under --data-dir.
+    #[arg(long, env = "TRACKSIDE_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Directory for the private PostgreSQL cluster and other state.
+    #[arg(long, env = "TRACKSIDE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Directory holding the built operator app.
+    #[arg(long, env = "TRACKSIDE_ASSETS_DIR")]
+    assets_dir: Option<PathBuf>,
+    /// The yard's name, shown in the app.
+    #[arg(long, env = "TRACKSIDE_YARD_NAME")]
+    yard_name: Option<String>,
+    /// The yard's IANA time zone, for example Europe/London.
+    #[arg(long, env = "TRACKSIDE_TIMEZONE")]
+    timezone: Option<String>,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Broker host.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Broker port.
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    #[arg(long, default_value_t = 12)]
+    circuits: usize,
+    #[arg(long, default_value_t = 3)]
+    gateways: usize,
+    /// Readings per second of each analogue parameter.
+    #[arg(long, default_value_t = 2.0)]
+    rate_hz: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,rumqttd=warn,tower_http=info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Simulate(args)) => simulate(args).await,
+            Some(Command::Serve(args)) => serve(args).await,
+            None => serve(cli.serve).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if args.demo {
+        config.demo.enabled = true;
+    }
+    if let Some(addr) = args.http_listen {
+        config.http.listen = addr;
+    }
+    if let Some(addr) = args.mqtt_listen {
+        config.mqtt.listen = addr;
+    }
+    if let Some(addr) = args.mqtt_listen_v5 {
+        config.mqtt.listen_v5 = Some(addr);
+    }
+    if let Some(url) = &args.database_url {
+        config.database.url = Some(url.clone());
+    }
+    if let Some(dir) = &args.data_dir {
+        config.database.data_dir = dir.clone();
+    }
+    if let Some(dir) = &args.assets_dir {
+        config.http.assets_dir = dir.clone();
+    }
+    if let Some(name) = &args.yard_name {
+        config.yard.name = name.clone();
+    }
+    if let Some(zone) = &args.timezone {
+        config.yard.timezone = zone.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    // Held to the end of this function: dropping it stops the private
+    // cluster, after the writer has flushed.
+    let mut private_pg = None;
+    let connect: PgConnectOptions = match &config.database.url {
+        Some(url) => url.parse().context("parsing the database URL")?,
+        None => {
+            let data_dir = config.database.data_dir.clone();
+            let bin_dir = config.database.pg_bin_dir.clone();
+            let pg = tokio::task::spawn_blocking(move || {
+                EmbeddedPostgres::start(&data_dir, bin_dir.as_deref(), Durability::Durable)
+            })
+            .await??;
+            let options = pg.connect_options("postgres");
+            private_pg = Some(pg);
+            options
+        }
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .connect_with(connect)
+        .await
+        .context("connecting to PostgreSQL")?;
+    trackside::migrate(&pool).await?;
+    let running = trackside::start(&config, pool.clone()).await?;
+
+    let demo = CancellationToken::new();
+    let demo_task = config.demo.enabled.then(|| {
+        let options = YardOptions {
+            host: "127.0.0.1".into(),
+            port: running.mqtt_addr.port(),
+            circuits: config.demo.circuits,
+            gateways: config.demo.gateways,
+            rate_hz: config.demo.rate_hz,
+            seed: 1,
+        };
+        tokio::spawn(sim::run(options, demo.clone()))
+    });
+
+    let http_port = running.http_addr.port();
+    println!();
+    println!("  Trackside is running: open http://localhost:{http_port}/");
+    println!(
+        "  MQTT: {} (v3.1.1){}{}",
+        running.mqtt_addr,
+        running
+            .mqtt_v5_addr
+            .map(|a| format!(", {a} (v5)"))
+            .unwrap_or_default(),
+        if config.demo.enabled {
+            ", with a simulated yard publishing"
+        } else {
+            ""
+        }
+    );
+    println!("  Stop with Ctrl-C.");
+    println!();
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: flushing readings to the database");
+    demo.cancel();
+    if let Some(task) = demo_task {
+        let _ = task.await;
+    }
+    running.shutdown().await;
+    pool.close().await;
+    if let Some(mut pg) = private_pg {
+        tokio::task::spawn_blocking(move || pg.stop()).await??;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(err) => {
+                tracing::error!("cannot watch SIGTERM: {err}");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let options = YardOptions {
+        host: args.host,
+        port: args.port,
+        circuits: args.circuits,
+        gateways: args.gateways,
+        rate_hz: args.rate_hz,
+        seed: args.seed,
+    };
+    anyhow::ensure!(options.rate_hz > 0.0, "--rate-hz must be positive");
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(sim::run(options, stop.clone()));
+    shutdown_signal().await;
+    stop.cancel();
+    running.await?
+}

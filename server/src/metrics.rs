@@ -1,0 +1,114 @@
+//! Pipeline counters, read by `/metrics` in Prometheus text format.
+//!
+//! Plain atomics: every counter is bumped on the ingest path, so a metrics
+//! registry with label maps and locks would cost more than it gives.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub mqtt_messages: AtomicU64,
+    pub readings_received: AtomicU64,
+    pub readings_stored: AtomicU64,
+    pub readings_duplicate: AtomicU64,
+    pub rejected_payloads: AtomicU64,
+    pub rejected_readings: AtomicU64,
+    /// Rejections counted but not kept because their queue was full (a flood
+    /// of garbage must not grow memory).
+    pub rejected_not_kept: AtomicU64,
+    pub store_queue_depth: AtomicI64,
+    pub store_batches: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub store_batch_micros: AtomicU64,
+    pub ws_clients: AtomicI64,
+    pub ws_lagged_messages: AtomicU64,
+    pub ws_dropped_clients: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        };
+        counter(
+            "trackside_mqtt_messages_total",
+            "MQTT publishes read from the broker.",
+            self.mqtt_messages.load(Relaxed),
+        );
+        counter(
+            "trackside_readings_received_total",
+            "Readings decoded from MQTT.",
+            self.readings_received.load(Relaxed),
+        );
+        counter(
+            "trackside_readings_stored_total",
+            "Readings written to PostgreSQL.",
+            self.readings_stored.load(Relaxed),
+        );
+        counter(
+            "trackside_readings_duplicate_total",
+            "Readings skipped because the same channel and timestamp were already stored.",
+            self.readings_duplicate.load(Relaxed),
+        );
+        counter(
+            "trackside_rejected_payloads_total",
+            "Whole MQTT payloads that could not be decoded.",
+            self.rejected_payloads.load(Relaxed),
+        );
+        counter(
+            "trackside_rejected_readings_total",
+            "Single readings of a batch that could not be decoded.",
+            self.rejected_readings.load(Relaxed),
+        );
+        counter(
+            "trackside_rejected_not_kept_total",
+            "Rejections counted but not stored because their queue was full.",
+            self.rejected_not_kept.load(Relaxed),
+        );
+        counter(
+            "trackside_store_batches_total",
+            "Write statements the store writer committed.",
+            self.store_batches.load(Relaxed),
+        );
+        counter(
+            "trackside_store_errors_total",
+            "Failed store writes (each is retried).",
+            self.store_errors.load(Relaxed),
+        );
+        counter(
+            "trackside_store_batch_microseconds_total",
+            "Time spent in committed store writes.",
+            self.store_batch_micros.load(Relaxed),
+        );
+        counter(
+            "trackside_ws_lagged_messages_total",
+            "Live messages skipped for WebSocket clients that fell behind.",
+            self.ws_lagged_messages.load(Relaxed),
+        );
+        counter(
+            "trackside_ws_dropped_clients_total",
+            "WebSocket clients disconnected for not reading.",
+            self.ws_dropped_clients.load(Relaxed),
+        );
+        let mut gauge = |name: &str, help: &str, value: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        };
+        gauge(
+            "trackside_store_queue_messages",
+            "Decoded messages waiting for the store writer.",
+            self.store_queue_depth.load(Relaxed),
+        );
+        gauge(
+            "trackside_ws_clients",
+            "Connected WebSocket clients.",
+            self.ws_clients.load(Relaxed),
+        );
+        out
+    }
+}

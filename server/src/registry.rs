@@ -1,0 +1,163 @@
+//! What the server knows about each channel right now: its metadata and its
+//! latest reading. Loaded from PostgreSQL at start-up and kept current by the
+//! ingest path, so `GET /api/channels` and a lagging WebSocket client's resync
+//! are answered from memory, including readings not yet written.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use trackside_wire::{ChannelInfo, ChannelName, Latest, Reading, parameter_info, pattern_matches};
+
+use crate::decode::DecodedReading;
+
+#[derive(Debug, Clone)]
+struct ChannelState {
+    name: ChannelName,
+    gateway: String,
+    latest: Option<(DateTime<Utc>, f64)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    channels: RwLock<HashMap<String, ChannelState>>,
+}
+
+impl Registry {
+    pub async fn load(pool: &PgPool) -> anyhow::Result<Self> {
+        // One index probe per channel on the (channel_id, ts) key, not a scan.
+        let rows: Vec<(String, String, Option<DateTime<Utc>>, Option<f64>)> = sqlx::query_as(
+            "SELECT c.name, c.gateway_id, r.ts, r.value
+             FROM channels c
+             LEFT JOIN LATERAL (
+                 SELECT ts, value FROM readings
+                 WHERE channel_id = c.id ORDER BY ts DESC LIMIT 1
+             ) r ON true",
+        )
+        .fetch_all(pool)
+        .await?;
+        let mut channels = HashMap::with_capacity(rows.len());
+        for (name, gateway, ts, value) in rows {
+            let Ok(parsed) = ChannelName::parse(&name) else {
+                tracing::warn!(%name, "skipping a stored channel whose name is no longer valid");
+                continue;
+            };
+            let latest = ts.zip(value);
+            channels.insert(
+                name,
+                ChannelState {
+                    name: parsed,
+                    gateway,
+                    latest,
+                },
+            );
+        }
+        Ok(Self {
+            channels: RwLock::new(channels),
+        })
+    }
+
+    /// Takes in one decoded message's readings. A reading older than the one
+    /// held does not replace it: a gateway's backlog must not roll the board
+    /// back in time.
+    pub fn observe(&self, gateway: &str, readings: &[DecodedReading]) {
+        let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        for reading in readings {
+            let state = channels
+                .entry(reading.channel.as_str().to_owned())
+                .or_insert_with(|| ChannelState {
+                    name: reading.channel.clone(),
+                    gateway: gateway.to_owned(),
+                    latest: None,
+                });
+            if state.latest.is_none_or(|(ts, _)| reading.ts >= ts) {
+                state.latest = Some((reading.ts, reading.value));
+            }
+        }
+    }
+
+    /// Every channel, sorted by name, with the age of its latest reading.
+    pub fn list(&self, now: DateTime<Utc>) -> Vec<ChannelInfo> {
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<ChannelInfo> = channels
+            .values()
+            .map(|state| ChannelInfo {
+                channel: state.name.to_string(),
+                circuit: state.name.circuit().to_owned(),
+                parameter: state.name.parameter().to_owned(),
+                unit: parameter_info(state.name.parameter())
+                    .and_then(|(_, p)| p.unit)
+                    .map(str::to_owned),
+                gateway: state.gateway.clone(),
+                latest: state.latest.map(|(ts, value)| Latest {
+                    ts: ts.timestamp_millis(),
+                    value,
+                }),
+                age_ms: state
+                    .latest
+                    .map(|(ts, _)| (now - ts).num_milliseconds().max(0)),
+            })
+            .collect();
+        list.sort_by(|a, b| a.channel.cmp(&b.channel));
+        list
+    }
+
+    /// The latest reading of every channel some pattern matches.
+    pub fn latest_matching(&self, patterns: Option<&[String]>) -> Vec<Reading> {
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        channels
+            .iter()
+            .filter(|(name, _)| {
+                patterns.is_none_or(|ps| ps.iter().any(|p| pattern_matches(p, name)))
+            })
+            .filter_map(|(name, state)| {
+                state.latest.map(|(ts, value)| Reading {
+                    channel: name.clone(),
+                    ts: ts.timestamp_millis(),
+                    value,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(channel: &str, secs: i64, value: f64) -> DecodedReading {
+        DecodedReading {
+            channel: ChannelName::parse(channel).unwrap(),
+            ts: DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap(),
+            value,
+        }
+    }
+
+    #[test]
+    fn latest_never_moves_back_in_time() {
+        let registry = Registry::default();
+        registry.observe("gw1", &[reading("T1/relay_voltage", 10, 1.5)]);
+        registry.observe("gw1", &[reading("T1/relay_voltage", 5, 0.1)]);
+        let now = DateTime::from_timestamp(1_800_000_012, 0).unwrap();
+        let list = registry.list(now);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].latest.map(|l| l.value), Some(1.5));
+        assert_eq!(list[0].age_ms, Some(2_000));
+        assert_eq!(list[0].unit.as_deref(), Some("V"));
+        assert_eq!(list[0].gateway, "gw1");
+    }
+
+    #[test]
+    fn latest_matching_filters_by_pattern() {
+        let registry = Registry::default();
+        registry.observe(
+            "gw1",
+            &[reading("T1/relay_state", 1, 1.0), reading("T2/relay_voltage", 1, 1.2)],
+        );
+        let only_state = registry.latest_matching(Some(&["*/relay_state".to_owned()]));
+        assert_eq!(only_state.len(), 1);
+        assert_eq!(only_state[0].channel, "T1/relay_state");
+        assert_eq!(registry.latest_matching(None).len(), 2);
+    }
+}

@@ -1,0 +1,214 @@
+//! The store writer: the only code that writes readings to PostgreSQL.
+//!
+//! It drains whatever its queue holds (so batches grow by themselves under
+//! load and a lone reading is written at once when idle), registers unknown
+//! gateways and channels, and writes the rows with one `INSERT ... SELECT FROM
+//! UNNEST(...) ON CONFLICT DO NOTHING` per chunk: one round trip and one
+//! commit for thousands of rows, and re-sent readings are skipped by the key.
+//! A failed write is retried, with backoff, until it succeeds.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use trackside_wire::parameter_info;
+
+use crate::decode::{DecodedReading, Rejection};
+use crate::metrics::Metrics;
+
+/// One decoded message's readings, shared with the live fan-out.
+#[derive(Debug)]
+pub struct ReadingBatch {
+    pub gateway: String,
+    pub readings: Vec<DecodedReading>,
+}
+
+pub struct StoreWriter {
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    batch_rows: usize,
+    gateways: HashSet<String>,
+    channel_ids: HashMap<String, i32>,
+}
+
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl StoreWriter {
+    pub fn new(pool: PgPool, metrics: Arc<Metrics>, batch_rows: usize) -> Self {
+        Self {
+            pool,
+            metrics,
+            batch_rows,
+            gateways: HashSet::new(),
+            channel_ids: HashMap::new(),
+        }
+    }
+
+    /// Runs until the queue is closed and drained.
+    pub async fn run(mut self, mut queue: mpsc::Receiver<Arc<ReadingBatch>>) {
+        let mut pending: Vec<Arc<ReadingBatch>> = Vec::new();
+        // Enough messages to fill a statement when each carries a few readings.
+        let drain_limit = self.batch_rows.max(64);
+        while queue.recv_many(&mut pending, drain_limit).await > 0 {
+            self.metrics
+                .store_queue_depth
+                .fetch_sub(pending.len() as i64, Relaxed);
+            self.write_with_retry(&pending).await;
+            pending.clear();
+        }
+        tracing::info!("store writer drained and stopped");
+    }
+
+    async fn write_with_retry(&mut self, batches: &[Arc<ReadingBatch>]) {
+        let mut delay = RETRY_FIRST;
+        loop {
+            match self.write(batches).await {
+                Ok(()) => return,
+                Err(err) => {
+                    self.metrics.store_errors.fetch_add(1, Relaxed);
+                    tracing::error!(retry_in = ?delay, "store write failed, will retry: {err:#}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    async fn write(&mut self, batches: &[Arc<ReadingBatch>]) -> anyhow::Result<()> {
+        let total: usize = batches.iter().map(|b| b.readings.len()).sum();
+        let mut channel_ids = Vec::with_capacity(total.min(self.batch_rows));
+        let mut timestamps: Vec<DateTime<Utc>> = Vec::with_capacity(channel_ids.capacity());
+        let mut values = Vec::with_capacity(channel_ids.capacity());
+        for batch in batches {
+            for reading in &batch.readings {
+                channel_ids.push(self.channel_id(&batch.gateway, reading).await?);
+                timestamps.push(reading.ts);
+                values.push(reading.value);
+                if channel_ids.len() == self.batch_rows {
+                    self.insert(&channel_ids, &timestamps, &values).await?;
+                    channel_ids.clear();
+                    timestamps.clear();
+                    values.clear();
+                }
+            }
+        }
+        if !channel_ids.is_empty() {
+            self.insert(&channel_ids, &timestamps, &values).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert(
+        &self,
+        channel_ids: &[i32],
+        timestamps: &[DateTime<Utc>],
+        values: &[f64],
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let stored = sqlx::query(
+            "INSERT INTO readings (channel_id, ts, value)
+             SELECT * FROM UNNEST($1::integer[], $2::timestamptz[], $3::double precision[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(channel_ids)
+        .bind(timestamps)
+        .bind(values)
+        .execute(&self.pool)
+        .await?
+        .rows_affected() as usize;
+        // Each statement is atomic. When a later chunk of the same drain
+        // fails, the retry sends the committed chunks again; the key skips
+        // them and they count as duplicates.
+        Metrics::add(&self.metrics.readings_stored, stored);
+        Metrics::add(&self.metrics.readings_duplicate, channel_ids.len() - stored);
+        self.metrics.store_batches.fetch_add(1, Relaxed);
+        Metrics::add(
+            &self.metrics.store_batch_micros,
+            started.elapsed().as_micros() as usize,
+        );
+        Ok(())
+    }
+
+    /// The channel's id, registering the gateway and the channel on first
+    /// sight. Cached: after warm-up this is a hash lookup per reading.
+    async fn channel_id(&mut self, gateway: &str, reading: &DecodedReading) -> anyhow::Result<i32> {
+        if let Some(&id) = self.channel_ids.get(reading.channel.as_str()) {
+            return Ok(id);
+        }
+        if !self.gateways.contains(gateway) {
+            sqlx::query("INSERT INTO gateways (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
+                .bind(gateway)
+                .execute(&self.pool)
+                .await?;
+            self.gateways.insert(gateway.to_owned());
+        }
+        let unit = parameter_info(reading.channel.parameter()).and_then(|(_, p)| p.unit);
+        // DO UPDATE (to itself) rather than DO NOTHING, so RETURNING also
+        // yields the id of a channel another instance registered first.
+        let (id,): (i32,) = sqlx::query_as(
+            "INSERT INTO channels (name, circuit, parameter, unit, gateway_id)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+             RETURNING id",
+        )
+        .bind(reading.channel.as_str())
+        .bind(reading.channel.circuit())
+        .bind(reading.channel.parameter())
+        .bind(unit)
+        .bind(gateway)
+        .fetch_one(&self.pool)
+        .await?;
+        tracing::info!(channel = %reading.channel, gateway, id, "registered channel");
+        self.channel_ids.insert(reading.channel.as_str().to_owned(), id);
+        Ok(id)
+    }
+}
+
+/// Keeps rejected payloads for inspection. Its queue is small and separate:
+/// a flood of garbage is counted, and what does not fit is not kept, but it
+/// never delays good readings.
+pub async fn run_rejection_writer(
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    mut queue: mpsc::Receiver<Rejection>,
+) {
+    let mut pending = Vec::new();
+    while queue.recv_many(&mut pending, 256).await > 0 {
+        let mut delay = RETRY_FIRST;
+        loop {
+            match insert_rejections(&pool, &pending).await {
+                Ok(()) => break,
+                Err(err) => {
+                    metrics.store_errors.fetch_add(1, Relaxed);
+                    tracing::error!(retry_in = ?delay, "storing rejected messages failed: {err:#}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+        pending.clear();
+    }
+}
+
+async fn insert_rejections(pool: &PgPool, rejections: &[Rejection]) -> anyhow::Result<()> {
+    let topics: Vec<&str> = rejections.iter().map(|r| r.topic.as_str()).collect();
+    let gateways: Vec<Option<&str>> = rejections.iter().map(|r| r.gateway.as_deref()).collect();
+    let payloads: Vec<&[u8]> = rejections.iter().map(|r| r.payload.as_slice()).collect();
+    let reasons: Vec<&str> = rejections.iter().map(|r| r.reason.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO rejected_messages (topic, gateway_id, payload, reason)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::text[])",
+    )
+    .bind(topics)
+    .bind(gateways)
+    .bind(payloads)
+    .bind(reasons)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! Wire types shared by the Trackside server and its browser app.
+//!
+//! Everything here is plain data with serde derives: no I/O, no clocks, no
+//! allocation-heavy helpers. Timestamps travel as integer Unix milliseconds
+//! (UTC) because both JavaScript and PostgreSQL handle them without a parser,
+//! and a browser formats them into the yard's zone itself.
+
+use serde::{Deserialize, Serialize};
+
+mod channel;
+mod parameter;
+
+pub use channel::{ChannelName, ChannelNameError, pattern_matches};
+pub use parameter::{Parameter, parameter_info};
+
+/// One measured value of one channel at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    /// `{circuit}/{parameter}`, for example `T101/relay_voltage`.
+    pub channel: String,
+    /// Unix milliseconds, UTC.
+    pub ts: i64,
+    pub value: f64,
+}
+
+/// The most recent reading of a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Latest {
+    /// Unix milliseconds, UTC.
+    pub ts: i64,
+    pub value: f64,
+}
+
+/// A channel as `GET /api/channels` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelInfo {
+    pub channel: String,
+    pub circuit: String,
+    pub parameter: String,
+    /// The unit from the parameter table, when the parameter is a known one.
+    pub unit: Option<String>,
+    /// The gateway that first published this channel.
+    pub gateway: String,
+    pub latest: Option<Latest>,
+    /// Milliseconds between `latest.ts` and the server's clock when it answered.
+    pub age_ms: Option<i64>,
+}
+
+/// `GET /api/yard`: what the app needs to present the yard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct YardInfo {
+    pub name: String,
+    /// IANA time zone name, for example `Europe/London`. Times are shown in
+    /// this zone with UTC at hand.
+    pub timezone: String,
+    /// Unix milliseconds, the server's clock when it answered.
+    pub server_time: i64,
+}
+
+/// A JSON error body: every 4xx and 5xx answer of the HTTP API carries one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// Frames a browser sends on `/ws`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Replace the subscription with these channel patterns (`*` matches any
+    /// run of characters, so `T1*/relay_state` or `*`). Until a client sends
+    /// one, it receives every channel. An empty list receives nothing.
+    Subscribe { channels: Vec<String> },
+}
+
+/// Frames the server sends on `/ws`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First frame of every connection.
+    Hello { server_time: i64 },
+    /// Readings as they arrive, before they are stored.
+    Readings { readings: Vec<Reading> },
+    /// The client fell behind and `missed` readings were skipped for it. A
+    /// `Readings` frame with the latest value of every subscribed channel
+    /// follows at once, so the client's picture is whole again.
+    Lagged { missed: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_messages_are_tagged_by_type() {
+        let frame = ServerMessage::Readings {
+            readings: vec![Reading {
+                channel: "T101/relay_voltage".into(),
+                ts: 1_700_000_000_000,
+                value: 1.82,
+            }],
+        };
+        let text = serde_json::to_string(&frame).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"readings","readings":[{"channel":"T101/relay_voltage","ts":1700000000000,"value":1.82}]}"#
+        );
+        assert_eq!(serde_json::from_str::<ServerMessage>(&text).unwrap(), frame);
+    }
+
+    #[test]
+    fn client_subscribe_parses() {
+        let parsed: ClientMessage =
+            serde_json::from_str(r#"{"type":"subscribe","channels":["T1*/relay_state"]}"#).unwrap();
+        assert_eq!(
+            parsed,
+            ClientMessage::Subscribe {
+                channels: vec!["T1*/relay_state".into()]
+            }
+        );
+    }
+}
