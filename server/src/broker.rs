@@ -8,7 +8,8 @@
 //! in-memory log is sized by `segment_bytes * segment_count`.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rumqttd::local::{LinkRx, LinkTx};
@@ -91,6 +92,9 @@ pub fn start(config: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
             }
         })
         .context("starting the MQTT broker thread")?;
+    for addr in std::iter::once(listen).chain(listen_v5) {
+        wait_until_listening(addr)?;
+    }
     tracing::info!(%listen, ?listen_v5, "MQTT broker listening");
     Ok(EmbeddedBroker {
         listen,
@@ -98,6 +102,25 @@ pub fn start(config: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
         link_tx,
         link_rx,
     })
+}
+
+/// rumqttd binds on its own thread some time after `start`; gateways (and
+/// tests) that connect before then would be refused.
+fn wait_until_listening(addr: SocketAddr) -> anyhow::Result<()> {
+    let target = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the MQTT broker did not start listening on {addr} within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 fn reserve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {

@@ -83,7 +83,10 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         rejections: rejections_tx,
         max_future: TimeDelta::seconds(config.ingest.max_future_secs),
     });
-    let broker = broker::start(&config.mqtt)?;
+    let mqtt_config = config.mqtt.clone();
+    let broker = tokio::task::spawn_blocking(move || broker::start(&mqtt_config))
+        .await
+        .context("starting the MQTT broker")??;
     let ingest_running = Arc::new(AtomicBool::new(true));
     let ingest = {
         let running = ingest_running.clone();

@@ -1,0 +1,157 @@
+//! The operator app in a real headless Chromium, driven over WebDriver.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::harness::{DEADLINE, TestServer, eventually};
+
+/// A chromedriver child process on a free port, killed on drop.
+struct ChromeDriver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn browser() -> (ChromeDriver, Client) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (Debian package chromium-driver; `cargo xtask setup` installs it)");
+    let profile = tempfile::tempdir().expect("profile directory");
+    let driver = ChromeDriver {
+        child,
+        port,
+        _profile: profile,
+    };
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            // The background-networking flags keep Chromium from flooding a
+            // closed network with connection attempts.
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--window-size=1600,1000",
+                format!("--user-data-dir={}", driver._profile.path().display()),
+            ],
+        }),
+    );
+    let webdriver = format!("http://127.0.0.1:{}", driver.port);
+    let client = eventually("chromedriver to accept a session", || {
+        let capabilities = capabilities.clone();
+        let webdriver = webdriver.clone();
+        async move {
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(capabilities)
+                .connect(&webdriver)
+                .await
+                .ok()
+        }
+    })
+    .await;
+    (driver, client)
+}
+
+async fn attribute(client: &Client, css: &str, name: &str) -> Option<String> {
+    let element = client.find(Locator::Css(css)).await.ok()?;
+    element.attr(name).await.ok()?
+}
+
+async fn text(client: &Client, css: &str) -> Option<String> {
+    client.find(Locator::Css(css)).await.ok()?.text().await.ok()
+}
+
+async fn wait_for_text(client: &Client, css: &str, want: &str) {
+    let mut last = None;
+    let found = tokio::time::timeout(DEADLINE, async {
+        loop {
+            last = text(client, css).await;
+            if last.as_deref() == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "{css} should read {want:?}, last read {last:?}");
+}
+
+#[tokio::test]
+async fn the_live_board_shows_a_published_reading() {
+    let server = TestServer::start().await;
+    let (_driver, client) = browser().await;
+    client.goto(&server.url("/")).await.expect("open the board");
+
+    eventually("the board to connect live", || async {
+        (attribute(&client, "[data-testid=connection-state]", "data-state")
+            .await
+            .as_deref()
+            == Some("live"))
+        .then_some(())
+    })
+    .await;
+
+    let mut gateway = server.gateway("gw-browser").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    gateway
+        .publish(
+            "trackside/gw-browser/readings",
+            json!({"ts": now, "readings": [
+                {"channel": "T101/relay_voltage", "value": 1.234},
+                {"channel": "T101/relay_state", "value": 1},
+            ]})
+            .to_string(),
+        )
+        .await;
+    wait_for_text(&client, "[data-channel='T101/relay_voltage']", "1.234").await;
+    assert_eq!(
+        attribute(&client, "[data-circuit=T101]", "data-state").await.as_deref(),
+        Some("clear")
+    );
+
+    // A train arrives: the relay drops and the circuit shows occupied.
+    gateway
+        .publish(
+            "trackside/gw-browser/readings",
+            json!({"ts": now + 1000, "readings": [
+                {"channel": "T101/relay_voltage", "value": 0.02},
+                {"channel": "T101/relay_state", "value": 0},
+            ]})
+            .to_string(),
+        )
+        .await;
+    wait_for_text(&client, "[data-channel='T101/relay_voltage']", "0.020").await;
+    eventually("the circuit to show occupied", || async {
+        (attribute(&client, "[data-circuit=T101]", "data-state").await.as_deref()
+            == Some("occupied"))
+        .then_some(())
+    })
+    .await;
+
+    if let Ok(png) = client.screenshot().await {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join("live-board.png"), png);
+    }
+    client.close().await.expect("closing the browser session");
+}

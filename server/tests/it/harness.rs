@@ -1,0 +1,278 @@
+//! Test harness: one private PostgreSQL cluster per test process, a fresh
+//! database and a fresh server (on free ports) per test, and clients that
+//! speak the real protocols.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpStream;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite};
+use trackside::config::Config;
+use trackside::embedded_pg::{Durability, EmbeddedPostgres};
+use trackside_wire::{ClientMessage, ServerMessage};
+
+/// Long enough for a loaded CI machine, short enough to fail a hung test.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    // Field order is drop order: stop the server before removing its files.
+    pg: EmbeddedPostgres,
+    _dir: tempfile::TempDir,
+}
+
+static CLUSTER: Mutex<Option<Cluster>> = Mutex::new(None);
+static DATABASES: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn stop_cluster() {
+    if let Ok(mut cluster) = CLUSTER.lock() {
+        cluster.take();
+    }
+}
+
+/// A fresh, migrated database in this process's cluster.
+pub async fn fresh_database() -> PgPool {
+    let admin_options = tokio::task::spawn_blocking(|| {
+        let mut cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+        if cluster.is_none() {
+            let dir = tempfile::Builder::new()
+                .prefix("trackside-it-")
+                .tempdir()
+                .expect("creating a temporary directory");
+            let pg = EmbeddedPostgres::start(dir.path(), None, Durability::Throwaway)
+                .expect("starting the test PostgreSQL cluster");
+            // The test harness exits through exit(), which runs this; the
+            // cluster must not outlive the test process.
+            unsafe { nix::libc::atexit(stop_cluster) };
+            *cluster = Some(Cluster { pg, _dir: dir });
+        }
+        cluster.as_ref().map(|c| c.pg.connect_options("postgres"))
+    })
+    .await
+    .expect("cluster start task")
+    .expect("cluster is running");
+
+    let name = format!("it_{}", DATABASES.fetch_add(1, Ordering::Relaxed));
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(admin_options.clone())
+        .await
+        .expect("connecting to the test cluster");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+        .execute(&admin)
+        .await
+        .expect("dropping an old test database");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .expect("creating the test database");
+    admin.close().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(admin_options.database(&name))
+        .await
+        .expect("connecting to the test database");
+    trackside::migrate(&pool).await.expect("migrating");
+    pool
+}
+
+pub fn site_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/site")
+}
+
+/// The configuration every test server starts from: loopback, free ports.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.http.listen = "127.0.0.1:0".parse().expect("address");
+    config.http.assets_dir = site_dir();
+    config.mqtt.listen = "127.0.0.1:0".parse().expect("address");
+    config.mqtt.listen_v5 = None;
+    config.yard.name = "Test yard".into();
+    config
+}
+
+pub struct TestServer {
+    pub pool: PgPool,
+    pub running: trackside::Running,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let pool = fresh_database().await;
+        let running = trackside::start(&config, pool.clone())
+            .await
+            .expect("starting the server");
+        Self { pool, running }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.http_addr)
+    }
+
+    pub async fn gateway(&self, id: &str) -> Gateway {
+        Gateway::connect(self.running.mqtt_addr.port(), id).await
+    }
+
+    pub async fn websocket(&self) -> LiveClient {
+        LiveClient::connect(&format!("ws://{}/ws", self.running.http_addr)).await
+    }
+
+    pub async fn stored(&self, channel: &str) -> Vec<(i64, f64)> {
+        sqlx::query_as(
+            "SELECT (extract(epoch FROM r.ts) * 1000)::bigint, r.value
+             FROM readings r JOIN channels c ON c.id = r.channel_id
+             WHERE c.name = $1 ORDER BY r.ts",
+        )
+        .bind(channel)
+        .fetch_all(&self.pool)
+        .await
+        .expect("reading stored readings")
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
+    }
+}
+
+/// Polls `probe` until it returns `Some`, or fails the test at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A gateway: a real rumqttc client over TCP.
+pub struct Gateway {
+    pub client: AsyncClient,
+    acks: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl Gateway {
+    pub async fn connect(port: u16, id: &str) -> Self {
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(5));
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+        let (acks_tx, acks) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut connected = Some(connected_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(tx) = connected.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        let _ = acks_tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        tokio::time::timeout(DEADLINE, connected_rx)
+            .await
+            .expect("MQTT CONNACK within the deadline")
+            .expect("MQTT connection");
+        Self { client, acks }
+    }
+
+    /// Publishes at QoS 1 and waits for the broker's PUBACK.
+    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await
+            .expect("queueing a publish");
+        tokio::time::timeout(DEADLINE, self.acks.recv())
+            .await
+            .expect("PUBACK within the deadline")
+            .expect("event loop alive");
+    }
+}
+
+/// A browser-less WebSocket client of `/ws`.
+pub struct LiveClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl LiveClient {
+    pub async fn connect(url: &str) -> Self {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WebSocket handshake");
+        let mut client = Self { socket };
+        match client.next().await {
+            ServerMessage::Hello { .. } => client,
+            other => panic!("expected hello first, got {other:?}"),
+        }
+    }
+
+    pub async fn next(&mut self) -> ServerMessage {
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, self.socket.next())
+                .await
+                .expect("a WebSocket frame within the deadline")
+                .expect("WebSocket open")
+                .expect("WebSocket frame");
+            if let tungstenite::Message::Text(text) = frame {
+                return serde_json::from_str(&text).expect("a ServerMessage");
+            }
+        }
+    }
+
+    pub async fn send(&mut self, message: &ClientMessage) {
+        let text = serde_json::to_string(message).expect("serialising");
+        self.socket
+            .send(tungstenite::Message::Text(text.into()))
+            .await
+            .expect("sending on the WebSocket");
+    }
+
+    /// Reads frames until `want` readings of `channel` have arrived.
+    pub async fn readings_of(&mut self, channel: &str, want: usize) -> Vec<(i64, f64)> {
+        let mut got = Vec::new();
+        while got.len() < want {
+            if let ServerMessage::Readings { readings } = self.next().await {
+                got.extend(
+                    readings
+                        .into_iter()
+                        .filter(|r| r.channel == channel)
+                        .map(|r| (r.ts, r.value)),
+                );
+            }
+        }
+        got
+    }
+}

@@ -1,0 +1,186 @@
+//! MQTT in, PostgreSQL and WebSocket out.
+
+use crate::harness::{TestServer, eventually};
+
+const T0: i64 = 1_795_850_000_000; // 2026-11-28T05:13:20Z
+
+fn batch(readings: &[(&str, f64, i64)]) -> String {
+    let readings: Vec<serde_json::Value> = readings
+        .iter()
+        .map(|(channel, value, ts)| serde_json::json!({"channel": channel, "value": value, "ts": ts}))
+        .collect();
+    serde_json::json!({ "readings": readings }).to_string()
+}
+
+#[tokio::test]
+async fn a_published_batch_reaches_the_database_the_websocket_and_the_api() {
+    let server = TestServer::start().await;
+    let mut browser = server.websocket().await;
+    let mut gateway = server.gateway("gw-east").await;
+
+    gateway
+        .publish(
+            "trackside/gw-east/readings",
+            batch(&[("T101/relay_voltage", 1.82, T0), ("T101/relay_state", 1.0, T0)]),
+        )
+        .await;
+
+    assert_eq!(browser.readings_of("T101/relay_voltage", 1).await, vec![(T0, 1.82)]);
+    let stored = eventually("the reading in PostgreSQL", || async {
+        let rows = server.stored("T101/relay_voltage").await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(stored, vec![(T0, 1.82)]);
+
+    let channels: Vec<trackside_wire::ChannelInfo> = reqwest::get(server.url("/api/channels"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let voltage = channels
+        .iter()
+        .find(|c| c.channel == "T101/relay_voltage")
+        .expect("channel listed");
+    assert_eq!(voltage.unit.as_deref(), Some("V"));
+    assert_eq!(voltage.gateway, "gw-east");
+    assert_eq!(voltage.circuit, "T101");
+    assert_eq!(voltage.latest.map(|l| (l.ts, l.value)), Some((T0, 1.82)));
+    assert!(voltage.age_ms.is_some_and(|age| age > 0));
+    let (unit,): (Option<String>,) =
+        sqlx::query_as("SELECT unit FROM channels WHERE name = 'T101/relay_voltage'")
+            .fetch_one(&server.pool)
+            .await
+            .unwrap();
+    assert_eq!(unit.as_deref(), Some("V"));
+}
+
+#[tokio::test]
+async fn a_resent_batch_is_stored_once() {
+    let server = TestServer::start().await;
+    let mut gateway = server.gateway("gw1").await;
+    let readings: Vec<(&str, f64, i64)> = (0..50)
+        .map(|i| ("T7/feed_current", 1.0 + i as f64 / 100.0, T0 + i * 417))
+        .collect();
+    let payload = batch(&readings);
+    gateway.publish("trackside/gw1/readings", payload.clone()).await;
+    // The gateway lost its PUBACK, reconnected, and sends its backlog again.
+    gateway.publish("trackside/gw1/readings", payload).await;
+
+    eventually("both copies processed", || async {
+        (server.metric("trackside_readings_duplicate_total").await == 50.0).then_some(())
+    })
+    .await;
+    let stored = server.stored("T7/feed_current").await;
+    assert_eq!(stored.len(), 50);
+    assert_eq!(stored[49], (T0 + 49 * 417, 1.49));
+    assert_eq!(server.metric("trackside_readings_stored_total").await, 50.0);
+}
+
+#[tokio::test]
+async fn malformed_payloads_are_kept_and_ingest_goes_on() {
+    let server = TestServer::start().await;
+    let mut gateway = server.gateway("gw2").await;
+
+    gateway.publish("trackside/gw2/readings", "{\"readings\": [oops").await;
+    gateway
+        .publish(
+            "trackside/gw2/readings",
+            batch(&[("T9/relay_current", 140.0, T0), ("T9 bad/relay_current", 1.0, T0)]),
+        )
+        .await;
+    gateway
+        .publish("trackside/gw2/channel/T9/relay_voltage", "1.55")
+        .await;
+
+    eventually("the good readings stored", || async {
+        let current = server.stored("T9/relay_current").await;
+        let voltage = server.stored("T9/relay_voltage").await;
+        (current.len() == 1 && voltage.len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(server.stored("T9/relay_current").await, vec![(T0, 140.0)]);
+    assert_eq!(server.stored("T9/relay_voltage").await[0].1, 1.55);
+
+    let rejected: Vec<(String, Option<String>, Vec<u8>, String)> = eventually(
+        "both rejections stored",
+        || async {
+            let rows: Vec<(String, Option<String>, Vec<u8>, String)> = sqlx::query_as(
+                "SELECT topic, gateway_id, payload, reason FROM rejected_messages ORDER BY id",
+            )
+            .fetch_all(&server.pool)
+            .await
+            .unwrap();
+            (rows.len() == 2).then_some(rows)
+        },
+    )
+    .await;
+    assert_eq!(rejected[0].0, "trackside/gw2/readings");
+    assert_eq!(rejected[0].1.as_deref(), Some("gw2"));
+    assert_eq!(rejected[0].2, b"{\"readings\": [oops");
+    assert!(rejected[0].3.starts_with("not a reading batch"), "{}", rejected[0].3);
+    assert!(rejected[1].3.starts_with("readings[1]:"), "{}", rejected[1].3);
+    let kept: serde_json::Value = serde_json::from_slice(&rejected[1].2).unwrap();
+    assert_eq!(kept["channel"], "T9 bad/relay_current");
+
+    assert_eq!(server.metric("trackside_rejected_payloads_total").await, 1.0);
+    assert_eq!(server.metric("trackside_rejected_readings_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn readings_survive_a_server_restart_and_reload_into_the_board() {
+    let config = crate::harness::test_config();
+    let server = TestServer::start_with(config.clone()).await;
+    let mut gateway = server.gateway("gw3").await;
+    gateway
+        .publish("trackside/gw3/readings", batch(&[("T3/relay_state", 0.0, T0)]))
+        .await;
+    eventually("stored", || async {
+        (!server.stored("T3/relay_state").await.is_empty()).then_some(())
+    })
+    .await;
+    let pool = server.pool.clone();
+    server.running.shutdown().await;
+
+    let restarted = trackside::start(&config, pool).await.expect("restart");
+    let channels: Vec<trackside_wire::ChannelInfo> =
+        reqwest::get(format!("http://{}/api/channels", restarted.http_addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(channels.len(), 1);
+    assert_eq!(channels[0].latest.map(|l| (l.ts, l.value)), Some((T0, 0.0)));
+    assert_eq!(channels[0].gateway, "gw3");
+    restarted.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_reading_is_not_lost_when_older_than_the_latest() {
+    let server = TestServer::start().await;
+    let mut browser = server.websocket().await;
+    let mut gateway = server.gateway("gw4").await;
+    gateway
+        .publish("trackside/gw4/readings", batch(&[("T4/feed_voltage", 9.0, T0 + 1_000)]))
+        .await;
+    // A backlog from before: stored and sent live, but the board's latest
+    // value stays the newer one.
+    gateway
+        .publish("trackside/gw4/readings", batch(&[("T4/feed_voltage", 8.0, T0)]))
+        .await;
+    let live = browser.readings_of("T4/feed_voltage", 2).await;
+    assert_eq!(live, vec![(T0 + 1_000, 9.0), (T0, 8.0)]);
+    eventually("both stored", || async {
+        (server.stored("T4/feed_voltage").await.len() == 2).then_some(())
+    })
+    .await;
+    let channels: Vec<trackside_wire::ChannelInfo> = reqwest::get(server.url("/api/channels"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(channels[0].latest.map(|l| l.value), Some(9.0));
+}

@@ -1,0 +1,112 @@
+//! The live WebSocket: subscriptions, and a client that stops reading.
+
+use std::time::Duration;
+
+use trackside_wire::{ClientMessage, ServerMessage};
+
+use crate::harness::{TestServer, eventually, test_config};
+
+const T0: i64 = 1_795_850_000_000;
+
+#[tokio::test]
+async fn a_subscription_selects_channels_and_starts_from_their_latest_values() {
+    let server = TestServer::start().await;
+    let mut gateway = server.gateway("gw1").await;
+    gateway
+        .publish(
+            "trackside/gw1/readings",
+            format!(
+                r#"{{"ts":{T0},"readings":[{{"channel":"T1/relay_state","value":1}},{{"channel":"T1/relay_voltage","value":1.4}}]}}"#
+            ),
+        )
+        .await;
+    eventually("the readings registered", || async {
+        (server.metric("trackside_readings_received_total").await == 2.0).then_some(())
+    })
+    .await;
+
+    let mut client = server.websocket().await;
+    client
+        .send(&ClientMessage::Subscribe {
+            channels: vec!["*/relay_state".into()],
+        })
+        .await;
+    match client.next().await {
+        ServerMessage::Readings { readings } => {
+            assert_eq!(readings.len(), 1, "{readings:?}");
+            assert_eq!(readings[0].channel, "T1/relay_state");
+            assert_eq!((readings[0].ts, readings[0].value), (T0, 1.0));
+        }
+        other => panic!("expected the subscription's snapshot, got {other:?}"),
+    }
+
+    gateway
+        .publish("trackside/gw1/channel/T1/relay_voltage", "0.03")
+        .await;
+    gateway.publish("trackside/gw1/channel/T1/relay_state", "0").await;
+    match client.next().await {
+        ServerMessage::Readings { readings } => {
+            assert_eq!(readings.len(), 1, "only the subscribed channel: {readings:?}");
+            assert_eq!(readings[0].channel, "T1/relay_state");
+            assert_eq!(readings[0].value, 0.0);
+        }
+        other => panic!("expected readings, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_coalesced_and_others_are_not_held_up() {
+    let mut config = test_config();
+    config.ingest.live_queue = 64;
+    let server = TestServer::start_with(config).await;
+    let mut gateway = server.gateway("gw1").await;
+    let mut stalled = server.websocket().await;
+    let mut attentive = server.websocket().await;
+
+    // Enough data to fill the stalled client's socket buffers many times.
+    let messages = 400;
+    let per_message = 500;
+    let reader = tokio::spawn(async move {
+        attentive
+            .readings_of("T1/relay_current", messages * per_message)
+            .await
+            .len()
+    });
+    for m in 0..messages {
+        let readings: Vec<serde_json::Value> = (0..per_message)
+            .map(|i| {
+                let ts = T0 + (m * per_message + i) as i64;
+                serde_json::json!({"channel": "T1/relay_current", "value": 100.0 + i as f64, "ts": ts})
+            })
+            .collect();
+        gateway
+            .publish(
+                "trackside/gw1/readings",
+                serde_json::json!({ "readings": readings }).to_string(),
+            )
+            .await;
+    }
+    let received = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the attentive client got everything in time")
+        .expect("reader task");
+    assert_eq!(received, messages * per_message);
+
+    // The stalled client now reads: somewhere it was told what it missed,
+    // and right after that it got the latest value to resume from.
+    let last_ts = T0 + (messages * per_message - 1) as i64;
+    let mut missed = 0;
+    loop {
+        match stalled.next().await {
+            ServerMessage::Lagged { missed: n } => missed += n,
+            ServerMessage::Readings { readings } => {
+                if missed > 0 && readings.iter().any(|r| r.ts == last_ts) {
+                    break;
+                }
+            }
+            ServerMessage::Hello { .. } => panic!("hello twice"),
+        }
+    }
+    assert!(missed > 0);
+    assert!(server.metric("trackside_ws_lagged_messages_total").await >= missed as f64);
+}

@@ -1,0 +1,9 @@
+//! Trackside's integration tests, one binary: every test talks to a real
+//! PostgreSQL, a real MQTT client over TCP, real HTTP and WebSocket clients,
+//! and (in `browser`) a real headless Chromium.
+
+mod browser;
+mod harness;
+mod http;
+mod ingest;
+mod live;
