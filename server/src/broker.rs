@@ -8,7 +8,7 @@
 //! in-memory log is sized by `segment_bytes * segment_count`.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -67,7 +67,10 @@ pub fn start(config: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
-        v4: Some(HashMap::from([("mqtt".to_owned(), server("mqtt-v4", listen))])),
+        v4: Some(HashMap::from([(
+            "mqtt".to_owned(),
+            server("mqtt-v4", listen),
+        )])),
         v5: listen_v5.map(|addr| HashMap::from([("mqtt5".to_owned(), server("mqtt-v5", addr))])),
         ws: None,
         cluster: None,
@@ -93,7 +96,7 @@ pub fn start(config: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
         })
         .context("starting the MQTT broker thread")?;
     for addr in std::iter::once(listen).chain(listen_v5) {
-        wait_until_listening(addr)?;
+        wait_until_listening(addr.port())?;
     }
     tracing::info!(%listen, ?listen_v5, "MQTT broker listening");
     Ok(EmbeddedBroker {
@@ -105,25 +108,50 @@ pub fn start(config: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
 }
 
 /// rumqttd binds on its own thread some time after `start`; gateways (and
-/// tests) that connect before then would be refused.
-fn wait_until_listening(addr: SocketAddr) -> anyhow::Result<()> {
-    let target = match addr.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
-        ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
-        _ => addr,
-    };
+/// tests) that connect before then would be refused. The kernel's socket
+/// table says when the port listens. A probe connection would say it too,
+/// but rumqttd logs every probe as a failed client at error level.
+fn wait_until_listening(port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_err() {
+    while !is_listening(port) {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the MQTT broker did not start listening on {addr} within 10 s"
+            "the MQTT broker did not start listening on port {port} within 10 s"
         );
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     }
     Ok(())
+}
+
+/// Whether a TCP socket of this machine listens on `port`, from
+/// /proc/net/tcp{,6}: local address `ADDR:PORT` in hex, state `0A` = LISTEN.
+fn is_listening(port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|text| {
+            text.lines().skip(1).any(|line| {
+                let mut fields = line.split_whitespace();
+                let local = fields.nth(1).unwrap_or_default();
+                let state = fields.nth(1).unwrap_or_default();
+                state == "0A" && local.ends_with(&wanted)
+            })
+        })
+    })
 }
 
 fn reserve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     let probe = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     Ok(probe.local_addr()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sees_a_listening_port_in_the_socket_table() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(super::is_listening(port));
+        drop(listener);
+        assert!(!super::is_listening(port));
+    }
 }

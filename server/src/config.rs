@@ -177,12 +177,30 @@ impl Config {
             self.mqtt.segment_bytes >= 1024,
             "mqtt.segment_bytes must be at least 1024 (rumqttd panics below that)"
         );
-        anyhow::ensure!(self.mqtt.segment_count >= 1, "mqtt.segment_count must be at least 1");
-        anyhow::ensure!(self.mqtt.max_connections >= 1, "mqtt.max_connections must be at least 1");
-        anyhow::ensure!(self.ingest.store_queue >= 1, "ingest.store_queue must be at least 1");
-        anyhow::ensure!(self.ingest.store_batch_rows >= 1, "ingest.store_batch_rows must be at least 1");
-        anyhow::ensure!(self.ingest.live_queue >= 1, "ingest.live_queue must be at least 1");
-        anyhow::ensure!(!self.yard.timezone.is_empty(), "yard.timezone must name an IANA zone");
+        anyhow::ensure!(
+            self.mqtt.segment_count >= 1,
+            "mqtt.segment_count must be at least 1"
+        );
+        anyhow::ensure!(
+            self.mqtt.max_connections >= 1,
+            "mqtt.max_connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.ingest.store_queue >= 1,
+            "ingest.store_queue must be at least 1"
+        );
+        anyhow::ensure!(
+            self.ingest.store_batch_rows >= 1,
+            "ingest.store_batch_rows must be at least 1"
+        );
+        anyhow::ensure!(
+            self.ingest.live_queue >= 1,
+            "ingest.live_queue must be at least 1"
+        );
+        anyhow::ensure!(
+            !self.yard.timezone.is_empty(),
+            "yard.timezone must name an IANA zone"
+        );
         anyhow::ensure!(
             self.demo.rate_hz > 0.0 && self.demo.rate_hz <= 1000.0,
             "demo.rate_hz must be in (0, 1000]"
@@ -215,5 +233,18 @@ mod tests {
         let mut config = Config::default();
         config.mqtt.segment_bytes = 100;
         assert!(config.validate().is_err());
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    #[test]
+    fn the_shipped_example_is_valid_and_matches_the_defaults() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../trackside.example.toml");
+        let config = super::Config::from_file(&path).unwrap();
+        config.validate().unwrap();
+        let defaults = super::Config::default();
+        assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
     }
 }

@@ -71,11 +71,12 @@ pub fn decode(topic: &str, payload: &[u8], cx: &DecodeContext) -> Decoded {
                     ts: cx.received_at.trunc_subsecs(6),
                     value,
                 }),
-                Err(reason) => {
-                    decoded
-                        .rejections
-                        .push(rejection(topic, Some(gateway), payload.to_vec(), reason))
-                }
+                Err(reason) => decoded.rejections.push(rejection(
+                    topic,
+                    Some(gateway),
+                    payload.to_vec(),
+                    reason,
+                )),
             }
             decoded
         }
@@ -88,8 +89,13 @@ pub fn decode(topic: &str, payload: &[u8], cx: &DecodeContext) -> Decoded {
 }
 
 enum TopicKind<'a> {
-    Batch { gateway: &'a str },
-    Single { gateway: &'a str, channel: ChannelName },
+    Batch {
+        gateway: &'a str,
+    },
+    Single {
+        gateway: &'a str,
+        channel: ChannelName,
+    },
 }
 
 fn decode_topic(topic: &str) -> Result<TopicKind<'_>, (Option<&str>, String)> {
@@ -163,7 +169,9 @@ fn decode_batch(topic: &str, gateway: &str, payload: &[u8], cx: &DecodeContext) 
     let batch_ts = match envelope.ts.as_ref().map(|ts| parse_ts(ts, cx)).transpose() {
         Ok(ts) => ts.unwrap_or(cx.received_at),
         Err(reason) => {
-            decoded.rejections.push(whole(format!("batch ts: {reason}")));
+            decoded
+                .rejections
+                .push(whole(format!("batch ts: {reason}")));
             return decoded;
         }
     };
@@ -219,7 +227,9 @@ fn parse_ts(ts: &Value, cx: &DecodeContext) -> Result<DateTime<Utc>, String> {
         _ => return Err("ts must be an RFC 3339 string or integer Unix milliseconds".into()),
     };
     if parsed.timestamp_millis() < EARLIEST_MS {
-        return Err(format!("ts {parsed} is before 2000: is the gateway's clock set?"));
+        return Err(format!(
+            "ts {parsed} is before 2000: is the gateway's clock set?"
+        ));
     }
     if parsed > cx.received_at + cx.max_future {
         return Err(format!(
@@ -291,10 +301,21 @@ mod tests {
             .map(|(c, t, v)| (c.to_string(), t.to_string(), *v))
             .collect();
         assert_eq!(got, want, "readings of {payload}");
-        let reasons: Vec<&str> = decoded.rejections.iter().map(|r| r.reason.as_str()).collect();
-        assert_eq!(reasons.len(), rejections.len(), "rejections of {payload}: {reasons:?}");
+        let reasons: Vec<&str> = decoded
+            .rejections
+            .iter()
+            .map(|r| r.reason.as_str())
+            .collect();
+        assert_eq!(
+            reasons.len(),
+            rejections.len(),
+            "rejections of {payload}: {reasons:?}"
+        );
         for (reason, expected) in reasons.iter().zip(rejections) {
-            assert!(reason.contains(expected), "{reason:?} should contain {expected:?}");
+            assert!(
+                reason.contains(expected),
+                "{reason:?} should contain {expected:?}"
+            );
         }
     }
 
@@ -361,8 +382,18 @@ mod tests {
 
     #[test]
     fn malformed_batches_are_rejected_whole() {
-        check("trackside/gw1/readings", "{not json", &[], &["not a reading batch"]);
-        check("trackside/gw1/readings", r#"{"values":[]}"#, &[], &["not a reading batch"]);
+        check(
+            "trackside/gw1/readings",
+            "{not json",
+            &[],
+            &["not a reading batch"],
+        );
+        check(
+            "trackside/gw1/readings",
+            r#"{"values":[]}"#,
+            &[],
+            &["not a reading batch"],
+        );
         check(
             "trackside/gw1/readings",
             r#"{"ts":"soon","readings":[{"channel":"T1/x","value":1}]}"#,
@@ -380,10 +411,30 @@ mod tests {
             &[("T7/relay_current", NOW, 142.5)],
             &[],
         );
-        check("trackside/gw2/channel/T7/relay_current", "NaN", &[], &["finite"]);
-        check("trackside/gw2/channel/T7/relay_current", "1,5", &[], &["not a number"]);
-        check("trackside/gw2/channel/T7/relay_current", "\u{fffd}", &[], &["not a number"]);
-        check("trackside/gw2/channel/T7/relay current", "1", &[], &["channel in topic"]);
+        check(
+            "trackside/gw2/channel/T7/relay_current",
+            "NaN",
+            &[],
+            &["finite"],
+        );
+        check(
+            "trackside/gw2/channel/T7/relay_current",
+            "1,5",
+            &[],
+            &["not a number"],
+        );
+        check(
+            "trackside/gw2/channel/T7/relay_current",
+            "\u{fffd}",
+            &[],
+            &["not a number"],
+        );
+        check(
+            "trackside/gw2/channel/T7/relay current",
+            "1",
+            &[],
+            &["channel in topic"],
+        );
     }
 
     #[test]

@@ -86,8 +86,12 @@ impl EmbeddedPostgres {
             perms.set_mode(perms.mode() | 0o111);
             std::fs::set_permissions(&data_dir, perms)?;
             std::fs::create_dir_all(&this.pgdata)?;
-            std::os::unix::fs::chown(&this.pgdata, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-                .with_context(|| format!("giving {} to the postgres user", this.pgdata.display()))?;
+            std::os::unix::fs::chown(
+                &this.pgdata,
+                Some(user.uid.as_raw()),
+                Some(user.gid.as_raw()),
+            )
+            .with_context(|| format!("giving {} to the postgres user", this.pgdata.display()))?;
         }
         if !this.pgdata.join("PG_VERSION").exists() {
             this.init(durability)?;

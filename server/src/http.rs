@@ -147,7 +147,9 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, AppError>
     let ping = sqlx::query("SELECT 1").execute(&state.pool);
     match tokio::time::timeout(Duration::from_secs(2), ping).await {
         Ok(Ok(_)) => Ok("ready"),
-        Ok(Err(err)) => Err(AppError::Unavailable(format!("database unreachable: {err}"))),
+        Ok(Err(err)) => Err(AppError::Unavailable(format!(
+            "database unreachable: {err}"
+        ))),
         Err(_) => Err(AppError::Unavailable(
             "database did not answer within 2 s".into(),
         )),

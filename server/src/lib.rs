@@ -65,8 +65,12 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
 
     let (store_tx, store_rx) = mpsc::channel(config.ingest.store_queue);
     let store = tokio::spawn(
-        store::StoreWriter::new(pool.clone(), metrics.clone(), config.ingest.store_batch_rows)
-            .run(store_rx),
+        store::StoreWriter::new(
+            pool.clone(),
+            metrics.clone(),
+            config.ingest.store_batch_rows,
+        )
+        .run(store_rx),
     );
     let (rejections_tx, rejections_rx) = mpsc::channel(1024);
     let rejections = tokio::spawn(store::run_rejection_writer(

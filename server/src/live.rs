@@ -74,9 +74,7 @@ impl LiveHub {
 
 fn to_json(message: &ServerMessage) -> Utf8Bytes {
     // Serialising plain structs of strings and numbers cannot fail.
-    serde_json::to_string(message)
-        .unwrap_or_default()
-        .into()
+    serde_json::to_string(message).unwrap_or_default().into()
 }
 
 /// Which channels a client wants: everything until it says otherwise.
@@ -166,7 +164,12 @@ async fn send_readings(socket: &mut WebSocket, readings: Vec<Reading>, metrics: 
     if readings.is_empty() {
         return true;
     }
-    send(socket, to_json(&ServerMessage::Readings { readings }), metrics).await
+    send(
+        socket,
+        to_json(&ServerMessage::Readings { readings }),
+        metrics,
+    )
+    .await
 }
 
 /// False when the client is gone or stopped reading.
@@ -176,7 +179,9 @@ async fn send(socket: &mut WebSocket, text: Utf8Bytes, metrics: &Metrics) -> boo
         Ok(Err(_)) => false,
         Err(_) => {
             metrics.ws_dropped_clients.fetch_add(1, Relaxed);
-            tracing::warn!("dropping a WebSocket client that accepted nothing for {SEND_TIMEOUT:?}");
+            tracing::warn!(
+                "dropping a WebSocket client that accepted nothing for {SEND_TIMEOUT:?}"
+            );
             false
         }
     }

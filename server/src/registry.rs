@@ -153,7 +153,10 @@ mod tests {
         let registry = Registry::default();
         registry.observe(
             "gw1",
-            &[reading("T1/relay_state", 1, 1.0), reading("T2/relay_voltage", 1, 1.2)],
+            &[
+                reading("T1/relay_state", 1, 1.0),
+                reading("T2/relay_voltage", 1, 1.2),
+            ],
         );
         let only_state = registry.latest_matching(Some(&["*/relay_state".to_owned()]));
         assert_eq!(only_state.len(), 1);

@@ -57,7 +57,11 @@ pub async fn run(options: YardOptions, shutdown: CancellationToken) -> anyhow::R
     for (index, owned) in circuits.chunks(per_gateway).enumerate() {
         let gateway = format!("yard-gw{:02}", index + 1);
         let (client, eventloop) = connect(&options, &gateway);
-        tasks.push(tokio::spawn(drive_eventloop(eventloop, gateway.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(drive_eventloop(
+            eventloop,
+            gateway.clone(),
+            shutdown.clone(),
+        )));
         tasks.push(tokio::spawn(publish_gateway(
             client,
             gateway,
@@ -140,6 +144,7 @@ async fn publish_gateway(
     let started = tokio::time::Instant::now();
     let mut last_state: Vec<Option<bool>> = vec![None; circuits.len()];
     let mut last_refresh = started;
+    let mut last_ts = 0;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -149,7 +154,10 @@ async fn publish_gateway(
             }
         }
         let now_s = started.elapsed().as_secs_f64();
-        let ts = chrono::Utc::now().timestamp_millis();
+        // Strictly increasing even when ticks come faster than the clock's
+        // millisecond, so every sample is a distinct reading.
+        let ts = chrono::Utc::now().timestamp_millis().max(last_ts + 1);
+        last_ts = ts;
         let refresh = last_refresh.elapsed() >= STATE_REFRESH;
         if refresh {
             last_refresh = tokio::time::Instant::now();
@@ -159,7 +167,12 @@ async fn publish_gateway(
             let occupied = trains.occupies(first_index + offset, now_s);
             if refresh || last_state[offset] != Some(occupied) {
                 last_state[offset] = Some(occupied);
-                readings.push(reading(circuit, "relay_state", if occupied { 0.0 } else { 1.0 }, ts));
+                readings.push(reading(
+                    circuit,
+                    "relay_state",
+                    if occupied { 0.0 } else { 1.0 },
+                    ts,
+                ));
             }
             for (parameter, value) in circuit.sample(occupied, &mut rng) {
                 readings.push(reading(circuit, parameter, value, ts));
@@ -186,14 +199,38 @@ impl Circuit {
         let mut noisy = |nominal: f64, relative: f64| nominal * (1.0 + relative * gaussian(rng));
         let shunt = if occupied { 1.0 } else { 0.0 };
         let mut values = vec![
-            ("feed_voltage", round(noisy(self.feed_voltage * (1.0 - 0.05 * shunt), 0.005), 3)),
-            ("feed_current", round(noisy(self.feed_current * (1.0 + 0.8 * shunt), 0.01), 3)),
-            ("relay_voltage", round(noisy(if occupied { 0.02 } else { self.relay_voltage }, 0.01).max(0.0), 3)),
-            ("relay_current", round(noisy(if occupied { 1.0 } else { self.relay_current }, 0.01).max(0.0), 1)),
+            (
+                "feed_voltage",
+                round(noisy(self.feed_voltage * (1.0 - 0.05 * shunt), 0.005), 3),
+            ),
+            (
+                "feed_current",
+                round(noisy(self.feed_current * (1.0 + 0.8 * shunt), 0.01), 3),
+            ),
+            (
+                "relay_voltage",
+                round(
+                    noisy(if occupied { 0.02 } else { self.relay_voltage }, 0.01).max(0.0),
+                    3,
+                ),
+            ),
+            (
+                "relay_current",
+                round(
+                    noisy(if occupied { 1.0 } else { self.relay_current }, 0.01).max(0.0),
+                    1,
+                ),
+            ),
         ];
         if self.audio_frequency {
             values.push(("frequency", round(noisy(self.carrier_hz, 0.0002), 2)));
-            values.push(("rx_level", round(noisy(if occupied { 5.0 } else { self.rx_level }, 0.02).max(0.0), 1)));
+            values.push((
+                "rx_level",
+                round(
+                    noisy(if occupied { 5.0 } else { self.rx_level }, 0.02).max(0.0),
+                    1,
+                ),
+            ));
         }
         values
     }
@@ -278,10 +315,14 @@ mod tests {
         let circuit = build_circuits(3, 1).pop().unwrap();
         let clear: Vec<_> = circuit.sample(false, &mut rng);
         let occupied: Vec<_> = circuit.sample(true, &mut rng);
-        let get = |values: &[(&str, f64)], name: &str| values.iter().find(|(n, _)| *n == name).unwrap().1;
+        let get =
+            |values: &[(&str, f64)], name: &str| values.iter().find(|(n, _)| *n == name).unwrap().1;
         assert!(get(&clear, "relay_voltage") > 1.0);
         assert!(get(&occupied, "relay_voltage") < 0.1);
         assert!(get(&occupied, "feed_current") > get(&clear, "feed_current"));
-        assert!(clear.iter().any(|(n, _)| *n == "frequency"), "third circuit is AF");
+        assert!(
+            clear.iter().any(|(n, _)| *n == "frequency"),
+            "third circuit is AF"
+        );
     }
 }

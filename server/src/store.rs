@@ -164,7 +164,8 @@ impl StoreWriter {
         .fetch_one(&self.pool)
         .await?;
         tracing::info!(channel = %reading.channel, gateway, id, "registered channel");
-        self.channel_ids.insert(reading.channel.as_str().to_owned(), id);
+        self.channel_ids
+            .insert(reading.channel.as_str().to_owned(), id);
         Ok(id)
     }
 }

@@ -93,7 +93,10 @@ async fn wait_for_text(client: &Client, css: &str, want: &str) {
         }
     })
     .await;
-    assert!(found.is_ok(), "{css} should read {want:?}, last read {last:?}");
+    assert!(
+        found.is_ok(),
+        "{css} should read {want:?}, last read {last:?}"
+    );
 }
 
 #[tokio::test]
@@ -125,7 +128,9 @@ async fn the_live_board_shows_a_published_reading() {
         .await;
     wait_for_text(&client, "[data-channel='T101/relay_voltage']", "1.234").await;
     assert_eq!(
-        attribute(&client, "[data-circuit=T101]", "data-state").await.as_deref(),
+        attribute(&client, "[data-circuit=T101]", "data-state")
+            .await
+            .as_deref(),
         Some("clear")
     );
 
@@ -142,7 +147,9 @@ async fn the_live_board_shows_a_published_reading() {
         .await;
     wait_for_text(&client, "[data-channel='T101/relay_voltage']", "0.020").await;
     eventually("the circuit to show occupied", || async {
-        (attribute(&client, "[data-circuit=T101]", "data-state").await.as_deref()
+        (attribute(&client, "[data-circuit=T101]", "data-state")
+            .await
+            .as_deref()
             == Some("occupied"))
         .then_some(())
     })

@@ -41,7 +41,11 @@ async fn unknown_api_paths_get_a_json_400() {
     let response = reqwest::get(server.url("/api/nope")).await.unwrap();
     assert_eq!(response.status(), 400);
     let body: ApiError = response.json().await.unwrap();
-    assert!(body.error.contains("no such API endpoint"), "{}", body.error);
+    assert!(
+        body.error.contains("no such API endpoint"),
+        "{}",
+        body.error
+    );
 }
 
 #[tokio::test]
@@ -63,14 +67,21 @@ async fn metrics_are_prometheus_text() {
         samples += 1;
     }
     assert!(samples >= 10);
-    assert_eq!(server.metric("trackside_readings_received_total").await, 0.0);
+    assert_eq!(
+        server.metric("trackside_readings_received_total").await,
+        0.0
+    );
 }
 
 #[tokio::test]
 async fn the_app_is_served_with_a_fallback_for_its_routes() {
     let server = TestServer::start().await;
     let index = reqwest::get(server.url("/")).await.unwrap();
-    assert_eq!(index.status(), 200, "is target/site built? run `cargo xtask frontend`");
+    assert_eq!(
+        index.status(),
+        200,
+        "is target/site built? run `cargo xtask frontend`"
+    );
     let html = index.text().await.unwrap();
     assert!(html.contains("<html"), "{html}");
     // A route of the app itself, reloaded in the browser.
@@ -86,7 +97,19 @@ async fn without_a_built_app_the_server_says_how_to_build_it() {
     let server = TestServer::start_with(config).await;
     let response = reqwest::get(server.url("/")).await.unwrap();
     assert_eq!(response.status(), 503);
-    assert!(response.text().await.unwrap().contains("cargo xtask frontend"));
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("cargo xtask frontend")
+    );
     // The API works all the same.
-    assert_eq!(reqwest::get(server.url("/api/channels")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(server.url("/api/channels"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }

@@ -21,11 +21,17 @@ async fn a_published_batch_reaches_the_database_the_websocket_and_the_api() {
     gateway
         .publish(
             "trackside/gw-east/readings",
-            batch(&[("T101/relay_voltage", 1.82, T0), ("T101/relay_state", 1.0, T0)]),
+            batch(&[
+                ("T101/relay_voltage", 1.82, T0),
+                ("T101/relay_state", 1.0, T0),
+            ]),
         )
         .await;
 
-    assert_eq!(browser.readings_of("T101/relay_voltage", 1).await, vec![(T0, 1.82)]);
+    assert_eq!(
+        browser.readings_of("T101/relay_voltage", 1).await,
+        vec![(T0, 1.82)]
+    );
     let stored = eventually("the reading in PostgreSQL", || async {
         let rows = server.stored("T101/relay_voltage").await;
         (!rows.is_empty()).then_some(rows)
@@ -64,7 +70,9 @@ async fn a_resent_batch_is_stored_once() {
         .map(|i| ("T7/feed_current", 1.0 + i as f64 / 100.0, T0 + i * 417))
         .collect();
     let payload = batch(&readings);
-    gateway.publish("trackside/gw1/readings", payload.clone()).await;
+    gateway
+        .publish("trackside/gw1/readings", payload.clone())
+        .await;
     // The gateway lost its PUBACK, reconnected, and sends its backlog again.
     gateway.publish("trackside/gw1/readings", payload).await;
 
@@ -83,11 +91,16 @@ async fn malformed_payloads_are_kept_and_ingest_goes_on() {
     let server = TestServer::start().await;
     let mut gateway = server.gateway("gw2").await;
 
-    gateway.publish("trackside/gw2/readings", "{\"readings\": [oops").await;
+    gateway
+        .publish("trackside/gw2/readings", "{\"readings\": [oops")
+        .await;
     gateway
         .publish(
             "trackside/gw2/readings",
-            batch(&[("T9/relay_current", 140.0, T0), ("T9 bad/relay_current", 1.0, T0)]),
+            batch(&[
+                ("T9/relay_current", 140.0, T0),
+                ("T9 bad/relay_current", 1.0, T0),
+            ]),
         )
         .await;
     gateway
@@ -103,9 +116,8 @@ async fn malformed_payloads_are_kept_and_ingest_goes_on() {
     assert_eq!(server.stored("T9/relay_current").await, vec![(T0, 140.0)]);
     assert_eq!(server.stored("T9/relay_voltage").await[0].1, 1.55);
 
-    let rejected: Vec<(String, Option<String>, Vec<u8>, String)> = eventually(
-        "both rejections stored",
-        || async {
+    let rejected: Vec<(String, Option<String>, Vec<u8>, String)> =
+        eventually("both rejections stored", || async {
             let rows: Vec<(String, Option<String>, Vec<u8>, String)> = sqlx::query_as(
                 "SELECT topic, gateway_id, payload, reason FROM rejected_messages ORDER BY id",
             )
@@ -113,19 +125,32 @@ async fn malformed_payloads_are_kept_and_ingest_goes_on() {
             .await
             .unwrap();
             (rows.len() == 2).then_some(rows)
-        },
-    )
-    .await;
+        })
+        .await;
     assert_eq!(rejected[0].0, "trackside/gw2/readings");
     assert_eq!(rejected[0].1.as_deref(), Some("gw2"));
     assert_eq!(rejected[0].2, b"{\"readings\": [oops");
-    assert!(rejected[0].3.starts_with("not a reading batch"), "{}", rejected[0].3);
-    assert!(rejected[1].3.starts_with("readings[1]:"), "{}", rejected[1].3);
+    assert!(
+        rejected[0].3.starts_with("not a reading batch"),
+        "{}",
+        rejected[0].3
+    );
+    assert!(
+        rejected[1].3.starts_with("readings[1]:"),
+        "{}",
+        rejected[1].3
+    );
     let kept: serde_json::Value = serde_json::from_slice(&rejected[1].2).unwrap();
     assert_eq!(kept["channel"], "T9 bad/relay_current");
 
-    assert_eq!(server.metric("trackside_rejected_payloads_total").await, 1.0);
-    assert_eq!(server.metric("trackside_rejected_readings_total").await, 1.0);
+    assert_eq!(
+        server.metric("trackside_rejected_payloads_total").await,
+        1.0
+    );
+    assert_eq!(
+        server.metric("trackside_rejected_readings_total").await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -134,7 +159,10 @@ async fn readings_survive_a_server_restart_and_reload_into_the_board() {
     let server = TestServer::start_with(config.clone()).await;
     let mut gateway = server.gateway("gw3").await;
     gateway
-        .publish("trackside/gw3/readings", batch(&[("T3/relay_state", 0.0, T0)]))
+        .publish(
+            "trackside/gw3/readings",
+            batch(&[("T3/relay_state", 0.0, T0)]),
+        )
         .await;
     eventually("stored", || async {
         (!server.stored("T3/relay_state").await.is_empty()).then_some(())
@@ -163,12 +191,18 @@ async fn a_batch_reading_is_not_lost_when_older_than_the_latest() {
     let mut browser = server.websocket().await;
     let mut gateway = server.gateway("gw4").await;
     gateway
-        .publish("trackside/gw4/readings", batch(&[("T4/feed_voltage", 9.0, T0 + 1_000)]))
+        .publish(
+            "trackside/gw4/readings",
+            batch(&[("T4/feed_voltage", 9.0, T0 + 1_000)]),
+        )
         .await;
     // A backlog from before: stored and sent live, but the board's latest
     // value stays the newer one.
     gateway
-        .publish("trackside/gw4/readings", batch(&[("T4/feed_voltage", 8.0, T0)]))
+        .publish(
+            "trackside/gw4/readings",
+            batch(&[("T4/feed_voltage", 8.0, T0)]),
+        )
         .await;
     let live = browser.readings_of("T4/feed_voltage", 2).await;
     assert_eq!(live, vec![(T0 + 1_000, 9.0), (T0, 8.0)]);

@@ -43,10 +43,16 @@ async fn a_subscription_selects_channels_and_starts_from_their_latest_values() {
     gateway
         .publish("trackside/gw1/channel/T1/relay_voltage", "0.03")
         .await;
-    gateway.publish("trackside/gw1/channel/T1/relay_state", "0").await;
+    gateway
+        .publish("trackside/gw1/channel/T1/relay_state", "0")
+        .await;
     match client.next().await {
         ServerMessage::Readings { readings } => {
-            assert_eq!(readings.len(), 1, "only the subscribed channel: {readings:?}");
+            assert_eq!(
+                readings.len(),
+                1,
+                "only the subscribed channel: {readings:?}"
+            );
             assert_eq!(readings[0].channel, "T1/relay_state");
             assert_eq!(readings[0].value, 0.0);
         }
