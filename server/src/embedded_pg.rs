@@ -193,7 +193,7 @@ impl EmbeddedPostgres {
 
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin_dir.join(program));
-        cmd.current_dir(&self.pgdata.parent().unwrap_or(Path::new("/")).to_path_buf());
+        cmd.current_dir(self.pgdata.parent().unwrap_or(Path::new("/")));
         if let Some(user) = &self.run_as {
             cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
             cmd.env("HOME", &user.dir);

@@ -88,7 +88,14 @@ pub fn router(state: AppState, assets_dir: &Path) -> Router {
 fn app_files(assets_dir: &Path) -> Router {
     let index = assets_dir.join("index.html");
     if index.exists() {
-        Router::new().fallback_service(ServeDir::new(assets_dir).fallback(ServeFile::new(index)))
+        // File names carry no content hash, so browsers must revalidate
+        // (a cheap 304) or a control-room screen keeps an old build forever.
+        Router::new()
+            .fallback_service(ServeDir::new(assets_dir).fallback(ServeFile::new(index)))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            ))
     } else {
         tracing::warn!(dir = %assets_dir.display(), "operator app not built; serving the API only");
         let message = format!(

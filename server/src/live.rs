@@ -24,6 +24,8 @@ use crate::registry::Registry;
 use crate::store::ReadingBatch;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Well inside the app's 40 s watchdog, so one late frame never trips it.
+const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// One decoded message as the live clients see it.
 #[derive(Debug)]
@@ -109,8 +111,16 @@ pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
         server_time: chrono::Utc::now().timestamp_millis(),
     });
     let mut open = send(&mut socket, hello, &cx.metrics).await;
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     while open {
         tokio::select! {
+            _ = heartbeat.tick() => {
+                let beat = ServerMessage::Heartbeat {
+                    server_time: chrono::Utc::now().timestamp_millis(),
+                };
+                open = send(&mut socket, to_json(&beat), &cx.metrics).await;
+            }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     match serde_json::from_str::<ClientMessage>(&text) {

@@ -19,6 +19,14 @@ struct ChannelState {
     latest: Option<(DateTime<Utc>, f64)>,
 }
 
+#[derive(sqlx::FromRow)]
+struct StoredChannel {
+    name: String,
+    gateway: String,
+    ts: Option<DateTime<Utc>>,
+    value: Option<f64>,
+}
+
 #[derive(Debug, Default)]
 pub struct Registry {
     channels: RwLock<HashMap<String, ChannelState>>,
@@ -27,8 +35,8 @@ pub struct Registry {
 impl Registry {
     pub async fn load(pool: &PgPool) -> anyhow::Result<Self> {
         // One index probe per channel on the (channel_id, ts) key, not a scan.
-        let rows: Vec<(String, String, Option<DateTime<Utc>>, Option<f64>)> = sqlx::query_as(
-            "SELECT c.name, c.gateway_id, r.ts, r.value
+        let rows: Vec<StoredChannel> = sqlx::query_as(
+            "SELECT c.name, c.gateway_id AS gateway, r.ts, r.value
              FROM channels c
              LEFT JOIN LATERAL (
                  SELECT ts, value FROM readings
@@ -38,7 +46,13 @@ impl Registry {
         .fetch_all(pool)
         .await?;
         let mut channels = HashMap::with_capacity(rows.len());
-        for (name, gateway, ts, value) in rows {
+        for StoredChannel {
+            name,
+            gateway,
+            ts,
+            value,
+        } in rows
+        {
             let Ok(parsed) = ChannelName::parse(&name) else {
                 tracing::warn!(%name, "skipping a stored channel whose name is no longer valid");
                 continue;

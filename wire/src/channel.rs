@@ -158,7 +158,11 @@ mod tests {
             ("", "T2/x", false),
         ];
         for (pattern, name, expected) in cases {
-            assert_eq!(pattern_matches(pattern, name), expected, "{pattern} ~ {name}");
+            assert_eq!(
+                pattern_matches(pattern, name),
+                expected,
+                "{pattern} ~ {name}"
+            );
         }
     }
 }

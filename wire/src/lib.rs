@@ -85,6 +85,9 @@ pub enum ServerMessage {
     /// `Readings` frame with the latest value of every subscribed channel
     /// follows at once, so the client's picture is whole again.
     Lagged { missed: u64 },
+    /// Sent every 15 s when nothing else was, so a client can tell a quiet
+    /// yard from a dead connection (browsers do not surface WebSocket pings).
+    Heartbeat { server_time: i64 },
 }
 
 #[cfg(test)]

@@ -15,13 +15,55 @@ pub struct Parameter {
 /// The parameters that yard gateways measure, in the order an operator reads
 /// them: state first, then the feed end, then the relay end, then AF values.
 pub const PARAMETERS: &[Parameter] = &[
-    Parameter { name: "relay_state", label: "Relay", unit: None, discrete: true, decimals: 0 },
-    Parameter { name: "feed_voltage", label: "Feed voltage", unit: Some("V"), discrete: false, decimals: 2 },
-    Parameter { name: "feed_current", label: "Feed current", unit: Some("A"), discrete: false, decimals: 2 },
-    Parameter { name: "relay_voltage", label: "Relay voltage", unit: Some("V"), discrete: false, decimals: 3 },
-    Parameter { name: "relay_current", label: "Relay current", unit: Some("mA"), discrete: false, decimals: 1 },
-    Parameter { name: "frequency", label: "Frequency", unit: Some("Hz"), discrete: false, decimals: 1 },
-    Parameter { name: "rx_level", label: "Rx level", unit: Some("mV"), discrete: false, decimals: 1 },
+    Parameter {
+        name: "relay_state",
+        label: "Relay",
+        unit: None,
+        discrete: true,
+        decimals: 0,
+    },
+    Parameter {
+        name: "feed_voltage",
+        label: "Feed voltage",
+        unit: Some("V"),
+        discrete: false,
+        decimals: 2,
+    },
+    Parameter {
+        name: "feed_current",
+        label: "Feed current",
+        unit: Some("A"),
+        discrete: false,
+        decimals: 2,
+    },
+    Parameter {
+        name: "relay_voltage",
+        label: "Relay voltage",
+        unit: Some("V"),
+        discrete: false,
+        decimals: 3,
+    },
+    Parameter {
+        name: "relay_current",
+        label: "Relay current",
+        unit: Some("mA"),
+        discrete: false,
+        decimals: 1,
+    },
+    Parameter {
+        name: "frequency",
+        label: "Frequency",
+        unit: Some("Hz"),
+        discrete: false,
+        decimals: 1,
+    },
+    Parameter {
+        name: "rx_level",
+        label: "Rx level",
+        unit: Some("mV"),
+        discrete: false,
+        decimals: 1,
+    },
 ];
 
 /// Looks a parameter up by its name in a channel (`relay_voltage`), with its
@@ -36,8 +78,14 @@ mod tests {
 
     #[test]
     fn known_parameters_have_their_units() {
-        assert_eq!(parameter_info("relay_current").map(|(_, p)| p.unit), Some(Some("mA")));
-        assert_eq!(parameter_info("relay_state").map(|(_, p)| p.discrete), Some(true));
+        assert_eq!(
+            parameter_info("relay_current").map(|(_, p)| p.unit),
+            Some(Some("mA"))
+        );
+        assert_eq!(
+            parameter_info("relay_state").map(|(_, p)| p.discrete),
+            Some(true)
+        );
         assert!(parameter_info("humidity").is_none());
     }
 }

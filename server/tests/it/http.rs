@@ -82,6 +82,7 @@ async fn the_app_is_served_with_a_fallback_for_its_routes() {
         200,
         "is target/site built? run `cargo xtask frontend`"
     );
+    assert_eq!(index.headers()["cache-control"], "no-cache");
     let html = index.text().await.unwrap();
     assert!(html.contains("<html"), "{html}");
     // A route of the app itself, reloaded in the browser.

@@ -111,8 +111,22 @@ async fn a_client_that_stops_reading_is_coalesced_and_others_are_not_held_up() {
                 }
             }
             ServerMessage::Hello { .. } => panic!("hello twice"),
+            ServerMessage::Heartbeat { .. } => {}
         }
     }
     assert!(missed > 0);
     assert!(server.metric("trackside_ws_lagged_messages_total").await >= missed as f64);
+}
+
+#[tokio::test]
+async fn a_quiet_connection_still_hears_a_heartbeat() {
+    let server = TestServer::start().await;
+    let mut client = server.websocket().await;
+    match client.next().await {
+        ServerMessage::Heartbeat { server_time } => {
+            let now = chrono::Utc::now().timestamp_millis();
+            assert!((now - server_time).abs() < 5_000);
+        }
+        other => panic!("expected a heartbeat on a quiet yard, got {other:?}"),
+    }
 }

@@ -1,0 +1,174 @@
+//! The HTTP API, as the board uses it, with failures phrased for the person
+//! in front of the screen rather than for a developer.
+
+use std::fmt;
+
+use gloo_net::http::{Request, Response};
+use serde::de::DeserializeOwned;
+use trackside_wire::{ApiError, ChannelInfo, YardInfo};
+
+/// Why a request gave no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiFailure {
+    /// No HTTP answer, or a gateway/proxy answering for a server that is
+    /// down: from the screen's side these are the same situation.
+    Unreachable,
+    /// Trackside answered with its JSON error body.
+    Rejected { status: u16, message: String },
+    /// An answer that is not Trackside's JSON, as from a static file server
+    /// or a captive portal: the page is probably pointed at the wrong host.
+    Unexpected { path: &'static str, detail: String },
+}
+
+impl fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreachable => f.write_str(
+                "Trackside server unreachable — retrying. Check that the server is running \
+                 and that this screen is on the yard network.",
+            ),
+            Self::Rejected { status, message } if *status >= 500 => write!(
+                f,
+                "The Trackside server has a problem ({status}: {message}) — retrying. \
+                 If this persists, call the Trackside administrator."
+            ),
+            Self::Rejected { status, message } => write!(
+                f,
+                "The Trackside server refused the request ({status}: {message}) — retrying. \
+                 If this persists, call the Trackside administrator."
+            ),
+            Self::Unexpected { path, detail } => write!(
+                f,
+                "Unexpected answer from {path} ({detail}) — retrying. \
+                 Is this screen pointed at the Trackside server?"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+pub async fn yard() -> Result<YardInfo, ApiFailure> {
+    get_json("/api/yard").await
+}
+
+pub async fn channels() -> Result<Vec<ChannelInfo>, ApiFailure> {
+    get_json("/api/channels").await
+}
+
+async fn get_json<T: DeserializeOwned>(path: &'static str) -> Result<T, ApiFailure> {
+    let response = Request::get(path)
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .map_err(|_| ApiFailure::Unreachable)?;
+    let status = response.status();
+    let body = response.text().await.map_err(|_| ApiFailure::Unreachable)?;
+    interpret(path, status, is_json(&response), &body)
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get("content-type")
+        .is_some_and(|t| t.starts_with("application/json"))
+}
+
+/// Turns a status and body into the typed answer or a failure an operator
+/// can act on. Kept apart from the fetch so it can be tested natively.
+fn interpret<T: DeserializeOwned>(
+    path: &'static str,
+    status: u16,
+    json: bool,
+    body: &str,
+) -> Result<T, ApiFailure> {
+    if (200..300).contains(&status) {
+        return serde_json::from_str(body).map_err(|e| ApiFailure::Unexpected {
+            path,
+            detail: format!("unreadable JSON: {e}"),
+        });
+    }
+    match serde_json::from_str::<ApiError>(body) {
+        Ok(ApiError { error }) if json || !error.is_empty() => Err(ApiFailure::Rejected {
+            status,
+            message: error,
+        }),
+        // A reverse proxy's own error page for a backend that is down.
+        _ if matches!(status, 502..=504) => Err(ApiFailure::Unreachable),
+        _ => Err(ApiFailure::Unexpected {
+            path,
+            detail: format!("HTTP {status}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(status: u16, json: bool, body: &str, expected: Result<YardInfo, ApiFailure>) {
+        assert_eq!(
+            interpret::<YardInfo>("/api/yard", status, json, body),
+            expected,
+            "{status} {body}"
+        );
+    }
+
+    #[test]
+    fn answers_become_values_or_actionable_failures() {
+        check(
+            200,
+            true,
+            r#"{"name":"Hilltop","timezone":"Europe/London","server_time":5}"#,
+            Ok(YardInfo {
+                name: "Hilltop".into(),
+                timezone: "Europe/London".into(),
+                server_time: 5,
+            }),
+        );
+        check(
+            503,
+            true,
+            r#"{"error":"database unavailable"}"#,
+            Err(ApiFailure::Rejected {
+                status: 503,
+                message: "database unavailable".into(),
+            }),
+        );
+        check(
+            502,
+            false,
+            "<html>Bad Gateway</html>",
+            Err(ApiFailure::Unreachable),
+        );
+        check(
+            404,
+            false,
+            "<html>Not found</html>",
+            Err(ApiFailure::Unexpected {
+                path: "/api/yard",
+                detail: "HTTP 404".into(),
+            }),
+        );
+        let Err(ApiFailure::Unexpected { detail, .. }) =
+            interpret::<YardInfo>("/api/yard", 200, false, "<html>")
+        else {
+            panic!("HTML with 200 must not pass as data");
+        };
+        assert!(detail.starts_with("unreadable JSON"), "{detail}");
+    }
+
+    #[test]
+    fn messages_say_what_happens_next() {
+        assert!(
+            ApiFailure::Unreachable
+                .to_string()
+                .starts_with("Trackside server unreachable — retrying")
+        );
+        let refused = ApiFailure::Rejected {
+            status: 403,
+            message: "forbidden".into(),
+        };
+        assert!(refused.to_string().contains("403: forbidden"));
+    }
+}

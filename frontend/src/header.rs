@@ -1,0 +1,97 @@
+//! The bar across the top: which yard, what time it is there, how many
+//! circuits are occupied, and whether the feed is live.
+
+use leptos::prelude::*;
+use trackside_wire::YardInfo;
+
+use crate::live::Connection;
+use crate::state::Board;
+use crate::time::{Clock, utc_time, zoned_time};
+
+#[component]
+pub fn Header(
+    yard: RwSignal<Option<YardInfo>>,
+    clock: Clock,
+    board: Board,
+    connection: RwSignal<Connection>,
+) -> impl IntoView {
+    let yard_name = move || yard.with(|y| y.as_ref().map(|y| y.name.clone()));
+    view! {
+        <header class="topbar">
+            <div class="brand">
+                <span class="wordmark">"Trackside"</span>
+                <span class="yard-name" class:placeholder=move || yard_name().is_none()>
+                    {move || yard_name().unwrap_or_else(|| "—".to_owned())}
+                </span>
+            </div>
+            <YardClock yard clock />
+            <Occupancy board />
+            <div
+                class="pill"
+                role="status"
+                aria-live="polite"
+                data-testid="connection-state"
+                data-state=move || connection.get().as_str()
+            >
+                <span class="dot" aria-hidden="true"></span>
+                <span class="pill-label">{move || connection.get().label()}</span>
+            </div>
+        </header>
+    }
+}
+
+#[component]
+fn YardClock(yard: RwSignal<Option<YardInfo>>, clock: Clock) -> impl IntoView {
+    let zone = move || yard.with(|y| y.as_ref().map(|y| y.timezone.clone()));
+    let local = move || zone().map(|zone| (zoned_time(clock.now(), &zone), zone));
+    view! {
+        <div class="clocks">
+            <div class="clock local">
+                {move || match local() {
+                    Some((Some(t), zone)) => view! {
+                        <span class="clock-time">{t.time}</span>
+                        <span class="clock-meta">
+                            <span class="clock-zone">{t.abbreviation}</span>
+                            <span class="clock-date">{format!("{} · {zone}", t.date)}</span>
+                        </span>
+                    }
+                    .into_any(),
+                    Some((None, zone)) => view! {
+                        <span class="clock-time placeholder">"--:--:--"</span>
+                        <span class="clock-meta">
+                            <span class="clock-zone warn">"zone?"</span>
+                            <span class="clock-date">{format!("Unknown time zone {zone:?}")}</span>
+                        </span>
+                    }
+                    .into_any(),
+                    None => view! {
+                        <span class="clock-time placeholder">"--:--:--"</span>
+                        <span class="clock-meta">
+                            <span class="clock-zone">"yard"</span>
+                            <span class="clock-date">"time zone loading"</span>
+                        </span>
+                    }
+                    .into_any(),
+                }}
+            </div>
+            <div class="clock utc">
+                <span class="clock-time">{move || utc_time(clock.now())}</span>
+                <span class="clock-meta">
+                    <span class="clock-zone">"UTC"</span>
+                </span>
+            </div>
+        </div>
+    }
+}
+
+#[component]
+fn Occupancy(board: Board) -> impl IntoView {
+    let counts = Memo::new(move |_| board.occupancy());
+    view! {
+        <div class="occupancy" class:any=move || { counts.get().0 > 0 }>
+            <span class="occupied-count">{move || counts.get().0}</span>
+            <span class="total">{move || format!("/ {}", counts.get().1)}</span>
+            <span class="occupancy-label">"occupied"</span>
+        </div>
+    }
+}

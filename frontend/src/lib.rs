@@ -1,0 +1,118 @@
+//! Trackside's operator app: a live board of a yard's track circuits.
+//!
+//! Data comes from two places that the board merges: a snapshot over HTTP
+//! (`/api/yard`, `/api/channels`) and the live feed over a WebSocket
+//! (`/ws`). The snapshot is fetched at load and again whenever the feed
+//! (re)connects, so nothing missed while disconnected stays stale.
+
+mod api;
+mod board;
+mod header;
+mod live;
+mod state;
+mod time;
+
+use std::time::Duration;
+
+use leptos::prelude::*;
+use trackside_wire::YardInfo;
+
+use crate::api::ApiFailure;
+use crate::board::CircuitGrid;
+use crate::header::Header;
+use crate::live::Connection;
+use crate::state::Board;
+use crate::time::Clock;
+
+/// How long after a failed snapshot the board asks again.
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(5);
+
+#[component]
+pub fn App() -> impl IntoView {
+    let board = Board::new();
+    let clock = Clock::start();
+    let connection = RwSignal::new(Connection::Connecting);
+    // The last yard description that loaded: a later failed refresh must
+    // not blank the header's name and clock.
+    let yard = RwSignal::new(None::<YardInfo>);
+
+    let snapshot = LocalResource::new(move || load_snapshot(board, clock, yard));
+    live::start(
+        board,
+        clock,
+        connection,
+        move || snapshot.refetch(),
+        move || snapshot.refetch(),
+    );
+
+    view! {
+        <Header yard clock board connection />
+        <main class="board">
+            <Transition fallback=move || board.is_empty().then(Loading)>
+                {move || Suspend::new(async move {
+                    match snapshot.await {
+                        Ok(()) => view! { <EmptyNotice board /> }.into_any(),
+                        Err(failure) => {
+                            view! { <Problem failure retry=move || snapshot.refetch() /> }.into_any()
+                        }
+                    }
+                })}
+            </Transition>
+            <CircuitGrid board clock />
+        </main>
+    }
+}
+
+/// Fetches the yard and the channel list together and merges what arrived;
+/// the channels are still merged when only the yard failed.
+async fn load_snapshot(
+    board: Board,
+    clock: Clock,
+    yard: RwSignal<Option<YardInfo>>,
+) -> Result<(), ApiFailure> {
+    let (info, channels) = futures::join!(api::yard(), api::channels());
+    let merged = channels.map(|list| board.merge_snapshot(list));
+    let info = info?;
+    clock.sync(info.server_time);
+    yard.set(Some(info));
+    merged
+}
+
+#[component]
+fn Loading() -> impl IntoView {
+    view! {
+        <div class="notice loading" role="status">
+            <span class="spinner" aria-hidden="true"></span>
+            <p class="notice-title">"Loading circuits…"</p>
+        </div>
+    }
+}
+
+#[component]
+fn EmptyNotice(board: Board) -> impl IntoView {
+    move || {
+        board.is_empty().then(|| {
+            view! {
+                <div class="notice empty" role="status">
+                    <p class="notice-title">"No circuits yet"</p>
+                    <p class="notice-text">"Waiting for the first reading from a gateway."</p>
+                </div>
+            }
+        })
+    }
+}
+
+/// The snapshot failed: say so, keep whatever the board already shows, and
+/// try again on a timer (the live feed also retries on its own schedule).
+#[component]
+fn Problem(failure: ApiFailure, retry: impl Fn() + Send + Sync + 'static) -> impl IntoView {
+    if let Ok(handle) = set_timeout_with_handle(retry, SNAPSHOT_RETRY) {
+        on_cleanup(move || handle.clear());
+    }
+    view! {
+        <div class="notice problem" role="alert">
+            <p class="notice-title">"Cannot load the yard"</p>
+            <p class="notice-text">{failure.to_string()}</p>
+        </div>
+    }
+}

@@ -1,0 +1,211 @@
+//! Trackside's build system, run as `cargo xtask <command>`.
+//!
+//! Plain Rust instead of shell scripts or a Makefile: it runs wherever cargo
+//! does, fails with a message that says what to do, and the front end's odd
+//! toolchain (see `frontend.rs`) is explained next to the code that uses it.
+
+mod frontend;
+mod setup;
+mod util;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util::{cargo, run, step};
+
+const HELP: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup            install what is missing: Debian packages, npm packages,
+                   the wasm-bindgen CLI matching Cargo.lock
+  frontend         build the operator app into target/site/
+  demo [args...]   setup, frontend, then run the server with --demo [args...]
+  test             setup, frontend, fmt check, clippy, tests (what CI runs)
+  help             this text";
+
+fn main() -> ExitCode {
+    match dispatch(std::env::args().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: Vec<String>) -> Result<()> {
+    let root = repo_root();
+    let (command, rest) = match args.split_first() {
+        Some((command, rest)) => (command.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    if !matches!(command, "demo") && !rest.is_empty() {
+        bail!("`{command}` takes no arguments, got {rest:?}\n\n{HELP}");
+    }
+    match command {
+        "setup" => setup::install_missing(&root),
+        "frontend" => frontend::build(&root),
+        "demo" => demo(&root, rest),
+        "test" => test(&root),
+        "help" | "-h" | "--help" => {
+            println!("{HELP}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{HELP}"),
+    }
+}
+
+/// Runs a `cargo test` with its output passed through, then prints the
+/// totals of all its test binaries on one line: cargo's own last line is
+/// the last binary's (often doc tests with 0 tests), which says nothing of
+/// the run.
+fn run_tests(cmd: &mut Command) -> Result<()> {
+    println!("    $ {}", util::display(cmd));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start cargo test")?;
+    let mut totals = TestCounts::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo test's output")?;
+            println!("{line}");
+            if let Some(counts) = TestCounts::parse(&line) {
+                totals.add(counts);
+            }
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    if !status.success() {
+        bail!("`{}` exited with {status}", util::display(cmd));
+    }
+    if totals.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct TestCounts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestCounts {
+    /// Reads libtest's `test result: ok. 15 passed; 0 failed; 2 ignored; ...`.
+    fn parse(line: &str) -> Option<Self> {
+        let rest = line.strip_prefix("test result: ")?;
+        let mut counts = Self::default();
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(number)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(number) = number.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => counts.passed = number,
+                "failed" => counts.failed = number,
+                "ignored" => counts.ignored = number,
+                _ => {}
+            }
+        }
+        Some(counts)
+    }
+
+    fn add(&mut self, other: Self) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+}
+
+fn repo_root() -> PathBuf {
+    // xtask lives one level below the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent directory")
+        .to_path_buf()
+}
+
+fn demo(root: &Path, args: &[String]) -> Result<()> {
+    setup::install_missing(root)?;
+    frontend::build(root)?;
+    step("demo: server", || {
+        let mut server = Command::new(cargo());
+        server
+            .args(["run", "--release", "--package", "trackside", "--", "--demo"])
+            .args(args)
+            .current_dir(root);
+        // The demo is interactive: keep the terminal's stdin so Ctrl-C and
+        // any prompt reach the server.
+        run(&mut server, true)
+    })
+}
+
+fn test(root: &Path) -> Result<()> {
+    setup::install_missing(root)?;
+    frontend::build(root)?;
+    let cargo_step = |name: &str, args: &[&str], advice: &str| {
+        step(name, || {
+            let mut cmd = Command::new(cargo());
+            cmd.args(args).current_dir(root);
+            run(&mut cmd, false).map_err(|e| e.context(advice.to_owned()))
+        })
+    };
+    cargo_step(
+        "test: formatting",
+        &["fmt", "--all", "--", "--check"],
+        "formatting differs from rustfmt's: run `cargo fmt --all`",
+    )?;
+    cargo_step(
+        "test: clippy",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        "clippy found problems (listed above)",
+    )?;
+    step("test: cargo test", || {
+        let mut cmd = Command::new(cargo());
+        cmd.args(["test", "--workspace"]).current_dir(root);
+        run_tests(&mut cmd).map_err(|e| e.context("tests failed (listed above)"))
+    })?;
+    println!("\nxtask: all checks passed");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_libtest_summaries() {
+        assert_eq!(
+            TestCounts::parse(
+                "test result: ok. 15 passed; 1 failed; 2 ignored; 0 measured; 0 filtered out; finished in 23.76s"
+            ),
+            Some(TestCounts {
+                passed: 15,
+                failed: 1,
+                ignored: 2
+            })
+        );
+        assert_eq!(TestCounts::parse("running 15 tests"), None);
+    }
+}
