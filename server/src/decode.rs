@@ -8,6 +8,10 @@
 //!   milliseconds.
 //! - `trackside/{gateway}/channel/{circuit}/{parameter}`: the payload is one
 //!   number in ASCII, stamped with the receive time.
+//! - `trackside/{gateway}/status`: `online` or `offline`. A gateway publishes
+//!   `online` (retained) after connecting and sets `offline` (retained) as
+//!   its last will, which the broker publishes when the session ends
+//!   without a clean DISCONNECT.
 //!
 //! Decoding never fails as a whole for one bad reading: each bad element of a
 //! batch becomes its own [`Rejection`] and the rest go on.
@@ -44,6 +48,14 @@ pub struct Decoded {
     pub gateway: String,
     pub readings: Vec<DecodedReading>,
     pub rejections: Vec<Rejection>,
+    /// Set by a message on the gateway's status topic.
+    pub status: Option<GatewayStatus>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayStatus {
+    Online,
+    Offline,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +72,22 @@ const EARLIEST_MS: i64 = 946_684_800_000; // 2000-01-01T00:00:00Z
 pub fn decode(topic: &str, payload: &[u8], cx: &DecodeContext) -> Decoded {
     match decode_topic(topic) {
         Ok(TopicKind::Batch { gateway }) => decode_batch(topic, gateway, payload, cx),
+        Ok(TopicKind::Status { gateway }) => {
+            let mut decoded = Decoded {
+                gateway: gateway.to_owned(),
+                ..Decoded::default()
+            };
+            match decode_status(payload) {
+                Ok(status) => decoded.status = Some(status),
+                Err(reason) => decoded.rejections.push(rejection(
+                    topic,
+                    Some(gateway),
+                    payload.to_vec(),
+                    reason,
+                )),
+            }
+            decoded
+        }
         Ok(TopicKind::Single { gateway, channel }) => {
             let mut decoded = Decoded {
                 gateway: gateway.to_owned(),
@@ -82,14 +110,17 @@ pub fn decode(topic: &str, payload: &[u8], cx: &DecodeContext) -> Decoded {
         }
         Err((gateway, reason)) => Decoded {
             gateway: gateway.unwrap_or_default().to_owned(),
-            readings: Vec::new(),
             rejections: vec![rejection(topic, gateway, payload.to_vec(), reason)],
+            ..Decoded::default()
         },
     }
 }
 
 enum TopicKind<'a> {
     Batch {
+        gateway: &'a str,
+    },
+    Status {
         gateway: &'a str,
     },
     Single {
@@ -113,14 +144,16 @@ fn decode_topic(topic: &str) -> Result<TopicKind<'_>, (Option<&str>, String)> {
     let rest: Vec<&str> = parts.collect();
     match rest.as_slice() {
         ["readings"] => Ok(TopicKind::Batch { gateway }),
+        ["status"] => Ok(TopicKind::Status { gateway }),
         ["channel", circuit, parameter] => ChannelName::from_parts(circuit, parameter)
             .map(|channel| TopicKind::Single { gateway, channel })
             .map_err(|err| (Some(gateway), format!("channel in topic: {err}"))),
         _ => Err((
             Some(gateway),
             format!(
-                "unknown topic: expected `{TOPIC_ROOT}/{gateway}/readings` or \
-                 `{TOPIC_ROOT}/{gateway}/channel/{{circuit}}/{{parameter}}`"
+                "unknown topic: expected `{TOPIC_ROOT}/{gateway}/readings`, \
+                 `{TOPIC_ROOT}/{gateway}/channel/{{circuit}}/{{parameter}}` or \
+                 `{TOPIC_ROOT}/{gateway}/status`"
             ),
         )),
     }
@@ -239,6 +272,14 @@ fn parse_ts(ts: &Value, cx: &DecodeContext) -> Result<DateTime<Utc>, String> {
         ));
     }
     Ok(parsed)
+}
+
+fn decode_status(payload: &[u8]) -> Result<GatewayStatus, String> {
+    match std::str::from_utf8(payload).map(str::trim) {
+        Ok(text) if text.eq_ignore_ascii_case("online") => Ok(GatewayStatus::Online),
+        Ok(text) if text.eq_ignore_ascii_case("offline") => Ok(GatewayStatus::Offline),
+        _ => Err("status must be `online` or `offline`".into()),
+    }
 }
 
 fn decode_bare_number(payload: &[u8]) -> Result<f64, String> {
@@ -435,6 +476,17 @@ mod tests {
             &[],
             &["channel in topic"],
         );
+    }
+
+    #[test]
+    fn status_topic() {
+        let status = |payload: &str| decode("trackside/gw5/status", payload.as_bytes(), &cx());
+        assert_eq!(status("online").status, Some(GatewayStatus::Online));
+        assert_eq!(status(" OFFLINE\n").status, Some(GatewayStatus::Offline));
+        assert_eq!(status("online").gateway, "gw5");
+        let bad = status("maybe");
+        assert_eq!(bad.status, None);
+        assert!(bad.rejections[0].reason.contains("`online` or `offline`"));
     }
 
     #[test]

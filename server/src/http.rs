@@ -17,7 +17,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
-use trackside_wire::{ApiError, ChannelInfo, YardInfo};
+use trackside_wire::{ApiError, ChannelInfo, GatewayInfo, YardInfo};
 
 use crate::config::YardConfig;
 use crate::live::{self, ClientContext, LiveHub};
@@ -65,6 +65,7 @@ pub fn router(state: AppState, assets_dir: &Path) -> Router {
     let api = Router::new()
         .route("/api/channels", get(channels))
         .route("/api/yard", get(yard))
+        .route("/api/gateways", get(gateways))
         .route("/api/{*rest}", get(unknown_api))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
@@ -112,6 +113,10 @@ fn app_files(assets_dir: &Path) -> Router {
 
 async fn channels(State(state): State<AppState>) -> Json<Vec<ChannelInfo>> {
     Json(state.registry.list(chrono::Utc::now()))
+}
+
+async fn gateways(State(state): State<AppState>) -> Json<Vec<GatewayInfo>> {
+    Json(state.registry.gateways())
 }
 
 async fn yard(State(state): State<AppState>) -> Json<YardInfo> {

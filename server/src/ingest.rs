@@ -46,6 +46,14 @@ impl Pipeline {
             },
         };
 
+        if !decoded.gateway.is_empty()
+            && self
+                .registry
+                .observe_gateway(&decoded.gateway, cx.received_at, decoded.status)
+        {
+            tracing::info!(gateway = %decoded.gateway, status = ?decoded.status, "gateway status changed");
+        }
+
         let whole_payload_rejected = decoded.readings.is_empty() && !decoded.rejections.is_empty();
         for rejection in decoded.rejections {
             tracing::warn!(topic = %rejection.topic, reason = %rejection.reason, "rejected MQTT payload");

@@ -8,9 +8,11 @@ use std::sync::RwLock;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use trackside_wire::{ChannelInfo, ChannelName, Latest, Reading, parameter_info, pattern_matches};
+use trackside_wire::{
+    ChannelInfo, ChannelName, GatewayInfo, Latest, Reading, parameter_info, pattern_matches,
+};
 
-use crate::decode::DecodedReading;
+use crate::decode::{DecodedReading, GatewayStatus};
 
 #[derive(Debug, Clone)]
 struct ChannelState {
@@ -27,9 +29,17 @@ struct StoredChannel {
     value: Option<f64>,
 }
 
+#[derive(Debug, Clone, Default)]
+struct GatewayState {
+    online: Option<bool>,
+    status_at: Option<DateTime<Utc>>,
+    last_message_at: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Default)]
 pub struct Registry {
     channels: RwLock<HashMap<String, ChannelState>>,
+    gateways: RwLock<HashMap<String, GatewayState>>,
 }
 
 impl Registry {
@@ -67,8 +77,16 @@ impl Registry {
                 },
             );
         }
+        let gateways: Vec<(String,)> = sqlx::query_as("SELECT id FROM gateways")
+            .fetch_all(pool)
+            .await?;
+        let gateways = gateways
+            .into_iter()
+            .map(|(id,)| (id, GatewayState::default()))
+            .collect();
         Ok(Self {
             channels: RwLock::new(channels),
+            gateways: RwLock::new(gateways),
         })
     }
 
@@ -89,6 +107,48 @@ impl Registry {
                 state.latest = Some((reading.ts, reading.value));
             }
         }
+    }
+
+    /// Notes that a gateway sent something, and its status if it said one.
+    /// Returns true when the status changed.
+    pub fn observe_gateway(
+        &self,
+        gateway: &str,
+        at: DateTime<Utc>,
+        status: Option<GatewayStatus>,
+    ) -> bool {
+        let mut gateways = self.gateways.write().unwrap_or_else(|e| e.into_inner());
+        let state = match gateways.get_mut(gateway) {
+            Some(state) => state,
+            None => gateways.entry(gateway.to_owned()).or_default(),
+        };
+        state.last_message_at = Some(at);
+        let Some(status) = status else {
+            return false;
+        };
+        let online = status == GatewayStatus::Online;
+        if state.online == Some(online) {
+            return false;
+        }
+        state.online = Some(online);
+        state.status_at = Some(at);
+        true
+    }
+
+    /// Every gateway, sorted by id.
+    pub fn gateways(&self) -> Vec<GatewayInfo> {
+        let gateways = self.gateways.read().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<GatewayInfo> = gateways
+            .iter()
+            .map(|(id, state)| GatewayInfo {
+                id: id.clone(),
+                online: state.online,
+                status_at: state.status_at.map(|ts| ts.timestamp_millis()),
+                last_message_at: state.last_message_at.map(|ts| ts.timestamp_millis()),
+            })
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
     }
 
     /// Every channel, sorted by name, with the age of its latest reading.
@@ -160,6 +220,20 @@ mod tests {
         assert_eq!(list[0].age_ms, Some(2_000));
         assert_eq!(list[0].unit.as_deref(), Some("V"));
         assert_eq!(list[0].gateway, "gw1");
+    }
+
+    #[test]
+    fn gateway_status_changes_are_reported_once() {
+        let registry = Registry::default();
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        assert!(!registry.observe_gateway("gw1", at, None));
+        assert!(registry.observe_gateway("gw1", at, Some(GatewayStatus::Online)));
+        assert!(!registry.observe_gateway("gw1", at, Some(GatewayStatus::Online)));
+        assert!(registry.observe_gateway("gw1", at, Some(GatewayStatus::Offline)));
+        let list = registry.gateways();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].online, Some(false));
+        assert_eq!(list[0].last_message_at, Some(at.timestamp_millis()));
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub async fn run(options: YardOptions, shutdown: CancellationToken) -> anyhow::R
         let gateway = format!("yard-gw{:02}", index + 1);
         let (client, eventloop) = connect(&options, &gateway);
         tasks.push(tokio::spawn(drive_eventloop(
+            client.clone(),
             eventloop,
             gateway.clone(),
             shutdown.clone(),
@@ -100,11 +101,25 @@ fn connect(options: &YardOptions, gateway: &str) -> (AsyncClient, rumqttc::Event
     // vanished gateway quickly.
     mqtt.set_keep_alive(Duration::from_secs(5));
     mqtt.set_max_packet_size(256 * 1024, 256 * 1024);
+    // The broker publishes this when the session ends without a clean
+    // DISCONNECT, which is how Trackside learns a gateway dropped off.
+    mqtt.set_last_will(rumqttc::LastWill::new(
+        status_topic(gateway),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
     AsyncClient::new(mqtt, 64)
 }
 
-/// rumqttc does its network I/O only while the event loop is polled.
+fn status_topic(gateway: &str) -> String {
+    format!("trackside/{gateway}/status")
+}
+
+/// rumqttc does its network I/O only while the event loop is polled. Every
+/// (re)connection announces the gateway online, as a real one does.
 async fn drive_eventloop(
+    client: AsyncClient,
     mut eventloop: rumqttc::EventLoop,
     gateway: String,
     shutdown: CancellationToken,
@@ -113,6 +128,10 @@ async fn drive_eventloop(
     loop {
         tokio::select! {
             event = eventloop.poll() => match event {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    reported = false;
+                    let _ = client.try_publish(status_topic(&gateway), QoS::AtLeastOnce, true, "online");
+                }
                 Ok(_) => reported = false,
                 Err(err) => {
                     if !reported {
@@ -149,6 +168,8 @@ async fn publish_gateway(
         tokio::select! {
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => {
+                // A clean goodbye: the will does not fire, so say it here.
+                let _ = client.publish(status_topic(&gateway), QoS::AtLeastOnce, true, "offline").await;
                 let _ = client.disconnect().await;
                 return Ok(());
             }

@@ -46,6 +46,19 @@ pub struct ChannelInfo {
     pub age_ms: Option<i64>,
 }
 
+/// A gateway as `GET /api/gateways` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    pub id: String,
+    /// From the gateway's status topic (its last will says offline); `None`
+    /// until it has published a status since the server started.
+    pub online: Option<bool>,
+    /// Unix milliseconds of the last status change.
+    pub status_at: Option<i64>,
+    /// Unix milliseconds of the last message of any kind from the gateway.
+    pub last_message_at: Option<i64>,
+}
+
 /// `GET /api/yard`: what the app needs to present the yard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct YardInfo {

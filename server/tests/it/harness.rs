@@ -177,17 +177,45 @@ where
 pub struct Gateway {
     pub client: AsyncClient,
     acks: tokio::sync::mpsc::UnboundedReceiver<()>,
+    eventloop: tokio::task::JoinHandle<()>,
 }
 
 impl Gateway {
     pub async fn connect(port: u16, id: &str) -> Self {
+        Self::connect_with(port, id, |_| {}).await
+    }
+
+    /// Like a real gateway: its will marks it offline, and it says online.
+    pub async fn connect_with_status(port: u16, id: &str) -> Self {
+        let topic = format!("trackside/{id}/status");
+        let will = topic.clone();
+        let mut gateway = Self::connect_with(port, id, move |options| {
+            options.set_last_will(rumqttc::LastWill::new(
+                will,
+                "offline",
+                QoS::AtLeastOnce,
+                true,
+            ));
+        })
+        .await;
+        gateway.publish(&topic, "online").await;
+        gateway
+    }
+
+    /// Drops the TCP connection without a DISCONNECT, as a power cut would.
+    pub fn kill(self) {
+        self.eventloop.abort();
+    }
+
+    async fn connect_with(port: u16, id: &str, configure: impl FnOnce(&mut MqttOptions)) -> Self {
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(5));
         options.set_max_packet_size(1 << 20, 1 << 20);
+        configure(&mut options);
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
         let (acks_tx, acks) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
+        let eventloop = tokio::spawn(async move {
             let mut connected = Some(connected_tx);
             loop {
                 match eventloop.poll().await {
@@ -208,7 +236,11 @@ impl Gateway {
             .await
             .expect("MQTT CONNACK within the deadline")
             .expect("MQTT connection");
-        Self { client, acks }
+        Self {
+            client,
+            acks,
+            eventloop,
+        }
     }
 
     /// Publishes at QoS 1 and waits for the broker's PUBACK.

@@ -218,3 +218,32 @@ async fn a_batch_reading_is_not_lost_when_older_than_the_latest() {
         .unwrap();
     assert_eq!(channels[0].latest.map(|l| l.value), Some(9.0));
 }
+
+#[tokio::test]
+async fn a_gateway_that_drops_off_is_marked_offline_by_its_will() {
+    let server = TestServer::start().await;
+    let gateway =
+        crate::harness::Gateway::connect_with_status(server.running.mqtt_addr.port(), "gw-will")
+            .await;
+    let gateways = || async {
+        reqwest::get(server.url("/api/gateways"))
+            .await
+            .unwrap()
+            .json::<Vec<trackside_wire::GatewayInfo>>()
+            .await
+            .unwrap()
+    };
+    eventually("the gateway online", || async {
+        let list = gateways().await;
+        (list.len() == 1 && list[0].id == "gw-will" && list[0].online == Some(true)).then_some(())
+    })
+    .await;
+
+    gateway.kill();
+    let offline = eventually("the will to mark it offline", || async {
+        let list = gateways().await;
+        (list[0].online == Some(false)).then_some(list)
+    })
+    .await;
+    assert!(offline[0].status_at.is_some());
+}
