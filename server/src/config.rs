@@ -77,6 +77,9 @@ pub struct IngestConfig {
     pub store_batch_rows: usize,
     /// Messages buffered per WebSocket client before it is marked lagged.
     pub live_queue: usize,
+    /// A WebSocket client whose socket accepts nothing for this long is
+    /// disconnected.
+    pub live_send_timeout_secs: u64,
     /// Readings stamped further than this ahead of the server's clock are
     /// rejected: a gateway with a wrong clock must not become "latest" forever.
     pub max_future_secs: i64,
@@ -148,6 +151,7 @@ impl Default for IngestConfig {
             store_queue: 4_096,
             store_batch_rows: 10_000,
             live_queue: 1_024,
+            live_send_timeout_secs: 10,
             max_future_secs: 3_600,
         }
     }

@@ -23,6 +23,7 @@ use crate::config::YardConfig;
 use crate::live::{self, ClientContext, LiveHub};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::spool::Spool;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -30,9 +31,11 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub live: LiveHub,
     pub metrics: Arc<Metrics>,
+    pub spool: Arc<Spool>,
     pub yard: Arc<YardConfig>,
     pub ingest_running: Arc<AtomicBool>,
     pub shutdown: CancellationToken,
+    pub live_send_timeout: Duration,
 }
 
 /// The application's error type: user errors are 4xx with a message the
@@ -137,6 +140,7 @@ async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> 
         registry: state.registry.clone(),
         metrics: state.metrics.clone(),
         shutdown: state.shutdown.clone(),
+        send_timeout: state.live_send_timeout,
     };
     upgrade.on_upgrade(move |socket| live::serve_client(socket, cx))
 }
@@ -147,7 +151,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        state.metrics.render(),
+        state.metrics.render(state.spool.backlog()),
     )
 }
 

@@ -15,13 +15,15 @@ use crate::decode::{self, DecodeContext, Rejection};
 use crate::live::LiveHub;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::store::ReadingBatch;
+use crate::spool::Spool;
+use crate::store::{ReadingBatch, Spooled};
 
 pub struct Pipeline {
     pub registry: Arc<Registry>,
     pub live: LiveHub,
     pub metrics: Arc<Metrics>,
-    pub store: mpsc::Sender<Arc<ReadingBatch>>,
+    pub spool: Arc<Spool>,
+    pub store: mpsc::Sender<Spooled>,
     pub rejections: mpsc::Sender<Rejection>,
     pub max_future: TimeDelta,
 }
@@ -77,11 +79,40 @@ impl Pipeline {
         });
         self.registry.observe(&batch.gateway, &batch.readings);
         self.live.publish(&batch);
+        // Spool first, then queue, never wait: when the writer is behind,
+        // the spool alone holds the message and the writer reads it back.
         self.metrics.store_queue_depth.fetch_add(1, Relaxed);
-        // Waiting here pushes back on the broker link while the database is
-        // slower than the gateways; live clients have been served already.
-        if self.store.send(batch).await.is_err() {
-            tracing::error!("store writer is gone; a batch was not stored");
+        let queued = self.spool.append(&batch, |start, end| {
+            self.store
+                .try_send(Spooled {
+                    offsets: Some((start, end)),
+                    batch: batch.clone(),
+                })
+                .is_ok()
+        });
+        match queued {
+            Ok(true) => {}
+            Ok(false) => {
+                self.metrics.store_queue_depth.fetch_sub(1, Relaxed);
+                self.metrics.store_queue_overflow.fetch_add(1, Relaxed);
+            }
+            Err(err) => {
+                self.metrics.spool_errors.fetch_add(1, Relaxed);
+                tracing::error!("cannot write the spool (is the disk full?): {err}");
+                let readings = batch.readings.len();
+                let unspooled = Spooled {
+                    offsets: None,
+                    batch,
+                };
+                if self.store.try_send(unspooled).is_err() {
+                    self.metrics.store_queue_depth.fetch_sub(1, Relaxed);
+                    Metrics::add(&self.metrics.readings_lost, readings);
+                    tracing::error!(
+                        readings,
+                        "store queue full and spool unwritable: readings lost"
+                    );
+                }
+            }
         }
     }
 }

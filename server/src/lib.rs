@@ -15,6 +15,7 @@ pub mod live;
 pub mod metrics;
 pub mod registry;
 pub mod sim;
+pub mod spool;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -63,11 +64,19 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     let live = live::LiveHub::new(config.ingest.live_queue);
     let shutdown = CancellationToken::new();
 
+    let spool_dir = config.database.data_dir.join("spool");
+    let spool = Arc::new(
+        tokio::task::spawn_blocking(move || spool::Spool::open(&spool_dir))
+            .await
+            .context("opening the spool")??,
+    );
     let (store_tx, store_rx) = mpsc::channel(config.ingest.store_queue);
     let store = tokio::spawn(
         store::StoreWriter::new(
             pool.clone(),
             metrics.clone(),
+            spool.clone(),
+            shutdown.clone(),
             config.ingest.store_batch_rows,
         )
         .run(store_rx),
@@ -83,6 +92,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         registry: registry.clone(),
         live: live.clone(),
         metrics: metrics.clone(),
+        spool: spool.clone(),
         store: store_tx,
         rejections: rejections_tx,
         max_future: TimeDelta::seconds(config.ingest.max_future_secs),
@@ -114,9 +124,11 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         registry,
         live,
         metrics: metrics.clone(),
+        spool,
         yard: Arc::new(config.yard.clone()),
         ingest_running,
         shutdown: shutdown.clone(),
+        live_send_timeout: std::time::Duration::from_secs(config.ingest.live_send_timeout_secs),
     };
     let app = http::router(state, &config.http.assets_dir);
     let http = {

@@ -7,8 +7,8 @@
 //! waits for anyone. A client that falls a whole ring behind is *coalesced*:
 //! it is told how many messages it missed, then sent the latest value of
 //! every channel it subscribes to, so its picture is whole again without a
-//! replay. A client whose socket accepts nothing for [`SEND_TIMEOUT`] is
-//! dropped. Both are counted in the metrics.
+//! replay. A client whose socket accepts nothing for the configured send
+//! timeout is dropped. Both are counted in the metrics.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -23,7 +23,6 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::ReadingBatch;
 
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Well inside the app's 40 s watchdog, so one late frame never trips it.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
@@ -99,6 +98,7 @@ pub struct ClientContext {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
+    pub send_timeout: Duration,
 }
 
 /// Serves one WebSocket client until it leaves, falls silent, or the server
@@ -110,7 +110,7 @@ pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
     let hello = to_json(&ServerMessage::Hello {
         server_time: chrono::Utc::now().timestamp_millis(),
     });
-    let mut open = send(&mut socket, hello, &cx.metrics).await;
+    let mut open = send(&mut socket, hello, &cx).await;
     let mut heartbeat =
         tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     while open {
@@ -119,7 +119,7 @@ pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
                 let beat = ServerMessage::Heartbeat {
                     server_time: chrono::Utc::now().timestamp_millis(),
                 };
-                open = send(&mut socket, to_json(&beat), &cx.metrics).await;
+                open = send(&mut socket, to_json(&beat), &cx).await;
             }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
@@ -128,7 +128,7 @@ pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
                             subscription = Subscription::Patterns(channels);
                             // Start the new selection from a whole picture.
                             let snapshot = cx.registry.latest_matching(subscription.patterns());
-                            open = send_readings(&mut socket, snapshot, &cx.metrics).await;
+                            open = send_readings(&mut socket, snapshot, &cx).await;
                         }
                         Err(err) => {
                             tracing::debug!("ignoring a malformed WebSocket frame: {err}");
@@ -141,7 +141,7 @@ pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
             message = feed.recv() => match message {
                 Ok(message) => {
                     open = match &subscription {
-                        Subscription::All => send(&mut socket, message.json.clone(), &cx.metrics).await,
+                        Subscription::All => send(&mut socket, message.json.clone(), &cx).await,
                         Subscription::Patterns(patterns) => {
                             let selected: Vec<Reading> = message
                                 .readings
@@ -149,15 +149,15 @@ pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
                                 .filter(|r| patterns.iter().any(|p| pattern_matches(p, &r.channel)))
                                 .cloned()
                                 .collect();
-                            selected.is_empty() || send_readings(&mut socket, selected, &cx.metrics).await
+                            selected.is_empty() || send_readings(&mut socket, selected, &cx).await
                         }
                     };
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     cx.metrics.ws_lagged_messages.fetch_add(missed, Relaxed);
                     let resync = cx.registry.latest_matching(subscription.patterns());
-                    open = send(&mut socket, to_json(&ServerMessage::Lagged { missed }), &cx.metrics).await
-                        && send_readings(&mut socket, resync, &cx.metrics).await;
+                    open = send(&mut socket, to_json(&ServerMessage::Lagged { missed }), &cx).await
+                        && send_readings(&mut socket, resync, &cx).await;
                 }
                 Err(broadcast::error::RecvError::Closed) => open = false,
             },
@@ -170,27 +170,23 @@ pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
     cx.metrics.ws_clients.fetch_sub(1, Relaxed);
 }
 
-async fn send_readings(socket: &mut WebSocket, readings: Vec<Reading>, metrics: &Metrics) -> bool {
+async fn send_readings(socket: &mut WebSocket, readings: Vec<Reading>, cx: &ClientContext) -> bool {
     if readings.is_empty() {
         return true;
     }
-    send(
-        socket,
-        to_json(&ServerMessage::Readings { readings }),
-        metrics,
-    )
-    .await
+    send(socket, to_json(&ServerMessage::Readings { readings }), cx).await
 }
 
 /// False when the client is gone or stopped reading.
-async fn send(socket: &mut WebSocket, text: Utf8Bytes, metrics: &Metrics) -> bool {
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text))).await {
+async fn send(socket: &mut WebSocket, text: Utf8Bytes, cx: &ClientContext) -> bool {
+    match tokio::time::timeout(cx.send_timeout, socket.send(Message::Text(text))).await {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
         Err(_) => {
-            metrics.ws_dropped_clients.fetch_add(1, Relaxed);
+            cx.metrics.ws_dropped_clients.fetch_add(1, Relaxed);
             tracing::warn!(
-                "dropping a WebSocket client that accepted nothing for {SEND_TIMEOUT:?}"
+                "dropping a WebSocket client that accepted nothing for {:?}",
+                cx.send_timeout
             );
             false
         }

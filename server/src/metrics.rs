@@ -18,6 +18,13 @@ pub struct Metrics {
     /// of garbage must not grow memory).
     pub rejected_not_kept: AtomicU64,
     pub store_queue_depth: AtomicI64,
+    /// Messages that found the store queue full and live only in the spool
+    /// until the writer reads them back.
+    pub store_queue_overflow: AtomicU64,
+    pub readings_replayed: AtomicU64,
+    pub spool_errors: AtomicU64,
+    /// Readings neither queued nor spooled (queue full and disk failing).
+    pub readings_lost: AtomicU64,
     pub store_batches: AtomicU64,
     pub store_errors: AtomicU64,
     pub store_batch_micros: AtomicU64,
@@ -31,7 +38,8 @@ impl Metrics {
         counter.fetch_add(n as u64, Relaxed);
     }
 
-    pub fn render(&self) -> String {
+    /// `spool_backlog_bytes`: spooled but not yet stored, read at scrape time.
+    pub fn render(&self, spool_backlog_bytes: u64) -> String {
         let mut out = String::with_capacity(2048);
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -75,6 +83,26 @@ impl Metrics {
             self.rejected_not_kept.load(Relaxed),
         );
         counter(
+            "trackside_store_queue_overflow_total",
+            "Messages that found the store queue full and were kept in the spool only.",
+            self.store_queue_overflow.load(Relaxed),
+        );
+        counter(
+            "trackside_readings_replayed_total",
+            "Readings the store writer read back from the spool.",
+            self.readings_replayed.load(Relaxed),
+        );
+        counter(
+            "trackside_spool_errors_total",
+            "Failed spool writes or unreadable spool ranges.",
+            self.spool_errors.load(Relaxed),
+        );
+        counter(
+            "trackside_readings_lost_total",
+            "Readings dropped because both the store queue and the spool failed.",
+            self.readings_lost.load(Relaxed),
+        );
+        counter(
             "trackside_store_batches_total",
             "Write statements the store writer committed.",
             self.store_batches.load(Relaxed),
@@ -109,6 +137,11 @@ impl Metrics {
             "trackside_store_queue_messages",
             "Decoded messages waiting for the store writer.",
             self.store_queue_depth.load(Relaxed),
+        );
+        gauge(
+            "trackside_spool_backlog_bytes",
+            "Bytes in the spool not yet stored in PostgreSQL.",
+            spool_backlog_bytes as i64,
         );
         gauge(
             "trackside_ws_clients",

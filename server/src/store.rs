@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use trackside_wire::parameter_info;
 
 use crate::decode::{DecodedReading, Rejection};
 use crate::metrics::Metrics;
+use crate::spool::Spool;
 
 /// One decoded message's readings, shared with the live fan-out.
 #[derive(Debug)]
@@ -27,52 +29,185 @@ pub struct ReadingBatch {
     pub readings: Vec<DecodedReading>,
 }
 
+/// A batch on its way to the writer, with its place in the spool.
+#[derive(Debug)]
+pub struct Spooled {
+    /// Logical `(start, end)` in the spool; `None` when the spool could not
+    /// be written (the disk is full), so the queue is its only copy.
+    pub offsets: Option<(u64, u64)>,
+    pub batch: Arc<ReadingBatch>,
+}
+
 pub struct StoreWriter {
     pool: PgPool,
     metrics: Arc<Metrics>,
+    spool: Arc<Spool>,
+    shutdown: CancellationToken,
     batch_rows: usize,
     gateways: HashSet<String>,
     channel_ids: HashMap<String, i32>,
+    /// Where the spool is stored up to: the next message the writer expects.
+    stored_to: u64,
 }
+
+/// The writer stopped retrying because the server is shutting down; what it
+/// held is in the spool and is written at the next start.
+struct Abandoned;
+
+/// How much of the spool one catch-up step reads into memory.
+const CATCH_UP_BYTES: u64 = 8 * 1024 * 1024;
 
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl StoreWriter {
-    pub fn new(pool: PgPool, metrics: Arc<Metrics>, batch_rows: usize) -> Self {
+    pub fn new(
+        pool: PgPool,
+        metrics: Arc<Metrics>,
+        spool: Arc<Spool>,
+        shutdown: CancellationToken,
+        batch_rows: usize,
+    ) -> Self {
+        let stored_to = spool.committed();
         Self {
             pool,
             metrics,
+            spool,
+            shutdown,
             batch_rows,
             gateways: HashSet::new(),
             channel_ids: HashMap::new(),
+            stored_to,
         }
     }
 
-    /// Runs until the queue is closed and drained.
-    pub async fn run(mut self, mut queue: mpsc::Receiver<Arc<ReadingBatch>>) {
-        let mut pending: Vec<Arc<ReadingBatch>> = Vec::new();
+    /// Writes what an earlier run left in the spool, then runs until the
+    /// queue is closed and everything the spool holds is stored (or, during
+    /// shutdown, until the database refuses and the rest must wait).
+    pub async fn run(mut self, mut queue: mpsc::Receiver<Spooled>) {
+        if self.run_inner(&mut queue).await.is_err() {
+            tracing::warn!(
+                unstored_bytes = self.spool.backlog(),
+                "store writer stopped with the database unreachable; the spool keeps the rest for the next start"
+            );
+        } else {
+            tracing::info!("store writer drained and stopped");
+        }
+    }
+
+    async fn run_inner(&mut self, queue: &mut mpsc::Receiver<Spooled>) -> Result<(), Abandoned> {
+        self.catch_up(self.spool.end()).await?;
+        let mut pending: Vec<Spooled> = Vec::new();
         // Enough messages to fill a statement when each carries a few readings.
         let drain_limit = self.batch_rows.max(64);
+        let mut run: Vec<Arc<ReadingBatch>> = Vec::new();
         while queue.recv_many(&mut pending, drain_limit).await > 0 {
             self.metrics
                 .store_queue_depth
                 .fetch_sub(pending.len() as i64, Relaxed);
-            self.write_with_retry(&pending).await;
-            pending.clear();
+            let mut run_end = None;
+            for item in pending.drain(..) {
+                if let Some((start, end)) = item.offsets {
+                    if end <= self.stored_to {
+                        // A catch-up already read this one from the spool.
+                        continue;
+                    }
+                    if start > self.stored_to.max(run_end.unwrap_or(0)) {
+                        // Messages between here and `start` overflowed the
+                        // queue and live only in the spool: they go first.
+                        self.flush(&mut run, run_end.take()).await?;
+                        self.catch_up(start).await?;
+                    }
+                    run_end = Some(end);
+                }
+                run.push(item.batch);
+            }
+            self.flush(&mut run, run_end).await?;
+            if queue.is_empty() {
+                // Overflow only happens while the queue is full, so once it
+                // is empty whatever lives in the spool alone is behind us:
+                // store it before waiting for more.
+                self.catch_up(self.spool.end()).await?;
+            }
         }
-        tracing::info!("store writer drained and stopped");
+        self.catch_up(self.spool.end()).await
     }
 
-    async fn write_with_retry(&mut self, batches: &[Arc<ReadingBatch>]) {
+    /// Writes `run` and records the spool as stored up to `end`.
+    async fn flush(
+        &mut self,
+        run: &mut Vec<Arc<ReadingBatch>>,
+        end: Option<u64>,
+    ) -> Result<(), Abandoned> {
+        if !run.is_empty() {
+            self.write_with_retry(run).await?;
+            run.clear();
+        }
+        if let Some(end) = end {
+            self.mark_stored(end);
+        }
+        Ok(())
+    }
+
+    /// Reads the spool from where it is stored up to `to` and writes it.
+    async fn catch_up(&mut self, to: u64) -> Result<(), Abandoned> {
+        while self.stored_to < to {
+            let spool = self.spool.clone();
+            let from = self.stored_to;
+            let read =
+                tokio::task::spawn_blocking(move || spool.read(from, to, CATCH_UP_BYTES)).await;
+            let records = match read {
+                Ok(Ok(records)) if !records.is_empty() => records,
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(err)) => {
+                    // A corrupt spool cannot be repaired by retrying; skip
+                    // to what arrives next rather than stall ingest forever.
+                    tracing::error!(
+                        "unreadable spool between {from} and {to}, skipping it: {err:#}"
+                    );
+                    self.metrics.spool_errors.fetch_add(1, Relaxed);
+                    self.mark_stored(to);
+                    return Ok(());
+                }
+                Err(err) => {
+                    tracing::error!("spool read task failed: {err}");
+                    return Ok(());
+                }
+            };
+            let end = records.last().map_or(to, |r| r.end);
+            let readings: usize = records.iter().map(|r| r.batch.readings.len()).sum();
+            let batches: Vec<Arc<ReadingBatch>> =
+                records.into_iter().map(|r| Arc::new(r.batch)).collect();
+            self.write_with_retry(&batches).await?;
+            Metrics::add(&self.metrics.readings_replayed, readings);
+            self.mark_stored(end);
+        }
+        Ok(())
+    }
+
+    fn mark_stored(&mut self, end: u64) {
+        self.stored_to = self.stored_to.max(end);
+        if let Err(err) = self.spool.commit(self.stored_to) {
+            // Only costs a replay of stored readings at the next start.
+            tracing::warn!("recording the spool's stored position failed: {err:#}");
+        }
+    }
+
+    async fn write_with_retry(&mut self, batches: &[Arc<ReadingBatch>]) -> Result<(), Abandoned> {
         let mut delay = RETRY_FIRST;
         loop {
             match self.write(batches).await {
-                Ok(()) => return,
+                Ok(()) => return Ok(()),
                 Err(err) => {
                     self.metrics.store_errors.fetch_add(1, Relaxed);
+                    if self.shutdown.is_cancelled() {
+                        return Err(Abandoned);
+                    }
                     tracing::error!(retry_in = ?delay, "store write failed, will retry: {err:#}");
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.shutdown.cancelled() => {}
+                    }
                     delay = (delay * 2).min(RETRY_MAX);
                 }
             }

@@ -102,6 +102,10 @@ pub fn test_config() -> Config {
 pub struct TestServer {
     pub pool: PgPool,
     pub running: trackside::Running,
+    /// The configuration it runs with, including its own data directory, so
+    /// a test can start it again on the same state.
+    pub config: Config,
+    _data_dir: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -110,11 +114,25 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> Self {
-        let pool = fresh_database().await;
+        Self::start_on(config, fresh_database().await).await
+    }
+
+    /// A server on this database, with a fresh data directory (the spool).
+    pub async fn start_on(mut config: Config, pool: PgPool) -> Self {
+        let data_dir = tempfile::Builder::new()
+            .prefix("trackside-data-")
+            .tempdir()
+            .expect("creating a data directory");
+        config.database.data_dir = data_dir.path().to_path_buf();
         let running = trackside::start(&config, pool.clone())
             .await
             .expect("starting the server");
-        Self { pool, running }
+        Self {
+            pool,
+            running,
+            config,
+            _data_dir: data_dir,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -308,5 +326,55 @@ impl LiveClient {
             }
         }
         got
+    }
+}
+
+/// A PostgreSQL cluster of a test's own, for tests that stop the database:
+/// the shared cluster must stay up for every other test.
+pub struct OwnCluster {
+    pg: EmbeddedPostgres,
+    dir: tempfile::TempDir,
+}
+
+impl OwnCluster {
+    pub async fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("trackside-own-pg-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let path = dir.path().to_path_buf();
+        let pg = tokio::task::spawn_blocking(move || {
+            EmbeddedPostgres::start(&path, None, Durability::Throwaway)
+        })
+        .await
+        .expect("cluster task")
+        .expect("starting a test cluster");
+        Self { pg, dir }
+    }
+
+    /// A migrated pool on the cluster's `postgres` database.
+    pub async fn pool(&self) -> PgPool {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_with(self.pg.connect_options("postgres"))
+            .await
+            .expect("connecting to the test cluster");
+        trackside::migrate(&pool).await.expect("migrating");
+        pool
+    }
+
+    pub async fn stop(&mut self) {
+        tokio::task::block_in_place(|| self.pg.stop()).expect("stopping the cluster");
+    }
+
+    pub async fn restart(&mut self) {
+        let path = self.dir.path().to_path_buf();
+        self.pg = tokio::task::spawn_blocking(move || {
+            EmbeddedPostgres::start(&path, None, Durability::Throwaway)
+        })
+        .await
+        .expect("cluster task")
+        .expect("restarting the test cluster");
     }
 }

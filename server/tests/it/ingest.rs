@@ -155,8 +155,7 @@ async fn malformed_payloads_are_kept_and_ingest_goes_on() {
 
 #[tokio::test]
 async fn readings_survive_a_server_restart_and_reload_into_the_board() {
-    let config = crate::harness::test_config();
-    let server = TestServer::start_with(config.clone()).await;
+    let server = TestServer::start().await;
     let mut gateway = server.gateway("gw3").await;
     gateway
         .publish(
@@ -169,6 +168,7 @@ async fn readings_survive_a_server_restart_and_reload_into_the_board() {
     })
     .await;
     let pool = server.pool.clone();
+    let config = server.config.clone();
     server.running.shutdown().await;
 
     let restarted = trackside::start(&config, pool).await.expect("restart");

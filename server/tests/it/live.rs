@@ -64,6 +64,9 @@ async fn a_subscription_selects_channels_and_starts_from_their_latest_values() {
 async fn a_client_that_stops_reading_is_coalesced_and_others_are_not_held_up() {
     let mut config = test_config();
     config.ingest.live_queue = 64;
+    // The stalled client must outlast the publishing on a loaded machine;
+    // being dropped for stalling is the other test's subject.
+    config.ingest.live_send_timeout_secs = 120;
     let server = TestServer::start_with(config).await;
     let mut gateway = server.gateway("gw1").await;
     let mut stalled = server.websocket().await;
@@ -129,4 +132,29 @@ async fn a_quiet_connection_still_hears_a_heartbeat() {
         }
         other => panic!("expected a heartbeat on a quiet yard, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_client_whose_socket_stays_full_is_disconnected() {
+    let mut config = test_config();
+    config.ingest.live_send_timeout_secs = 1;
+    let server = TestServer::start_with(config).await;
+    let mut gateway = server.gateway("gw1").await;
+    let _stalled = server.websocket().await;
+    // Publish until the server gives up on the client that never reads.
+    let readings: Vec<serde_json::Value> = (0..1000)
+        .map(|i| serde_json::json!({"channel": "T1/relay_current", "value": i, "ts": T0 + i}))
+        .collect();
+    let payload = serde_json::json!({ "readings": readings }).to_string();
+    let deadline = tokio::time::Instant::now() + crate::harness::DEADLINE;
+    while server.metric("trackside_ws_dropped_clients_total").await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled client was never dropped"
+        );
+        gateway
+            .publish("trackside/gw1/readings", payload.clone())
+            .await;
+    }
+    assert_eq!(server.metric("trackside_ws_clients").await, 0.0);
 }

@@ -7,3 +7,4 @@ mod harness;
 mod http;
 mod ingest;
 mod live;
+mod outage;
