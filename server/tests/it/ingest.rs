@@ -247,3 +247,42 @@ async fn a_gateway_that_drops_off_is_marked_offline_by_its_will() {
     .await;
     assert!(offline[0].status_at.is_some());
 }
+
+#[tokio::test]
+async fn a_senml_pack_is_stored_with_si_units_converted() {
+    let server = TestServer::start().await;
+    let mut gateway = server.gateway("gw-senml").await;
+    let bt = T0 as f64 / 1000.0;
+    gateway
+        .publish(
+            "trackside/gw-senml/senml",
+            format!(
+                r#"[{{"bn":"T55/","bt":{bt},"n":"relay_current","u":"A","v":0.142}},
+                    {{"n":"relay_state","vb":false,"t":0.25}},
+                    {{"n":"relay_voltage","vs":"n/a"}}]"#
+            ),
+        )
+        .await;
+    eventually("the pack stored", || async {
+        let current = server.stored("T55/relay_current").await;
+        let state = server.stored("T55/relay_state").await;
+        (current.len() == 1 && state.len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(server.stored("T55/relay_current").await, vec![(T0, 142.0)]);
+    assert_eq!(
+        server.stored("T55/relay_state").await,
+        vec![(T0 + 250, 0.0)]
+    );
+    let (reason,): (String,) = eventually("the string record rejected", || async {
+        sqlx::query_as("SELECT reason FROM rejected_messages")
+            .fetch_optional(&server.pool)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert!(
+        reason.starts_with("record 2: string and data values"),
+        "{reason}"
+    );
+}

@@ -8,6 +8,7 @@
 //!   milliseconds.
 //! - `trackside/{gateway}/channel/{circuit}/{parameter}`: the payload is one
 //!   number in ASCII, stamped with the receive time.
+//! - `trackside/{gateway}/senml`: SenML JSON (RFC 8428), see [`senml`].
 //! - `trackside/{gateway}/status`: `online` or `offline`. A gateway publishes
 //!   `online` (retained) after connecting and sets `offline` (retained) as
 //!   its last will, which the broker publishes when the session ends
@@ -20,6 +21,10 @@ use chrono::{DateTime, SubsecRound as _, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 use trackside_wire::ChannelName;
+
+#[cfg(test)]
+mod props;
+mod senml;
 
 pub const TOPIC_ROOT: &str = "trackside";
 
@@ -72,6 +77,7 @@ const EARLIEST_MS: i64 = 946_684_800_000; // 2000-01-01T00:00:00Z
 pub fn decode(topic: &str, payload: &[u8], cx: &DecodeContext) -> Decoded {
     match decode_topic(topic) {
         Ok(TopicKind::Batch { gateway }) => decode_batch(topic, gateway, payload, cx),
+        Ok(TopicKind::Senml { gateway }) => senml::decode(topic, gateway, payload, cx),
         Ok(TopicKind::Status { gateway }) => {
             let mut decoded = Decoded {
                 gateway: gateway.to_owned(),
@@ -120,6 +126,9 @@ enum TopicKind<'a> {
     Batch {
         gateway: &'a str,
     },
+    Senml {
+        gateway: &'a str,
+    },
     Status {
         gateway: &'a str,
     },
@@ -144,6 +153,7 @@ fn decode_topic(topic: &str) -> Result<TopicKind<'_>, (Option<&str>, String)> {
     let rest: Vec<&str> = parts.collect();
     match rest.as_slice() {
         ["readings"] => Ok(TopicKind::Batch { gateway }),
+        ["senml"] => Ok(TopicKind::Senml { gateway }),
         ["status"] => Ok(TopicKind::Status { gateway }),
         ["channel", circuit, parameter] => ChannelName::from_parts(circuit, parameter)
             .map(|channel| TopicKind::Single { gateway, channel })
@@ -152,6 +162,7 @@ fn decode_topic(topic: &str) -> Result<TopicKind<'_>, (Option<&str>, String)> {
             Some(gateway),
             format!(
                 "unknown topic: expected `{TOPIC_ROOT}/{gateway}/readings`, \
+                 `{TOPIC_ROOT}/{gateway}/senml`, \
                  `{TOPIC_ROOT}/{gateway}/channel/{{circuit}}/{{parameter}}` or \
                  `{TOPIC_ROOT}/{gateway}/status`"
             ),
@@ -259,6 +270,11 @@ fn parse_ts(ts: &Value, cx: &DecodeContext) -> Result<DateTime<Utc>, String> {
         }
         _ => return Err("ts must be an RFC 3339 string or integer Unix milliseconds".into()),
     };
+    check_ts(parsed, cx)
+}
+
+/// The plausibility bounds every timestamp must meet, whatever its format.
+fn check_ts(parsed: DateTime<Utc>, cx: &DecodeContext) -> Result<DateTime<Utc>, String> {
     if parsed.timestamp_millis() < EARLIEST_MS {
         return Err(format!(
             "ts {parsed} is before 2000: is the gateway's clock set?"
