@@ -16,6 +16,7 @@ use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::{Broker, ConnectionSettings, RouterConfig, ServerSettings};
 
 use crate::config::MqttConfig;
+use crate::credentials::Checker;
 use crate::decode::TOPIC_ROOT;
 
 pub struct EmbeddedBroker {
@@ -30,7 +31,8 @@ pub struct EmbeddedBroker {
 const INGEST_LINK: &str = "trackside-ingest";
 
 /// Starts the broker on its own thread and returns the subscribed link.
-pub fn start(config: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
+/// Without a `checker` every client is accepted (`mqtt.allow_anonymous`).
+pub fn start(config: &MqttConfig, checker: Option<Checker>) -> anyhow::Result<EmbeddedBroker> {
     // rumqttd binds inside its own thread and only logs a failure there, so
     // check the addresses here where the error can reach the operator. Port
     // 0 is resolved to a free port the same way (tests use it).
@@ -40,7 +42,7 @@ pub fn start(config: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
         .map(|addr| reserve(addr).context("MQTT 5 listener"))
         .transpose()?;
 
-    let connections = ConnectionSettings {
+    let mut connections = ConnectionSettings {
         connection_timeout_ms: config.connect_timeout_ms,
         max_payload_size: config.max_payload_bytes,
         max_inflight_count: config.max_inflight,
@@ -49,6 +51,13 @@ pub fn start(config: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
         // No effect in rumqttd 0.20; false states what actually happens.
         dynamic_filters: false,
     };
+    if let Some(checker) = checker {
+        // rumqttd sends a refused client no CONNACK; it closes the socket.
+        connections.set_auth_handler(move |client_id, username, password| {
+            let checker = checker.clone();
+            async move { checker.check(client_id, username, password).await }
+        });
+    }
     let server = |name: &str, listen: SocketAddr| ServerSettings {
         name: name.to_owned(),
         listen,

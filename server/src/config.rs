@@ -43,6 +43,9 @@ pub struct MqttConfig {
     pub listen: SocketAddr,
     /// MQTT 5 listener. rumqttd serves one protocol version per port.
     pub listen_v5: Option<SocketAddr>,
+    /// Accept clients without credentials. Off in production: any client
+    /// could then publish as any gateway.
+    pub allow_anonymous: bool,
     pub max_connections: usize,
     pub max_payload_bytes: usize,
     /// In-flight QoS 1/2 messages per connection.
@@ -135,6 +138,7 @@ impl Default for MqttConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             listen_v5: Some(SocketAddr::from(([0, 0, 0, 0], 1884))),
+            allow_anonymous: false,
             max_connections: 10_000,
             max_payload_bytes: 256 * 1024,
             max_inflight: 100,

@@ -34,6 +34,9 @@ pub struct EmbeddedPostgres {
     bin_dir: PathBuf,
     run_as: Option<nix::unistd::User>,
     stopped: bool,
+    /// False when an already running cluster was adopted: dropping the
+    /// handle then leaves it running (a CLI command beside a live server).
+    started_here: bool,
 }
 
 impl EmbeddedPostgres {
@@ -78,7 +81,9 @@ impl EmbeddedPostgres {
             bin_dir,
             run_as,
             stopped: false,
+            started_here: true,
         };
+        let mut this = this;
         if let Some(user) = &this.run_as {
             // The postgres user must be able to walk into the data directory;
             // it needs to search it, not list it.
@@ -97,7 +102,8 @@ impl EmbeddedPostgres {
             this.init(durability)?;
         }
         if this.pg_ctl(&["status"])?.status.success() {
-            tracing::warn!(pgdata = %this.pgdata.display(), "adopting a private PostgreSQL left running by an earlier run");
+            tracing::info!(pgdata = %this.pgdata.display(), "private PostgreSQL already running; using it");
+            this.started_here = false;
         } else {
             let log = this.pgdata.join("server.log");
             let out = this.pg_ctl(&["-w", "-t", "60", "-l", path_str(&log)?, "start"])?;
@@ -204,6 +210,9 @@ impl EmbeddedPostgres {
 
 impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
+        if !self.started_here {
+            return;
+        }
         if let Err(err) = self.stop() {
             tracing::error!("stopping private PostgreSQL: {err:#}");
         }

@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod credentials;
 pub mod decode;
 pub mod embedded_pg;
 pub mod http;
@@ -98,7 +99,9 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         max_future: TimeDelta::seconds(config.ingest.max_future_secs),
     });
     let mqtt_config = config.mqtt.clone();
-    let broker = tokio::task::spawn_blocking(move || broker::start(&mqtt_config))
+    let checker = (!config.mqtt.allow_anonymous)
+        .then(|| credentials::spawn_checker(pool.clone(), metrics.clone()));
+    let broker = tokio::task::spawn_blocking(move || broker::start(&mqtt_config, checker))
         .await
         .context("starting the MQTT broker")??;
     let ingest_running = Arc::new(AtomicBool::new(true));

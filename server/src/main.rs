@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use rand::distr::{Alphanumeric, SampleString as _};
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 use trackside::config::Config;
@@ -29,6 +31,32 @@ enum Command {
     Serve(ServeArgs),
     /// Publish a simulated yard to an MQTT broker (demo data, load tests).
     Simulate(SimulateArgs),
+    /// Manage gateway credentials (uses the same database as `serve`).
+    Gateway(GatewayArgs),
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    #[command(subcommand)]
+    action: GatewayAction,
+    #[command(flatten)]
+    database: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum GatewayAction {
+    /// Give a gateway a password (replacing any old one) and print it once.
+    Add {
+        /// The gateway id, also its MQTT client id and username.
+        id: String,
+        /// Read the password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List gateways with credentials.
+    List,
+    /// Revoke a gateway's credentials; its next CONNECT is refused.
+    Revoke { id: String },
 }
 
 /// Flags override the environment, which overrides the config file.
@@ -83,6 +111,9 @@ struct SimulateArgs {
     rate_hz: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Password of every simulated gateway (ids yard-gw01, yard-gw02, ...).
+    #[arg(long, env = "TRACKSIDE_SIM_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +134,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Simulate(args)) => simulate(args).await,
+            Some(Command::Gateway(args)) => gateway(args).await,
             Some(Command::Serve(args)) => serve(args).await,
             None => serve(cli.serve).await,
         }
@@ -152,10 +184,10 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = load_config(&args)?;
-    // Held to the end of this function: dropping it stops the private
-    // cluster, after the writer has flushed.
+/// Connects to the configured database, or starts the private cluster,
+/// and applies the migrations. The cluster handle, when there is one, must
+/// live as long as the pool.
+async fn open_database(config: &Config) -> anyhow::Result<(PgPool, Option<EmbeddedPostgres>)> {
     let mut private_pg = None;
     let connect: PgConnectOptions = match &config.database.url {
         Some(url) => url.parse().context("parsing the database URL")?,
@@ -177,6 +209,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to PostgreSQL")?;
     trackside::migrate(&pool).await?;
+    Ok((pool, private_pg))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    let (pool, private_pg) = open_database(&config).await?;
+    // The simulated gateways get credentials like real ones, made afresh at
+    // every start and never shown: nothing outside this process needs them.
+    let demo_password = if config.demo.enabled && !config.mqtt.allow_anonymous {
+        let password = Alphanumeric.sample_string(&mut rand::rng(), 24);
+        for index in 0..sim::gateway_count(config.demo.circuits, config.demo.gateways) {
+            trackside::credentials::add(&pool, &sim::gateway_id(index), Some(password.clone()))
+                .await?;
+        }
+        Some(password)
+    } else {
+        None
+    };
     let running = trackside::start(&config, pool.clone()).await?;
 
     let demo = CancellationToken::new();
@@ -188,6 +238,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             gateways: config.demo.gateways,
             rate_hz: config.demo.rate_hz,
             seed: 1,
+            password: demo_password,
         };
         tokio::spawn(sim::run(options, demo.clone()))
     });
@@ -242,6 +293,54 @@ async fn shutdown_signal() {
     }
 }
 
+async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.database)?;
+    // A private cluster that a running server owns is used and left running.
+    let (pool, _private_pg) = open_database(&config).await?;
+    match args.action {
+        GatewayAction::Add { id, password_stdin } => {
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the password from standard input")?;
+                Some(line.trim_end_matches(['\r', '\n']).to_owned())
+            } else {
+                None
+            };
+            let password = trackside::credentials::add(&pool, &id, password).await?;
+            println!("gateway {id}: client id and username `{id}`, password `{password}`");
+            println!("(shown once; stored only as a hash)");
+        }
+        GatewayAction::List => {
+            let credentials = trackside::credentials::list(&pool).await?;
+            if credentials.is_empty() {
+                println!("no gateway credentials yet: `trackside gateway add <id>`");
+            }
+            for credential in credentials {
+                let state = match credential.revoked_at {
+                    Some(at) => format!("revoked {}", at.format("%Y-%m-%d %H:%M:%S UTC")),
+                    None => "active".to_owned(),
+                };
+                println!(
+                    "{:<24} added {}  {state}",
+                    credential.gateway_id,
+                    credential.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+                );
+            }
+        }
+        GatewayAction::Revoke { id } => {
+            if trackside::credentials::revoke(&pool, &id).await? {
+                println!("gateway {id}: credentials revoked");
+            } else {
+                anyhow::bail!("gateway {id} has no active credentials");
+            }
+        }
+    }
+    pool.close().await;
+    Ok(())
+}
+
 async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let options = YardOptions {
         host: args.host,
@@ -250,6 +349,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         gateways: args.gateways,
         rate_hz: args.rate_hz,
         seed: args.seed,
+        password: args.password,
     };
     anyhow::ensure!(options.rate_hz > 0.0, "--rate-hz must be positive");
     let stop = CancellationToken::new();

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub mqtt_messages: AtomicU64,
+    pub mqtt_refused_connects: AtomicU64,
     pub readings_received: AtomicU64,
     pub readings_stored: AtomicU64,
     pub readings_duplicate: AtomicU64,
@@ -51,6 +52,11 @@ impl Metrics {
             "trackside_mqtt_messages_total",
             "MQTT publishes read from the broker.",
             self.mqtt_messages.load(Relaxed),
+        );
+        counter(
+            "trackside_mqtt_refused_connects_total",
+            "MQTT CONNECTs refused: wrong or revoked credentials, or client id not the username.",
+            self.mqtt_refused_connects.load(Relaxed),
         );
         counter(
             "trackside_readings_received_total",

@@ -25,6 +25,9 @@ pub struct YardOptions {
     /// Readings per second of each analogue parameter.
     pub rate_hz: f64,
     pub seed: u64,
+    /// Every simulated gateway's password; `None` against a broker that
+    /// allows anonymous clients.
+    pub password: Option<String>,
 }
 
 /// Length of a circuit and of a train, in metres; trains run at `SPEED`.
@@ -55,7 +58,7 @@ pub async fn run(options: YardOptions, shutdown: CancellationToken) -> anyhow::R
     let per_gateway = circuits.len().div_ceil(options.gateways);
     let mut tasks = Vec::new();
     for (index, owned) in circuits.chunks(per_gateway).enumerate() {
-        let gateway = format!("yard-gw{:02}", index + 1);
+        let gateway = gateway_id(index);
         let (client, eventloop) = connect(&options, &gateway);
         tasks.push(tokio::spawn(drive_eventloop(
             client.clone(),
@@ -78,6 +81,17 @@ pub async fn run(options: YardOptions, shutdown: CancellationToken) -> anyhow::R
     Ok(())
 }
 
+/// The id of the simulated yard's `index`-th gateway (from 0).
+pub fn gateway_id(index: usize) -> String {
+    format!("yard-gw{:02}", index + 1)
+}
+
+/// How many gateways a yard of these sizes has (the last may own fewer
+/// circuits).
+pub fn gateway_count(circuits: usize, gateways: usize) -> usize {
+    circuits.div_ceil(circuits.div_ceil(gateways.max(1)).max(1))
+}
+
 fn build_circuits(count: usize, seed: u64) -> Vec<Circuit> {
     let mut rng = StdRng::seed_from_u64(seed);
     let carriers = [388.8, 418.8, 448.8, 478.8, 508.8];
@@ -96,7 +110,11 @@ fn build_circuits(count: usize, seed: u64) -> Vec<Circuit> {
 }
 
 fn connect(options: &YardOptions, gateway: &str) -> (AsyncClient, rumqttc::EventLoop) {
-    let mut mqtt = MqttOptions::new(format!("sim-{gateway}"), &options.host, options.port);
+    // Client id = username = gateway id, as Trackside's broker requires.
+    let mut mqtt = MqttOptions::new(gateway, &options.host, options.port);
+    if let Some(password) = &options.password {
+        mqtt.set_credentials(gateway, password);
+    }
     // rumqttd refuses keep-alive 0, and a short one lets the server notice a
     // vanished gateway quickly.
     mqtt.set_keep_alive(Duration::from_secs(5));

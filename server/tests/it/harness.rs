@@ -95,6 +95,8 @@ pub fn test_config() -> Config {
     config.http.assets_dir = site_dir();
     config.mqtt.listen = "127.0.0.1:0".parse().expect("address");
     config.mqtt.listen_v5 = None;
+    // Most tests are not about credentials; tests/it/auth.rs turns them on.
+    config.mqtt.allow_anonymous = true;
     config.yard.name = "Test yard".into();
     config
 }
@@ -377,4 +379,26 @@ impl OwnCluster {
         .expect("cluster task")
         .expect("restarting the test cluster");
     }
+}
+
+/// Whether the broker accepts a CONNECT with these credentials: a CONNACK
+/// arrives, or the socket is closed (rumqttd sends a refused client none).
+pub async fn mqtt_accepts(port: u16, client_id: &str, login: Option<(&str, &str)>) -> bool {
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    if let Some((username, password)) = login {
+        options.set_credentials(username, password);
+    }
+    let (_client, mut eventloop) = AsyncClient::new(options, 10);
+    let answer = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await;
+    answer.expect("the broker answers a CONNECT within the deadline")
 }

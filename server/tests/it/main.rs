@@ -2,6 +2,7 @@
 //! PostgreSQL, a real MQTT client over TCP, real HTTP and WebSocket clients,
 //! and (in `browser`) a real headless Chromium.
 
+mod auth;
 mod browser;
 mod harness;
 mod http;
