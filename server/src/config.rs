@@ -54,8 +54,10 @@ pub struct MqttConfig {
     pub connect_timeout_ms: u16,
     /// The broker keeps, per subscription filter, an in-memory log of
     /// `segment_bytes * segment_count`; a reader that falls further behind
-    /// loses the oldest segment. rumqttd's sample (100 MiB x 10) can grow to
-    /// about 1 GiB per filter, so the default is deliberately small.
+    /// loses the oldest segment. It is what absorbs a burst (gateways
+    /// flushing their backlogs after a link outage) while ingest catches
+    /// up: 32 MiB holds about 500 batches of 1,000 readings. rumqttd's
+    /// sample (100 MiB x 10) can grow to about 1 GiB per filter.
     pub segment_bytes: usize,
     pub segment_count: usize,
 }
@@ -143,8 +145,8 @@ impl Default for MqttConfig {
             max_payload_bytes: 256 * 1024,
             max_inflight: 100,
             connect_timeout_ms: 5_000,
-            segment_bytes: 1024 * 1024,
-            segment_count: 4,
+            segment_bytes: 4 * 1024 * 1024,
+            segment_count: 8,
         }
     }
 }

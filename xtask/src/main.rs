@@ -25,6 +25,9 @@ commands:
   frontend         build the operator app into target/site/
   demo [args...]   setup, frontend, then run the server with --demo [args...]
   test             setup, frontend, fmt check, clippy, tests (what CI runs)
+  bench-ingest [args...]
+                   ingest benchmark against Mosquitto and psql in one run
+                   (server/examples/ingest_bench.rs lists the args)
   help             this text";
 
 fn main() -> ExitCode {
@@ -43,7 +46,7 @@ fn dispatch(args: Vec<String>) -> Result<()> {
         Some((command, rest)) => (command.as_str(), rest),
         None => ("help", &[][..]),
     };
-    if !matches!(command, "demo") && !rest.is_empty() {
+    if !matches!(command, "demo" | "bench-ingest") && !rest.is_empty() {
         bail!("`{command}` takes no arguments, got {rest:?}\n\n{HELP}");
     }
     match command {
@@ -51,6 +54,7 @@ fn dispatch(args: Vec<String>) -> Result<()> {
         "frontend" => frontend::build(&root),
         "demo" => demo(&root, rest),
         "test" => test(&root),
+        "bench-ingest" => bench_ingest(&root, rest),
         "help" | "-h" | "--help" => {
             println!("{HELP}");
             Ok(())
@@ -151,6 +155,25 @@ fn demo(root: &Path, args: &[String]) -> Result<()> {
         // The demo is interactive: keep the terminal's stdin so Ctrl-C and
         // any prompt reach the server.
         run(&mut server, true)
+    })
+}
+
+fn bench_ingest(root: &Path, args: &[String]) -> Result<()> {
+    step("bench: Debian packages", || {
+        setup::install_debian(vec!["postgresql", "mosquitto"])
+    })?;
+    step("bench: build", || {
+        let mut build = Command::new(cargo());
+        build
+            .args(["build", "--release", "--package", "trackside"])
+            .args(["--bin", "trackside", "--example", "ingest_bench"])
+            .current_dir(root);
+        run(&mut build, false)
+    })?;
+    step("bench: run", || {
+        let mut bench = Command::new(root.join("target/release/examples/ingest_bench"));
+        bench.args(args).current_dir(root);
+        run(&mut bench, false)
     })
 }
 

@@ -44,7 +44,11 @@ fn debian_packages() -> Result<()> {
     if !on_path("npm") {
         wanted.push("npm");
     }
+    install_debian(wanted)
+}
 
+/// Installs those of `wanted` that are missing, with one apt-get run.
+pub fn install_debian(wanted: Vec<&str>) -> Result<()> {
     if !on_path("dpkg-query") {
         println!(
             "    not a Debian system: make sure these (or their equivalents) are installed: {}",

@@ -195,7 +195,79 @@ struct BatchReading {
     ts: Option<Value>,
 }
 
+/// A batch parsed straight into typed fields, borrowing from the payload.
+/// Several times faster than going through `Value` per reading, which
+/// matters because the broker's log only buffers so much while ingest is
+/// behind. Anything it cannot take whole goes the careful way.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastBatch<'a> {
+    #[serde(default, borrow)]
+    ts: Option<FastTs<'a>>,
+    #[serde(borrow)]
+    readings: Vec<FastReading<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastReading<'a> {
+    channel: &'a str,
+    value: f64,
+    #[serde(default, borrow)]
+    ts: Option<FastTs<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FastTs<'a> {
+    Millis(i64),
+    Text(&'a str),
+}
+
+impl FastTs<'_> {
+    fn resolve(&self, cx: &DecodeContext) -> Option<DateTime<Utc>> {
+        let parsed = match self {
+            FastTs::Millis(ms) => DateTime::from_timestamp_millis(*ms)?,
+            FastTs::Text(text) => DateTime::parse_from_rfc3339(text).ok()?.with_timezone(&Utc),
+        };
+        check_ts(parsed, cx).ok()
+    }
+}
+
+/// The whole batch when every reading in it is good; `None` sends it to
+/// [`decode_batch`]'s careful path, which finds and explains the bad ones.
+fn decode_batch_fast(gateway: &str, payload: &[u8], cx: &DecodeContext) -> Option<Decoded> {
+    let batch: FastBatch = serde_json::from_slice(payload).ok()?;
+    let batch_ts = match &batch.ts {
+        Some(ts) => ts.resolve(cx)?,
+        None => cx.received_at,
+    };
+    let mut readings = Vec::with_capacity(batch.readings.len());
+    for reading in &batch.readings {
+        if !reading.value.is_finite() {
+            return None;
+        }
+        let ts = match &reading.ts {
+            Some(ts) => ts.resolve(cx)?,
+            None => batch_ts,
+        };
+        readings.push(DecodedReading {
+            channel: ChannelName::parse(reading.channel).ok()?,
+            ts: ts.trunc_subsecs(6),
+            value: reading.value,
+        });
+    }
+    Some(Decoded {
+        gateway: gateway.to_owned(),
+        readings,
+        ..Decoded::default()
+    })
+}
+
 fn decode_batch(topic: &str, gateway: &str, payload: &[u8], cx: &DecodeContext) -> Decoded {
+    if let Some(decoded) = decode_batch_fast(gateway, payload, cx) {
+        return decoded;
+    }
     let mut decoded = Decoded {
         gateway: gateway.to_owned(),
         ..Decoded::default()

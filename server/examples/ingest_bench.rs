@@ -1,0 +1,650 @@
+//! Ingest benchmark: how fast readings go from MQTT into PostgreSQL and out
+//! to WebSocket clients, next to baselines measured in the same run.
+//!
+//! ```text
+//! cargo build --release -p trackside
+//! cargo run --release -p trackside --example ingest_bench
+//! ```
+//!
+//! It starts Mosquitto (Debian's `mosquitto`; `cargo xtask setup` does not
+//! install it, `apt-get install mosquitto` does) and a Trackside server as
+//! child processes on free loopback ports, each with its own temporary
+//! directory, then prints one table. Every load is bounded in count and
+//! time and goes to 127.0.0.1 only.
+//!
+//! Flags: `--messages N` (single-reading messages, default 200000),
+//! `--batched N` (readings sent in batches of 1000, default 2000000),
+//! `--rate N` and `--seconds S` (latency run, default 20000/s for 5 s),
+//! `--clients N` (WebSocket clients, default 50), `--idle N` (idle MQTT
+//! connections, default 1000).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail, ensure};
+use futures_util::StreamExt as _;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio_tungstenite::tungstenite::Message;
+use trackside_wire::ServerMessage;
+
+struct Options {
+    messages: usize,
+    batched: usize,
+    rate: usize,
+    seconds: u64,
+    clients: usize,
+    idle: usize,
+}
+
+const BATCH: usize = 1_000;
+const CHANNELS: usize = 100;
+const T0_MS: i64 = 1_795_800_000_000;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = parse_args()?;
+    let work = tempfile::Builder::new()
+        .prefix("trackside-bench-")
+        .tempdir()?;
+    let mut rows: Vec<Row> = Vec::new();
+
+    println!("Ingest benchmark (2 cores shared by every process below; loopback only)\n");
+
+    // Baseline 1: Mosquitto relaying the same messages, publisher to subscriber.
+    let mosquitto = Mosquitto::start(work.path())?;
+    let mosquitto_rate = relay_rate(mosquitto.port, options.messages).await?;
+    drop(mosquitto);
+
+    let server = Server::start(work.path()).await?;
+
+    // Single-reading messages, stored durably (fsync on commit).
+    let single_rate = stored_rate(&server, options.messages, 1, 0).await?;
+    rows.push(Row::ratio(
+        "single-reading msgs/s stored",
+        single_rate,
+        "Mosquitto relay msgs/s",
+        mosquitto_rate,
+        "≥ 50,000 and ≥ 1.0×",
+        single_rate >= 50_000.0 && single_rate >= mosquitto_rate,
+    ));
+
+    // Batches of 1000 readings, against psql's copy of the same rows.
+    let batched_rate = stored_rate(&server, options.batched, BATCH, options.messages).await?;
+    let copy_rate = psql_copy_rate(&server, work.path(), options.batched)?;
+    rows.push(Row::ratio(
+        "batched readings/s stored",
+        batched_rate,
+        "psql \\copy rows/s",
+        copy_rate,
+        "≥ 0.6×",
+        batched_rate >= 0.6 * copy_rate,
+    ));
+
+    let (p50, p99, received) = latency(&server, &options).await?;
+    rows.push(Row::plain(
+        &format!(
+            "publish→WebSocket p50 ms ({} msg/s, {} clients)",
+            options.rate, options.clients
+        ),
+        p50,
+        "≤ 5",
+        p50 <= 5.0,
+    ));
+    rows.push(Row::plain(
+        &format!("publish→WebSocket p99 ms ({received} frames timed)"),
+        p99,
+        "≤ 20",
+        p99 <= 20.0,
+    ));
+
+    let per_thousand = idle_memory(&server, options.idle).await?;
+    rows.push(Row::plain(
+        &format!(
+            "MB per 1,000 idle MQTT connections ({} opened)",
+            options.idle
+        ),
+        per_thousand,
+        "≤ 10",
+        per_thousand <= 10.0,
+    ));
+
+    print_table(&rows);
+    Ok(())
+}
+
+fn parse_args() -> anyhow::Result<Options> {
+    let mut options = Options {
+        messages: 200_000,
+        batched: 2_000_000,
+        rate: 20_000,
+        seconds: 5,
+        clients: 50,
+        idle: 1_000,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value: usize = args
+            .next()
+            .with_context(|| format!("{flag} needs a number"))?
+            .parse()
+            .with_context(|| format!("{flag} needs a number"))?;
+        match flag.as_str() {
+            "--messages" => options.messages = value,
+            "--batched" => options.batched = value.div_ceil(BATCH) * BATCH,
+            "--rate" => options.rate = value,
+            "--seconds" => options.seconds = value as u64,
+            "--clients" => options.clients = value,
+            "--idle" => options.idle = value,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    ensure!(
+        options.messages > 0 && options.batched > 0,
+        "counts must be positive"
+    );
+    Ok(options)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A child process that is killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SIGTERM first so Trackside stops its private PostgreSQL.
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Mosquitto {
+    port: u16,
+    _process: Process,
+}
+
+impl Mosquitto {
+    fn start(work: &Path) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let config = work.join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\npersistence false\n"
+            ),
+        )?;
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mosquitto (apt-get install mosquitto)")?;
+        let process = Process(child);
+        wait_for_port(port)?;
+        Ok(Self {
+            port,
+            _process: process,
+        })
+    }
+}
+
+fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        ensure!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+struct Server {
+    http: String,
+    mqtt_port: u16,
+    data_dir: PathBuf,
+    process: Process,
+}
+
+impl Server {
+    async fn start(work: &Path) -> anyhow::Result<Self> {
+        let binary = std::env::current_exe()?
+            .parent()
+            .and_then(Path::parent)
+            .map(|dir| dir.join("trackside"))
+            .context("locating the trackside binary")?;
+        ensure!(
+            binary.exists(),
+            "{} is missing: run `cargo build --release -p trackside` first",
+            binary.display()
+        );
+        let (http_port, mqtt_port, mqtt5_port) = (free_port()?, free_port()?, free_port()?);
+        let data_dir = work.join("trackside-data");
+        let config = work.join("trackside.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+                 [mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\nlisten_v5 = \"127.0.0.1:{mqtt5_port}\"\n\
+                 allow_anonymous = true\n\
+                 [database]\ndata_dir = \"{}\"\n",
+                data_dir.display()
+            ),
+        )?;
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting trackside")?;
+        let server = Self {
+            http: format!("http://127.0.0.1:{http_port}"),
+            mqtt_port,
+            data_dir,
+            process: Process(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = reqwest::get(format!("{}/readyz", server.http)).await
+                && response.status().is_success()
+            {
+                return Ok(server);
+            }
+            ensure!(Instant::now() < deadline, "trackside did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.http))
+            .await?
+            .text()
+            .await?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .with_context(|| format!("metric {name} missing"))
+    }
+
+    fn rss_kib(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.0.id()))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .context("VmRSS missing")
+    }
+}
+
+/// A publisher at QoS 1 whose event loop runs in its own task.
+async fn publisher(port: u16, id: &str) -> anyhow::Result<AsyncClient> {
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    options.set_inflight(200);
+    let (client, mut eventloop) = AsyncClient::new(options, 10_000);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut ready = Some(ready_tx);
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(Packet::ConnAck(_)) = event
+                && let Some(tx) = ready.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), ready_rx)
+        .await
+        .context("no CONNACK")??;
+    Ok(client)
+}
+
+fn single_payload(n: usize) -> String {
+    format!(
+        r#"{{"readings":[{{"channel":"B{}/relay_voltage","value":{},"ts":{}}}]}}"#,
+        n % CHANNELS,
+        n,
+        T0_MS + (n / CHANNELS) as i64
+    )
+}
+
+/// Mosquitto's publisher-to-subscriber rate for `count` messages.
+async fn relay_rate(port: u16, count: usize) -> anyhow::Result<f64> {
+    let mut options = MqttOptions::new("bench-sub", "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    let (subscriber, mut eventloop) = AsyncClient::new(options, 100);
+    subscriber.subscribe("bench/#", QoS::AtLeastOnce).await?;
+    let received = Arc::new(AtomicUsize::new(0));
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+    {
+        let received = received.clone();
+        tokio::spawn(async move {
+            let mut subscribed = Some(subscribed_tx);
+            while let Ok(event) = eventloop.poll().await {
+                match event {
+                    Event::Incoming(Packet::SubAck(_)) => {
+                        if let Some(tx) = subscribed.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Event::Incoming(Packet::Publish(_)) => {
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+        .await
+        .context("no SUBACK from mosquitto")??;
+    let client = publisher(port, "bench-pub").await?;
+    let started = Instant::now();
+    for n in 0..count {
+        client
+            .publish("bench/readings", QoS::AtLeastOnce, false, single_payload(n))
+            .await?;
+    }
+    let deadline = started + Duration::from_secs(300);
+    while received.load(Ordering::Relaxed) < count {
+        ensure!(
+            Instant::now() < deadline,
+            "mosquitto relayed only {received:?} of {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    println!("  mosquitto relayed {count} messages: {rate:.0} msg/s");
+    Ok(rate)
+}
+
+/// Readings per second from the first publish until the server reports
+/// `readings` more stored. `per_message` readings go in each message;
+/// `offset` keeps stamps distinct from earlier runs.
+async fn stored_rate(
+    server: &Server,
+    readings: usize,
+    per_message: usize,
+    offset: usize,
+) -> anyhow::Result<f64> {
+    let before = server.metric("trackside_readings_stored_total").await?;
+    let client = publisher(server.mqtt_port, &format!("bench-{per_message}")).await?;
+    let started = Instant::now();
+    let messages = readings.div_ceil(per_message);
+    for m in 0..messages {
+        let payload = if per_message == 1 {
+            single_payload(offset + m)
+        } else {
+            let first = offset + m * per_message;
+            let body: Vec<String> = (first..first + per_message)
+                .map(|n| {
+                    format!(
+                        r#"{{"channel":"B{}/feed_current","value":{},"ts":{}}}"#,
+                        n % CHANNELS,
+                        n,
+                        T0_MS + (n / CHANNELS) as i64
+                    )
+                })
+                .collect();
+            format!(r#"{{"readings":[{}]}}"#, body.join(","))
+        };
+        client
+            .publish("trackside/bench/readings", QoS::AtLeastOnce, false, payload)
+            .await?;
+    }
+    let target = before + (messages * per_message) as f64;
+    let (mut last, mut last_change) = (before, Instant::now());
+    loop {
+        let stored = server.metric("trackside_readings_stored_total").await?;
+        if stored >= target {
+            break;
+        }
+        if stored > last {
+            (last, last_change) = (stored, Instant::now());
+        }
+        // Nothing stored for a while and not all there: messages were lost
+        // between the publisher and ingest (the broker's log overflowed).
+        ensure!(
+            last_change.elapsed() < Duration::from_secs(15),
+            "stalled at {} of {} readings: the broker dropped messages ingest did not read in time",
+            stored - before,
+            target - before
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = (messages * per_message) as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "  trackside stored {} readings in messages of {per_message}: {rate:.0} readings/s",
+        messages * per_message
+    );
+    Ok(rate)
+}
+
+/// psql's `\copy` of the same number of rows into a table shaped like
+/// `readings`, in the server's own PostgreSQL.
+fn psql_copy_rate(server: &Server, work: &Path, rows: usize) -> anyhow::Result<f64> {
+    let csv = work.join("copy.csv");
+    let mut text = String::with_capacity(rows * 48);
+    for n in 0..rows {
+        let ts = chrono::DateTime::from_timestamp_millis(T0_MS + (n / CHANNELS) as i64)
+            .context("timestamp")?;
+        text.push_str(&format!(
+            "{},{},{}\n",
+            1_000_000 + n % CHANNELS,
+            ts.format("%Y-%m-%d %H:%M:%S%.3f+00"),
+            n
+        ));
+    }
+    std::fs::write(&csv, text)?;
+    let socket_dir = server.data_dir.join("postgres");
+    let psql = |sql: &str| -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let output = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&socket_dir)
+            .args(["-p", "5432", "-U", "trackside", "-d", "postgres", "-c", sql])
+            .output()
+            .context("running psql")?;
+        ensure!(
+            output.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(started.elapsed())
+    };
+    psql("DROP TABLE IF EXISTS bench_copy; CREATE TABLE bench_copy (LIKE readings INCLUDING ALL)")?;
+    let elapsed = psql(&format!(
+        "\\copy bench_copy (channel_id, ts, value) FROM '{}' WITH (FORMAT csv)",
+        csv.display()
+    ))?;
+    let rate = rows as f64 / elapsed.as_secs_f64();
+    println!("  psql \\copy of {rows} rows: {rate:.0} rows/s");
+    psql("DROP TABLE bench_copy")?;
+    Ok(rate)
+}
+
+fn now_micros() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as f64)
+        .unwrap_or_default()
+}
+
+/// Publishes at `rate` messages/s for `seconds` while `clients` WebSocket
+/// clients read; each reading's value is its send time in microseconds.
+async fn latency(server: &Server, options: &Options) -> anyhow::Result<(f64, f64, usize)> {
+    let ws_url = server.http.replace("http://", "ws://") + "/ws";
+    let mut readers = Vec::new();
+    for _ in 0..options.clients {
+        let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await?;
+        let subscribe = r#"{"type":"subscribe","channels":["L*"]}"#;
+        futures_util::SinkExt::send(&mut socket, Message::Text(subscribe.into())).await?;
+        readers.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while let Some(Ok(frame)) = socket.next().await {
+                let Message::Text(text) = frame else { continue };
+                let received = now_micros();
+                if let Ok(ServerMessage::Readings { readings }) = serde_json::from_str(&text) {
+                    for reading in readings.iter().filter(|r| r.channel.starts_with('L')) {
+                        if reading.value < 0.0 {
+                            return samples;
+                        }
+                        samples.push((received - reading.value) / 1000.0);
+                    }
+                }
+            }
+            samples
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = publisher(server.mqtt_port, "bench-latency").await?;
+    let total = options.rate * options.seconds as usize;
+    let started = Instant::now();
+    for n in 0..total {
+        let due = started + Duration::from_secs_f64(n as f64 / options.rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let payload = format!(
+            r#"{{"readings":[{{"channel":"L{}/relay_voltage","value":{},"ts":{}}}]}}"#,
+            n % CHANNELS,
+            now_micros(),
+            T0_MS + n as i64
+        );
+        client
+            .publish("trackside/bench/readings", QoS::AtLeastOnce, false, payload)
+            .await?;
+    }
+    // A negative value tells every reader to stop.
+    let stop = format!(
+        r#"{{"readings":[{{"channel":"L0/relay_voltage","value":-1,"ts":{}}}]}}"#,
+        T0_MS - 1
+    );
+    client
+        .publish("trackside/bench/readings", QoS::AtLeastOnce, false, stop)
+        .await?;
+    let mut samples = Vec::new();
+    for reader in readers {
+        match tokio::time::timeout(Duration::from_secs(60), reader).await {
+            Ok(Ok(mut got)) => samples.append(&mut got),
+            _ => bail!("a WebSocket reader did not finish"),
+        }
+    }
+    ensure!(!samples.is_empty(), "no latency samples");
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    println!(
+        "  latency: {} frames timed, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        samples.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    Ok((at(0.5), at(0.99), samples.len()))
+}
+
+/// The server's resident memory growth per 1,000 idle MQTT connections.
+async fn idle_memory(server: &Server, count: usize) -> anyhow::Result<f64> {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = server.rss_kib()?;
+    let mut clients = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut options = MqttOptions::new(format!("idle-{i}"), "127.0.0.1", server.mqtt_port);
+        options.set_keep_alive(Duration::from_secs(60));
+        let (client, mut eventloop) = AsyncClient::new(options, 1);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut tx = Some(tx);
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Incoming(Packet::ConnAck(_)) = event
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .with_context(|| format!("idle connection {i} got no CONNACK"))??;
+        clients.push((client, task));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = server.rss_kib()?;
+    let per_thousand = (after - before) / 1024.0 * 1000.0 / count as f64;
+    println!(
+        "  {count} idle connections: RSS {:.1} MB -> {:.1} MB",
+        before / 1024.0,
+        after / 1024.0
+    );
+    for (_, task) in clients {
+        task.abort();
+    }
+    Ok(per_thousand)
+}
+
+struct Row {
+    what: String,
+    value: String,
+    baseline: String,
+    target: String,
+    met: bool,
+}
+
+impl Row {
+    fn ratio(
+        what: &str,
+        value: f64,
+        baseline_name: &str,
+        baseline: f64,
+        target: &str,
+        met: bool,
+    ) -> Self {
+        Self {
+            what: what.to_owned(),
+            value: format!("{value:.0}"),
+            baseline: format!("{baseline_name} {baseline:.0} ({:.2}×)", value / baseline),
+            target: target.to_owned(),
+            met,
+        }
+    }
+
+    fn plain(what: &str, value: f64, target: &str, met: bool) -> Self {
+        Self {
+            what: what.to_owned(),
+            value: format!("{value:.2}"),
+            baseline: String::new(),
+            target: target.to_owned(),
+            met,
+        }
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!("| measure | value | baseline (same run) | target | met |");
+    println!("|---|---|---|---|---|");
+    for row in rows {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            row.what,
+            row.value,
+            row.baseline,
+            row.target,
+            if row.met { "yes" } else { "no" }
+        );
+    }
+}
