@@ -9,6 +9,7 @@ pub mod broker;
 pub mod config;
 pub mod decode;
 pub mod embedded_pg;
+pub mod exceptions;
 pub mod http;
 pub mod ingest;
 pub mod live;
