@@ -24,6 +24,7 @@ pub struct Pipeline {
     pub store: mpsc::Sender<Arc<ReadingBatch>>,
     pub rejections: mpsc::Sender<Rejection>,
     pub max_future: TimeDelta,
+    pub exceptions: crate::exceptions::Feed,
 }
 
 impl Pipeline {
@@ -46,6 +47,10 @@ impl Pipeline {
             },
         };
 
+        if let (false, Some(status)) = (decoded.gateway.is_empty(), decoded.status) {
+            self.exceptions
+                .status(&decoded.gateway, status, cx.received_at);
+        }
         if !decoded.gateway.is_empty()
             && self
                 .registry
@@ -77,6 +82,7 @@ impl Pipeline {
         });
         self.registry.observe(&batch.gateway, &batch.readings);
         self.live.publish(&batch);
+        self.exceptions.readings(&batch, cx.received_at);
         self.metrics.store_queue_depth.fetch_add(1, Relaxed);
         // Waiting here pushes back on the broker link while the database is
         // slower than the gateways; live clients have been served already.

@@ -50,6 +50,8 @@ pub struct Running {
     ingest: JoinHandle<()>,
     store: JoinHandle<()>,
     rejections: JoinHandle<()>,
+    exceptions: JoinHandle<()>,
+    webhook: Option<JoinHandle<()>>,
 }
 
 /// Starts the broker, the ingest path and HTTP on an already migrated pool.
@@ -80,6 +82,15 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         rejections_rx,
     ));
 
+    let exceptions = exceptions::start(
+        &config.exceptions,
+        pool.clone(),
+        live.clone(),
+        metrics.clone(),
+    )
+    .await
+    .context("starting the exception engine")?;
+
     let pipeline = Arc::new(ingest::Pipeline {
         registry: registry.clone(),
         live: live.clone(),
@@ -87,6 +98,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         store: store_tx,
         rejections: rejections_tx,
         max_future: TimeDelta::seconds(config.ingest.max_future_secs),
+        exceptions: exceptions.feed,
     });
     let mqtt_config = config.mqtt.clone();
     let broker = tokio::task::spawn_blocking(move || broker::start(&mqtt_config))
@@ -118,6 +130,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         yard: Arc::new(config.yard.clone()),
         ingest_running,
         shutdown: shutdown.clone(),
+        exceptions: exceptions.handle,
     };
     let app = http::router(state, &config.http.assets_dir);
     let http = {
@@ -143,6 +156,8 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         ingest,
         store,
         rejections,
+        exceptions: exceptions.task,
+        webhook: exceptions.webhook,
     })
 }
 
@@ -158,5 +173,11 @@ impl Running {
         let _ = self.http.await;
         let _ = self.store.await;
         let _ = self.rejections.await;
+        // The engine stops once the pipeline (its feed) is gone, after
+        // storing what it decided; then the webhook sends what it holds.
+        let _ = self.exceptions.await;
+        if let Some(webhook) = self.webhook {
+            let _ = webhook.await;
+        }
     }
 }

@@ -108,7 +108,7 @@ pub enum ServerMessage {
     Heartbeat { server_time: i64 },
     /// An exception was raised, cleared, acknowledged or re-alarmed. Sent to
     /// every client whatever its channel subscription.
-    Exception(ExceptionEvent),
+    Exception(Box<ExceptionEvent>),
 }
 
 #[cfg(test)]

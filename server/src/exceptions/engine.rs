@@ -153,6 +153,10 @@ fn ms(seconds: f64) -> Ms {
     (seconds * 1000.0).round() as Ms
 }
 
+fn positive(value: f64) -> bool {
+    value.is_finite() && value > 0.0
+}
+
 /// Checks a rule set; the message says which rule and what to fix.
 pub fn validate(rules: &[Rule]) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
@@ -167,7 +171,7 @@ pub fn validate(rules: &[Rule]) -> Result<(), String> {
         if rule.target.is_empty() {
             return fail("target must not be empty (use \"*\" for every channel)");
         }
-        if rule.realarm_after_s.is_some_and(|s| !(s > 0.0)) {
+        if rule.realarm_after_s.is_some_and(|s| !positive(s)) {
             return fail("realarm_after_s must be positive");
         }
         let non_negative = |values: &[f64]| values.iter().all(|v| v.is_finite() && *v >= 0.0);
@@ -210,7 +214,7 @@ pub fn validate(rules: &[Rule]) -> Result<(), String> {
                 off_delay_s,
                 ..
             } => {
-                if !(*max_per_s > 0.0 && *window_s > 0.0) {
+                if !(positive(*max_per_s) && positive(*window_s)) {
                     return fail("max_per_s and window_s must be positive");
                 }
                 if !non_negative(&[*on_delay_s, *off_delay_s]) {
@@ -225,22 +229,24 @@ pub fn validate(rules: &[Rule]) -> Result<(), String> {
                 if min_occupied_s.is_none() && max_transitions.is_none() {
                     return fail("a flick rule needs min_occupied_s or max_transitions");
                 }
-                if !(*window_s > 0.0) {
+                if !positive(*window_s) {
                     return fail("window_s must be positive");
                 }
             }
             Check::LongOccupation { max_occupied_s } => {
-                if !(*max_occupied_s > 0.0) {
+                if !positive(*max_occupied_s) {
                     return fail("max_occupied_s must be positive");
                 }
             }
             Check::Stale { periods, period_s } => {
-                if !(*periods >= 1.0) || period_s.is_some_and(|p| !(p > 0.0)) {
+                if !(periods.is_finite() && *periods >= 1.0)
+                    || period_s.is_some_and(|p| !positive(p))
+                {
                     return fail("periods must be at least 1 and period_s positive");
                 }
             }
             Check::GatewayOffline { silent_after_s } => {
-                if silent_after_s.is_some_and(|s| !(s > 0.0)) {
+                if silent_after_s.is_some_and(|s| !positive(s)) {
                     return fail("silent_after_s must be positive");
                 }
             }

@@ -3,6 +3,7 @@
 //! and (in `browser`) a real headless Chromium.
 
 mod browser;
+mod exceptions;
 mod harness;
 mod http;
 mod ingest;
