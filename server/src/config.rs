@@ -91,6 +91,9 @@ pub struct DemoConfig {
     pub gateways: usize,
     /// Readings per second per analogue parameter.
     pub rate_hz: f64,
+    /// Inject one fault at a time on a 30-minute cycle, so every exception
+    /// rule shows up in the demo.
+    pub faults: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,6 +204,7 @@ impl Default for DemoConfig {
             circuits: 12,
             gateways: 3,
             rate_hz: 2.0,
+            faults: true,
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod config;
 pub mod decode;
+pub mod drill;
 pub mod embedded_pg;
 pub mod exceptions;
 pub mod http;

@@ -126,7 +126,14 @@ struct ChannelState {
 #[derive(Debug, Default)]
 struct GatewayState {
     online: Option<bool>,
+    /// The last message of any kind, status included.
     last_heard: Option<Ms>,
+    /// The last message with readings.
+    last_readings: Option<Ms>,
+    /// When it last came back online: its channels' silence counts from
+    /// here, or a reconnecting gateway's channels would all look stale
+    /// until each sent its first reading.
+    back_at: Option<Ms>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -346,6 +353,9 @@ impl Engine {
         out: &mut Vec<Transition>,
     ) {
         let state = self.gateways.entry(gateway.to_owned()).or_default();
+        if online && state.online != Some(true) {
+            state.back_at = Some(at);
+        }
         state.online = Some(online);
         state.last_heard = Some(at);
         for index in 0..self.rules.len() {
@@ -465,7 +475,11 @@ impl Engine {
 
     fn heard_from(&mut self, gateway: &str, at: Ms, out: &mut Vec<Transition>) {
         let state = self.gateways.entry(gateway.to_owned()).or_default();
+        if state.online == Some(false) {
+            state.back_at = Some(at);
+        }
         state.last_heard = Some(at);
+        state.last_readings = Some(at);
         state.online = Some(true);
         for index in 0..self.rules.len() {
             if matches!(self.rules[index].rule.check, Check::GatewayOffline { .. })
@@ -577,12 +591,13 @@ impl Engine {
                 let occupancy = self.occupancy(channel);
                 if *only_when_clear {
                     if *occupancy_epoch != occupancy.epoch {
-                        // A train came or went: what was pending and the
-                        // rate window belong to another situation.
+                        // A train came or went: the values across it are no
+                        // rate. A pending limit stays pending: a low value on
+                        // both sides of a train is one persistent condition,
+                        // and in a busy yard trains would otherwise reset
+                        // every on-delay.
                         *occupancy_epoch = occupancy.epoch;
-                        *pending_since = None;
                         window.clear();
-                        *holds = active;
                     }
                     if occupancy.occupied {
                         return;
@@ -856,6 +871,8 @@ impl Engine {
                     return;
                 }
                 let occupancy = self.occupancy(channel);
+                // Under a train the value says nothing; the next clear
+                // reading confirms or drops what is pending.
                 if *only_when_clear && (occupancy.occupied || *occupancy_epoch != occupancy.epoch) {
                     return;
                 }
@@ -914,13 +931,16 @@ impl Engine {
                 let Some(period) = expected_period(*period_s, intervals) else {
                     return;
                 };
-                let deadline = *last + (period as f64 * periods) as Ms;
                 let gateway = self.gateways.get(&channel.gateway);
+                let since = gateway
+                    .and_then(|g| g.back_at)
+                    .map_or(*last, |back| back.max(*last));
+                let deadline = since + (period as f64 * periods) as Ms;
                 // Stale means the sensor or its channel, not the gateway:
-                // the gateway must be online and have sent something else
+                // the gateway must be online and have sent other readings
                 // after this channel's deadline.
                 let gateway_alive = gateway.is_some_and(|g| {
-                    g.online != Some(false) && g.last_heard.is_some_and(|t| t > deadline)
+                    g.online != Some(false) && g.last_readings.is_some_and(|t| t > deadline)
                 });
                 if now > deadline && gateway_alive {
                     let message = format!(

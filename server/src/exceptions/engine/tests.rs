@@ -392,6 +392,44 @@ fn a_channel_is_stale_after_k_observed_periods_while_its_gateway_talks() {
 }
 
 #[test]
+fn a_reconnecting_gateway_s_channels_are_not_stale_while_they_catch_up() {
+    check(
+        OFFLINE,
+        &[
+            Status(0.0, "gw", true),
+            Batch(0.0, &[("T1/feed_voltage", 9.0), ("T1/feed_current", 1.0)]),
+            Batch(1.0, &[("T1/feed_voltage", 9.0), ("T1/feed_current", 1.0)]),
+            Batch(2.0, &[("T1/feed_voltage", 9.0), ("T1/feed_current", 1.0)]),
+            Batch(3.0, &[("T1/feed_voltage", 9.0), ("T1/feed_current", 1.0)]),
+            Status(4.0, "gw", false),
+            Tick(30.0),
+            Status(60.0, "gw", true),
+            // The first message after the return carries one channel only.
+            R(60.2, "T1/feed_voltage", 9.0),
+            Tick(60.5),
+            R(61.0, "T1/feed_current", 1.0),
+            Tick(61.5),
+        ],
+        &["4 raised gw-offline gw", "60 cleared gw-offline gw"],
+    );
+}
+
+#[test]
+fn a_pending_limit_survives_a_train() {
+    check(
+        RELAY_VOLTAGE_WHEN_CLEAR,
+        &[
+            Batch(0.0, &[("T1/relay_voltage", 0.7), ("T1/relay_state", 1.0)]),
+            Batch(1.0, &[("T1/relay_voltage", 0.02), ("T1/relay_state", 0.0)]),
+            Tick(3.0),
+            // Still low when the train has gone: raised at once.
+            Batch(30.0, &[("T1/relay_voltage", 0.7), ("T1/relay_state", 1.0)]),
+        ],
+        &["30 raised rv T1/relay_voltage"],
+    );
+}
+
+#[test]
 fn a_silent_gateway_is_not_a_stale_channel() {
     check(
         STALE,
