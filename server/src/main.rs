@@ -87,7 +87,7 @@ struct SimulateArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Inject faults (flicks, stuck occupation, voltage sag and step, a
-    /// silent sensor, a gateway dropping off) on a 30-minute cycle.
+    /// silent sensor, a gateway dropping off) on a 35-minute cycle.
     #[arg(long)]
     faults: bool,
 }

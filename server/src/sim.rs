@@ -8,7 +8,7 @@
 //! rest are DC. Analogue values carry a little Gaussian noise.
 //!
 //! With faults on, a [`FaultPlan`] injects one fault at a time on a
-//! 30-minute cycle (flicks, a stuck occupation, a sagging and a stepping
+//! 35-minute cycle (flicks, a stuck occupation, a sagging and a stepping
 //! relay voltage, a silent sensor, a gateway that drops off), so every
 //! exception rule shows up in the demo; `trackside fault-drill` runs the
 //! same yard in simulated time against the rule engine.
@@ -532,14 +532,15 @@ const HEALTHY: Effect = Effect {
 
 /// Every kind once per cycle: (kind, offset in the cycle, duration), in
 /// seconds. The first comes a minute after start, so a demo shows it soon.
-const CYCLE_S: f64 = 1_800.0;
+const CYCLE_S: f64 = 2_100.0;
 const SCHEDULE: [(FaultKind, f64, f64); 6] = [
     (FaultKind::Flick, 60.0, 40.0),
     (FaultKind::StaleSensor, 240.0, 60.0),
-    (FaultKind::VoltageStep, 420.0, 120.0),
-    (FaultKind::GatewayDrop, 660.0, 45.0),
-    (FaultKind::VoltageSag, 780.0, 300.0),
-    (FaultKind::StuckOccupied, 1_140.0, 630.0),
+    (FaultKind::VoltageStep, 400.0, 120.0),
+    (FaultKind::GatewayDrop, 700.0, 45.0),
+    // Long enough below the limit to be seen between trains in a busy yard.
+    (FaultKind::VoltageSag, 800.0, 480.0),
+    (FaultKind::StuckOccupied, 1_340.0, 630.0),
 ];
 
 impl FaultPlan {
@@ -552,15 +553,15 @@ impl FaultPlan {
         while (cycle as f64) * CYCLE_S < horizon_s {
             let base = cycle as f64 * CYCLE_S;
             for (k, (kind, offset, duration)) in SCHEDULE.into_iter().enumerate() {
-                let circuit = (cycle * 5 + k * 7 + 1) % circuits;
+                let mut circuit = (cycle * 5 + k * 7 + 1) % circuits;
                 let mut start_s = base + offset;
                 let needs_clear = match kind {
                     FaultKind::Flick => Some((1.0, 3.0)),
-                    FaultKind::VoltageStep => Some((4.0, 6.0)),
+                    FaultKind::VoltageStep => Some((3.0, 3.0)),
                     _ => None,
                 };
                 if let Some((before, after)) = needs_clear {
-                    let clear = |t: f64| {
+                    let clear = |circuit: usize, t: f64| {
                         let mut probe = t - before;
                         while probe <= t + after {
                             if trains.occupies(circuit, probe) {
@@ -570,10 +571,18 @@ impl FaultPlan {
                         }
                         true
                     };
-                    // Within 10 minutes there is always a gap; the cap only
-                    // keeps a pathological timetable from looping forever.
-                    let latest = start_s + 600.0;
-                    while !clear(start_s) && start_s < latest {
+                    // The first circuit, in rotation, that is clear around
+                    // the moment, else a little later. The schedule leaves
+                    // 2 minutes after these two, so they never run into the
+                    // next fault.
+                    let latest = start_s + 120.0;
+                    'search: while start_s < latest {
+                        for candidate in (0..circuits).map(|i| (circuit + i) % circuits) {
+                            if clear(candidate, start_s) {
+                                circuit = candidate;
+                                break 'search;
+                            }
+                        }
                         start_s += 0.5;
                     }
                 }
@@ -620,7 +629,7 @@ impl FaultPlan {
                 stuck: true,
                 ..HEALTHY
             },
-            // Down to 40 % over 2 minutes, held, back over the last 90 s.
+            // Down to 40 % over 2 minutes, held 4.5 minutes, back over 90 s.
             FaultKind::VoltageSag => Effect {
                 relay_factor: 1.0 - 0.6 * (into / 120.0).min(1.0).min(left / 90.0),
                 ..HEALTHY
