@@ -112,6 +112,7 @@ pub fn run(options: &DrillOptions, rules: Vec<Rule>) -> anyhow::Result<DrillRepo
         rate_hz: options.rate_hz,
         seed: options.seed,
         faults: true,
+        start_at_s: 0.0,
     };
     anyhow::ensure!(
         options.circuits >= 1 && options.gateways >= 1,

@@ -215,6 +215,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             rate_hz: config.demo.rate_hz,
             seed: 1,
             faults: config.demo.faults,
+            start_at_s: 0.0,
         };
         tokio::spawn(sim::run(options, demo.clone()))
     });
@@ -278,6 +279,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         rate_hz: args.rate_hz,
         seed: args.seed,
         faults: args.faults,
+        start_at_s: 0.0,
     };
     anyhow::ensure!(options.rate_hz > 0.0, "--rate-hz must be positive");
     let stop = CancellationToken::new();

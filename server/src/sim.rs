@@ -36,6 +36,9 @@ pub struct YardOptions {
     pub seed: u64,
     /// Inject the faults of [`FaultPlan::cycle`].
     pub faults: bool,
+    /// Where in the timetable and fault schedule the run begins, in
+    /// seconds (0 for a demo; tests start just before a fault).
+    pub start_at_s: f64,
 }
 
 /// Length of a circuit and of a train, in metres; trains run at `SPEED`.
@@ -82,7 +85,7 @@ pub async fn run(options: YardOptions, shutdown: CancellationToken) -> anyhow::R
             model,
             yard.clone(),
             paused,
-            options.rate_hz,
+            (options.rate_hz, options.start_at_s),
             shutdown.clone(),
         )));
     }
@@ -279,7 +282,7 @@ async fn publish_gateway(
     mut model: GatewayModel,
     yard: Arc<Yard>,
     paused: Arc<AtomicBool>,
-    rate_hz: f64,
+    (rate_hz, start_at_s): (f64, f64),
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let topic = format!("trackside/{}/readings", model.gateway);
@@ -299,7 +302,7 @@ async fn publish_gateway(
                 return Ok(());
             }
         }
-        let now_s = started.elapsed().as_secs_f64();
+        let now_s = start_at_s + started.elapsed().as_secs_f64();
         let Some(samples) = model.sample(&yard, now_s) else {
             if !paused.swap(true, Relaxed) {
                 tracing::info!(gateway = %model.gateway, "simulated fault: gateway drops off the network");

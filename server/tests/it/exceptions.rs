@@ -532,3 +532,40 @@ async fn the_rules_are_listed() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn the_simulated_gateway_drop_fires_its_will_without_stale_channels() {
+    let server = TestServer::start().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    // The schedule drops yard-gw01 at 700 s for 45 s: start 4 s before.
+    let yard = tokio::spawn(trackside::sim::run(
+        trackside::sim::YardOptions {
+            host: "127.0.0.1".into(),
+            port: server.running.mqtt_addr.port(),
+            circuits: 6,
+            gateways: 2,
+            rate_hz: 4.0,
+            seed: 1,
+            faults: true,
+            start_at_s: 696.0,
+        },
+        stop.clone(),
+    ));
+    let raised = eventually("the dropped gateway reported offline", || async {
+        exceptions(&server, "?rule=gateway-offline&active=true")
+            .await
+            .pop()
+    })
+    .await;
+    assert_eq!(raised.subject, "yard-gw01");
+    // Its keep-alive (5 s) lapsed: the will, 1.5 x keep-alive after the
+    // last packet, is the only exception; its channels are not stale.
+    let all = exceptions(&server, "").await;
+    assert_eq!(
+        all.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [ExceptionKind::GatewayOffline],
+        "{all:#?}"
+    );
+    stop.cancel();
+    yard.await.expect("yard task").expect("yard ran");
+}
