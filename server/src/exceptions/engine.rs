@@ -10,7 +10,7 @@
 //! the engine's clock, which is the time a message was received (or a tick's
 //! time), so a gateway whose clock is off cannot make a timer fire early.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use trackside_wire::{
     ChannelName, Check, ExceptionKind, Rule, Severity, TransitionKind, parameter_info,
@@ -151,7 +151,8 @@ const MIN_INTERVALS: usize = 3;
 pub struct Engine {
     rules: Vec<CompiledRule>,
     open: HashMap<Key, Open>,
-    channels: HashMap<String, ChannelState>,
+    /// Ordered, so ticks visit channels in the same order every run.
+    channels: BTreeMap<String, ChannelState>,
     gateways: HashMap<String, GatewayState>,
     circuits: HashMap<String, Occupancy>,
 }
@@ -277,7 +278,7 @@ impl Engine {
         Ok(Self {
             rules,
             open: HashMap::new(),
-            channels: HashMap::new(),
+            channels: BTreeMap::new(),
             gateways: HashMap::new(),
             circuits: HashMap::new(),
         })
@@ -385,9 +386,7 @@ impl Engine {
 
     /// Time passes: timers fire.
     pub fn tick(&mut self, now: Ms, out: &mut Vec<Transition>) {
-        let mut names: Vec<String> = self.channels.keys().cloned().collect();
-        // Deterministic order, so tests and the drill see the same output.
-        names.sort();
+        let names: Vec<String> = self.channels.keys().cloned().collect();
         for name in names {
             if let Some(mut channel) = self.channels.remove(&name) {
                 let mut watches = std::mem::take(&mut channel.watches);
