@@ -5,7 +5,7 @@ use std::fmt;
 
 use gloo_net::http::{Request, Response};
 use serde::de::DeserializeOwned;
-use trackside_wire::{ApiError, ChannelInfo, YardInfo};
+use trackside_wire::{AckRequest, ApiError, ChannelInfo, ExceptionInfo, YardInfo};
 
 /// Why a request gave no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +56,38 @@ pub async fn channels() -> Result<Vec<ChannelInfo>, ApiFailure> {
     get_json("/api/channels").await
 }
 
+/// `url` is `/api/exceptions` with its filters.
+pub async fn exceptions(url: &str) -> Result<Vec<ExceptionInfo>, ApiFailure> {
+    get_json_at("/api/exceptions", url).await
+}
+
+pub async fn acknowledge(id: i64, request: &AckRequest) -> Result<ExceptionInfo, ApiFailure> {
+    let url = format!("/api/exceptions/{id}/ack");
+    let request = Request::post(&url)
+        .header("Accept", "application/json")
+        .json(request)
+        .map_err(|e| ApiFailure::Unexpected {
+            path: "/api/exceptions/{id}/ack",
+            detail: e.to_string(),
+        })?;
+    let response = request.send().await.map_err(|_| ApiFailure::Unreachable)?;
+    let status = response.status();
+    let body = response.text().await.map_err(|_| ApiFailure::Unreachable)?;
+    interpret(
+        "/api/exceptions/{id}/ack",
+        status,
+        is_json(&response),
+        &body,
+    )
+}
+
 async fn get_json<T: DeserializeOwned>(path: &'static str) -> Result<T, ApiFailure> {
-    let response = Request::get(path)
+    get_json_at(path, path).await
+}
+
+/// `path` names the endpoint in messages; `url` may add a query.
+async fn get_json_at<T: DeserializeOwned>(path: &'static str, url: &str) -> Result<T, ApiFailure> {
+    let response = Request::get(url)
         .header("Accept", "application/json")
         .send()
         .await

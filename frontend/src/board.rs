@@ -5,24 +5,25 @@
 
 use leptos::prelude::*;
 
+use crate::exceptions::{Exceptions, severity_attr};
 use crate::state::{Board, Channel, Circuit, CircuitState, format_value};
 use crate::time::{Clock, STALE_AFTER_MS, format_age, utc_timestamp};
 
 #[component]
-pub fn CircuitGrid(board: Board, clock: Clock) -> impl IntoView {
+pub fn CircuitGrid(board: Board, clock: Clock, exceptions: Exceptions) -> impl IntoView {
     view! {
         <section class="grid" aria-label="Track circuits">
             <For
                 each=move || board.circuits()
                 key=|circuit| circuit.name.clone()
-                children=move |circuit| view! { <CircuitCard circuit clock /> }
+                children=move |circuit| view! { <CircuitCard circuit clock exceptions /> }
             />
         </section>
     }
 }
 
 #[component]
-fn CircuitCard(circuit: Circuit, clock: Clock) -> impl IntoView {
+fn CircuitCard(circuit: Circuit, clock: Clock, exceptions: Exceptions) -> impl IntoView {
     let relay = Memo::new({
         let circuit = circuit.clone();
         move |_| circuit.relay().map(|l| l.value)
@@ -35,9 +36,18 @@ fn CircuitCard(circuit: Circuit, clock: Clock) -> impl IntoView {
             names => names.join(", "),
         }
     };
+    let worst = {
+        let circuit = circuit.clone();
+        Memo::new(move |_| exceptions.worst_for(&circuit.name, &circuit.gateways()))
+    };
     let channels = circuit.channels.clone();
     view! {
-        <article class="card" data-circuit=circuit.name.clone() data-state=move || state().as_str()>
+        <article
+            class="card"
+            data-circuit=circuit.name.clone()
+            data-state=move || state().as_str()
+            data-exception-severity=move || severity_attr(worst.get())
+        >
             <header class="card-head">
                 <div class="card-title">
                     <h2 class="circuit">{circuit.name.clone()}</h2>
@@ -45,6 +55,11 @@ fn CircuitCard(circuit: Circuit, clock: Clock) -> impl IntoView {
                 </div>
                 <span class="badge">{move || CircuitState::badge(relay.get())}</span>
             </header>
+            {move || worst.get().map(|severity| view! {
+                <p class="card-alarm" title="The most severe active exception on this circuit">
+                    {format!("{} exception", severity.as_str().to_uppercase())}
+                </p>
+            })}
             <ul class="params">
                 <For
                     each=move || channels.get()

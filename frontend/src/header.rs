@@ -4,7 +4,9 @@
 use leptos::prelude::*;
 use trackside_wire::YardInfo;
 
+use crate::exceptions::Exceptions;
 use crate::live::Connection;
+use crate::route::{NavLink, Page};
 use crate::state::Board;
 use crate::time::{Clock, utc_time, zoned_time};
 
@@ -14,7 +16,10 @@ pub fn Header(
     clock: Clock,
     board: Board,
     connection: RwSignal<Connection>,
+    page: RwSignal<Page>,
+    exceptions: Exceptions,
 ) -> impl IntoView {
+    let unacked = Memo::new(move |_| exceptions.unacknowledged());
     let yard_name = move || yard.with(|y| y.as_ref().map(|y| y.name.clone()));
     view! {
         <header class="topbar">
@@ -24,6 +29,21 @@ pub fn Header(
                     {move || yard_name().unwrap_or_else(|| "—".to_owned())}
                 </span>
             </div>
+            <nav class="nav" aria-label="Pages">
+                <NavLink page to=Page::Board>"Board"</NavLink>
+                <NavLink page to=Page::Exceptions>
+                    "Exceptions"
+                    <span
+                        class="unacked"
+                        class:any=move || { unacked.get() > 0 }
+                        data-testid="unacked-count"
+                        data-count=move || unacked.get()
+                        title="Unacknowledged exceptions"
+                    >
+                        {move || unacked.get()}
+                    </span>
+                </NavLink>
+            </nav>
             <YardClock yard clock />
             <Occupancy board />
             <div

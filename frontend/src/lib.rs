@@ -7,8 +7,10 @@
 
 mod api;
 mod board;
+mod exceptions;
 mod header;
 mod live;
+mod route;
 mod state;
 mod time;
 
@@ -19,8 +21,10 @@ use trackside_wire::YardInfo;
 
 use crate::api::ApiFailure;
 use crate::board::CircuitGrid;
+use crate::exceptions::{Exceptions, ExceptionsPage};
 use crate::header::Header;
 use crate::live::Connection;
+use crate::route::Page;
 use crate::state::Board;
 use crate::time::Clock;
 
@@ -36,30 +40,44 @@ pub fn App() -> impl IntoView {
     // not blank the header's name and clock.
     let yard = RwSignal::new(None::<YardInfo>);
 
+    let page = crate::route::start();
+    let exceptions = Exceptions::new();
+
     let snapshot = LocalResource::new(move || load_snapshot(board, clock, yard));
     live::start(
         board,
         clock,
         connection,
+        move || {
+            snapshot.refetch();
+            exceptions.load(js_sys::Date::now() as i64);
+        },
         move || snapshot.refetch(),
-        move || snapshot.refetch(),
+        move |event| exceptions.apply(event),
     );
 
     view! {
-        <Header yard clock board connection />
-        <main class="board">
-            <Transition fallback=move || board.is_empty().then(Loading)>
-                {move || Suspend::new(async move {
-                    match snapshot.await {
-                        Ok(()) => view! { <EmptyNotice board /> }.into_any(),
-                        Err(failure) => {
-                            view! { <Problem failure retry=move || snapshot.refetch() /> }.into_any()
-                        }
-                    }
-                })}
-            </Transition>
-            <CircuitGrid board clock />
-        </main>
+        <Header yard clock board connection page exceptions />
+        {move || match page.get() {
+            Page::Board => view! {
+                <main class="board">
+                    <Transition fallback=move || board.is_empty().then(Loading)>
+                        {move || Suspend::new(async move {
+                            match snapshot.await {
+                                Ok(()) => view! { <EmptyNotice board /> }.into_any(),
+                                Err(failure) => {
+                                    view! { <Problem failure retry=move || snapshot.refetch() /> }
+                                        .into_any()
+                                }
+                            }
+                        })}
+                    </Transition>
+                    <CircuitGrid board clock exceptions />
+                </main>
+            }
+            .into_any(),
+            Page::Exceptions => view! { <ExceptionsPage exceptions clock /> }.into_any(),
+        }}
     }
 }
 

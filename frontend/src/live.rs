@@ -5,7 +5,7 @@ use futures::StreamExt;
 use futures::future::Either;
 use gloo_net::websocket::{Message, futures::WebSocket};
 use leptos::prelude::*;
-use trackside_wire::ServerMessage;
+use trackside_wire::{ExceptionEvent, ServerMessage};
 
 use crate::state::Board;
 use crate::time::Clock;
@@ -95,15 +95,18 @@ const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(40);
 /// says hello, first connection included: readings that arrived between
 /// the page's snapshot and the socket's subscription would otherwise be
 /// missing, and a discrete channel that reports only on change (a relay)
-/// could show a wrong state until its next change. `on_new_channel` runs
+/// could show a wrong state until its next change; it runs after a lag too,
+/// since exception frames are not replayed. `on_new_channel` runs
 /// when a frame names a channel the board did not know: only the channel
-/// list says which gateway it belongs to.
+/// list says which gateway it belongs to. `on_exception` takes every
+/// exception frame.
 pub fn start(
     board: Board,
     clock: Clock,
     connection: RwSignal<Connection>,
     on_greeted: impl Fn() + 'static,
     on_new_channel: impl Fn() + 'static,
+    on_exception: impl Fn(ExceptionEvent) + 'static,
 ) {
     let location = window().location();
     let url = socket_url(
@@ -146,8 +149,10 @@ pub fn start(
                         }
                         Ok(ServerMessage::Heartbeat { server_time }) => clock.sync(server_time),
                         // The server sends every subscribed channel's
-                        // latest value right after this, so nothing to do.
-                        Ok(ServerMessage::Lagged { .. }) => {}
+                        // latest value right after this, but exception
+                        // frames missed are not replayed: fetch them.
+                        Ok(ServerMessage::Lagged { .. }) => on_greeted(),
+                        Ok(ServerMessage::Exception(event)) => on_exception(*event),
                         // A newer server may add frame types; skip them.
                         Err(e) => leptos::logging::warn!("unreadable frame on /ws: {e}"),
                     }

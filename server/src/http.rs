@@ -36,6 +36,7 @@ pub struct AppState {
     pub ingest_running: Arc<AtomicBool>,
     pub shutdown: CancellationToken,
     pub live_send_timeout: Duration,
+    pub exceptions: crate::exceptions::Handle,
 }
 
 /// The application's error type: user errors are 4xx with a message the
@@ -43,6 +44,8 @@ pub struct AppState {
 #[derive(Debug)]
 pub enum AppError {
     BadRequest(String),
+    NotFound(String),
+    Conflict(String),
     Unavailable(String),
     Internal(anyhow::Error),
 }
@@ -51,6 +54,8 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, message) = match self {
             AppError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            AppError::NotFound(message) => (StatusCode::NOT_FOUND, message),
+            AppError::Conflict(message) => (StatusCode::CONFLICT, message),
             AppError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
             AppError::Internal(err) => {
                 tracing::error!("request failed: {err:#}");
@@ -69,6 +74,7 @@ pub fn router(state: AppState, assets_dir: &Path) -> Router {
         .route("/api/channels", get(channels))
         .route("/api/yard", get(yard))
         .route("/api/gateways", get(gateways))
+        .merge(crate::exceptions::http::router())
         .route("/api/{*rest}", get(unknown_api))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,

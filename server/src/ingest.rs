@@ -26,6 +26,7 @@ pub struct Pipeline {
     pub store: mpsc::Sender<Spooled>,
     pub rejections: mpsc::Sender<Rejection>,
     pub max_future: TimeDelta,
+    pub exceptions: crate::exceptions::Feed,
 }
 
 impl Pipeline {
@@ -48,6 +49,10 @@ impl Pipeline {
             },
         };
 
+        if let (false, Some(status)) = (decoded.gateway.is_empty(), decoded.status) {
+            self.exceptions
+                .status(&decoded.gateway, status, cx.received_at);
+        }
         if !decoded.gateway.is_empty()
             && self
                 .registry
@@ -79,6 +84,7 @@ impl Pipeline {
         });
         self.registry.observe(&batch.gateway, &batch.readings);
         self.live.publish(&batch);
+        self.exceptions.readings(&batch, cx.received_at);
         // Spool first, then queue, never wait: when the writer is behind,
         // the spool alone holds the message and the writer reads it back.
         self.metrics.store_queue_depth.fetch_add(1, Relaxed);

@@ -9,7 +9,9 @@ pub mod broker;
 pub mod config;
 pub mod credentials;
 pub mod decode;
+pub mod drill;
 pub mod embedded_pg;
+pub mod exceptions;
 pub mod http;
 pub mod ingest;
 pub mod live;
@@ -51,6 +53,8 @@ pub struct Running {
     ingest: JoinHandle<()>,
     store: JoinHandle<()>,
     rejections: JoinHandle<()>,
+    exceptions: JoinHandle<()>,
+    webhook: Option<JoinHandle<()>>,
 }
 
 /// Starts the broker, the ingest path and HTTP on an already migrated pool.
@@ -89,6 +93,15 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         rejections_rx,
     ));
 
+    let exceptions = exceptions::start(
+        &config.exceptions,
+        pool.clone(),
+        live.clone(),
+        metrics.clone(),
+    )
+    .await
+    .context("starting the exception engine")?;
+
     let pipeline = Arc::new(ingest::Pipeline {
         registry: registry.clone(),
         live: live.clone(),
@@ -97,6 +110,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         store: store_tx,
         rejections: rejections_tx,
         max_future: TimeDelta::seconds(config.ingest.max_future_secs),
+        exceptions: exceptions.feed,
     });
     let mqtt_config = config.mqtt.clone();
     let checker = (!config.mqtt.allow_anonymous)
@@ -132,6 +146,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         ingest_running,
         shutdown: shutdown.clone(),
         live_send_timeout: std::time::Duration::from_secs(config.ingest.live_send_timeout_secs),
+        exceptions: exceptions.handle,
     };
     let app = http::router(state, &config.http.assets_dir);
     let http = {
@@ -157,6 +172,8 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         ingest,
         store,
         rejections,
+        exceptions: exceptions.task,
+        webhook: exceptions.webhook,
     })
 }
 
@@ -172,5 +189,11 @@ impl Running {
         let _ = self.http.await;
         let _ = self.store.await;
         let _ = self.rejections.await;
+        // The engine stops once the pipeline (its feed) is gone, after
+        // storing what it decided; then the webhook sends what it holds.
+        let _ = self.exceptions.await;
+        if let Some(webhook) = self.webhook {
+            let _ = webhook.await;
+        }
     }
 }

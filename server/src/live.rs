@@ -33,6 +33,8 @@ pub struct LiveMessage {
     /// `ServerMessage::Readings` of all of `readings`, for the common client
     /// that subscribes to everything.
     json: Utf8Bytes,
+    /// An exception frame: sent to every client whatever it subscribed to.
+    exception: bool,
 }
 
 #[derive(Clone)]
@@ -65,7 +67,23 @@ impl LiveHub {
             readings: readings.clone(),
         });
         // An error only means every receiver left since the check above.
-        let _ = self.tx.send(Arc::new(LiveMessage { readings, json }));
+        let _ = self.tx.send(Arc::new(LiveMessage {
+            readings,
+            json,
+            exception: false,
+        }));
+    }
+
+    pub fn publish_exception(&self, event: &trackside_wire::ExceptionEvent) {
+        if self.tx.receiver_count() == 0 {
+            return;
+        }
+        let json = to_json(&ServerMessage::Exception(Box::new(event.clone())));
+        let _ = self.tx.send(Arc::new(LiveMessage {
+            readings: Vec::new(),
+            json,
+            exception: true,
+        }));
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<LiveMessage>> {
@@ -141,6 +159,7 @@ pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
             message = feed.recv() => match message {
                 Ok(message) => {
                     open = match &subscription {
+                        _ if message.exception => send(&mut socket, message.json.clone(), &cx).await,
                         Subscription::All => send(&mut socket, message.json.clone(), &cx).await,
                         Subscription::Patterns(patterns) => {
                             let selected: Vec<Reading> = message

@@ -32,6 +32,19 @@ pub struct Metrics {
     pub ws_clients: AtomicI64,
     pub ws_lagged_messages: AtomicU64,
     pub ws_dropped_clients: AtomicU64,
+    /// Messages the exception engine's full queue could not take.
+    pub exception_events_dropped: AtomicU64,
+    pub exceptions_raised: AtomicU64,
+    pub exceptions_cleared: AtomicU64,
+    pub exceptions_acknowledged: AtomicU64,
+    pub exceptions_realarmed: AtomicU64,
+    pub exception_store_errors: AtomicU64,
+    pub exceptions_open: AtomicI64,
+    pub webhook_sent: AtomicU64,
+    /// Failed webhook attempts (each is retried until the attempts run out).
+    pub webhook_failures: AtomicU64,
+    /// Notifications given up on, or not queued because the queue was full.
+    pub webhook_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -133,6 +146,51 @@ impl Metrics {
             "WebSocket clients disconnected for not reading.",
             self.ws_dropped_clients.load(Relaxed),
         );
+        counter(
+            "trackside_exception_events_dropped_total",
+            "Messages the exception engine skipped because its queue was full.",
+            self.exception_events_dropped.load(Relaxed),
+        );
+        counter(
+            "trackside_exceptions_raised_total",
+            "Exception raises (new, or reactivated while unacknowledged).",
+            self.exceptions_raised.load(Relaxed),
+        );
+        counter(
+            "trackside_exceptions_cleared_total",
+            "Exceptions whose condition ended.",
+            self.exceptions_cleared.load(Relaxed),
+        );
+        counter(
+            "trackside_exceptions_acknowledged_total",
+            "Exception acknowledgements.",
+            self.exceptions_acknowledged.load(Relaxed),
+        );
+        counter(
+            "trackside_exceptions_realarmed_total",
+            "Acknowledged exceptions raised again because their condition persisted.",
+            self.exceptions_realarmed.load(Relaxed),
+        );
+        counter(
+            "trackside_exception_store_errors_total",
+            "Failed writes of exception transitions (each is retried).",
+            self.exception_store_errors.load(Relaxed),
+        );
+        counter(
+            "trackside_webhook_sent_total",
+            "Notifications the webhook accepted.",
+            self.webhook_sent.load(Relaxed),
+        );
+        counter(
+            "trackside_webhook_failures_total",
+            "Failed webhook attempts.",
+            self.webhook_failures.load(Relaxed),
+        );
+        counter(
+            "trackside_webhook_dropped_total",
+            "Notifications given up after all attempts, or dropped because the queue was full.",
+            self.webhook_dropped.load(Relaxed),
+        );
         let mut gauge = |name: &str, help: &str, value: i64| {
             let _ = writeln!(
                 out,
@@ -148,6 +206,11 @@ impl Metrics {
             "trackside_spool_backlog_bytes",
             "Bytes in the spool not yet stored in PostgreSQL.",
             spool_backlog_bytes as i64,
+        );
+        gauge(
+            "trackside_exceptions_open",
+            "Exceptions not yet both cleared and acknowledged.",
+            self.exceptions_open.load(Relaxed),
         );
         gauge(
             "trackside_ws_clients",

@@ -6,6 +6,15 @@
 //! occupied while any part of a train is on it. Every third circuit is an
 //! audio-frequency circuit (with carrier frequency and receiver level), the
 //! rest are DC. Analogue values carry a little Gaussian noise.
+//!
+//! With faults on, a [`FaultPlan`] injects one fault at a time on a
+//! 35-minute cycle (flicks, a stuck occupation, a sagging and a stepping
+//! relay voltage, a silent sensor, a gateway that drops off), so every
+//! exception rule shows up in the demo; `trackside fault-drill` runs the
+//! same yard in simulated time against the rule engine.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use std::time::Duration;
 
@@ -28,6 +37,11 @@ pub struct YardOptions {
     /// Every simulated gateway's password; `None` against a broker that
     /// allows anonymous clients.
     pub password: Option<String>,
+    /// Inject the faults of [`FaultPlan::cycle`].
+    pub faults: bool,
+    /// Where in the timetable and fault schedule the run begins, in
+    /// seconds (0 for a demo; tests start just before a fault).
+    pub start_at_s: f64,
 }
 
 /// Length of a circuit and of a train, in metres; trains run at `SPEED`.
@@ -54,24 +68,27 @@ struct Circuit {
 pub async fn run(options: YardOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     anyhow::ensure!(options.gateways >= 1, "a yard needs at least one gateway");
     anyhow::ensure!(options.circuits >= 1, "a yard needs at least one circuit");
-    let circuits = build_circuits(options.circuits, options.seed);
-    let per_gateway = circuits.len().div_ceil(options.gateways);
+    let yard = Arc::new(Yard::new(&options));
     let mut tasks = Vec::new();
-    for (index, owned) in circuits.chunks(per_gateway).enumerate() {
-        let gateway = gateway_id(index);
-        let (client, eventloop) = connect(&options, &gateway);
+    for model in yard.gateway_models(options.seed) {
+        let (client, eventloop) = connect(&options, &model.gateway);
+        // While the plan has this gateway "drop off", its event loop is not
+        // polled: no pings, so the broker ends the session at 1.5 x
+        // keep-alive and publishes the will, as with a real dead gateway.
+        let paused = Arc::new(AtomicBool::new(false));
         tasks.push(tokio::spawn(drive_eventloop(
             client.clone(),
             eventloop,
-            gateway.clone(),
+            model.gateway.clone(),
+            paused.clone(),
             shutdown.clone(),
         )));
         tasks.push(tokio::spawn(publish_gateway(
             client,
-            gateway,
-            owned.to_vec(),
-            index * per_gateway,
-            options.clone(),
+            model,
+            yard.clone(),
+            paused,
+            (options.rate_hz, options.start_at_s),
             shutdown.clone(),
         )));
     }
@@ -81,15 +98,117 @@ pub async fn run(options: YardOptions, shutdown: CancellationToken) -> anyhow::R
     Ok(())
 }
 
-/// The id of the simulated yard's `index`-th gateway (from 0).
-pub fn gateway_id(index: usize) -> String {
+/// How many gateways a yard of these sizes has (the last may own fewer
+/// circuits), as [`Yard::gateway_models`] makes them.
+pub fn gateway_count(circuits: usize, gateways: usize) -> usize {
+    circuits.div_ceil(circuits.div_ceil(gateways.clamp(1, circuits.max(1))).max(1))
+}
+
+/// What every gateway shares: the circuits, the timetable and the faults.
+pub struct Yard {
+    circuits: Vec<Circuit>,
+    trains: Trains,
+    pub faults: FaultPlan,
+    gateways: usize,
+}
+
+impl Yard {
+    pub fn new(options: &YardOptions) -> Self {
+        let circuits = build_circuits(options.circuits, options.seed);
+        let trains = Trains::new(options.seed, options.circuits);
+        let gateways = options.gateways.clamp(1, circuits.len().max(1));
+        // The timetable covers a day, and so do the faults.
+        let faults = if options.faults {
+            FaultPlan::cycle(circuits.len(), gateways, &trains, 86_400.0)
+        } else {
+            FaultPlan::default()
+        };
+        Self {
+            circuits,
+            trains,
+            faults,
+            gateways,
+        }
+    }
+
+    fn per_gateway(&self) -> usize {
+        self.circuits.len().div_ceil(self.gateways)
+    }
+
+    /// One model per gateway, owning its share of the circuits.
+    pub fn gateway_models(&self, seed: u64) -> Vec<GatewayModel> {
+        let per_gateway = self.per_gateway();
+        self.circuits
+            .chunks(per_gateway)
+            .enumerate()
+            .map(|(index, owned)| GatewayModel {
+                gateway: gateway_name(index),
+                index,
+                first_index: index * per_gateway,
+                circuits: owned.to_vec(),
+                rng: StdRng::seed_from_u64(seed ^ (index * per_gateway) as u64),
+                last_state: vec![None; owned.len()],
+                last_refresh_s: 0.0,
+            })
+            .collect()
+    }
+
+    /// The gateway that carries a circuit.
+    pub fn gateway_of(&self, circuit: usize) -> String {
+        gateway_name(circuit / self.per_gateway())
+    }
+}
+
+pub fn gateway_name(index: usize) -> String {
     format!("yard-gw{:02}", index + 1)
 }
 
-/// How many gateways a yard of these sizes has (the last may own fewer
-/// circuits).
-pub fn gateway_count(circuits: usize, gateways: usize) -> usize {
-    circuits.div_ceil(circuits.div_ceil(gateways.max(1)).max(1))
+pub fn circuit_name(index: usize) -> String {
+    format!("T{}", 101 + index)
+}
+
+/// One gateway's view of the yard: what it would publish at a moment.
+pub struct GatewayModel {
+    pub gateway: String,
+    pub index: usize,
+    first_index: usize,
+    circuits: Vec<Circuit>,
+    rng: StdRng,
+    last_state: Vec<Option<bool>>,
+    last_refresh_s: f64,
+}
+
+impl GatewayModel {
+    /// The readings this gateway publishes at `now_s` seconds into the run,
+    /// as (channel, value); `None` while the fault plan has it off the air.
+    pub fn sample(&mut self, yard: &Yard, now_s: f64) -> Option<Vec<(String, f64)>> {
+        if yard.faults.gateway_down(self.index, now_s) {
+            return None;
+        }
+        let refresh = now_s - self.last_refresh_s >= STATE_REFRESH.as_secs_f64();
+        if refresh {
+            self.last_refresh_s = now_s;
+        }
+        let mut readings = Vec::with_capacity(self.circuits.len() * 7);
+        for (offset, circuit) in self.circuits.iter().enumerate() {
+            let index = self.first_index + offset;
+            let effect = yard.faults.effect(index, now_s);
+            let occupied = effect.stuck || effect.dropped || yard.trains.occupies(index, now_s);
+            if refresh || self.last_state[offset] != Some(occupied) {
+                self.last_state[offset] = Some(occupied);
+                readings.push((
+                    format!("{}/relay_state", circuit.name),
+                    if occupied { 0.0 } else { 1.0 },
+                ));
+            }
+            for (parameter, value) in circuit.sample(occupied, effect.relay_factor, &mut self.rng) {
+                if effect.silent != Some(parameter) {
+                    readings.push((format!("{}/{parameter}", circuit.name), value));
+                }
+            }
+        }
+        Some(readings)
+    }
 }
 
 fn build_circuits(count: usize, seed: u64) -> Vec<Circuit> {
@@ -97,7 +216,7 @@ fn build_circuits(count: usize, seed: u64) -> Vec<Circuit> {
     let carriers = [388.8, 418.8, 448.8, 478.8, 508.8];
     (0..count)
         .map(|i| Circuit {
-            name: format!("T{}", 101 + i),
+            name: circuit_name(i),
             audio_frequency: i % 3 == 2,
             feed_voltage: rng.random_range(6.0..10.0),
             feed_current: rng.random_range(0.8..2.5),
@@ -140,10 +259,17 @@ async fn drive_eventloop(
     client: AsyncClient,
     mut eventloop: rumqttc::EventLoop,
     gateway: String,
+    paused: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut reported = false;
     loop {
+        if paused.load(Relaxed) {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                () = shutdown.cancelled() => return Ok(()),
+            }
+        }
         tokio::select! {
             event = eventloop.poll() => match event {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
@@ -166,57 +292,45 @@ async fn drive_eventloop(
 
 async fn publish_gateway(
     client: AsyncClient,
-    gateway: String,
-    circuits: Vec<Circuit>,
-    first_index: usize,
-    options: YardOptions,
+    mut model: GatewayModel,
+    yard: Arc<Yard>,
+    paused: Arc<AtomicBool>,
+    (rate_hz, start_at_s): (f64, f64),
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let topic = format!("trackside/{gateway}/readings");
-    let mut rng = StdRng::seed_from_u64(options.seed ^ first_index as u64);
-    let trains = Trains::new(options.seed, options.circuits);
-    let period = Duration::from_secs_f64(1.0 / options.rate_hz);
+    let topic = format!("trackside/{}/readings", model.gateway);
+    let period = Duration::from_secs_f64(1.0 / rate_hz);
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let started = tokio::time::Instant::now();
-    let mut last_state: Vec<Option<bool>> = vec![None; circuits.len()];
-    let mut last_refresh = started;
     let mut last_ts = 0;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => {
                 // A clean goodbye: the will does not fire, so say it here.
-                let _ = client.publish(status_topic(&gateway), QoS::AtLeastOnce, true, "offline").await;
+                paused.store(false, Relaxed);
+                let _ = client.publish(status_topic(&model.gateway), QoS::AtLeastOnce, true, "offline").await;
                 let _ = client.disconnect().await;
                 return Ok(());
             }
         }
-        let now_s = started.elapsed().as_secs_f64();
+        let now_s = start_at_s + started.elapsed().as_secs_f64();
+        let Some(samples) = model.sample(&yard, now_s) else {
+            if !paused.swap(true, Relaxed) {
+                tracing::info!(gateway = %model.gateway, "simulated fault: gateway drops off the network");
+            }
+            continue;
+        };
+        paused.store(false, Relaxed);
         // Strictly increasing even when ticks come faster than the clock's
         // millisecond, so every sample is a distinct reading.
         let ts = chrono::Utc::now().timestamp_millis().max(last_ts + 1);
         last_ts = ts;
-        let refresh = last_refresh.elapsed() >= STATE_REFRESH;
-        if refresh {
-            last_refresh = tokio::time::Instant::now();
-        }
-        let mut readings = Vec::with_capacity(circuits.len() * 7);
-        for (offset, circuit) in circuits.iter().enumerate() {
-            let occupied = trains.occupies(first_index + offset, now_s);
-            if refresh || last_state[offset] != Some(occupied) {
-                last_state[offset] = Some(occupied);
-                readings.push(reading(
-                    circuit,
-                    "relay_state",
-                    if occupied { 0.0 } else { 1.0 },
-                    ts,
-                ));
-            }
-            for (parameter, value) in circuit.sample(occupied, &mut rng) {
-                readings.push(reading(circuit, parameter, value, ts));
-            }
-        }
+        let readings: Vec<serde_json::Value> = samples
+            .into_iter()
+            .map(|(channel, value)| json!({ "channel": channel, "value": value, "ts": ts }))
+            .collect();
         let payload = json!({ "ts": ts, "readings": readings }).to_string();
         // A full client queue means the broker is unreachable; the sample is
         // dropped like a real gateway without buffering would.
@@ -224,17 +338,20 @@ async fn publish_gateway(
             .try_publish(&topic, QoS::AtLeastOnce, false, payload)
             .is_err()
         {
-            tracing::debug!(%gateway, "simulated sample dropped: client queue full");
+            tracing::debug!(gateway = %model.gateway, "simulated sample dropped: client queue full");
         }
     }
 }
 
-fn reading(circuit: &Circuit, parameter: &str, value: f64, ts: i64) -> serde_json::Value {
-    json!({ "channel": format!("{}/{parameter}", circuit.name), "value": value, "ts": ts })
-}
-
 impl Circuit {
-    fn sample(&self, occupied: bool, rng: &mut StdRng) -> Vec<(&'static str, f64)> {
+    /// `relay_factor` scales the relay-end values while clear (a sagging
+    /// or failing circuit; 1 when healthy).
+    fn sample(
+        &self,
+        occupied: bool,
+        relay_factor: f64,
+        rng: &mut StdRng,
+    ) -> Vec<(&'static str, f64)> {
         let mut noisy = |nominal: f64, relative: f64| nominal * (1.0 + relative * gaussian(rng));
         let shunt = if occupied { 1.0 } else { 0.0 };
         let mut values = vec![
@@ -249,14 +366,30 @@ impl Circuit {
             (
                 "relay_voltage",
                 round(
-                    noisy(if occupied { 0.02 } else { self.relay_voltage }, 0.01).max(0.0),
+                    noisy(
+                        if occupied {
+                            0.02
+                        } else {
+                            self.relay_voltage * relay_factor
+                        },
+                        0.01,
+                    )
+                    .max(0.0),
                     3,
                 ),
             ),
             (
                 "relay_current",
                 round(
-                    noisy(if occupied { 1.0 } else { self.relay_current }, 0.01).max(0.0),
+                    noisy(
+                        if occupied {
+                            1.0
+                        } else {
+                            self.relay_current * relay_factor
+                        },
+                        0.01,
+                    )
+                    .max(0.0),
                     1,
                 ),
             ),
@@ -327,6 +460,210 @@ impl Trains {
     }
 }
 
+/// A fault the simulated yard can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// The relay drops for 0.6 s every 8 s while no train is on the circuit.
+    Flick,
+    /// The circuit shows occupied for longer than the long-occupation limit.
+    StuckOccupied,
+    /// The relay-end values sag slowly (wet ballast) below the low limit.
+    VoltageSag,
+    /// The relay-end values step down by a third within 2 s (a failing bond).
+    VoltageStep,
+    /// One sensor (feed current) stops reporting; the gateway goes on.
+    StaleSensor,
+    /// A gateway falls silent without a goodbye: its session times out.
+    GatewayDrop,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::Flick,
+        FaultKind::StuckOccupied,
+        FaultKind::VoltageSag,
+        FaultKind::VoltageStep,
+        FaultKind::StaleSensor,
+        FaultKind::GatewayDrop,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FaultKind::Flick => "flicks",
+            FaultKind::StuckOccupied => "stuck occupied",
+            FaultKind::VoltageSag => "relay voltage sag",
+            FaultKind::VoltageStep => "relay voltage step",
+            FaultKind::StaleSensor => "silent sensor",
+            FaultKind::GatewayDrop => "gateway drops off",
+        }
+    }
+
+    /// The exception kind that must report this fault, and the parameter of
+    /// the channel it must name (`None`: the gateway itself).
+    pub fn expected(self) -> (trackside_wire::ExceptionKind, Option<&'static str>) {
+        use trackside_wire::ExceptionKind as K;
+        match self {
+            FaultKind::Flick => (K::Flick, Some("relay_state")),
+            FaultKind::StuckOccupied => (K::LongOccupation, Some("relay_state")),
+            FaultKind::VoltageSag => (K::Limit, Some("relay_voltage")),
+            FaultKind::VoltageStep => (K::RateOfChange, Some("relay_voltage")),
+            FaultKind::StaleSensor => (K::Stale, Some("feed_current")),
+            FaultKind::GatewayDrop => (K::GatewayOffline, None),
+        }
+    }
+}
+
+/// One injected fault, in seconds from the start of the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub circuit: usize,
+    pub gateway: usize,
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+/// The faults of a run, sorted and never overlapping: one at a time, so an
+/// operator (and the drill) can tell them apart.
+#[derive(Debug, Clone, Default)]
+pub struct FaultPlan {
+    pub faults: Vec<Fault>,
+}
+
+/// What the current fault does to one circuit at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Effect {
+    pub stuck: bool,
+    pub dropped: bool,
+    pub relay_factor: f64,
+    pub silent: Option<&'static str>,
+}
+
+const HEALTHY: Effect = Effect {
+    stuck: false,
+    dropped: false,
+    relay_factor: 1.0,
+    silent: None,
+};
+
+/// Every kind once per cycle: (kind, offset in the cycle, duration), in
+/// seconds. The first comes a minute after start, so a demo shows it soon.
+const CYCLE_S: f64 = 2_100.0;
+const SCHEDULE: [(FaultKind, f64, f64); 6] = [
+    (FaultKind::Flick, 60.0, 40.0),
+    (FaultKind::StaleSensor, 240.0, 60.0),
+    (FaultKind::VoltageStep, 400.0, 120.0),
+    (FaultKind::GatewayDrop, 700.0, 45.0),
+    // Long enough below the limit to be seen between trains in a busy yard.
+    (FaultKind::VoltageSag, 800.0, 480.0),
+    (FaultKind::StuckOccupied, 1_340.0, 630.0),
+];
+
+impl FaultPlan {
+    /// The repeating schedule up to `horizon_s`, on a different circuit and
+    /// gateway each cycle. Flicks and steps start at a moment their circuit
+    /// is clear, since under a train they would not show at all.
+    fn cycle(circuits: usize, gateways: usize, trains: &Trains, horizon_s: f64) -> Self {
+        let mut faults = Vec::new();
+        let mut cycle = 0usize;
+        while (cycle as f64) * CYCLE_S < horizon_s {
+            let base = cycle as f64 * CYCLE_S;
+            for (k, (kind, offset, duration)) in SCHEDULE.into_iter().enumerate() {
+                let mut circuit = (cycle * 5 + k * 7 + 1) % circuits;
+                let mut start_s = base + offset;
+                let needs_clear = match kind {
+                    FaultKind::Flick => Some((1.0, 3.0)),
+                    FaultKind::VoltageStep => Some((3.0, 3.0)),
+                    _ => None,
+                };
+                if let Some((before, after)) = needs_clear {
+                    let clear = |circuit: usize, t: f64| {
+                        let mut probe = t - before;
+                        while probe <= t + after {
+                            if trains.occupies(circuit, probe) {
+                                return false;
+                            }
+                            probe += 0.25;
+                        }
+                        true
+                    };
+                    // The first circuit, in rotation, that is clear around
+                    // the moment, else a little later. The schedule leaves
+                    // 2 minutes after these two, so they never run into the
+                    // next fault.
+                    let latest = start_s + 120.0;
+                    'search: while start_s < latest {
+                        for candidate in (0..circuits).map(|i| (circuit + i) % circuits) {
+                            if clear(candidate, start_s) {
+                                circuit = candidate;
+                                break 'search;
+                            }
+                        }
+                        start_s += 0.5;
+                    }
+                }
+                faults.push(Fault {
+                    kind,
+                    circuit,
+                    gateway: cycle % gateways,
+                    start_s,
+                    end_s: start_s + duration,
+                });
+            }
+            cycle += 1;
+        }
+        faults.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
+        Self { faults }
+    }
+
+    /// The fault under way at `now_s`, if any.
+    pub fn current(&self, now_s: f64) -> Option<&Fault> {
+        let after = self.faults.partition_point(|f| f.start_s <= now_s);
+        after
+            .checked_sub(1)
+            .map(|i| &self.faults[i])
+            .filter(|f| now_s < f.end_s)
+    }
+
+    pub fn gateway_down(&self, gateway: usize, now_s: f64) -> bool {
+        self.current(now_s)
+            .is_some_and(|f| f.kind == FaultKind::GatewayDrop && f.gateway == gateway)
+    }
+
+    pub fn effect(&self, circuit: usize, now_s: f64) -> Effect {
+        let Some(fault) = self.current(now_s).filter(|f| f.circuit == circuit) else {
+            return HEALTHY;
+        };
+        let into = now_s - fault.start_s;
+        let left = fault.end_s - now_s;
+        match fault.kind {
+            FaultKind::Flick => Effect {
+                dropped: into % 8.0 < 0.6,
+                ..HEALTHY
+            },
+            FaultKind::StuckOccupied => Effect {
+                stuck: true,
+                ..HEALTHY
+            },
+            // Down to 40 % over 2 minutes, held 4.5 minutes, back over 90 s.
+            FaultKind::VoltageSag => Effect {
+                relay_factor: 1.0 - 0.6 * (into / 120.0).min(1.0).min(left / 90.0),
+                ..HEALTHY
+            },
+            // Down by 35 % within 2 s, held, back slowly over the last minute.
+            FaultKind::VoltageStep => Effect {
+                relay_factor: 1.0 - 0.35 * (into / 2.0).min(1.0).min(left / 60.0),
+                ..HEALTHY
+            },
+            FaultKind::StaleSensor => Effect {
+                silent: Some("feed_current"),
+                ..HEALTHY
+            },
+            FaultKind::GatewayDrop => HEALTHY,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,11 +686,42 @@ mod tests {
     }
 
     #[test]
+    fn the_fault_plan_injects_every_kind_one_at_a_time() {
+        let trains = Trains::new(1, 12);
+        let plan = FaultPlan::cycle(12, 3, &trains, 2.0 * CYCLE_S);
+        assert_eq!(plan.faults.len(), 12);
+        for pair in plan.faults.windows(2) {
+            assert!(pair[0].end_s <= pair[1].start_s, "{pair:?} overlap");
+        }
+        let kinds: std::collections::HashSet<FaultKind> =
+            plan.faults.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds.len(), FaultKind::ALL.len());
+        let flick = &plan.faults[0];
+        assert_eq!(flick.kind, FaultKind::Flick);
+        assert!(!trains.occupies(flick.circuit, flick.start_s + 0.3));
+        assert!(plan.effect(flick.circuit, flick.start_s + 0.3).dropped);
+        assert!(!plan.effect(flick.circuit, flick.start_s + 1.0).dropped);
+        assert!(
+            !plan
+                .effect((flick.circuit + 1) % 12, flick.start_s + 0.3)
+                .dropped
+        );
+        let sag = plan
+            .faults
+            .iter()
+            .find(|f| f.kind == FaultKind::VoltageSag)
+            .unwrap();
+        let deepest = plan.effect(sag.circuit, sag.start_s + 150.0).relay_factor;
+        assert!((deepest - 0.4).abs() < 1e-9, "{deepest}");
+        assert_eq!(plan.effect(sag.circuit, sag.end_s + 1.0).relay_factor, 1.0);
+    }
+
+    #[test]
     fn occupied_circuits_read_near_zero_at_the_relay() {
         let mut rng = StdRng::seed_from_u64(1);
         let circuit = build_circuits(3, 1).pop().unwrap();
-        let clear: Vec<_> = circuit.sample(false, &mut rng);
-        let occupied: Vec<_> = circuit.sample(true, &mut rng);
+        let clear: Vec<_> = circuit.sample(false, 1.0, &mut rng);
+        let occupied: Vec<_> = circuit.sample(true, 1.0, &mut rng);
         let get =
             |values: &[(&str, f64)], name: &str| values.iter().find(|(n, _)| *n == name).unwrap().1;
         assert!(get(&clear, "relay_voltage") > 1.0);

@@ -8,9 +8,14 @@
 use serde::{Deserialize, Serialize};
 
 mod channel;
+mod exceptions;
 mod parameter;
 
 pub use channel::{ChannelName, ChannelNameError, pattern_matches};
+pub use exceptions::{
+    AckRequest, Check, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Rule,
+    Severity, TransitionInfo, TransitionKind,
+};
 pub use parameter::{Parameter, parameter_info};
 
 /// One measured value of one channel at one instant.
@@ -101,6 +106,9 @@ pub enum ServerMessage {
     /// Sent every 15 s when nothing else was, so a client can tell a quiet
     /// yard from a dead connection (browsers do not surface WebSocket pings).
     Heartbeat { server_time: i64 },
+    /// An exception was raised, cleared, acknowledged or re-alarmed. Sent to
+    /// every client whatever its channel subscription.
+    Exception(Box<ExceptionEvent>),
 }
 
 #[cfg(test)]

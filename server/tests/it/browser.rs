@@ -162,3 +162,176 @@ async fn the_live_board_shows_a_published_reading() {
     }
     client.close().await.expect("closing the browser session");
 }
+
+fn screenshot_to(name: &str, png: Vec<u8>) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(name), png);
+}
+
+async fn wait_for_attribute(client: &Client, css: &str, name: &str, want: &str) {
+    let what = format!("{css} to have {name}={want:?}");
+    eventually(&what, || async {
+        (attribute(client, css, name).await.as_deref() == Some(want)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_exception_appears_live_and_is_acknowledged_through_the_dialog() {
+    let mut config = crate::harness::test_config();
+    config.exceptions.tick_ms = 100;
+    config.exceptions.rules = vec![trackside_wire::Rule {
+        id: "rv-low".into(),
+        target: "*/relay_voltage".into(),
+        exclude: Vec::new(),
+        severity: trackside_wire::Severity::Major,
+        realarm_after_s: None,
+        check: trackside_wire::Check::Limit {
+            low_set: Some(0.8),
+            low_clear: Some(0.9),
+            high_set: None,
+            high_clear: None,
+            on_delay_s: 0.0,
+            off_delay_s: 0.0,
+            only_when_clear: true,
+        },
+    }];
+    let server = TestServer::start_with(config).await;
+    let (_driver, client) = browser().await;
+    client
+        .goto(&server.url("/exceptions"))
+        .await
+        .expect("open the exception page");
+    wait_for_attribute(
+        &client,
+        "[data-testid=connection-state]",
+        "data-state",
+        "live",
+    )
+    .await;
+    wait_for_text(
+        &client,
+        "[data-testid=exceptions-empty] .notice-title",
+        "No open exceptions",
+    )
+    .await;
+    wait_for_text(&client, "[data-testid=unacked-count]", "0").await;
+
+    let mut gateway = server.gateway("gw-ui").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    gateway
+        .publish(
+            "trackside/gw-ui/readings",
+            json!({"ts": now, "readings": [
+                {"channel": "T201/relay_state", "value": 1},
+                {"channel": "T201/relay_voltage", "value": 0.55},
+            ]})
+            .to_string(),
+        )
+        .await;
+    let row = "[data-testid=exceptions-list] [data-exception-id]";
+    wait_for_attribute(
+        &client,
+        row,
+        "data-exception-state",
+        "active-unacknowledged",
+    )
+    .await;
+    assert_eq!(
+        attribute(&client, row, "data-severity").await.as_deref(),
+        Some("major")
+    );
+    wait_for_text(&client, "[data-testid=unacked-count]", "1").await;
+    let message = text(&client, &format!("{row} .exception-message"))
+        .await
+        .unwrap_or_default();
+    assert!(message.contains("0.550 V"), "{message}");
+
+    client
+        .find(Locator::Css("[data-testid=ack-open]"))
+        .await
+        .expect("the acknowledge button")
+        .click()
+        .await
+        .expect("click acknowledge");
+    let submit = client
+        .wait()
+        .for_element(Locator::Css("[data-testid=ack-submit]"))
+        .await
+        .expect("the dialog");
+    // Nothing filled in: the dialog says what is missing, and stays.
+    submit.click().await.expect("submit empty");
+    let error = text(&client, "[data-testid=ack-error]")
+        .await
+        .unwrap_or_default();
+    assert!(error.contains("your name"), "{error}");
+    client
+        .find(Locator::Css("[data-testid=ack-by]"))
+        .await
+        .expect("name field")
+        .send_keys("Ann Signaller")
+        .await
+        .expect("type the name");
+    client
+        .find(Locator::Css("[data-testid=ack-comment]"))
+        .await
+        .expect("comment field")
+        .send_keys("Bond T201 suspected, S&T on the way")
+        .await
+        .expect("type the comment");
+    if let Ok(png) = client.screenshot().await {
+        screenshot_to("ack-dialog.png", png);
+    }
+    client
+        .find(Locator::Css("[data-testid=ack-submit]"))
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("submit the acknowledgement");
+
+    wait_for_attribute(&client, row, "data-exception-state", "active-acknowledged").await;
+    wait_for_text(&client, "[data-testid=unacked-count]", "0").await;
+    eventually("the dialog to close", || async {
+        client
+            .find(Locator::Css("[data-testid=ack-dialog]"))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    let (by, comment): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT acked_by, ack_comment FROM exceptions")
+            .fetch_one(&server.pool)
+            .await
+            .expect("the stored acknowledgement");
+    assert_eq!(by.as_deref(), Some("Ann Signaller"));
+    assert_eq!(
+        comment.as_deref(),
+        Some("Bond T201 suspected, S&T on the way")
+    );
+    if let Ok(png) = client.screenshot().await {
+        screenshot_to("exceptions.png", png);
+    }
+
+    // The board shows the circuit's worst active exception.
+    client
+        .find(Locator::Css("[data-testid=nav-board]"))
+        .await
+        .expect("the board link")
+        .click()
+        .await
+        .expect("go to the board");
+    wait_for_attribute(
+        &client,
+        "[data-circuit=T201]",
+        "data-exception-severity",
+        "major",
+    )
+    .await;
+    if let Ok(png) = client.screenshot().await {
+        screenshot_to("board-with-exception.png", png);
+    }
+    client.close().await.expect("closing the browser session");
+}

@@ -114,7 +114,8 @@ async fn a_client_that_stops_reading_is_coalesced_and_others_are_not_held_up() {
                 }
             }
             ServerMessage::Hello { .. } => panic!("hello twice"),
-            ServerMessage::Heartbeat { .. } => {}
+            // The default rules may find something in the flood's values.
+            ServerMessage::Heartbeat { .. } | ServerMessage::Exception(_) => {}
         }
     }
     assert!(missed > 0);

@@ -4,6 +4,7 @@
 
 mod auth;
 mod browser;
+mod exceptions;
 mod harness;
 mod http;
 mod ingest;

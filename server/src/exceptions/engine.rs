@@ -1,0 +1,1212 @@
+//! The rule engine: a pure state machine. Readings, gateway status changes,
+//! acknowledgements and clock ticks go in, each with its time; the
+//! transitions they cause come out. No clock, no I/O: the task in
+//! `exceptions::run` feeds it and stores what it says, and the tests and the
+//! fault drill drive it with simulated time.
+//!
+//! Two times are involved. Value conditions (limits, rates, flick lengths)
+//! use the readings' own timestamps, so a gateway's backlog is judged as it
+//! happened. Timers (delays, stale channels, long occupation, re-alarm) use
+//! the engine's clock, which is the time a message was received (or a tick's
+//! time), so a gateway whose clock is off cannot make a timer fire early.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use trackside_wire::{
+    ChannelName, Check, ExceptionKind, Rule, Severity, TransitionKind, parameter_info,
+    pattern_matches,
+};
+
+use crate::decode::DecodedReading;
+
+/// Unix milliseconds.
+pub type Ms = i64;
+
+/// An exception's identity while it is open: its rule and its subject (a
+/// channel name, or a gateway id for `gateway_offline`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub rule: String,
+    pub subject: String,
+}
+
+/// One step of an exception's life, as the engine decided it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub key: Key,
+    pub kind: TransitionKind,
+    pub at: Ms,
+    pub value: Option<f64>,
+    pub message: String,
+    pub by: Option<String>,
+    pub comment: Option<String>,
+    /// A raise that opens a new exception (not the reactivation of one that
+    /// cleared but was not yet acknowledged).
+    pub opens: bool,
+    /// After this the exception is closed: cleared and acknowledged.
+    pub closes: bool,
+    /// The gateway of the subject, when known.
+    pub gateway: Option<String>,
+}
+
+/// An open exception handed back to the engine after a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resumed {
+    pub key: Key,
+    pub active: bool,
+    pub acked_at: Option<Ms>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckError {
+    NotOpen,
+    AlreadyAcknowledged,
+}
+
+/// What one rule needs, checked and converted to milliseconds.
+#[derive(Debug, Clone)]
+struct CompiledRule {
+    rule: Rule,
+    realarm_ms: Option<Ms>,
+}
+
+impl CompiledRule {
+    fn matches(&self, subject: &str) -> bool {
+        pattern_matches(&self.rule.target, subject)
+            && !self
+                .rule
+                .exclude
+                .iter()
+                .any(|p| pattern_matches(p, subject))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Open {
+    active: bool,
+    acked_at: Option<Ms>,
+}
+
+/// Per channel and rule: what the rule remembers between readings.
+#[derive(Debug, Clone)]
+enum Watch {
+    Delayed {
+        /// The condition as last judged (with hysteresis).
+        holds: bool,
+        /// When the condition started to differ from the exception's state.
+        pending_since: Option<Ms>,
+        /// Rate of change: the readings within the window.
+        window: VecDeque<(Ms, f64)>,
+        last_value: Option<f64>,
+        occupancy_epoch: u64,
+    },
+    Flick {
+        /// The relay's current value and since when (reading time).
+        state: Option<(f64, Ms)>,
+        changes: VecDeque<Ms>,
+        last_flick: Option<Ms>,
+    },
+    LongOccupation {
+        occupied_since: Option<Ms>,
+    },
+    Stale {
+        last_received: Option<Ms>,
+        intervals: VecDeque<Ms>,
+    },
+}
+
+#[derive(Debug)]
+struct ChannelState {
+    name: ChannelName,
+    gateway: String,
+    last_ts: Option<Ms>,
+    watches: Vec<(usize, Watch)>,
+}
+
+#[derive(Debug, Default)]
+struct GatewayState {
+    online: Option<bool>,
+    /// The last message of any kind, status included.
+    last_heard: Option<Ms>,
+    /// The last message with readings.
+    last_readings: Option<Ms>,
+    /// When it last came back online: its channels' silence counts from
+    /// here, or a reconnecting gateway's channels would all look stale
+    /// until each sent its first reading.
+    back_at: Option<Ms>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Occupancy {
+    occupied: bool,
+    /// Bumped at every change, so watches notice a train came and went.
+    epoch: u64,
+}
+
+/// Recent intervals kept per channel for the observed period.
+const INTERVALS: usize = 16;
+/// Intervals needed before an observed period is trusted.
+const MIN_INTERVALS: usize = 3;
+
+pub struct Engine {
+    rules: Vec<CompiledRule>,
+    open: HashMap<Key, Open>,
+    /// Ordered, so ticks visit channels in the same order every run.
+    channels: BTreeMap<String, ChannelState>,
+    gateways: HashMap<String, GatewayState>,
+    circuits: HashMap<String, Occupancy>,
+}
+
+fn ms(seconds: f64) -> Ms {
+    (seconds * 1000.0).round() as Ms
+}
+
+fn positive(value: f64) -> bool {
+    value.is_finite() && value > 0.0
+}
+
+/// Checks a rule set; the message says which rule and what to fix.
+pub fn validate(rules: &[Rule]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for rule in rules {
+        let id = &rule.id;
+        let fail = |what: &str| Err(format!("exception rule {id:?}: {what}"));
+        if id.is_empty() || !seen.insert(id.as_str()) {
+            return Err(format!(
+                "exception rule ids must be unique and non-empty: {id:?}"
+            ));
+        }
+        if rule.target.is_empty() {
+            return fail("target must not be empty (use \"*\" for every channel)");
+        }
+        if rule.realarm_after_s.is_some_and(|s| !positive(s)) {
+            return fail("realarm_after_s must be positive");
+        }
+        let non_negative = |values: &[f64]| values.iter().all(|v| v.is_finite() && *v >= 0.0);
+        match &rule.check {
+            Check::Limit {
+                low_set,
+                low_clear,
+                high_set,
+                high_clear,
+                on_delay_s,
+                off_delay_s,
+                ..
+            } => {
+                if low_set.is_none() && high_set.is_none() {
+                    return fail("a limit needs low_set or high_set");
+                }
+                if low_clear.is_some() && low_set.is_none()
+                    || high_clear.is_some() && high_set.is_none()
+                {
+                    return fail("a *_clear threshold needs its *_set threshold");
+                }
+                if let (Some(set), Some(clear)) = (low_set, low_clear)
+                    && clear < set
+                {
+                    return fail("low_clear must be at or above low_set (hysteresis)");
+                }
+                if let (Some(set), Some(clear)) = (high_set, high_clear)
+                    && clear > set
+                {
+                    return fail("high_clear must be at or below high_set (hysteresis)");
+                }
+                if !non_negative(&[*on_delay_s, *off_delay_s]) {
+                    return fail("delays must be zero or positive");
+                }
+            }
+            Check::RateOfChange {
+                max_per_s,
+                window_s,
+                on_delay_s,
+                off_delay_s,
+                ..
+            } => {
+                if !(positive(*max_per_s) && positive(*window_s)) {
+                    return fail("max_per_s and window_s must be positive");
+                }
+                if !non_negative(&[*on_delay_s, *off_delay_s]) {
+                    return fail("delays must be zero or positive");
+                }
+            }
+            Check::Flick {
+                min_occupied_s,
+                max_transitions,
+                window_s,
+            } => {
+                if min_occupied_s.is_none() && max_transitions.is_none() {
+                    return fail("a flick rule needs min_occupied_s or max_transitions");
+                }
+                if !positive(*window_s) {
+                    return fail("window_s must be positive");
+                }
+            }
+            Check::LongOccupation { max_occupied_s } => {
+                if !positive(*max_occupied_s) {
+                    return fail("max_occupied_s must be positive");
+                }
+            }
+            Check::Stale { periods, period_s } => {
+                if !(periods.is_finite() && *periods >= 1.0)
+                    || period_s.is_some_and(|p| !positive(p))
+                {
+                    return fail("periods must be at least 1 and period_s positive");
+                }
+            }
+            Check::GatewayOffline { silent_after_s } => {
+                if silent_after_s.is_some_and(|s| !positive(s)) {
+                    return fail("silent_after_s must be positive");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// `realarm_after_s` is the default for rules that do not set their own;
+    /// `None` turns re-alarm off for them.
+    pub fn new(rules: Vec<Rule>, realarm_after_s: Option<f64>) -> Result<Self, String> {
+        validate(&rules)?;
+        let rules = rules
+            .into_iter()
+            .map(|rule| CompiledRule {
+                realarm_ms: rule.realarm_after_s.or(realarm_after_s).map(ms),
+                rule,
+            })
+            .collect();
+        Ok(Self {
+            rules,
+            open: HashMap::new(),
+            channels: BTreeMap::new(),
+            gateways: HashMap::new(),
+            circuits: HashMap::new(),
+        })
+    }
+
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().map(|r| &r.rule)
+    }
+
+    pub fn rule(&self, id: &str) -> Option<&Rule> {
+        self.rules.iter().map(|r| &r.rule).find(|r| r.id == id)
+    }
+
+    /// How many exceptions are open.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn is_active(&self, key: &Key) -> bool {
+        self.open.get(key).is_some_and(|o| o.active)
+    }
+
+    /// Takes back the open exceptions after a restart, so nothing is raised
+    /// twice. An active one whose rule is gone from the configuration is
+    /// cleared, since nothing would ever clear it.
+    pub fn resume(&mut self, open: Vec<Resumed>, now: Ms, out: &mut Vec<Transition>) {
+        for resumed in open {
+            let known = self.rules.iter().any(|r| r.rule.id == resumed.key.rule);
+            self.open.insert(
+                resumed.key.clone(),
+                Open {
+                    active: resumed.active,
+                    acked_at: resumed.acked_at,
+                },
+            );
+            if !known && resumed.active {
+                self.clear(
+                    &resumed.key,
+                    now,
+                    None,
+                    "rule removed from the configuration".into(),
+                    None,
+                    out,
+                );
+            }
+        }
+    }
+
+    /// The readings of one message from `gateway`, received at `received`.
+    pub fn readings(
+        &mut self,
+        gateway: &str,
+        readings: &[DecodedReading],
+        received: Ms,
+        out: &mut Vec<Transition>,
+    ) {
+        self.heard_from(gateway, received, out);
+        // A relay reading goes first among readings of the same instant, so
+        // the values taken as a train arrives are judged as occupied.
+        let mut order: Vec<&DecodedReading> = readings.iter().collect();
+        order.sort_by_key(|r| (r.ts, r.channel.parameter() != RELAY_STATE));
+        for reading in order {
+            self.reading(gateway, reading, received, out);
+        }
+    }
+
+    /// A status message on the gateway's status topic.
+    pub fn gateway_status(
+        &mut self,
+        gateway: &str,
+        online: bool,
+        at: Ms,
+        out: &mut Vec<Transition>,
+    ) {
+        let state = self.gateways.entry(gateway.to_owned()).or_default();
+        if online && state.online != Some(true) {
+            state.back_at = Some(at);
+        }
+        state.online = Some(online);
+        state.last_heard = Some(at);
+        for index in 0..self.rules.len() {
+            if !matches!(self.rules[index].rule.check, Check::GatewayOffline { .. })
+                || !self.rules[index].matches(gateway)
+            {
+                continue;
+            }
+            let key = self.key(index, gateway);
+            let active = self.is_active(&key);
+            if !online && !active {
+                let message =
+                    "gateway offline: its MQTT session ended (last will or clean goodbye)";
+                self.raise(&key, at, None, message.into(), Some(gateway), out);
+            } else if online && active {
+                self.clear(
+                    &key,
+                    at,
+                    None,
+                    "gateway online again".into(),
+                    Some(gateway),
+                    out,
+                );
+            }
+        }
+    }
+
+    /// Time passes: timers fire.
+    pub fn tick(&mut self, now: Ms, out: &mut Vec<Transition>) {
+        let names: Vec<String> = self.channels.keys().cloned().collect();
+        for name in names {
+            if let Some(mut channel) = self.channels.remove(&name) {
+                let mut watches = std::mem::take(&mut channel.watches);
+                for (index, watch) in &mut watches {
+                    self.timers(&channel, *index, watch, now, out);
+                }
+                channel.watches = watches;
+                self.channels.insert(name, channel);
+            }
+        }
+        let mut gateways: Vec<(String, Option<Ms>)> = self
+            .gateways
+            .iter()
+            .map(|(id, g)| (id.clone(), g.last_heard))
+            .collect();
+        gateways.sort();
+        for (gateway, last_heard) in gateways {
+            for index in 0..self.rules.len() {
+                let Check::GatewayOffline {
+                    silent_after_s: Some(silent),
+                } = self.rules[index].rule.check
+                else {
+                    continue;
+                };
+                if !self.rules[index].matches(&gateway) {
+                    continue;
+                }
+                let key = self.key(index, &gateway);
+                if !self.is_active(&key) && last_heard.is_some_and(|t| now - t >= ms(silent)) {
+                    let message = format!("gateway silent: nothing received for {:.0} s", silent);
+                    self.raise(&key, now, None, message, Some(&gateway), out);
+                }
+            }
+        }
+        self.realarm(now, out);
+    }
+
+    /// An operator acknowledges an open exception.
+    pub fn acknowledge(
+        &mut self,
+        key: &Key,
+        by: &str,
+        comment: &str,
+        at: Ms,
+        out: &mut Vec<Transition>,
+    ) -> Result<(), AckError> {
+        let open = self.open.get_mut(key).ok_or(AckError::NotOpen)?;
+        if open.acked_at.is_some() {
+            return Err(AckError::AlreadyAcknowledged);
+        }
+        open.acked_at = Some(at);
+        let closes = !open.active;
+        if closes {
+            self.open.remove(key);
+        }
+        out.push(Transition {
+            key: key.clone(),
+            kind: TransitionKind::Acknowledged,
+            at,
+            value: None,
+            message: format!("acknowledged by {by}"),
+            by: Some(by.to_owned()),
+            comment: Some(comment.to_owned()),
+            opens: false,
+            closes,
+            gateway: self.gateway_of(&key.subject),
+        });
+        Ok(())
+    }
+
+    fn key(&self, index: usize, subject: &str) -> Key {
+        Key {
+            rule: self.rules[index].rule.id.clone(),
+            subject: subject.to_owned(),
+        }
+    }
+
+    fn gateway_of(&self, subject: &str) -> Option<String> {
+        match self.channels.get(subject) {
+            Some(channel) => Some(channel.gateway.clone()),
+            None if self.gateways.contains_key(subject) => Some(subject.to_owned()),
+            None => None,
+        }
+    }
+
+    fn heard_from(&mut self, gateway: &str, at: Ms, out: &mut Vec<Transition>) {
+        let state = self.gateways.entry(gateway.to_owned()).or_default();
+        if state.online == Some(false) {
+            state.back_at = Some(at);
+        }
+        state.last_heard = Some(at);
+        state.last_readings = Some(at);
+        state.online = Some(true);
+        for index in 0..self.rules.len() {
+            if matches!(self.rules[index].rule.check, Check::GatewayOffline { .. })
+                && self.rules[index].matches(gateway)
+            {
+                let key = self.key(index, gateway);
+                if self.is_active(&key) {
+                    let message = "gateway sending again".to_owned();
+                    self.clear(&key, at, None, message, Some(gateway), out);
+                }
+            }
+        }
+    }
+
+    fn reading(
+        &mut self,
+        gateway: &str,
+        reading: &DecodedReading,
+        received: Ms,
+        out: &mut Vec<Transition>,
+    ) {
+        let name = reading.channel.as_str();
+        let mut channel = match self.channels.remove(name) {
+            Some(channel) => channel,
+            None => ChannelState {
+                name: reading.channel.clone(),
+                gateway: gateway.to_owned(),
+                last_ts: None,
+                watches: self
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| !matches!(r.rule.check, Check::GatewayOffline { .. }))
+                    .filter(|(_, r)| r.matches(name))
+                    .map(|(index, r)| (index, new_watch(&r.rule.check)))
+                    .collect(),
+            },
+        };
+        let ts = reading.ts.timestamp_millis();
+        let value = reading.value;
+        // A backlog older than what was judged already only proves the
+        // channel is alive; judging it would run the state machines backwards.
+        let in_order = channel.last_ts.is_none_or(|last| ts > last);
+        if in_order {
+            channel.last_ts = Some(ts);
+            if reading.channel.parameter() == RELAY_STATE && (value == 0.0 || value == 1.0) {
+                let circuit = self
+                    .circuits
+                    .entry(reading.channel.circuit().to_owned())
+                    .or_default();
+                let occupied = value == 0.0;
+                if circuit.occupied != occupied {
+                    circuit.occupied = occupied;
+                    circuit.epoch += 1;
+                }
+            }
+        }
+        let mut watches = std::mem::take(&mut channel.watches);
+        for (index, watch) in &mut watches {
+            if let Watch::Stale { .. } = watch {
+                self.stale_reading(&channel, *index, watch, received, out);
+            } else if in_order {
+                self.judge(&channel, *index, watch, ts, value, received, out);
+            }
+        }
+        channel.watches = watches;
+        self.channels.insert(name.to_owned(), channel);
+    }
+
+    fn occupancy(&self, channel: &ChannelState) -> Occupancy {
+        self.circuits
+            .get(channel.name.circuit())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// A reading in order, against one value rule.
+    #[allow(clippy::too_many_arguments)]
+    fn judge(
+        &mut self,
+        channel: &ChannelState,
+        index: usize,
+        watch: &mut Watch,
+        ts: Ms,
+        value: f64,
+        now: Ms,
+        out: &mut Vec<Transition>,
+    ) {
+        let key = self.key(index, channel.name.as_str());
+        let active = self.is_active(&key);
+        let check = self.rules[index].rule.check.clone();
+        let parameter = channel.name.parameter();
+        match (&check, watch) {
+            (
+                Check::Limit {
+                    only_when_clear, ..
+                }
+                | Check::RateOfChange {
+                    only_when_clear, ..
+                },
+                Watch::Delayed {
+                    holds,
+                    pending_since,
+                    window,
+                    last_value,
+                    occupancy_epoch,
+                },
+            ) => {
+                let occupancy = self.occupancy(channel);
+                if *only_when_clear {
+                    if *occupancy_epoch != occupancy.epoch {
+                        // A train came or went: the values across it are no
+                        // rate. A pending limit stays pending: a low value on
+                        // both sides of a train is one persistent condition,
+                        // and in a busy yard trains would otherwise reset
+                        // every on-delay.
+                        *occupancy_epoch = occupancy.epoch;
+                        window.clear();
+                    }
+                    if occupancy.occupied {
+                        return;
+                    }
+                }
+                *last_value = Some(value);
+                let (condition, message) = match &check {
+                    Check::Limit {
+                        low_set,
+                        low_clear,
+                        high_set,
+                        high_clear,
+                        ..
+                    } => limit_condition(
+                        parameter,
+                        value,
+                        active,
+                        *low_set,
+                        *low_clear,
+                        *high_set,
+                        *high_clear,
+                    ),
+                    Check::RateOfChange {
+                        max_per_s,
+                        window_s,
+                        ..
+                    } => {
+                        window.push_back((ts, value));
+                        while window.front().is_some_and(|(t, _)| ts - t > ms(*window_s)) {
+                            window.pop_front();
+                        }
+                        rate_condition(parameter, window, *max_per_s, ms(*window_s))
+                    }
+                    _ => (false, String::new()),
+                };
+                *holds = condition;
+                self.settle(
+                    &key,
+                    &check,
+                    active,
+                    *holds,
+                    pending_since,
+                    now,
+                    Some(value),
+                    message,
+                    channel,
+                    out,
+                );
+            }
+            (
+                Check::Flick {
+                    min_occupied_s,
+                    max_transitions,
+                    window_s,
+                },
+                Watch::Flick {
+                    state,
+                    changes,
+                    last_flick,
+                },
+            ) => {
+                if value != 0.0 && value != 1.0 {
+                    return;
+                }
+                let window_ms = ms(*window_s);
+                match *state {
+                    Some((held, since)) if held != value => {
+                        changes.push_back(ts);
+                        while changes.front().is_some_and(|t| ts - t > window_ms) {
+                            changes.pop_front();
+                        }
+                        let mut why = None;
+                        if value == 1.0 && min_occupied_s.is_some_and(|m| ts - since < ms(m)) {
+                            why = Some(format!(
+                                "flick: occupied for {:.1} s only",
+                                (ts - since) as f64 / 1000.0
+                            ));
+                        }
+                        if max_transitions.is_some_and(|n| changes.len() > n as usize) {
+                            why = Some(format!(
+                                "bobbing: {} relay changes within {:.0} s",
+                                changes.len(),
+                                window_s
+                            ));
+                        }
+                        *state = Some((value, ts));
+                        if let Some(message) = why {
+                            *last_flick = Some(now);
+                            if !active {
+                                self.raise(
+                                    &key,
+                                    now,
+                                    Some(value),
+                                    message,
+                                    Some(&channel.gateway),
+                                    out,
+                                );
+                            }
+                        }
+                    }
+                    Some(_) => {}
+                    None => *state = Some((value, ts)),
+                }
+            }
+            (
+                Check::LongOccupation { max_occupied_s },
+                Watch::LongOccupation { occupied_since },
+            ) => {
+                if value == 0.0 {
+                    occupied_since.get_or_insert(now);
+                    self.long_occupation(&key, channel, *max_occupied_s, *occupied_since, now, out);
+                } else if value == 1.0 {
+                    *occupied_since = None;
+                    if active {
+                        self.clear(
+                            &key,
+                            now,
+                            Some(value),
+                            "circuit clear again".into(),
+                            Some(&channel.gateway),
+                            out,
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves a delayed (limit or rate) condition towards the exception's
+    /// state once it has held for its delay.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &mut self,
+        key: &Key,
+        check: &Check,
+        active: bool,
+        holds: bool,
+        pending_since: &mut Option<Ms>,
+        now: Ms,
+        value: Option<f64>,
+        message: String,
+        channel: &ChannelState,
+        out: &mut Vec<Transition>,
+    ) {
+        let (on_delay, off_delay) = match check {
+            Check::Limit {
+                on_delay_s,
+                off_delay_s,
+                ..
+            }
+            | Check::RateOfChange {
+                on_delay_s,
+                off_delay_s,
+                ..
+            } => (ms(*on_delay_s), ms(*off_delay_s)),
+            _ => (0, 0),
+        };
+        if holds == active {
+            *pending_since = None;
+            return;
+        }
+        let since = *pending_since.get_or_insert(now);
+        let delay = if holds { on_delay } else { off_delay };
+        if now - since < delay {
+            return;
+        }
+        *pending_since = None;
+        if holds {
+            self.raise(key, now, value, message, Some(&channel.gateway), out);
+        } else {
+            self.clear(key, now, value, message, Some(&channel.gateway), out);
+        }
+    }
+
+    fn long_occupation(
+        &mut self,
+        key: &Key,
+        channel: &ChannelState,
+        max_occupied_s: f64,
+        occupied_since: Option<Ms>,
+        now: Ms,
+        out: &mut Vec<Transition>,
+    ) {
+        if let Some(since) = occupied_since
+            && now - since >= ms(max_occupied_s)
+            && !self.is_active(key)
+        {
+            let message = format!(
+                "occupied for {} (limit {})",
+                duration_words(now - since),
+                duration_words(ms(max_occupied_s))
+            );
+            self.raise(key, now, Some(0.0), message, Some(&channel.gateway), out);
+        }
+    }
+
+    fn stale_reading(
+        &mut self,
+        channel: &ChannelState,
+        index: usize,
+        watch: &mut Watch,
+        received: Ms,
+        out: &mut Vec<Transition>,
+    ) {
+        let Watch::Stale {
+            last_received,
+            intervals,
+        } = watch
+        else {
+            return;
+        };
+        let Check::Stale { periods, period_s } = self.rules[index].rule.check else {
+            return;
+        };
+        if let Some(last) = *last_received {
+            let interval = received - last;
+            let limit = expected_period(period_s, intervals).map(|p| (p as f64 * periods) as Ms);
+            // A gap that was itself an outage must not teach the channel a
+            // slow period.
+            if interval > 0 && limit.is_none_or(|l| interval <= l) {
+                intervals.push_back(interval);
+                if intervals.len() > INTERVALS {
+                    intervals.pop_front();
+                }
+            }
+        }
+        *last_received = Some(received);
+        let key = self.key(index, channel.name.as_str());
+        if self.is_active(&key) {
+            self.clear(
+                &key,
+                received,
+                None,
+                "readings arriving again".into(),
+                Some(&channel.gateway),
+                out,
+            );
+        }
+    }
+
+    /// Time-driven checks of one watch.
+    fn timers(
+        &mut self,
+        channel: &ChannelState,
+        index: usize,
+        watch: &mut Watch,
+        now: Ms,
+        out: &mut Vec<Transition>,
+    ) {
+        let key = self.key(index, channel.name.as_str());
+        let active = self.is_active(&key);
+        let check = self.rules[index].rule.check.clone();
+        match (&check, watch) {
+            (
+                Check::Limit {
+                    only_when_clear, ..
+                }
+                | Check::RateOfChange {
+                    only_when_clear, ..
+                },
+                Watch::Delayed {
+                    holds,
+                    pending_since,
+                    last_value,
+                    occupancy_epoch,
+                    ..
+                },
+            ) => {
+                if pending_since.is_none() {
+                    return;
+                }
+                let occupancy = self.occupancy(channel);
+                // Under a train the value says nothing; the next clear
+                // reading confirms or drops what is pending.
+                if *only_when_clear && (occupancy.occupied || *occupancy_epoch != occupancy.epoch) {
+                    return;
+                }
+                let message = if *holds {
+                    format!(
+                        "{} (held for the on-delay)",
+                        describe(channel.name.parameter(), *last_value)
+                    )
+                } else {
+                    format!(
+                        "back within limits: {}",
+                        describe(channel.name.parameter(), *last_value)
+                    )
+                };
+                let holds = *holds;
+                self.settle(
+                    &key,
+                    &check,
+                    active,
+                    holds,
+                    pending_since,
+                    now,
+                    *last_value,
+                    message,
+                    channel,
+                    out,
+                );
+            }
+            (Check::Flick { window_s, .. }, Watch::Flick { last_flick, .. }) => {
+                if !active {
+                    return;
+                }
+                // Resumed after a restart: the quiet window starts now.
+                let last = *last_flick.get_or_insert(now);
+                if now - last >= ms(*window_s) {
+                    let message = format!("no flick for {:.0} s", window_s);
+                    self.clear(&key, now, None, message, Some(&channel.gateway), out);
+                }
+            }
+            (
+                Check::LongOccupation { max_occupied_s },
+                Watch::LongOccupation { occupied_since },
+            ) => {
+                self.long_occupation(&key, channel, *max_occupied_s, *occupied_since, now, out);
+            }
+            (
+                Check::Stale { periods, period_s },
+                Watch::Stale {
+                    last_received: Some(last),
+                    intervals,
+                },
+            ) => {
+                if active {
+                    return;
+                }
+                let Some(period) = expected_period(*period_s, intervals) else {
+                    return;
+                };
+                let gateway = self.gateways.get(&channel.gateway);
+                let since = gateway
+                    .and_then(|g| g.back_at)
+                    .map_or(*last, |back| back.max(*last));
+                let deadline = since + (period as f64 * periods) as Ms;
+                // Stale means the sensor or its channel, not the gateway:
+                // the gateway must be online and have sent other readings
+                // after this channel's deadline.
+                let gateway_alive = gateway.is_some_and(|g| {
+                    g.online != Some(false) && g.last_readings.is_some_and(|t| t > deadline)
+                });
+                if now > deadline && gateway_alive {
+                    let message = format!(
+                        "no reading for {} (expected every {})",
+                        duration_words(now - *last),
+                        duration_words(period)
+                    );
+                    self.raise(&key, now, None, message, Some(&channel.gateway), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn realarm(&mut self, now: Ms, out: &mut Vec<Transition>) {
+        let mut due: Vec<Key> = self
+            .open
+            .iter()
+            .filter(|(key, open)| {
+                open.active
+                    && open.acked_at.is_some_and(|acked| {
+                        self.rules
+                            .iter()
+                            .find(|r| r.rule.id == key.rule)
+                            .and_then(|r| r.realarm_ms)
+                            .is_some_and(|after| now - acked >= after)
+                    })
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        due.sort();
+        for key in due {
+            if let Some(open) = self.open.get_mut(&key) {
+                open.acked_at = None;
+            }
+            out.push(Transition {
+                gateway: self.gateway_of(&key.subject),
+                key,
+                kind: TransitionKind::Realarmed,
+                at: now,
+                value: None,
+                message: "still active after acknowledgement: raised again".into(),
+                by: None,
+                comment: None,
+                opens: false,
+                closes: false,
+            });
+        }
+    }
+
+    fn raise(
+        &mut self,
+        key: &Key,
+        at: Ms,
+        value: Option<f64>,
+        message: String,
+        gateway: Option<&str>,
+        out: &mut Vec<Transition>,
+    ) {
+        let opens = match self.open.get_mut(key) {
+            Some(open) if open.active => return,
+            Some(open) => {
+                open.active = true;
+                false
+            }
+            None => {
+                self.open.insert(
+                    key.clone(),
+                    Open {
+                        active: true,
+                        acked_at: None,
+                    },
+                );
+                true
+            }
+        };
+        out.push(Transition {
+            key: key.clone(),
+            kind: TransitionKind::Raised,
+            at,
+            value,
+            message,
+            by: None,
+            comment: None,
+            opens,
+            closes: false,
+            gateway: gateway.map(str::to_owned),
+        });
+    }
+
+    fn clear(
+        &mut self,
+        key: &Key,
+        at: Ms,
+        value: Option<f64>,
+        message: String,
+        gateway: Option<&str>,
+        out: &mut Vec<Transition>,
+    ) {
+        let Some(open) = self.open.get_mut(key) else {
+            return;
+        };
+        if !open.active {
+            return;
+        }
+        open.active = false;
+        let closes = open.acked_at.is_some();
+        if closes {
+            self.open.remove(key);
+        }
+        out.push(Transition {
+            key: key.clone(),
+            kind: TransitionKind::Cleared,
+            at,
+            value,
+            message,
+            by: None,
+            comment: None,
+            opens: false,
+            closes,
+            gateway: gateway.map(str::to_owned),
+        });
+    }
+
+    /// The severity and kind of a rule, for storing a new exception.
+    pub fn describe_rule(&self, id: &str) -> Option<(ExceptionKind, Severity)> {
+        self.rule(id).map(|r| (r.check.kind(), r.severity))
+    }
+}
+
+const RELAY_STATE: &str = "relay_state";
+
+fn new_watch(check: &Check) -> Watch {
+    match check {
+        Check::Limit { .. } | Check::RateOfChange { .. } => Watch::Delayed {
+            holds: false,
+            pending_since: None,
+            window: VecDeque::new(),
+            last_value: None,
+            occupancy_epoch: 0,
+        },
+        Check::Flick { .. } => Watch::Flick {
+            state: None,
+            changes: VecDeque::new(),
+            last_flick: None,
+        },
+        Check::LongOccupation { .. } => Watch::LongOccupation {
+            occupied_since: None,
+        },
+        Check::Stale { .. } | Check::GatewayOffline { .. } => Watch::Stale {
+            last_received: None,
+            intervals: VecDeque::new(),
+        },
+    }
+}
+
+fn expected_period(configured_s: Option<f64>, intervals: &VecDeque<Ms>) -> Option<Ms> {
+    match configured_s {
+        Some(period) => Some(ms(period)),
+        // The longest recent interval: a channel that reports on change and
+        // refreshes every 10 s must not look stale between refreshes.
+        None if intervals.len() >= MIN_INTERVALS => intervals.iter().copied().max(),
+        None => None,
+    }
+}
+
+/// Whether a value is outside its limits, with hysteresis: while the
+/// exception is active, the clear thresholds decide.
+#[allow(clippy::too_many_arguments)]
+fn limit_condition(
+    parameter: &str,
+    value: f64,
+    active: bool,
+    low_set: Option<f64>,
+    low_clear: Option<f64>,
+    high_set: Option<f64>,
+    high_clear: Option<f64>,
+) -> (bool, String) {
+    let (low, high) = if active {
+        (low_clear.or(low_set), high_clear.or(high_set))
+    } else {
+        (low_set, high_set)
+    };
+    let shown = |v: f64| format_value(parameter, v);
+    let below = low.filter(|l| if active { value < *l } else { value <= *l });
+    let above = high.filter(|h| if active { value > *h } else { value >= *h });
+    match (below, above) {
+        (Some(l), _) => (
+            true,
+            format!(
+                "{} low: {} (limit {})",
+                label(parameter),
+                shown(value),
+                shown(l)
+            ),
+        ),
+        (_, Some(h)) => (
+            true,
+            format!(
+                "{} high: {} (limit {})",
+                label(parameter),
+                shown(value),
+                shown(h)
+            ),
+        ),
+        _ => (false, format!("back within limits: {}", shown(value))),
+    }
+}
+
+fn rate_condition(
+    parameter: &str,
+    window: &VecDeque<(Ms, f64)>,
+    max_per_s: f64,
+    window_ms: Ms,
+) -> (bool, String) {
+    let (Some(&(t0, v0)), Some(&(t1, v1))) = (window.front(), window.back()) else {
+        return (false, String::new());
+    };
+    // Until half a window is covered, two noisy neighbours would decide.
+    if t1 - t0 < window_ms / 2 {
+        return (false, String::new());
+    }
+    let rate = (v1 - v0) / ((t1 - t0) as f64 / 1000.0);
+    let unit = parameter_info(parameter)
+        .and_then(|(_, p)| p.unit)
+        .unwrap_or("");
+    let words = format!(
+        "{} changing at {:+.3} {unit}/s (limit {:.3} {unit}/s)",
+        label(parameter),
+        rate,
+        max_per_s
+    );
+    (rate.abs() > max_per_s, words)
+}
+
+fn label(parameter: &str) -> &str {
+    parameter_info(parameter).map_or(parameter, |(_, p)| p.label)
+}
+
+fn format_value(parameter: &str, value: f64) -> String {
+    match parameter_info(parameter) {
+        Some((_, p)) => {
+            let number = format!("{:.*}", p.decimals as usize, value);
+            match p.unit {
+                Some(unit) => format!("{number} {unit}"),
+                None => number,
+            }
+        }
+        None => format!("{value}"),
+    }
+}
+
+fn describe(parameter: &str, value: Option<f64>) -> String {
+    match value {
+        Some(v) => format!("{} {}", label(parameter), format_value(parameter, v)),
+        None => label(parameter).to_owned(),
+    }
+}
+
+fn duration_words(ms: Ms) -> String {
+    let s = ms as f64 / 1000.0;
+    if s < 120.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{:.1} min", s / 60.0)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+//! `/api/exceptions` and `/api/rules`.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::DateTime;
+use serde::Deserialize;
+use trackside_wire::{AckRequest, ExceptionDetail, ExceptionInfo, Rule, Severity};
+
+use super::AckFailure;
+use super::store::{self, Filter};
+use crate::http::{AppError, AppState};
+
+const DEFAULT_LIMIT: i64 = 500;
+const MAX_LIMIT: i64 = 5_000;
+const MAX_NAME: usize = 64;
+const MAX_COMMENT: usize = 2_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/exceptions", get(list))
+        .route("/api/exceptions/{id}", get(detail))
+        .route("/api/exceptions/{id}/ack", post(acknowledge))
+        .route("/api/rules", get(rules))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    active: Option<bool>,
+    open: Option<bool>,
+    acknowledged: Option<bool>,
+    /// Comma-separated: `major,critical`.
+    severity: Option<String>,
+    circuit: Option<String>,
+    rule: Option<String>,
+    from: Option<i64>,
+    to: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<ExceptionInfo>>, AppError> {
+    let Query(query) = query.map_err(|e| {
+        AppError::BadRequest(format!(
+            "{}; filters: active, open, acknowledged (true/false), severity (comma-separated), \
+             circuit, rule, from, to (Unix ms), limit",
+            e.body_text()
+        ))
+    })?;
+    let severities = query
+        .severity
+        .map(|list| {
+            list.split(',')
+                .map(|s| {
+                    Severity::parse(s.trim())
+                        .map(|s| s.as_str().to_owned())
+                        .ok_or_else(|| {
+                            AppError::BadRequest(format!(
+                                "unknown severity {s:?}: use info, warning, major or critical"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let time = |name: &str, ms: Option<i64>| {
+        ms.map(|ms| {
+            DateTime::from_timestamp_millis(ms)
+                .ok_or_else(|| AppError::BadRequest(format!("{name} is out of range")))
+        })
+        .transpose()
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(AppError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let filter = Filter {
+        active: query.active,
+        open: query.open,
+        acknowledged: query.acknowledged,
+        severities,
+        circuit: query.circuit,
+        rule: query.rule,
+        from: time("from", query.from)?,
+        to: time("to", query.to)?,
+        limit,
+    };
+    let list = store::list(&state.pool, &filter)
+        .await
+        .map_err(AppError::Internal)?;
+    Ok(Json(list))
+}
+
+fn exception_id(path: Result<Path<i64>, PathRejection>) -> Result<i64, AppError> {
+    path.map(|Path(id)| id)
+        .map_err(|_| AppError::BadRequest("an exception id is a whole number".into()))
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    path: Result<Path<i64>, PathRejection>,
+) -> Result<Json<ExceptionDetail>, AppError> {
+    let id = exception_id(path)?;
+    match store::get(&state.pool, id).await {
+        Ok(Some(detail)) => Ok(Json(detail)),
+        Ok(None) => Err(AppError::NotFound(format!("no exception {id}"))),
+        Err(err) => Err(AppError::Internal(err)),
+    }
+}
+
+async fn acknowledge(
+    State(state): State<AppState>,
+    path: Result<Path<i64>, PathRejection>,
+    body: Result<Json<AckRequest>, JsonRejection>,
+) -> Result<Json<ExceptionInfo>, AppError> {
+    let id = exception_id(path)?;
+    let Json(AckRequest { by, comment }) = body.map_err(|e| {
+        AppError::BadRequest(format!(
+            "{}; send JSON {{\"by\": \"<your name>\", \"comment\": \"<what you did or will do>\"}}",
+            e.body_text()
+        ))
+    })?;
+    let (by, comment) = (by.trim().to_owned(), comment.trim().to_owned());
+    if by.is_empty() || by.chars().count() > MAX_NAME {
+        return Err(AppError::BadRequest(format!(
+            "by: give your name (1 to {MAX_NAME} characters)"
+        )));
+    }
+    if comment.is_empty() || comment.chars().count() > MAX_COMMENT {
+        return Err(AppError::BadRequest(format!(
+            "comment: say what you found or will do (1 to {MAX_COMMENT} characters)"
+        )));
+    }
+    match state.exceptions.acknowledge(id, by, comment).await {
+        Ok(info) => Ok(Json(info)),
+        Err(AckFailure::NotFound) => Err(AppError::NotFound(format!("no exception {id}"))),
+        Err(AckFailure::Closed) => Err(AppError::Conflict(format!(
+            "exception {id} is already cleared and acknowledged"
+        ))),
+        Err(AckFailure::AlreadyAcknowledged(by)) => Err(AppError::Conflict(format!(
+            "exception {id} is already acknowledged{}",
+            by.map(|b| format!(" by {b}")).unwrap_or_default()
+        ))),
+        Err(AckFailure::Internal(err)) => Err(AppError::Internal(err)),
+    }
+}
+
+async fn rules(State(state): State<AppState>) -> Json<Vec<Rule>> {
+    Json(state.exceptions.rules().to_vec())
+}
