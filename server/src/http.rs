@@ -33,6 +33,7 @@ pub struct AppState {
     pub yard: Arc<YardConfig>,
     pub ingest_running: Arc<AtomicBool>,
     pub shutdown: CancellationToken,
+    pub history: Arc<crate::history::HistorySettings>,
 }
 
 /// The application's error type: user errors are 4xx with a message the
@@ -65,6 +66,7 @@ pub fn router(state: AppState, assets_dir: &Path) -> Router {
     let api = Router::new()
         .route("/api/channels", get(channels))
         .route("/api/yard", get(yard))
+        .merge(crate::history::router())
         .route("/api/{*rest}", get(unknown_api))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,

@@ -9,11 +9,13 @@ pub mod broker;
 pub mod config;
 pub mod decode;
 pub mod embedded_pg;
+pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod registry;
+pub mod rollup;
 pub mod sim;
 pub mod store;
 
@@ -49,6 +51,7 @@ pub struct Running {
     ingest: JoinHandle<()>,
     store: JoinHandle<()>,
     rejections: JoinHandle<()>,
+    rollup: Option<JoinHandle<()>>,
 }
 
 /// Starts the broker, the ingest path and HTTP on an already migrated pool.
@@ -105,6 +108,18 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         })
     };
 
+    let storage = rollup::prepare(&pool, &config.history).await?;
+    // TimescaleDB keeps its aggregates and retention with its own jobs.
+    let rollup = (storage == rollup::StoragePath::Plain).then(|| {
+        tokio::spawn(rollup::run(
+            pool.clone(),
+            config.history.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let history =
+        history::HistorySettings::new(&pool, config.history.clone(), &config.yard.timezone).await;
+
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
@@ -117,6 +132,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         yard: Arc::new(config.yard.clone()),
         ingest_running,
         shutdown: shutdown.clone(),
+        history,
     };
     let app = http::router(state, &config.http.assets_dir);
     let http = {
@@ -142,6 +158,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         ingest,
         store,
         rejections,
+        rollup,
     })
 }
 
@@ -157,5 +174,8 @@ impl Running {
         let _ = self.http.await;
         let _ = self.store.await;
         let _ = self.rejections.await;
+        if let Some(rollup) = self.rollup {
+            let _ = rollup.await;
+        }
     }
 }

@@ -8,9 +8,13 @@
 use serde::{Deserialize, Serialize};
 
 mod channel;
+mod history;
 mod parameter;
 
 pub use channel::{ChannelName, ChannelNameError, pattern_matches};
+pub use history::{
+    History, HistorySeries, HistorySource, MAX_CHANNELS, MAX_POINTS, MAX_RANGE_DAYS, SeriesData,
+};
 pub use parameter::{Parameter, parameter_info};
 
 /// One measured value of one channel at one instant.

@@ -4,6 +4,7 @@
 
 mod browser;
 mod harness;
+mod history;
 mod http;
 mod ingest;
 mod live;
