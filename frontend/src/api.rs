@@ -5,7 +5,7 @@ use std::fmt;
 
 use gloo_net::http::{Request, Response};
 use serde::de::DeserializeOwned;
-use trackside_wire::{ApiError, ChannelInfo, YardInfo};
+use trackside_wire::{ApiError, ChannelInfo, History, YardInfo};
 
 /// Why a request gave no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +56,18 @@ pub async fn channels() -> Result<Vec<ChannelInfo>, ApiFailure> {
     get_json("/api/channels").await
 }
 
+/// `GET /api/history?{query}`.
+pub async fn history(query: &str) -> Result<History, ApiFailure> {
+    get_json_at("/api/history", &format!("/api/history?{query}")).await
+}
+
 async fn get_json<T: DeserializeOwned>(path: &'static str) -> Result<T, ApiFailure> {
-    let response = Request::get(path)
+    get_json_at(path, path).await
+}
+
+/// `url` is what is fetched, `path` how failures name it.
+async fn get_json_at<T: DeserializeOwned>(path: &'static str, url: &str) -> Result<T, ApiFailure> {
+    let response = Request::get(url)
         .header("Accept", "application/json")
         .send()
         .await

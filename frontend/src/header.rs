@@ -2,11 +2,16 @@
 //! circuits are occupied, and whether the feed is live.
 
 use leptos::prelude::*;
+use leptos_router::components::A;
 use trackside_wire::YardInfo;
 
 use crate::live::Connection;
 use crate::state::Board;
 use crate::time::{Clock, utc_time, zoned_time};
+
+/// The app's pages as the navigation lists them: path and label. A new
+/// page adds a line here and a route in `lib.rs`.
+pub const PAGES: &[(&str, &str)] = &[("/", "Board"), ("/history", "History")];
 
 #[component]
 pub fn Header(
@@ -24,6 +29,12 @@ pub fn Header(
                     {move || yard_name().unwrap_or_else(|| "—".to_owned())}
                 </span>
             </div>
+            <nav class="nav" aria-label="Pages">
+                {PAGES
+                    .iter()
+                    .map(|&(href, label)| view! { <A href=href exact=true>{label}</A> })
+                    .collect_view()}
+            </nav>
             <YardClock yard clock />
             <Occupancy board />
             <div

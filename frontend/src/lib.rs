@@ -1,4 +1,5 @@
-//! Trackside's operator app: a live board of a yard's track circuits.
+//! Trackside's operator app: a live board of a yard's track circuits, and
+//! their history.
 //!
 //! Data comes from two places that the board merges: a snapshot over HTTP
 //! (`/api/yard`, `/api/channels`) and the live feed over a WebSocket
@@ -8,18 +9,23 @@
 mod api;
 mod board;
 mod header;
+mod history;
 mod live;
 mod state;
 mod time;
+mod uplot;
 
 use std::time::Duration;
 
 use leptos::prelude::*;
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::path;
 use trackside_wire::YardInfo;
 
 use crate::api::ApiFailure;
 use crate::board::CircuitGrid;
 use crate::header::Header;
+use crate::history::HistoryPage;
 use crate::live::Connection;
 use crate::state::Board;
 use crate::time::Clock;
@@ -45,20 +51,47 @@ pub fn App() -> impl IntoView {
         move || snapshot.refetch(),
     );
 
+    // The pages share the header, the snapshot and the live feed; each
+    // page is one route here and one link in `header::PAGES`.
     view! {
-        <Header yard clock board connection />
-        <main class="board">
-            <Transition fallback=move || board.is_empty().then(Loading)>
-                {move || Suspend::new(async move {
-                    match snapshot.await {
-                        Ok(()) => view! { <EmptyNotice board /> }.into_any(),
-                        Err(failure) => {
-                            view! { <Problem failure retry=move || snapshot.refetch() /> }.into_any()
+        <Router>
+            <Header yard clock board connection />
+            <Routes fallback=|| view! { <NotFound /> }>
+                <Route
+                    path=path!("/")
+                    view=move || {
+                        view! {
+                            <main class="board">
+                                <Transition fallback=move || board.is_empty().then(Loading)>
+                                    {move || Suspend::new(async move {
+                                        match snapshot.await {
+                                            Ok(()) => view! { <EmptyNotice board /> }.into_any(),
+                                            Err(failure) => {
+                                                view! { <Problem failure retry=move || snapshot.refetch() /> }
+                                                    .into_any()
+                                            }
+                                        }
+                                    })}
+                                </Transition>
+                                <CircuitGrid board clock />
+                            </main>
                         }
                     }
-                })}
-            </Transition>
-            <CircuitGrid board clock />
+                />
+                <Route path=path!("/history") view=move || view! { <HistoryPage board yard clock /> } />
+            </Routes>
+        </Router>
+    }
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    view! {
+        <main class="board">
+            <div class="notice" role="status">
+                <p class="notice-title">"No such page"</p>
+                <p class="notice-text">"Use the links at the top: Board or History."</p>
+            </div>
         </main>
     }
 }

@@ -545,10 +545,10 @@ async fn local_grid(
     Ok((starts, end))
 }
 
-/// The bucket query: per channel (so each channel's rows arrive in index
-/// order and its plan stays small whatever the channel count), its source
-/// rows binned into `b`, with `first` and `last` taken from the rows that
-/// open and close each bin. `{rows}` yields, for channel `c.id`, the columns
+/// The bucket query for raw readings: per channel (so each channel's rows
+/// arrive in index order and its plan stays small whatever the channel
+/// count), its readings binned into `b`, with `first` and `last` taken from
+/// the rows that open and close each bin. `{rows}` yields, for channel `c.id`, the columns
 /// bucket (row time), min, max, sum, count, first, last, last_ts and b.
 macro_rules! bucket_query {
     ($rows:expr) => {
@@ -620,27 +620,56 @@ macro_rules! rollup_rows {
     };
 }
 
+/// The bucket query for a rollup: per channel, its rows binned into `b`.
+/// `first` and `last` come from the rows at the bin's nominal first and
+/// last minute (or hour), a cheap filter; only where data has a hole at a
+/// bin's edge is the real first or last row looked up, one index probe in
+/// the exact view. (A window over every row to find the edges cost twice
+/// as much; see ARCHITECTURE.md.)
+macro_rules! rollup_query {
+    ($table:literal, $view:literal, $resolution_ms:literal, $bin:expr) => {
+        concat!(
+            "SELECT c.id, g.b, g.min, g.max, g.sum, g.count,
+       CASE WHEN g.first_at = g.b THEN g.first_nominal
+            ELSE (SELECT v.first FROM ",
+            $view,
+            " AS v WHERE v.channel_id = c.id AND v.bucket = g.first_at) END,
+       CASE WHEN g.last_at = g.b + ($4 - ",
+            $resolution_ms,
+            ") * interval '1 millisecond' THEN g.last_nominal
+            ELSE (SELECT v.last FROM ",
+            $view,
+            " AS v WHERE v.channel_id = c.id AND v.bucket = g.last_at) END,
+       g.newest
+FROM unnest($1::integer[]) AS c (id)
+CROSS JOIN LATERAL (
+    SELECT b, min(min) AS min, max(max) AS max, sum(sum) AS sum,
+           sum(count)::bigint AS count,
+           min(bucket) AS first_at, max(bucket) AS last_at,
+           max(first) FILTER (WHERE bucket = b) AS first_nominal,
+           max(last) FILTER (WHERE bucket = b + ($4 - ",
+            $resolution_ms,
+            ") * interval '1 millisecond') AS last_nominal,
+           max(last_ts) AS newest
+    FROM (",
+            rollup_rows!($table, $view, $bin),
+            ") AS x
+    GROUP BY b
+) AS g"
+        )
+    };
+}
+
 const FROM_READINGS: &str = bucket_query!(concat!(
     "SELECT ts AS bucket, value AS min, value AS max, value AS sum, 1::bigint AS count,
             value AS first, value AS last, ts AS last_ts, ",
     utc_bin!("ts"),
     " AS b FROM readings WHERE channel_id = c.id AND ts >= $2 AND ts < $3"
 ));
-const FROM_MINUTES: &str = bucket_query!(rollup_rows!(
-    "readings_1m",
-    "history_1m",
-    utc_bin!("bucket")
-));
-const FROM_HOURS: &str = bucket_query!(rollup_rows!(
-    "readings_1h",
-    "history_1h",
-    utc_bin!("bucket")
-));
-const FROM_HOURS_WALL_CLOCK: &str = bucket_query!(rollup_rows!(
-    "readings_1h",
-    "history_1h",
-    local_bin!("bucket")
-));
+const FROM_MINUTES: &str = rollup_query!("readings_1m", "history_1m", "60000", utc_bin!("bucket"));
+const FROM_HOURS: &str = rollup_query!("readings_1h", "history_1h", "3600000", utc_bin!("bucket"));
+const FROM_HOURS_WALL_CLOCK: &str =
+    rollup_query!("readings_1h", "history_1h", "3600000", local_bin!("bucket"));
 
 /// Which bucket query a plan runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

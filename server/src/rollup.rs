@@ -360,7 +360,9 @@ async fn delete_before(
 /// Recomputes the plain path's rollups for `[from, to)` from raw rows, an
 /// hour of all channels per statement, and drops the dirty marks in that
 /// range. For bulk loads that bypass the trigger (the benchmark seeds this
-/// way) and for repairs; the running job never needs it.
+/// way) and for repairs; the running job never needs it. After a bulk load,
+/// `VACUUM ANALYZE readings` first: until vacuum summarises the new BRIN
+/// ranges, every hour's scan reads the whole table.
 pub async fn rebuild(pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<()> {
     let hour = TimeDelta::hours(1);
     let start_ms = from.timestamp_millis().div_euclid(3_600_000) * 3_600_000;

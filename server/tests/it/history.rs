@@ -712,17 +712,33 @@ async fn past_raw_retention_the_minute_rollup_answers() {
     let mut config: Config = test_config();
     config.history.raw_retention_days = 2;
     config.history.rollup_interval_ms = 60_000;
-    let server = TestServer::start_with(config.clone()).await;
-    let mut gateway = server.gateway("gw-hist").await;
+    // Seeded and rolled up before the server starts: its job applies
+    // retention at once, and must not race the seeding.
+    let pool = fresh_database().await;
     let now = Utc::now().timestamp_millis();
     let old = now - 3 * DAY;
-    let readings: Vec<(&str, i64, f64)> = (0..120)
-        .map(|i| ("T4/relay_voltage", old + i * 5_000, i as f64))
-        .chain((0..10).map(|i| ("T4/relay_voltage", now - HOUR + i * 1_000, 1.0)))
+    sqlx::raw_sql(
+        "INSERT INTO gateways (id) VALUES ('gw-hist');
+         INSERT INTO channels (name, circuit, parameter, unit, gateway_id)
+         VALUES ('T4/relay_voltage', 'T4', 'relay_voltage', 'V', 'gw-hist')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (id,): (i32,) = sqlx::query_as("SELECT id FROM channels")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let readings: Vec<(i64, f64)> = (0..120)
+        .map(|i| (old + i * 5_000, i as f64))
+        .chain((0..10).map(|i| (now - HOUR + i * 1_000, 1.0)))
         .collect();
-    publish(&server, &mut gateway, &readings, 130).await;
+    insert(&pool, id, &readings).await;
+    let server = TestServer {
+        running: trackside::start(&config, pool.clone()).await.unwrap(),
+        pool,
+    };
     rolled_up(&server).await;
-
     trackside::rollup::apply_retention(&server.pool, &config.history, Utc::now())
         .await
         .unwrap();
@@ -730,6 +746,7 @@ async fn past_raw_retention_the_minute_rollup_answers() {
         raw_rows(&server, "T4/relay_voltage", 0, now).await.len(),
         10
     );
+
     // Ten minutes three days ago would be raw 1-second buckets; the raw rows
     // are gone, so one-minute buckets from the rollup answer instead.
     let answer = history(&server, &["T4/relay_voltage"], old, old + 10 * MINUTE, 600).await;

@@ -5,6 +5,7 @@
 mod browser;
 mod harness;
 mod history;
+mod history_page;
 mod http;
 mod ingest;
 mod live;
