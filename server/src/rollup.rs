@@ -68,9 +68,10 @@ const RETENTION_CHUNK: i64 = 50_000;
 pub async fn prepare(pool: &PgPool, config: &HistoryConfig) -> anyhow::Result<StoragePath> {
     let path = choose_path(pool, config).await?;
     if path == StoragePath::Timescale {
-        timescale::set_up(pool, config)
-            .await
-            .context("setting up TimescaleDB for history")?;
+        timescale::set_up(pool, config).await.context(
+            "setting up TimescaleDB for history (history.timescaledb = \"off\" keeps plain \
+             tables, as long as readings is not a hypertable yet)",
+        )?;
     }
     tracing::info!(path = path.as_str(), "history storage");
     Ok(path)
@@ -458,13 +459,23 @@ mod timescale {
             )
             .await?;
         }
-        exec(
-            pool,
-            "ALTER TABLE readings SET (timescaledb.compress,
-                 timescaledb.compress_segmentby = 'channel_id',
-                 timescaledb.compress_orderby = 'ts')",
+        // Only once: with compressed chunks present, TimescaleDB refuses to
+        // change (or even restate) the compression settings.
+        let compressed: bool = sqlx::query_scalar(
+            "SELECT compression_enabled FROM timescaledb_information.hypertables
+             WHERE hypertable_name = 'readings'",
         )
+        .fetch_one(pool)
         .await?;
+        if !compressed {
+            exec(
+                pool,
+                "ALTER TABLE readings SET (timescaledb.compress,
+                     timescaledb.compress_segmentby = 'channel_id',
+                     timescaledb.compress_orderby = 'ts')",
+            )
+            .await?;
+        }
         // Remove, then add: a policy added "if not exists" would keep an old
         // interval after the configuration changed.
         exec(

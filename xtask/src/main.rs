@@ -25,6 +25,10 @@ commands:
   frontend         build the operator app into target/site/
   demo [args...]   setup, frontend, then run the server with --demo [args...]
   test             setup, frontend, fmt check, clippy, tests (what CI runs)
+  bench-history [args...]
+                   seed a week of 1 Hz readings for 100 channels in a private
+                   PostgreSQL and measure GET /api/history against its bare
+                   SQL (about 10 minutes; --reuse keeps the seed, --help)
   help             this text";
 
 fn main() -> ExitCode {
@@ -43,7 +47,7 @@ fn dispatch(args: Vec<String>) -> Result<()> {
         Some((command, rest)) => (command.as_str(), rest),
         None => ("help", &[][..]),
     };
-    if !matches!(command, "demo") && !rest.is_empty() {
+    if !matches!(command, "demo" | "bench-history") && !rest.is_empty() {
         bail!("`{command}` takes no arguments, got {rest:?}\n\n{HELP}");
     }
     match command {
@@ -51,6 +55,7 @@ fn dispatch(args: Vec<String>) -> Result<()> {
         "frontend" => frontend::build(&root),
         "demo" => demo(&root, rest),
         "test" => test(&root),
+        "bench-history" => bench_history(&root, rest),
         "help" | "-h" | "--help" => {
             println!("{HELP}");
             Ok(())
@@ -151,6 +156,27 @@ fn demo(root: &Path, args: &[String]) -> Result<()> {
         // The demo is interactive: keep the terminal's stdin so Ctrl-C and
         // any prompt reach the server.
         run(&mut server, true)
+    })
+}
+
+/// A command, not a test: it takes minutes, needs quiet cores to mean
+/// anything, and prints figures for a person to read.
+fn bench_history(root: &Path, args: &[String]) -> Result<()> {
+    step("bench: history", || {
+        let mut bench = Command::new(cargo());
+        bench
+            .args([
+                "run",
+                "--release",
+                "--package",
+                "trackside",
+                "--example",
+                "history-bench",
+                "--",
+            ])
+            .args(args)
+            .current_dir(root);
+        run(&mut bench, false)
     })
 }
 

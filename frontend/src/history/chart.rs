@@ -70,11 +70,13 @@ pub fn Chart(
     // destroyed, with this component.
     let chart = StoredValue::new_local(None::<Live>);
 
-    // Measure before the first request, and follow window resizes.
+    // Measure before the first request, and follow window resizes; a few
+    // pixels (a scrollbar appearing) are not worth another request.
     let measure = move || {
         if let Some(el) = target.get_untracked() {
             let w = f64::from(el.client_width());
-            if w > 0.0 && (w - width.get_untracked()).abs() >= 1.0 {
+            let known = width.get_untracked();
+            if w > 0.0 && (known <= 0.0 || (w - known).abs() > known * 0.1) {
                 width.set(w);
             }
         }
