@@ -5,7 +5,7 @@ use std::fmt;
 
 use gloo_net::http::{Request, Response};
 use serde::de::DeserializeOwned;
-use trackside_wire::{AckRequest, ApiError, ChannelInfo, ExceptionInfo, YardInfo};
+use trackside_wire::{AckRequest, ApiError, ChannelInfo, ExceptionInfo, History, YardInfo};
 
 /// Why a request gave no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,11 +81,16 @@ pub async fn acknowledge(id: i64, request: &AckRequest) -> Result<ExceptionInfo,
     )
 }
 
+/// `GET /api/history?{query}`.
+pub async fn history(query: &str) -> Result<History, ApiFailure> {
+    get_json_at("/api/history", &format!("/api/history?{query}")).await
+}
+
 async fn get_json<T: DeserializeOwned>(path: &'static str) -> Result<T, ApiFailure> {
     get_json_at(path, path).await
 }
 
-/// `path` names the endpoint in messages; `url` may add a query.
+/// `url` is what is fetched, `path` how failures name it.
 async fn get_json_at<T: DeserializeOwned>(path: &'static str, url: &str) -> Result<T, ApiFailure> {
     let response = Request::get(url)
         .header("Accept", "application/json")

@@ -2,11 +2,11 @@
 //! circuits are occupied, and whether the feed is live.
 
 use leptos::prelude::*;
+use leptos_router::components::A;
 use trackside_wire::YardInfo;
 
 use crate::exceptions::Exceptions;
 use crate::live::Connection;
-use crate::route::{NavLink, Page};
 use crate::state::Board;
 use crate::time::{Clock, utc_time, zoned_time};
 
@@ -16,7 +16,6 @@ pub fn Header(
     clock: Clock,
     board: Board,
     connection: RwSignal<Connection>,
-    page: RwSignal<Page>,
     exceptions: Exceptions,
 ) -> impl IntoView {
     let unacked = Memo::new(move |_| exceptions.unacknowledged());
@@ -30,8 +29,9 @@ pub fn Header(
                 </span>
             </div>
             <nav class="nav" aria-label="Pages">
-                <NavLink page to=Page::Board>"Board"</NavLink>
-                <NavLink page to=Page::Exceptions>
+                <A href="/" exact=true>"Board"</A>
+                <A href="/history">"History"</A>
+                <A href="/exceptions">
                     "Exceptions"
                     <span
                         class="unacked"
@@ -42,7 +42,7 @@ pub fn Header(
                     >
                         {move || unacked.get()}
                     </span>
-                </NavLink>
+                </A>
             </nav>
             <YardClock yard clock />
             <Occupancy board />

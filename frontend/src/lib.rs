@@ -1,4 +1,5 @@
-//! Trackside's operator app: a live board of a yard's track circuits.
+//! Trackside's operator app: a live board of a yard's track circuits, and
+//! their history.
 //!
 //! Data comes from two places that the board merges: a snapshot over HTTP
 //! (`/api/yard`, `/api/channels`) and the live feed over a WebSocket
@@ -9,22 +10,25 @@ mod api;
 mod board;
 mod exceptions;
 mod header;
+mod history;
 mod live;
-mod route;
 mod state;
 mod time;
+mod uplot;
 
 use std::time::Duration;
 
 use leptos::prelude::*;
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::path;
 use trackside_wire::YardInfo;
 
 use crate::api::ApiFailure;
 use crate::board::CircuitGrid;
 use crate::exceptions::{Exceptions, ExceptionsPage};
 use crate::header::Header;
+use crate::history::HistoryPage;
 use crate::live::Connection;
-use crate::route::Page;
 use crate::state::Board;
 use crate::time::Clock;
 
@@ -40,7 +44,6 @@ pub fn App() -> impl IntoView {
     // not blank the header's name and clock.
     let yard = RwSignal::new(None::<YardInfo>);
 
-    let page = crate::route::start();
     let exceptions = Exceptions::new();
 
     let snapshot = LocalResource::new(move || load_snapshot(board, clock, yard));
@@ -56,28 +59,49 @@ pub fn App() -> impl IntoView {
         move |event| exceptions.apply(event),
     );
 
+    // The pages share the header, the snapshot and the live feed; each
+    // page is one route here and one link in `header::Header`.
     view! {
-        <Header yard clock board connection page exceptions />
-        {move || match page.get() {
-            Page::Board => view! {
-                <main class="board">
-                    <Transition fallback=move || board.is_empty().then(Loading)>
-                        {move || Suspend::new(async move {
-                            match snapshot.await {
-                                Ok(()) => view! { <EmptyNotice board /> }.into_any(),
-                                Err(failure) => {
-                                    view! { <Problem failure retry=move || snapshot.refetch() /> }
-                                        .into_any()
-                                }
-                            }
-                        })}
-                    </Transition>
-                    <CircuitGrid board clock exceptions />
-                </main>
-            }
-            .into_any(),
-            Page::Exceptions => view! { <ExceptionsPage exceptions clock /> }.into_any(),
-        }}
+        <Router>
+            <Header yard clock board connection exceptions />
+            <Routes fallback=|| view! { <NotFound /> }>
+                <Route
+                    path=path!("/")
+                    view=move || {
+                        view! {
+                            <main class="board">
+                                <Transition fallback=move || board.is_empty().then(Loading)>
+                                    {move || Suspend::new(async move {
+                                        match snapshot.await {
+                                            Ok(()) => view! { <EmptyNotice board /> }.into_any(),
+                                            Err(failure) => {
+                                                view! { <Problem failure retry=move || snapshot.refetch() /> }
+                                                    .into_any()
+                                            }
+                                        }
+                                    })}
+                                </Transition>
+                                <CircuitGrid board clock exceptions />
+                            </main>
+                        }
+                    }
+                />
+                <Route path=path!("/history") view=move || view! { <HistoryPage board yard clock /> } />
+                <Route path=path!("/exceptions") view=move || view! { <ExceptionsPage exceptions clock /> } />
+            </Routes>
+        </Router>
+    }
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    view! {
+        <main class="board">
+            <div class="notice" role="status">
+                <p class="notice-title">"No such page"</p>
+                <p class="notice-text">"Use the links at the top: Board, History or Exceptions."</p>
+            </div>
+        </main>
     }
 }
 

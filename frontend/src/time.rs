@@ -42,6 +42,11 @@ impl Clock {
         self.now.get()
     }
 
+    /// The current server time, read without subscribing to the tick.
+    pub fn now_untracked(&self) -> i64 {
+        self.now.get_untracked()
+    }
+
     /// Aligns the clock with a server timestamp taken "just now" (the HTTP
     /// or WebSocket latency, milliseconds, is well under the display's
     /// one-second resolution).
@@ -167,6 +172,12 @@ fn zone_formatter(zone: &str) -> Option<Intl::DateTimeFormat> {
     options.set_day(Intl::DayFormat::Numeric);
     options.set_month(Intl::MonthFormat::Short);
     options.set_time_zone_name(Intl::TimeZoneNameFormat::Short);
+    construct_formatter(options)
+}
+
+/// An `Intl.DateTimeFormat` in en-GB with these options, or `None` when the
+/// browser rejects them (an unknown zone).
+fn construct_formatter(options: Intl::DateTimeFormatOptions) -> Option<Intl::DateTimeFormat> {
     // The stable binding's constructor does not catch the RangeError an
     // unknown zone throws, so construct through Reflect, which does.
     let constructor: Function = Reflect::get(&js_sys::global(), &"Intl".into())
@@ -178,6 +189,127 @@ fn zone_formatter(zone: &str) -> Option<Intl::DateTimeFormat> {
     Reflect::construct(&constructor, &args)
         .ok()
         .map(JsCast::unchecked_into)
+}
+
+/// `Sat 28 Nov 14:03:07 GMT`: an instant in the yard's zone, as the history
+/// page labels it; `None` when the browser does not know the zone.
+pub fn zoned_stamp(ms: i64, zone: &str) -> Option<String> {
+    zoned_time(ms, zone).map(|t| format!("{} {} {}", t.date, t.time, t.abbreviation))
+}
+
+/// `2026-11-28 14:03:07 UTC`: the UTC beside a yard time.
+pub fn utc_beside(ms: i64) -> String {
+    let ((y, mo, d), (h, mi, s)) = civil_utc(ms);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
+}
+
+/// Unix milliseconds of a proleptic Gregorian UTC date and time (Howard
+/// Hinnant's days-from-civil, the inverse of [`civil_utc`]).
+pub fn civil_to_ms(date: Date3, time: Time3) -> i64 {
+    let (y, m, d) = date;
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let (h, mi, s) = time;
+    (days * 86_400 + i64::from(h) * 3_600 + i64::from(mi) * 60 + i64::from(s)) * 1000
+}
+
+/// Reads a `datetime-local` value, `2026-11-28T14:03` (seconds optional).
+pub fn parse_wall(text: &str) -> Option<(Date3, Time3)> {
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let y = d.next()?.parse::<i64>().ok()?;
+    let mo = d.next()?.parse::<u32>().ok()?;
+    let day = d.next()?.parse::<u32>().ok()?;
+    let mut t = time.splitn(3, ':');
+    let h = t.next()?.parse::<u32>().ok()?;
+    let mi = t.next()?.parse::<u32>().ok()?;
+    let sec = t
+        .next()
+        .map_or(Some(0), |s| s.split('.').next()?.parse::<u32>().ok())?;
+    let valid = (1..=12).contains(&mo) && (1..=31).contains(&day) && h < 24 && mi < 60 && sec < 60;
+    valid.then_some(((y, mo, day), (h, mi, sec)))
+}
+
+/// A `datetime-local` value for `ms` on the yard's wall clock.
+pub fn wall_input(ms: i64, zone: &str) -> Option<String> {
+    let ((y, mo, d), (h, mi, _)) = zoned_civil(ms, zone)?;
+    Some(format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}"))
+}
+
+/// The instant a wall-clock time in the yard's zone names. A time the
+/// autumn change repeats is the first of the two; a time the spring change
+/// skips is read with the offset before the change (as PostgreSQL reads
+/// it), which lands an hour later on the clock.
+pub fn wall_to_utc(text: &str, zone: &str) -> Option<i64> {
+    let (date, time) = parse_wall(text)?;
+    let wall = civil_to_ms(date, time);
+    // Offsets change at most once in a day: the offsets twelve hours either
+    // side give every candidate.
+    let before = wall - zone_offset_ms(wall - 43_200_000, zone)?;
+    let after = wall - zone_offset_ms(wall + 43_200_000, zone)?;
+    let fits = |instant: i64| zone_offset_ms(instant, zone) == Some(wall - instant);
+    Some(match (fits(before), fits(after)) {
+        (true, true) => before.min(after),
+        (true, false) => before,
+        (false, true) => after,
+        (false, false) => before,
+    })
+}
+
+/// How far the yard's wall clock is ahead of UTC at `ms`.
+fn zone_offset_ms(ms: i64, zone: &str) -> Option<i64> {
+    let (date, time) = zoned_civil(ms, zone)?;
+    Some(civil_to_ms(date, time) - (ms - ms.rem_euclid(1000)))
+}
+
+thread_local! {
+    static NUMERIC: RefCell<Option<(String, Intl::DateTimeFormat)>> = const { RefCell::new(None) };
+}
+
+/// Date and time on the yard's wall clock, as numbers.
+fn zoned_civil(ms: i64, zone: &str) -> Option<(Date3, Time3)> {
+    NUMERIC.with_borrow_mut(|cached| {
+        if cached.as_ref().is_none_or(|(z, _)| z != zone) {
+            let options = Intl::DateTimeFormatOptions::new();
+            options.set_time_zone(zone);
+            options.set_hour_cycle(Intl::HourCycle::H23);
+            options.set_year(Intl::YearFormat::Numeric);
+            options.set_month(Intl::MonthFormat::Numeric);
+            options.set_day(Intl::DayFormat::Numeric);
+            options.set_hour(Intl::NumericFormat::Numeric);
+            options.set_minute(Intl::NumericFormat::Numeric);
+            options.set_second(Intl::NumericFormat::Numeric);
+            *cached = Some((zone.to_owned(), construct_formatter(options)?));
+        }
+        let (_, formatter) = cached.as_ref()?;
+        let parts = formatter.format_to_parts(&Date::new(&JsValue::from_f64(ms as f64)));
+        let part = |kind: &str| -> Option<i64> {
+            parts
+                .iter()
+                .find(|p| {
+                    Reflect::get(p, &"type".into())
+                        .ok()
+                        .and_then(|t| t.as_string())
+                        .as_deref()
+                        == Some(kind)
+                })
+                .and_then(|p| Reflect::get(&p, &"value".into()).ok())
+                .and_then(|v| v.as_string())
+                .and_then(|v| v.parse().ok())
+        };
+        let date = (part("year")?, part("month")? as u32, part("day")? as u32);
+        let time = (
+            part("hour")? as u32,
+            part("minute")? as u32,
+            part("second")? as u32,
+        );
+        Some((date, time))
+    })
 }
 
 #[cfg(test)]
@@ -202,6 +334,35 @@ mod tests {
         for (age, expected) in cases {
             assert_eq!(format_age(age), expected, "{age} ms");
         }
+    }
+
+    #[test]
+    fn civil_dates_round_trip() {
+        for ms in [
+            0,
+            1_700_000_000_000,
+            1_709_164_800_000,
+            -86_400_000,
+            4_102_444_800_000,
+        ] {
+            let (date, time) = civil_utc(ms);
+            assert_eq!(civil_to_ms(date, time), ms, "{ms}");
+        }
+    }
+
+    #[test]
+    fn wall_times_parse() {
+        assert_eq!(
+            parse_wall("2026-10-25T01:30"),
+            Some(((2026, 10, 25), (1, 30, 0)))
+        );
+        assert_eq!(
+            parse_wall("2026-10-25T01:30:59.5"),
+            Some(((2026, 10, 25), (1, 30, 59)))
+        );
+        assert_eq!(parse_wall("2026-13-25T01:30"), None);
+        assert_eq!(parse_wall("2026-10-25 01:30"), None);
+        assert_eq!(parse_wall(""), None);
     }
 
     #[test]

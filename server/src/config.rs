@@ -19,6 +19,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub demo: DemoConfig,
     pub exceptions: ExceptionsConfig,
+    pub history: HistoryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +92,34 @@ pub struct IngestConfig {
     pub max_future_secs: i64,
 }
 
+/// Rollups and retention behind `GET /api/history` (see rollup.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Raw readings older than this many days are deleted; 0 keeps them.
+    pub raw_retention_days: u32,
+    /// Minute rollups older than this many days are deleted; 0 keeps them.
+    /// Hour rollups are kept for as long as the database holds them.
+    pub minute_retention_days: u32,
+    /// How often the plain-PostgreSQL rollup job looks for new readings. An
+    /// answer is exact either way (a stale minute is read from raw rows);
+    /// this bounds how many minutes are read that way.
+    pub rollup_interval_ms: u64,
+    /// `auto` uses TimescaleDB (hypertable, compression, retention policy,
+    /// continuous aggregates) when the database server has the extension;
+    /// `off` keeps the plain tables even then.
+    pub timescaledb: TimescaleMode,
+    /// TimescaleDB only: raw chunks older than this many days are compressed.
+    pub compress_after_days: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimescaleMode {
+    Auto,
+    Off,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DemoConfig {
@@ -157,6 +186,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             demo: DemoConfig::default(),
             exceptions: ExceptionsConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -215,6 +245,18 @@ impl Default for DemoConfig {
             gateways: 3,
             rate_hz: 2.0,
             faults: true,
+        }
+    }
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            raw_retention_days: 0,
+            minute_retention_days: 0,
+            rollup_interval_ms: 1_000,
+            timescaledb: TimescaleMode::Auto,
+            compress_after_days: 7,
         }
     }
 }
@@ -283,6 +325,30 @@ impl Config {
             );
         }
         crate::exceptions::engine::validate(&self.exceptions.rules).map_err(anyhow::Error::msg)?;
+        self.history.validate()?;
+        Ok(())
+    }
+}
+
+impl HistoryConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (100..=60_000).contains(&self.rollup_interval_ms),
+            "history.rollup_interval_ms must be between 100 and 60000"
+        );
+        // Minute rollups are computed from raw rows; deleting them first
+        // would leave a stretch that only the hour rollup covers while raw
+        // readings still exist.
+        anyhow::ensure!(
+            self.minute_retention_days == 0
+                || (self.raw_retention_days != 0
+                    && self.minute_retention_days >= self.raw_retention_days),
+            "history.minute_retention_days must be 0 (keep) or at least raw_retention_days"
+        );
+        anyhow::ensure!(
+            self.compress_after_days >= 1,
+            "history.compress_after_days must be at least 1"
+        );
         Ok(())
     }
 }
@@ -304,6 +370,20 @@ mod tests {
     fn unknown_keys_are_errors() {
         let err = toml::from_str::<Config>("[mqtt]\nlisten_port = 1\n").unwrap_err();
         assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn minute_rollups_outlive_raw_readings() {
+        let mut config = Config::default();
+        config.history.raw_retention_days = 30;
+        config.history.minute_retention_days = 7;
+        assert!(config.validate().is_err());
+        config.history.minute_retention_days = 90;
+        config.validate().unwrap();
+        config.history.raw_retention_days = 0;
+        assert!(config.validate().is_err(), "raw kept forever, minutes not");
+        let off: Config = toml::from_str("[history]\ntimescaledb = \"off\"\n").unwrap();
+        assert_eq!(off.history.timescaledb, TimescaleMode::Off);
     }
 
     #[test]

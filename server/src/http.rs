@@ -37,6 +37,7 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     pub live_send_timeout: Duration,
     pub exceptions: crate::exceptions::Handle,
+    pub history: Arc<crate::history::HistorySettings>,
 }
 
 /// The application's error type: user errors are 4xx with a message the
@@ -75,6 +76,7 @@ pub fn router(state: AppState, assets_dir: &Path) -> Router {
         .route("/api/yard", get(yard))
         .route("/api/gateways", get(gateways))
         .merge(crate::exceptions::http::router())
+        .merge(crate::history::router())
         .route("/api/{*rest}", get(unknown_api))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,

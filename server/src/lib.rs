@@ -12,11 +12,13 @@ pub mod decode;
 pub mod drill;
 pub mod embedded_pg;
 pub mod exceptions;
+pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod registry;
+pub mod rollup;
 pub mod sim;
 pub mod spool;
 pub mod store;
@@ -55,6 +57,7 @@ pub struct Running {
     rejections: JoinHandle<()>,
     exceptions: JoinHandle<()>,
     webhook: Option<JoinHandle<()>>,
+    rollup: Option<JoinHandle<()>>,
 }
 
 /// Starts the broker, the ingest path and HTTP on an already migrated pool.
@@ -132,6 +135,18 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         })
     };
 
+    let storage = rollup::prepare(&pool, &config.history).await?;
+    // TimescaleDB keeps its aggregates and retention with its own jobs.
+    let rollup = (storage == rollup::StoragePath::Plain).then(|| {
+        tokio::spawn(rollup::run(
+            pool.clone(),
+            config.history.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let history =
+        history::HistorySettings::new(&pool, config.history.clone(), &config.yard.timezone).await;
+
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
@@ -147,6 +162,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         shutdown: shutdown.clone(),
         live_send_timeout: std::time::Duration::from_secs(config.ingest.live_send_timeout_secs),
         exceptions: exceptions.handle,
+        history,
     };
     let app = http::router(state, &config.http.assets_dir);
     let http = {
@@ -174,6 +190,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         rejections,
         exceptions: exceptions.task,
         webhook: exceptions.webhook,
+        rollup,
     })
 }
 
@@ -194,6 +211,9 @@ impl Running {
         let _ = self.exceptions.await;
         if let Some(webhook) = self.webhook {
             let _ = webhook.await;
+        }
+        if let Some(rollup) = self.rollup {
+            let _ = rollup.await;
         }
     }
 }

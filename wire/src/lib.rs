@@ -9,12 +9,16 @@ use serde::{Deserialize, Serialize};
 
 mod channel;
 mod exceptions;
+mod history;
 mod parameter;
 
 pub use channel::{ChannelName, ChannelNameError, pattern_matches};
 pub use exceptions::{
     AckRequest, Check, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Rule,
     Severity, TransitionInfo, TransitionKind,
+};
+pub use history::{
+    History, HistorySeries, HistorySource, MAX_CHANNELS, MAX_POINTS, MAX_RANGE_DAYS, SeriesData,
 };
 pub use parameter::{Parameter, parameter_info};
 

@@ -28,6 +28,10 @@ commands:
   bench-ingest [args...]
                    ingest benchmark against Mosquitto and psql in one run
                    (server/examples/ingest_bench.rs lists the args)
+  bench-history [args...]
+                   seed a week of 1 Hz readings for 100 channels in a private
+                   PostgreSQL and measure GET /api/history against its bare
+                   SQL (about 10 minutes; --reuse keeps the seed, --help)
   help             this text";
 
 fn main() -> ExitCode {
@@ -46,7 +50,7 @@ fn dispatch(args: Vec<String>) -> Result<()> {
         Some((command, rest)) => (command.as_str(), rest),
         None => ("help", &[][..]),
     };
-    if !matches!(command, "demo" | "bench-ingest") && !rest.is_empty() {
+    if !matches!(command, "demo" | "bench-ingest" | "bench-history") && !rest.is_empty() {
         bail!("`{command}` takes no arguments, got {rest:?}\n\n{HELP}");
     }
     match command {
@@ -55,6 +59,7 @@ fn dispatch(args: Vec<String>) -> Result<()> {
         "demo" => demo(&root, rest),
         "test" => test(&root),
         "bench-ingest" => bench_ingest(&root, rest),
+        "bench-history" => bench_history(&root, rest),
         "help" | "-h" | "--help" => {
             println!("{HELP}");
             Ok(())
@@ -173,6 +178,27 @@ fn bench_ingest(root: &Path, args: &[String]) -> Result<()> {
     step("bench: run", || {
         let mut bench = Command::new(root.join("target/release/examples/ingest_bench"));
         bench.args(args).current_dir(root);
+        run(&mut bench, false)
+    })
+}
+
+/// A command, not a test: it takes minutes, needs quiet cores to mean
+/// anything, and prints figures for a person to read.
+fn bench_history(root: &Path, args: &[String]) -> Result<()> {
+    step("bench: history", || {
+        let mut bench = Command::new(cargo());
+        bench
+            .args([
+                "run",
+                "--release",
+                "--package",
+                "trackside",
+                "--example",
+                "history-bench",
+                "--",
+            ])
+            .args(args)
+            .current_dir(root);
         run(&mut bench, false)
     })
 }

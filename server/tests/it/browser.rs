@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::harness::{DEADLINE, TestServer, eventually};
 
 /// A chromedriver child process on a free port, killed on drop.
-struct ChromeDriver {
+pub(crate) struct ChromeDriver {
     child: Child,
     port: u16,
     _profile: tempfile::TempDir,
@@ -23,7 +23,7 @@ impl Drop for ChromeDriver {
     }
 }
 
-async fn browser() -> (ChromeDriver, Client) {
+pub(crate) async fn browser() -> (ChromeDriver, Client) {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -72,12 +72,12 @@ async fn browser() -> (ChromeDriver, Client) {
     (driver, client)
 }
 
-async fn attribute(client: &Client, css: &str, name: &str) -> Option<String> {
+pub(crate) async fn attribute(client: &Client, css: &str, name: &str) -> Option<String> {
     let element = client.find(Locator::Css(css)).await.ok()?;
     element.attr(name).await.ok()?
 }
 
-async fn text(client: &Client, css: &str) -> Option<String> {
+pub(crate) async fn text(client: &Client, css: &str) -> Option<String> {
     client.find(Locator::Css(css)).await.ok()?.text().await.ok()
 }
 
@@ -317,7 +317,7 @@ async fn an_exception_appears_live_and_is_acknowledged_through_the_dialog() {
 
     // The board shows the circuit's worst active exception.
     client
-        .find(Locator::Css("[data-testid=nav-board]"))
+        .find(Locator::Css("nav a[href='/']"))
         .await
         .expect("the board link")
         .click()

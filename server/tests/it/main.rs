@@ -6,6 +6,8 @@ mod auth;
 mod browser;
 mod exceptions;
 mod harness;
+mod history;
+mod history_page;
 mod http;
 mod ingest;
 mod live;
