@@ -55,8 +55,9 @@ const DATABASE: &str = "trackside_bench";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        // sqlx warns of every statement over a second, which the seed is.
-        .with_env_filter("warn,sqlx=error")
+        // sqlx warns of every statement over a second, which the seed is;
+        // the server warns that it serves no app, which it need not here.
+        .with_env_filter("warn,sqlx=error,trackside::http=error")
         .init();
     let args = Args::parse();
     let mut private = None;

@@ -12,6 +12,7 @@
 //! Every bucket on the grid is in the answer, with `count` 0 when empty,
 //! so a chart breaks its line at an outage.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
@@ -385,10 +386,14 @@ pub async fn answer(
             data: readings_with_gaps(&points),
         });
     }
+    let mut by_channel: HashMap<i32, Vec<&BucketRow>> = HashMap::new();
+    for row in &rows {
+        by_channel.entry(row.0).or_default().push(row);
+    }
     for &index in &bucketed {
         let channel = &channels[index];
-        let mine = rows.iter().filter(|row| row.0 == channel.id);
-        series[index] = Some(fill_grid(channel, &grid, mine));
+        let mine = by_channel.remove(&channel.id).unwrap_or_default();
+        series[index] = Some(fill_grid(channel, &grid, mine.into_iter()));
     }
     Ok(History {
         from: request.from,
@@ -497,17 +502,16 @@ async fn fetch_readings(
     .fetch_all(&mut *conn)
     .await
     .map_err(internal)?;
+    let mut by_channel: HashMap<i32, Vec<(i64, f64)>> = HashMap::new();
+    for (id, ts, value) in rows {
+        by_channel
+            .entry(id)
+            .or_default()
+            .push((ts.timestamp_millis(), value));
+    }
     Ok(which
         .iter()
-        .map(|&i| {
-            let id = channels[i].id;
-            let points = rows
-                .iter()
-                .filter(|(c, _, _)| *c == id)
-                .map(|(_, ts, value)| (ts.timestamp_millis(), *value))
-                .collect();
-            (i, points)
-        })
+        .map(|&i| (i, by_channel.remove(&channels[i].id).unwrap_or_default()))
         .collect())
 }
 

@@ -2,7 +2,7 @@
 
 use crate::harness::{TestServer, eventually};
 
-const T0: i64 = 1_795_850_000_000; // 2026-11-28T05:13:20Z
+const T0: i64 = 1_795_850_000_000; // 2026-11-28T07:13:20Z
 
 fn batch(readings: &[(&str, f64, i64)]) -> String {
     let readings: Vec<serde_json::Value> = readings
