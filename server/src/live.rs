@@ -162,13 +162,17 @@ pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
                         _ if message.exception => send(&mut socket, message.json.clone(), &cx).await,
                         Subscription::All => send(&mut socket, message.json.clone(), &cx).await,
                         Subscription::Patterns(patterns) => {
-                            let selected: Vec<Reading> = message
-                                .readings
-                                .iter()
-                                .filter(|r| patterns.iter().any(|p| pattern_matches(p, &r.channel)))
-                                .cloned()
-                                .collect();
-                            selected.is_empty() || send_readings(&mut socket, selected, &cx).await
+                            let wanted = |r: &&Reading| patterns.iter().any(|p| pattern_matches(p, &r.channel));
+                            let matching = message.readings.iter().filter(wanted).count();
+                            if matching == message.readings.len() {
+                                // The usual case (a chart following its own
+                                // channels): the frame serialised once fits.
+                                send(&mut socket, message.json.clone(), &cx).await
+                            } else {
+                                let selected: Vec<Reading> =
+                                    message.readings.iter().filter(wanted).cloned().collect();
+                                selected.is_empty() || send_readings(&mut socket, selected, &cx).await
+                            }
                         }
                     };
                 }
