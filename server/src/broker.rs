@@ -9,22 +9,37 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use rumqttd::alerts::AlertsLink;
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::{Broker, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::meters::MetersLink;
+use rumqttd::{
+    Broker, ConnectionSettings, Meter, MetricSettings, MetricType, RouterConfig, ServerSettings,
+    TlsConfig,
+};
 
 use crate::config::MqttConfig;
 use crate::credentials::Checker;
-use crate::decode::TOPIC_ROOT;
+use crate::decode::{TENANT_ROOT, TOPIC_ROOT};
+use crate::metrics::Metrics;
+use crate::pki::ListenerFiles;
 
 pub struct EmbeddedBroker {
-    /// The MQTT 3.1.1 address gateways connect to.
+    /// The plain MQTT 3.1.1 address.
     pub listen: SocketAddr,
     pub listen_v5: Option<SocketAddr>,
+    /// MQTT 3.1.1 over mutual TLS, where the certificate names the gateway.
+    pub listen_tls: Option<SocketAddr>,
     pub link_tx: LinkTx,
     pub link_rx: LinkRx,
+    /// The router's counters, pushed once a second while there is traffic.
+    pub meters: MetersLink,
+    /// The router's alerts (a subscriber that skipped part of its log).
+    pub alerts: AlertsLink,
 }
 
 /// The link's client id; gateways must not use it.
@@ -32,7 +47,12 @@ const INGEST_LINK: &str = "trackside-ingest";
 
 /// Starts the broker on its own thread and returns the subscribed link.
 /// Without a `checker` every client is accepted (`mqtt.allow_anonymous`).
-pub fn start(config: &MqttConfig, checker: Option<Checker>) -> anyhow::Result<EmbeddedBroker> {
+/// `tls` is required when `config.tls_listen` is set.
+pub fn start(
+    config: &MqttConfig,
+    tls: Option<&ListenerFiles>,
+    checker: Option<Checker>,
+) -> anyhow::Result<EmbeddedBroker> {
     // rumqttd binds inside its own thread and only logs a failure there, so
     // check the addresses here where the error can reach the operator. Port
     // 0 is resolved to a free port the same way (tests use it).
@@ -41,6 +61,19 @@ pub fn start(config: &MqttConfig, checker: Option<Checker>) -> anyhow::Result<Em
         .listen_v5
         .map(|addr| reserve(addr).context("MQTT 5 listener"))
         .transpose()?;
+    let listen_tls = config
+        .tls_listen
+        .map(|addr| reserve(addr).context("MQTT TLS listener"))
+        .transpose()?;
+    let tls_config = match (listen_tls, tls) {
+        (None, _) => None,
+        (Some(_), Some(files)) => Some(TlsConfig::Rustls {
+            capath: Some(path_string(&files.ca_cert)?),
+            certpath: path_string(&files.server_cert)?,
+            keypath: path_string(&files.server_key)?,
+        }),
+        (Some(_), None) => anyhow::bail!("the MQTT TLS listener needs its certificates"),
+    };
 
     let mut connections = ConnectionSettings {
         connection_timeout_ms: config.connect_timeout_ms,
@@ -58,13 +91,28 @@ pub fn start(config: &MqttConfig, checker: Option<Checker>) -> anyhow::Result<Em
             async move { checker.check(client_id, username, password).await }
         });
     }
-    let server = |name: &str, listen: SocketAddr| ServerSettings {
+    let server = |name: &str, listen: SocketAddr, tls: Option<TlsConfig>| ServerSettings {
         name: name.to_owned(),
         listen,
-        tls: None,
+        tls,
         next_connection_delay_ms: 1,
         connections: connections.clone(),
     };
+    let mut v4 = HashMap::from([("mqtt".to_owned(), server("mqtt-v4", listen, None))]);
+    if let Some(addr) = listen_tls {
+        v4.insert("mqtts".to_owned(), server("mqtt-tls", addr, tls_config));
+    }
+    // The interval is only settable through serde: its field is private.
+    let metrics = ["meters", "alerts"]
+        .into_iter()
+        .map(|kind| {
+            let kind: MetricType = serde_json::from_value(serde_json::json!(kind))?;
+            let every_second: MetricSettings =
+                serde_json::from_value(serde_json::json!({ "push_interval": 1 }))?;
+            Ok((kind, every_second))
+        })
+        .collect::<Result<HashMap<_, _>, serde_json::Error>>()
+        .context("broker metrics settings")?;
     let broker_config = rumqttd::Config {
         id: 0,
         router: RouterConfig {
@@ -76,17 +124,15 @@ pub fn start(config: &MqttConfig, checker: Option<Checker>) -> anyhow::Result<Em
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
-        v4: Some(HashMap::from([(
-            "mqtt".to_owned(),
-            server("mqtt-v4", listen),
-        )])),
-        v5: listen_v5.map(|addr| HashMap::from([("mqtt5".to_owned(), server("mqtt-v5", addr))])),
+        v4: Some(v4),
+        v5: listen_v5
+            .map(|addr| HashMap::from([("mqtt5".to_owned(), server("mqtt-v5", addr, None))])),
         ws: None,
         cluster: None,
         console: None,
         bridge: None,
         prometheus: None,
-        metrics: None,
+        metrics: Some(metrics),
     };
 
     let mut broker = Broker::new(broker_config);
@@ -96,6 +142,11 @@ pub fn start(config: &MqttConfig, checker: Option<Checker>) -> anyhow::Result<Em
     link_tx
         .subscribe(format!("{TOPIC_ROOT}/#"))
         .context("subscribing the ingest link")?;
+    link_tx
+        .subscribe(format!("{TENANT_ROOT}+/{TOPIC_ROOT}/#"))
+        .context("subscribing the ingest link")?;
+    let meters = broker.meters().context("opening the broker's meters")?;
+    let alerts = broker.alerts().context("opening the broker's alerts")?;
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
@@ -104,16 +155,54 @@ pub fn start(config: &MqttConfig, checker: Option<Checker>) -> anyhow::Result<Em
             }
         })
         .context("starting the MQTT broker thread")?;
-    for addr in std::iter::once(listen).chain(listen_v5) {
+    for addr in std::iter::once(listen).chain(listen_v5).chain(listen_tls) {
         wait_until_listening(addr.port())?;
     }
-    tracing::info!(%listen, ?listen_v5, "MQTT broker listening");
+    tracing::info!(%listen, ?listen_v5, ?listen_tls, "MQTT broker listening");
     Ok(EmbeddedBroker {
         listen,
         listen_v5,
+        listen_tls,
         link_tx,
         link_rx,
+        meters,
+        alerts,
     })
+}
+
+/// Counts what the router reports: publishes it refused, and each time the
+/// ingest link fell a whole log behind (rumqttd's `cursor_jump` alert).
+pub async fn follow_meters(meters: MetersLink, alerts: AlertsLink, metrics: Arc<Metrics>) {
+    loop {
+        tokio::select! {
+            reports = meters.next() => {
+                let Ok(reports) = reports else { return };
+                for report in reports {
+                    if let Meter::Router(_, router) = report
+                        && router.failed_publishes > 0
+                    {
+                        tracing::warn!(
+                            refused = router.failed_publishes,
+                            "the MQTT broker refused publishes and closed their connections"
+                        );
+                        Metrics::add(&metrics.mqtt_refused_publishes, router.failed_publishes);
+                    }
+                }
+            }
+            reports = alerts.next() => {
+                let Ok(reports) = reports else { return };
+                for alert in reports {
+                    if alert.client_id == INGEST_LINK && alert.kind.name() == "cursor_jump" {
+                        tracing::error!(
+                            detail = %alert.kind.description(),
+                            "ingest fell a whole MQTT log behind; the skipped publishes are lost"
+                        );
+                        metrics.mqtt_log_overruns.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// rumqttd binds on its own thread some time after `start`; gateways (and
@@ -132,20 +221,34 @@ fn wait_until_listening(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether a TCP socket of this machine listens on `port`, from
-/// /proc/net/tcp{,6}: local address `ADDR:PORT` in hex, state `0A` = LISTEN.
+/// Whether a TCP socket of this machine listens on `port` (state `0A`).
 fn is_listening(port: u16) -> bool {
     let wanted = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
-        std::fs::read_to_string(table).is_ok_and(|text| {
-            text.lines().skip(1).any(|line| {
-                let mut fields = line.split_whitespace();
-                let local = fields.nth(1).unwrap_or_default();
-                let state = fields.nth(1).unwrap_or_default();
-                state == "0A" && local.ends_with(&wanted)
-            })
-        })
-    })
+    let mut found = false;
+    visit_tcp_sockets(|local, state| found |= state == "0A" && local.ends_with(&wanted));
+    found
+}
+
+/// Calls `visit(local address, state)` for every TCP socket in the kernel's
+/// tables (/proc/net/tcp{,6}; addresses `ADDR:PORT` in hex, states in hex).
+pub(crate) fn visit_tcp_sockets(mut visit: impl FnMut(&str, &str)) {
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1).unwrap_or_default();
+            let state = fields.nth(1).unwrap_or_default();
+            visit(local, state);
+        }
+    }
+}
+
+fn path_string(path: &std::path::Path) -> anyhow::Result<String> {
+    path.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 fn reserve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {

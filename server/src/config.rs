@@ -41,10 +41,26 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
-    /// MQTT 3.1.1 listener.
+    /// MQTT 3.1.1 listener, with a password. On loopback by default: on
+    /// these plain listeners the broker checks no topic, so any gateway that
+    /// logs in could publish as another. Open it to the network only where
+    /// that is acceptable; gateways on the network use `tls_listen`.
     pub listen: SocketAddr,
-    /// MQTT 5 listener. rumqttd serves one protocol version per port.
+    /// MQTT 5 listener (plain, like `listen`). rumqttd serves one protocol
+    /// version per port.
     pub listen_v5: Option<SocketAddr>,
+    /// MQTT 3.1.1 over mutual TLS. A gateway's certificate names it, and the
+    /// broker refuses its publishes outside `/tenants/{its id}/`: the only
+    /// listener where a gateway cannot publish as another.
+    pub tls_listen: Option<SocketAddr>,
+    /// Host names and addresses gateways use to reach the TLS listener, put
+    /// in its certificate. Empty: `localhost`, `127.0.0.1` and this
+    /// machine's host name.
+    pub tls_server_names: Vec<String>,
+    /// Where the CA and the server certificate live. Empty: `pki` in the
+    /// data directory. With `ca.crt`, `server.crt`, `server.key` and no
+    /// `ca.key` there, an operator's own PKI is used as it is.
+    pub tls_dir: Option<PathBuf>,
     /// Accept clients without credentials. Off in production: any client
     /// could then publish as any gateway.
     pub allow_anonymous: bool,
@@ -212,8 +228,11 @@ impl Default for HttpConfig {
 impl Default for MqttConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
-            listen_v5: Some(SocketAddr::from(([0, 0, 0, 0], 1884))),
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            listen_v5: Some(SocketAddr::from(([127, 0, 0, 1], 1884))),
+            tls_listen: Some(SocketAddr::from(([0, 0, 0, 0], 8883))),
+            tls_server_names: Vec::new(),
+            tls_dir: None,
             allow_anonymous: false,
             max_connections: 10_000,
             max_payload_bytes: 256 * 1024,

@@ -44,6 +44,7 @@ impl Pipeline {
                     gateway: None,
                     payload: payload.to_vec(),
                     reason: "topic is not UTF-8".into(),
+                    kind: decode::RejectionKind::Topic,
                 }],
                 ..Default::default()
             },
@@ -64,6 +65,7 @@ impl Pipeline {
         let whole_payload_rejected = decoded.readings.is_empty() && !decoded.rejections.is_empty();
         for rejection in decoded.rejections {
             tracing::warn!(topic = %rejection.topic, reason = %rejection.reason, "rejected MQTT payload");
+            self.metrics.rejected(rejection.kind);
             if whole_payload_rejected {
                 self.metrics.rejected_payloads.fetch_add(1, Relaxed);
             } else {

@@ -17,6 +17,7 @@ pub mod http;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod pki;
 pub mod registry;
 pub mod rollup;
 pub mod sim;
@@ -44,11 +45,28 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .context("applying database migrations")
 }
 
+/// The names in the TLS listener's certificate: the configured ones, or
+/// those a gateway on this machine or the local network would use.
+fn tls_server_names(configured: &[String]) -> Vec<String> {
+    if !configured.is_empty() {
+        return configured.to_vec();
+    }
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty() && host != "localhost" {
+            names.push(host.to_owned());
+        }
+    }
+    names
+}
+
 /// A running server. Dropping it does not stop it; call [`Running::shutdown`].
 pub struct Running {
     pub http_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
     pub mqtt_v5_addr: Option<SocketAddr>,
+    pub mqtt_tls_addr: Option<SocketAddr>,
     pub metrics: Arc<metrics::Metrics>,
     shutdown: CancellationToken,
     http: JoinHandle<()>,
@@ -118,9 +136,38 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     let mqtt_config = config.mqtt.clone();
     let checker = (!config.mqtt.allow_anonymous)
         .then(|| credentials::spawn_checker(pool.clone(), metrics.clone()));
-    let broker = tokio::task::spawn_blocking(move || broker::start(&mqtt_config, checker))
-        .await
-        .context("starting the MQTT broker")??;
+    let tls_dir = config
+        .mqtt
+        .tls_dir
+        .clone()
+        .unwrap_or_else(|| config.database.data_dir.join("pki"));
+    let server_names = tls_server_names(&config.mqtt.tls_server_names);
+    let broker = tokio::task::spawn_blocking(move || {
+        let tls_files = mqtt_config
+            .tls_listen
+            .map(|_| pki::prepare(&tls_dir, &server_names))
+            .transpose()
+            .context("preparing the MQTT TLS certificates")?;
+        broker::start(&mqtt_config, tls_files.as_ref(), checker)
+    })
+    .await
+    .context("starting the MQTT broker")??;
+    let _ = metrics.mqtt_listeners.set(
+        [
+            Some(("mqtt", broker.listen)),
+            broker.listen_v5.map(|addr| ("mqtt5", addr)),
+            broker.listen_tls.map(|addr| ("mqtts", addr)),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|(name, addr)| (name, addr.port()))
+        .collect(),
+    );
+    tokio::spawn(broker::follow_meters(
+        broker.meters,
+        broker.alerts,
+        metrics.clone(),
+    ));
     let ingest_running = Arc::new(AtomicBool::new(true));
     let ingest = {
         let running = ingest_running.clone();
@@ -182,6 +229,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         http_addr,
         mqtt_addr: broker.listen,
         mqtt_v5_addr: broker.listen_v5,
+        mqtt_tls_addr: broker.listen_tls,
         metrics,
         shutdown,
         http,

@@ -2,7 +2,7 @@
 //! itself lives in the library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -60,6 +60,19 @@ enum GatewayAction {
     List,
     /// Revoke a gateway's credentials; its next CONNECT is refused.
     Revoke { id: String },
+    /// Issue a certificate for the MQTT TLS listener. It names the gateway,
+    /// so it may publish only under /tenants/{id}/; it connects with its
+    /// password as well, so revoking the password shuts it out.
+    Cert {
+        /// The gateway id: letters and digits only on the TLS listener.
+        id: String,
+        /// Directory to write `{id}.crt`, `{id}.key` and `ca.crt` into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
 }
 
 /// Flags override the environment, which overrides the config file.
@@ -80,6 +93,13 @@ struct ServeArgs {
     /// MQTT 5 address.
     #[arg(long, env = "TRACKSIDE_MQTT_LISTEN_V5")]
     mqtt_listen_v5: Option<SocketAddr>,
+    /// MQTT over mutual TLS, for gateways with certificates.
+    #[arg(long, env = "TRACKSIDE_MQTT_TLS_LISTEN")]
+    mqtt_tls_listen: Option<SocketAddr>,
+    /// A name or address gateways use to reach the TLS listener (repeat, or
+    /// comma-separated in the environment).
+    #[arg(long, env = "TRACKSIDE_MQTT_TLS_SERVER_NAMES", value_delimiter = ',')]
+    mqtt_tls_server_name: Vec<String>,
     /// PostgreSQL URL; without one a private cluster runs under --data-dir.
     #[arg(long, env = "TRACKSIDE_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
@@ -190,6 +210,12 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(addr) = args.mqtt_listen_v5 {
         config.mqtt.listen_v5 = Some(addr);
+    }
+    if let Some(addr) = args.mqtt_tls_listen {
+        config.mqtt.tls_listen = Some(addr);
+    }
+    if !args.mqtt_tls_server_name.is_empty() {
+        config.mqtt.tls_server_names = args.mqtt_tls_server_name.clone();
     }
     if let Some(url) = &args.database_url {
         config.database.url = Some(url.clone());
@@ -323,6 +349,9 @@ async fn shutdown_signal() {
 
 async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let config = load_config(&args.database)?;
+    if let GatewayAction::Cert { id, out, days } = &args.action {
+        return issue_certificate(&config, id, out, *days);
+    }
     // A private cluster that a running server owns is used and left running.
     let (pool, _private_pg) = open_database(&config).await?;
     match args.action {
@@ -364,8 +393,41 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
                 anyhow::bail!("gateway {id} has no active credentials");
             }
         }
+        GatewayAction::Cert { .. } => unreachable!("handled before the database opens"),
     }
     pool.close().await;
+    Ok(())
+}
+
+fn issue_certificate(config: &Config, id: &str, out: &Path, days: u32) -> anyhow::Result<()> {
+    let pki_dir = config
+        .mqtt
+        .tls_dir
+        .clone()
+        .unwrap_or_else(|| config.database.data_dir.join("pki"));
+    // The CA is made here if the server has not run yet; the server then
+    // adds its own certificate at start.
+    if !pki_dir.join("ca.crt").exists() {
+        trackside::pki::prepare(&pki_dir, &["localhost".to_owned()])?;
+    }
+    let issued = trackside::pki::issue_gateway(&pki_dir, id, days)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let key_path = out.join(format!("{id}.key"));
+    let cert_path = out.join(format!("{id}.crt"));
+    let ca_path = out.join("ca.crt");
+    trackside::pki::write_private(&key_path, &issued.key_pem)?;
+    trackside::pki::write_public(&cert_path, &issued.cert_pem)?;
+    trackside::pki::write_public(&ca_path, &issued.ca_pem)?;
+    println!(
+        "gateway {id}: {} and {} (valid {days} days), trusting {}",
+        cert_path.display(),
+        key_path.display(),
+        ca_path.display()
+    );
+    println!(
+        "connect to the TLS listener (port 8883 by default) with client id and username `{id}` \
+         and its password; publish under /tenants/{id}/trackside/{id}/"
+    );
     Ok(())
 }
 

@@ -4,12 +4,25 @@
 //! registry with label maps and locks would cost more than it gives.
 
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::decode::RejectionKind;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub mqtt_messages: AtomicU64,
     pub mqtt_refused_connects: AtomicU64,
+    /// Publishes the broker refused, disconnecting the client: on the TLS
+    /// listener, a topic outside the certificate's `/tenants/{id}/`.
+    pub mqtt_refused_publishes: AtomicU64,
+    /// Times the ingest link fell a whole broker log behind and skipped to
+    /// the oldest segment still held: those publishes never reached ingest.
+    pub mqtt_log_overruns: AtomicU64,
+    /// The broker's listeners by name, for the connection gauge.
+    pub mqtt_listeners: OnceLock<Vec<(&'static str, u16)>>,
+    /// Rejections by `RejectionKind`, in the order of `RejectionKind::ALL`.
+    pub rejections: [AtomicU64; RejectionKind::ALL.len()],
     pub readings_received: AtomicU64,
     pub readings_stored: AtomicU64,
     pub readings_duplicate: AtomicU64,
@@ -52,6 +65,10 @@ impl Metrics {
         counter.fetch_add(n as u64, Relaxed);
     }
 
+    pub fn rejected(&self, kind: RejectionKind) {
+        self.rejections[kind as usize].fetch_add(1, Relaxed);
+    }
+
     /// `spool_backlog_bytes`: spooled but not yet stored, read at scrape time.
     pub fn render(&self, spool_backlog_bytes: u64) -> String {
         let mut out = String::with_capacity(2048);
@@ -70,6 +87,16 @@ impl Metrics {
             "trackside_mqtt_refused_connects_total",
             "MQTT CONNECTs refused: wrong or revoked credentials, or client id not the username.",
             self.mqtt_refused_connects.load(Relaxed),
+        );
+        counter(
+            "trackside_mqtt_refused_publishes_total",
+            "Publishes the broker refused by closing the connection (on the TLS listener: a topic outside the certificate's /tenants/{id}/).",
+            self.mqtt_refused_publishes.load(Relaxed),
+        );
+        counter(
+            "trackside_mqtt_log_overruns_total",
+            "Times ingest fell a whole broker log behind and skipped its oldest segment (publishes lost before decoding).",
+            self.mqtt_log_overruns.load(Relaxed),
         );
         counter(
             "trackside_readings_received_total",
@@ -191,6 +218,29 @@ impl Metrics {
             "Notifications given up after all attempts, or dropped because the queue was full.",
             self.webhook_dropped.load(Relaxed),
         );
+        let name = "trackside_rejections_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Rejected MQTT messages and readings, kept in rejected_messages, by kind: \
+             topic (unknown topic), acl (a gateway's certificate does not allow the topic's gateway), \
+             payload (a whole payload that does not decode), reading (one element of a batch).\n\
+             # TYPE {name} counter"
+        );
+        for kind in RejectionKind::ALL {
+            let value = self.rejections[kind as usize].load(Relaxed);
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {value}", kind.label());
+        }
+        if let Some(listeners) = self.mqtt_listeners.get() {
+            let name = "trackside_mqtt_connections";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Open TCP connections on each MQTT listener.\n# TYPE {name} gauge"
+            );
+            let counts = established_connections(listeners.iter().map(|(_, port)| *port));
+            for ((listener, _), count) in listeners.iter().zip(counts) {
+                let _ = writeln!(out, "{name}{{listener=\"{listener}\"}} {count}");
+            }
+        }
         let mut gauge = |name: &str, help: &str, value: i64| {
             let _ = writeln!(
                 out,
@@ -219,4 +269,20 @@ impl Metrics {
         );
         out
     }
+}
+
+/// Established TCP connections whose local port is each of `ports`, from
+/// the kernel's socket tables (state `01`). rumqttd keeps no such count;
+/// its router meter counts sessions only while messages flow.
+fn established_connections(ports: impl Iterator<Item = u16>) -> Vec<u64> {
+    let ports: Vec<String> = ports.map(|port| format!(":{port:04X}")).collect();
+    let mut counts = vec![0; ports.len()];
+    crate::broker::visit_tcp_sockets(|local, state| {
+        if state == "01"
+            && let Some(index) = ports.iter().position(|port| local.ends_with(port.as_str()))
+        {
+            counts[index] += 1;
+        }
+    });
+    counts
 }

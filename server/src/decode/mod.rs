@@ -27,6 +27,10 @@ mod props;
 mod senml;
 
 pub const TOPIC_ROOT: &str = "trackside";
+/// The TLS listener's topics: `/tenants/{gateway}/trackside/{gateway}/...`.
+/// The broker sets the tenant from the client certificate and refuses
+/// anything outside it, so here the tenant is a proven identity.
+pub const TENANT_ROOT: &str = "/tenants/";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedReading {
@@ -44,6 +48,33 @@ pub struct Rejection {
     pub gateway: Option<String>,
     pub payload: Vec<u8>,
     pub reason: String,
+    pub kind: RejectionKind,
+}
+
+/// What was wrong, for counting; `reason` says it in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// A topic Trackside does not know.
+    Topic,
+    /// A certificate-identified gateway publishing under another's id.
+    Acl,
+    /// A whole payload that does not decode.
+    Payload,
+    /// One element of a batch or pack.
+    Reading,
+}
+
+impl RejectionKind {
+    pub const ALL: [Self; 4] = [Self::Topic, Self::Acl, Self::Payload, Self::Reading];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Topic => "topic",
+            Self::Acl => "acl",
+            Self::Payload => "payload",
+            Self::Reading => "reading",
+        }
+    }
 }
 
 /// What one publish decoded to: the readings that are good, and one
@@ -75,7 +106,35 @@ pub struct DecodeContext {
 const EARLIEST_MS: i64 = 946_684_800_000; // 2000-01-01T00:00:00Z
 
 pub fn decode(topic: &str, payload: &[u8], cx: &DecodeContext) -> Decoded {
-    match decode_topic(topic) {
+    let (tenant, route) = match topic.strip_prefix(TENANT_ROOT) {
+        Some(rest) => match rest.split_once('/') {
+            Some((tenant, route)) => (Some(tenant), route),
+            None => (Some(rest), ""),
+        },
+        None => (None, topic),
+    };
+    let kind = decode_topic(route);
+    if let (Some(tenant), Ok(kind)) = (tenant, &kind) {
+        let gateway = kind.gateway();
+        if gateway != tenant {
+            let reason = format!(
+                "the certificate of gateway `{tenant}` does not allow publishing as `{gateway}`: \
+                 use `{TENANT_ROOT}{tenant}/{TOPIC_ROOT}/{tenant}/...`"
+            );
+            return Decoded {
+                gateway: tenant.to_owned(),
+                rejections: vec![rejection(
+                    topic,
+                    Some(tenant),
+                    payload.to_vec(),
+                    reason,
+                    RejectionKind::Acl,
+                )],
+                ..Decoded::default()
+            };
+        }
+    }
+    match kind {
         Ok(TopicKind::Batch { gateway }) => decode_batch(topic, gateway, payload, cx),
         Ok(TopicKind::Senml { gateway }) => senml::decode(topic, gateway, payload, cx),
         Ok(TopicKind::Status { gateway }) => {
@@ -90,6 +149,7 @@ pub fn decode(topic: &str, payload: &[u8], cx: &DecodeContext) -> Decoded {
                     Some(gateway),
                     payload.to_vec(),
                     reason,
+                    RejectionKind::Payload,
                 )),
             }
             decoded
@@ -110,15 +170,33 @@ pub fn decode(topic: &str, payload: &[u8], cx: &DecodeContext) -> Decoded {
                     Some(gateway),
                     payload.to_vec(),
                     reason,
+                    RejectionKind::Payload,
                 )),
             }
             decoded
         }
         Err((gateway, reason)) => Decoded {
-            gateway: gateway.unwrap_or_default().to_owned(),
-            rejections: vec![rejection(topic, gateway, payload.to_vec(), reason)],
+            gateway: gateway.or(tenant).unwrap_or_default().to_owned(),
+            rejections: vec![rejection(
+                topic,
+                gateway.or(tenant),
+                payload.to_vec(),
+                reason,
+                RejectionKind::Topic,
+            )],
             ..Decoded::default()
         },
+    }
+}
+
+impl TopicKind<'_> {
+    fn gateway(&self) -> &str {
+        match self {
+            Self::Batch { gateway }
+            | Self::Senml { gateway }
+            | Self::Status { gateway }
+            | Self::Single { gateway, .. } => gateway,
+        }
     }
 }
 
@@ -272,7 +350,15 @@ fn decode_batch(topic: &str, gateway: &str, payload: &[u8], cx: &DecodeContext) 
         gateway: gateway.to_owned(),
         ..Decoded::default()
     };
-    let whole = |reason: String| rejection(topic, Some(gateway), payload.to_vec(), reason);
+    let whole = |reason: String| {
+        rejection(
+            topic,
+            Some(gateway),
+            payload.to_vec(),
+            reason,
+            RejectionKind::Payload,
+        )
+    };
     let envelope: BatchEnvelope = match serde_json::from_slice(payload) {
         Ok(envelope) => envelope,
         Err(err) => {
@@ -300,6 +386,7 @@ fn decode_batch(topic: &str, gateway: &str, payload: &[u8], cx: &DecodeContext) 
                 Some(gateway),
                 serde_json::to_vec(&element).unwrap_or_default(),
                 format!("readings[{index}]: {reason}"),
+                RejectionKind::Reading,
             )),
         }
     }
@@ -389,12 +476,19 @@ fn truncate(text: &str, max: usize) -> &str {
     }
 }
 
-fn rejection(topic: &str, gateway: Option<&str>, payload: Vec<u8>, reason: String) -> Rejection {
+fn rejection(
+    topic: &str,
+    gateway: Option<&str>,
+    payload: Vec<u8>,
+    reason: String,
+    kind: RejectionKind,
+) -> Rejection {
     Rejection {
         topic: topic.to_owned(),
         gateway: gateway.map(str::to_owned),
         payload,
         reason,
+        kind,
     }
 }
 
@@ -583,6 +677,69 @@ mod tests {
         check("trackside/gw 2/readings", "1", &[], &["gateway id"]);
         check("trackside//readings", "1", &[], &["gateway id"]);
         check("other/gw2/readings", "1", &[], &["topic must start"]);
+    }
+
+    #[test]
+    fn tenant_topics_carry_the_certificate_identity() {
+        let batch = r#"{"readings":[{"channel":"T1/relay_voltage","value":1.5}]}"#;
+        check(
+            "/tenants/gw1/trackside/gw1/readings",
+            batch,
+            &[("T1/relay_voltage", NOW, 1.5)],
+            &[],
+        );
+        check(
+            "/tenants/gw1/trackside/gw1/channel/T2/feed_current",
+            "0.25",
+            &[("T2/feed_current", NOW, 0.25)],
+            &[],
+        );
+        check(
+            "/tenants/gw1/trackside/gw2/readings",
+            batch,
+            &[],
+            &["certificate of gateway `gw1` does not allow publishing as `gw2`"],
+        );
+        check("/tenants/gw1/other", batch, &[], &["topic must start with"]);
+        check("/tenants/gw1", batch, &[], &["topic must start with"]);
+
+        let status = decode("/tenants/gw1/trackside/gw1/status", b"offline", &cx());
+        assert_eq!(
+            (status.gateway.as_str(), status.status),
+            ("gw1", Some(GatewayStatus::Offline))
+        );
+        let forged = decode("/tenants/gw1/trackside/gw2/status", b"offline", &cx());
+        assert_eq!(forged.status, None, "a forged status changes nothing");
+        assert_eq!(forged.gateway, "gw1");
+        assert_eq!(forged.rejections[0].kind, RejectionKind::Acl);
+        assert_eq!(forged.rejections[0].gateway.as_deref(), Some("gw1"));
+    }
+
+    #[test]
+    fn rejections_are_classified_for_counting() {
+        let kind = |topic: &str, payload: &str| {
+            decode(topic, payload.as_bytes(), &cx())
+                .rejections
+                .iter()
+                .map(|r| r.kind)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kind("elsewhere/gw1/readings", "1"), [RejectionKind::Topic]);
+        assert_eq!(
+            kind("trackside/gw1/readings", "{"),
+            [RejectionKind::Payload]
+        );
+        assert_eq!(
+            kind("trackside/gw1/status", "maybe"),
+            [RejectionKind::Payload]
+        );
+        assert_eq!(
+            kind(
+                "trackside/gw1/readings",
+                r#"{"readings":[{"channel":"T1/relay_voltage","value":1},{"channel":"bad","value":1}]}"#
+            ),
+            [RejectionKind::Reading]
+        );
     }
 
     #[test]

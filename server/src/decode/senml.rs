@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use trackside_wire::{ChannelName, parameter_info};
 
-use super::{DecodeContext, Decoded, DecodedReading, check_ts, rejection};
+use super::{DecodeContext, Decoded, DecodedReading, RejectionKind, check_ts, rejection};
 
 /// RFC 8428: times below 2^28 seconds are relative to now.
 const RELATIVE_BELOW_S: f64 = 268_435_456.0;
@@ -66,6 +66,7 @@ pub(super) fn decode(topic: &str, gateway: &str, payload: &[u8], cx: &DecodeCont
                 Some(gateway),
                 payload.to_vec(),
                 format!("not a SenML pack (a JSON array of records): {err}"),
+                RejectionKind::Payload,
             ));
             return decoded;
         }
@@ -82,6 +83,7 @@ pub(super) fn decode(topic: &str, gateway: &str, payload: &[u8], cx: &DecodeCont
                 Some(gateway),
                 serde_json::to_vec(&element).unwrap_or_default(),
                 format!("record {index}: {reason}"),
+                RejectionKind::Reading,
             )),
         }
     }

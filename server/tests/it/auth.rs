@@ -1,6 +1,6 @@
 //! Gateway credentials at CONNECT, through a real MQTT client.
 
-use crate::harness::{TestServer, eventually, mqtt_accepts, test_config};
+use crate::harness::{Gateway, TestServer, eventually, mqtt_accepts, test_config};
 
 async fn secured() -> TestServer {
     let mut config = test_config();
@@ -155,4 +155,187 @@ async fn the_gateway_command_adds_lists_and_revokes() {
     let again = trackside_cli(&server, &["gateway", "revoke", "gw-cli"]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("no active credentials"));
+}
+
+/// Per-gateway topics: on the TLS listener the certificate names the
+/// gateway, and neither the broker nor the decoder lets it publish as
+/// another one. Every refusal is counted.
+#[tokio::test]
+async fn publishing_to_another_gateways_topic_is_refused() {
+    let server = secured().await;
+    let tls_port = server.running.mqtt_tls_addr.expect("TLS listener").port();
+    let pki = server.config.database.data_dir.join("pki");
+    let north = trackside::credentials::add(&server.pool, "north", None)
+        .await
+        .unwrap();
+    trackside::credentials::add(&server.pool, "south", None)
+        .await
+        .unwrap();
+    let north_cert = trackside::pki::issue_gateway(&pki, "north", 30).unwrap();
+
+    // A certificate alone is not enough, and no certificate gets no session.
+    let with_cert = crate::harness::tls_transport(&north_cert);
+    assert!(
+        !crate::harness::mqtt_accepts_over(
+            tls_port,
+            "north",
+            Some(("north", "not-the-password")),
+            with_cert
+        )
+        .await,
+        "a wrong password is refused on the TLS listener too"
+    );
+    let without_cert = rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+        ca: north_cert.ca_pem.clone().into_bytes(),
+        alpn: None,
+        client_auth: None,
+    });
+    assert!(
+        !crate::harness::mqtt_accepts_over(
+            tls_port,
+            "north",
+            Some(("north", north.as_str())),
+            without_cert
+        )
+        .await,
+        "a client without a certificate is refused"
+    );
+
+    let mut gateway = Gateway::connect_tls(tls_port, "north", &north, &north_cert).await;
+    eventually("the TLS connection counted", || async {
+        (server
+            .metric("trackside_mqtt_connections{listener=\"mqtts\"}")
+            .await
+            == 1.0)
+            .then_some(())
+    })
+    .await;
+    let reading = |value: f64| {
+        serde_json::json!({"readings": [
+            {"channel": "T1/relay_voltage", "value": value, "ts": "2026-11-28T10:00:00Z"}
+        ]})
+        .to_string()
+    };
+    gateway
+        .publish("/tenants/north/trackside/north/readings", reading(1.5))
+        .await;
+    // Inside its own prefix but naming another gateway: the decoder refuses.
+    gateway
+        .publish("/tenants/north/trackside/south/readings", reading(2.5))
+        .await;
+    eventually("the own reading stored, the other one rejected", || async {
+        let stored: Vec<(String, f64)> = sqlx::query_as(
+            "SELECT c.gateway_id, r.value FROM readings r JOIN channels c ON c.id = r.channel_id",
+        )
+        .fetch_all(&server.pool)
+        .await
+        .unwrap();
+        let acl = server
+            .metric("trackside_rejections_total{reason=\"acl\"}")
+            .await;
+        (stored == [("north".to_owned(), 1.5)] && acl == 1.0).then_some(())
+    })
+    .await;
+    let (gateway_id, reason): (String, String) =
+        sqlx::query_as("SELECT gateway_id, reason FROM rejected_messages")
+            .fetch_one(&server.pool)
+            .await
+            .unwrap();
+    assert_eq!(gateway_id, "north");
+    assert!(
+        reason.contains("does not allow publishing as `south`"),
+        "{reason}"
+    );
+
+    // Outside its prefix: the broker closes the connection.
+    gateway
+        .client
+        .publish(
+            "/tenants/south/trackside/south/readings",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            reading(3.5),
+        )
+        .await
+        .unwrap();
+    eventually("the broker's refusal counted", || async {
+        (server
+            .metric("trackside_mqtt_refused_publishes_total")
+            .await
+            >= 1.0
+            && !gateway.is_connected())
+        .then_some(())
+    })
+    .await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+        .fetch_one(&server.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "nothing stored under another gateway's id");
+}
+
+#[tokio::test]
+async fn the_gateway_command_issues_certificates_the_tls_listener_accepts() {
+    let server = secured().await;
+    let tls_port = server.running.mqtt_tls_addr.expect("TLS listener").port();
+    let password = trackside::credentials::add(&server.pool, "east3", None)
+        .await
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let data_dir = server.config.database.data_dir.to_str().unwrap().to_owned();
+    let out_dir = out.path().to_str().unwrap().to_owned();
+    let issued = trackside_cli(
+        &server,
+        &[
+            "gateway",
+            "--data-dir",
+            &data_dir,
+            "cert",
+            "east3",
+            "--out",
+            &out_dir,
+        ],
+    );
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    let read = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap();
+    let certificate = trackside::pki::GatewayCertificate {
+        cert_pem: read("east3.crt"),
+        key_pem: read("east3.key"),
+        ca_pem: read("ca.crt"),
+    };
+    let mut gateway = Gateway::connect_tls(tls_port, "east3", &password, &certificate).await;
+    gateway
+        .publish("/tenants/east3/trackside/east3/channel/T4/relay_state", "1")
+        .await;
+    eventually("the reading stored", || async {
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+            .fetch_one(&server.pool)
+            .await
+            .unwrap();
+        (stored == 1).then_some(())
+    })
+    .await;
+
+    let refused = trackside_cli(
+        &server,
+        &[
+            "gateway",
+            "--data-dir",
+            &data_dir,
+            "cert",
+            "east-3",
+            "--out",
+            &out_dir,
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("letters and digits"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }

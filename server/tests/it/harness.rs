@@ -95,6 +95,7 @@ pub fn test_config() -> Config {
     config.http.assets_dir = site_dir();
     config.mqtt.listen = "127.0.0.1:0".parse().expect("address");
     config.mqtt.listen_v5 = None;
+    config.mqtt.tls_listen = Some("127.0.0.1:0".parse().expect("address"));
     // Most tests are not about credentials; tests/it/auth.rs turns them on.
     config.mqtt.allow_anonymous = true;
     config.yard.name = "Test yard".into();
@@ -220,6 +221,29 @@ impl Gateway {
         .await;
         gateway.publish(&topic, "online").await;
         gateway
+    }
+
+    /// A gateway on the TLS listener, identified by its certificate and
+    /// logging in with its password.
+    pub async fn connect_tls(
+        port: u16,
+        id: &str,
+        password: &str,
+        certificate: &trackside::pki::GatewayCertificate,
+    ) -> Self {
+        let transport = tls_transport(certificate);
+        let (id, password) = (id.to_owned(), password.to_owned());
+        Self::connect_with(port, &id.clone(), move |options| {
+            options.set_transport(transport);
+            options.set_credentials(id, password);
+        })
+        .await
+    }
+
+    /// Whether the event loop still runs: it ends when the broker closes the
+    /// connection.
+    pub fn is_connected(&self) -> bool {
+        !self.eventloop.is_finished()
     }
 
     /// Drops the TCP connection without a DISCONNECT, as a power cut would.
@@ -381,11 +405,34 @@ impl OwnCluster {
     }
 }
 
+/// The TLS transport of a gateway with this certificate; without one, a
+/// client that trusts the server but shows no certificate of its own.
+pub fn tls_transport(certificate: &trackside::pki::GatewayCertificate) -> rumqttc::Transport {
+    rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+        ca: certificate.ca_pem.clone().into_bytes(),
+        alpn: None,
+        client_auth: Some((
+            certificate.cert_pem.clone().into_bytes(),
+            certificate.key_pem.clone().into_bytes(),
+        )),
+    })
+}
+
 /// Whether the broker accepts a CONNECT with these credentials: a CONNACK
 /// arrives, or the socket is closed (rumqttd sends a refused client none).
 pub async fn mqtt_accepts(port: u16, client_id: &str, login: Option<(&str, &str)>) -> bool {
+    mqtt_accepts_over(port, client_id, login, rumqttc::Transport::Tcp).await
+}
+
+pub async fn mqtt_accepts_over(
+    port: u16,
+    client_id: &str,
+    login: Option<(&str, &str)>,
+    transport: rumqttc::Transport,
+) -> bool {
     let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(5));
+    options.set_transport(transport);
     if let Some((username, password)) = login {
         options.set_credentials(username, password);
     }

@@ -2,7 +2,7 @@
 
 use trackside_wire::{ApiError, YardInfo};
 
-use crate::harness::{TestServer, test_config};
+use crate::harness::{TestServer, eventually, test_config};
 
 #[tokio::test]
 async fn health_readiness_and_yard() {
@@ -48,29 +48,113 @@ async fn unknown_api_paths_get_a_json_400() {
     );
 }
 
+/// `/metrics` parses as Prometheus text, every family is documented, and
+/// its counters match what a gateway sent.
 #[tokio::test]
-async fn metrics_are_prometheus_text() {
+async fn metrics_parse_as_prometheus_text_and_count_what_was_sent() {
     let server = TestServer::start().await;
-    let response = reqwest::get(server.url("/metrics")).await.unwrap();
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4")
-    );
-    let text = response.text().await.unwrap();
-    let mut samples = 0;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (name, value) = line.split_once(' ').expect("name value");
-        assert!(name.starts_with("trackside_"), "{line}");
-        value.parse::<f64>().expect("numeric sample");
-        samples += 1;
+    let mut gateway = server.gateway("gw-metrics").await;
+    let batch = |readings: &[(&str, f64)]| {
+        let readings: Vec<_> = readings
+            .iter()
+            .enumerate()
+            .map(|(i, (channel, value))| {
+                serde_json::json!({"channel": channel, "value": value,
+                                   "ts": format!("2026-11-28T10:00:0{i}Z")})
+            })
+            .collect();
+        serde_json::json!({ "readings": readings }).to_string()
+    };
+    let topic = "trackside/gw-metrics/readings";
+    gateway
+        .publish(
+            topic,
+            batch(&[
+                ("T1/relay_voltage", 1.1),
+                ("T1/feed_current", 0.2),
+                ("T2/relay_voltage", 1.3),
+            ]),
+        )
+        .await;
+    gateway
+        .publish(
+            topic,
+            batch(&[("T3/relay_voltage", 1.4), ("no channel", 1.0)]),
+        )
+        .await;
+    gateway.publish(topic, "{ not json").await;
+    gateway.publish("trackside/gw-metrics/nonsense", "1").await;
+
+    let scrape = eventually("every message counted and stored", || async {
+        let text = reqwest::get(server.url("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))
+            .expect("Prometheus text format");
+        let stored = value(&scrape, "trackside_readings_stored_total", &[]);
+        (stored == 4.0).then_some(scrape)
+    })
+    .await;
+
+    for sample in &scrape.samples {
+        assert!(sample.metric.starts_with("trackside_"), "{}", sample.metric);
+        assert!(
+            scrape.docs.contains_key(&sample.metric),
+            "{} has no HELP",
+            sample.metric
+        );
     }
-    assert!(samples >= 10);
+    let expected: [(&str, Labels, f64); 10] = [
+        ("trackside_mqtt_messages_total", &[], 4.0),
+        ("trackside_readings_received_total", &[], 4.0),
+        ("trackside_readings_stored_total", &[], 4.0),
+        ("trackside_readings_duplicate_total", &[], 0.0),
+        ("trackside_rejected_payloads_total", &[], 2.0),
+        ("trackside_rejected_readings_total", &[], 1.0),
+        ("trackside_rejections_total", &[("reason", "payload")], 1.0),
+        ("trackside_rejections_total", &[("reason", "topic")], 1.0),
+        ("trackside_rejections_total", &[("reason", "reading")], 1.0),
+        ("trackside_mqtt_connections", &[("listener", "mqtt")], 1.0),
+    ];
+    for (name, labels, want) in expected {
+        assert_eq!(value(&scrape, name, labels), want, "{name} {labels:?}");
+    }
     assert_eq!(
-        server.metric("trackside_readings_received_total").await,
+        value(&scrape, "trackside_rejections_total", &[("reason", "acl")]),
         0.0
     );
+    assert!(matches!(
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "trackside_mqtt_messages_total")
+            .map(|s| &s.value),
+        Some(prometheus_parse::Value::Counter(_))
+    ));
+}
+
+type Labels<'a> = &'a [(&'a str, &'a str)];
+
+fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: Labels) -> f64 {
+    let sample = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == name
+                && labels
+                    .iter()
+                    .all(|(key, want)| s.labels.get(key) == Some(*want))
+        })
+        .unwrap_or_else(|| panic!("{name} {labels:?} missing"));
+    match sample.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        _ => panic!("{name} is not a number"),
+    }
 }
 
 #[tokio::test]
