@@ -95,6 +95,7 @@ async fn run(args: &Args, admin: PgConnectOptions) -> anyhow::Result<()> {
     config.http.listen = "127.0.0.1:0".parse()?;
     config.mqtt.listen = "127.0.0.1:0".parse()?;
     config.mqtt.listen_v5 = None;
+    config.mqtt.tls_listen = None;
     config.http.assets_dir = "/nonexistent".into();
     let server = trackside::start(&config, pool.clone()).await?;
     let base = format!("http://{}", server.http_addr);

@@ -231,7 +231,8 @@ impl Server {
             "{} is missing: run `cargo build --release -p trackside` first",
             binary.display()
         );
-        let (http_port, mqtt_port, mqtt5_port) = (free_port()?, free_port()?, free_port()?);
+        let (http_port, mqtt_port, mqtt5_port, mqtts_port) =
+            (free_port()?, free_port()?, free_port()?, free_port()?);
         let data_dir = work.join("trackside-data");
         let config = work.join("trackside.toml");
         std::fs::write(
@@ -239,6 +240,7 @@ impl Server {
             format!(
                 "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
                  [mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\nlisten_v5 = \"127.0.0.1:{mqtt5_port}\"\n\
+                 tls_listen = \"127.0.0.1:{mqtts_port}\"\n\
                  allow_anonymous = true\n\
                  [database]\ndata_dir = \"{}\"\n",
                 data_dir.display()
