@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt as _;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use trackside_wire::{ClientMessage, Reading, ServerMessage, pattern_matches};
@@ -156,34 +157,9 @@ pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => open = false,
                 Some(Ok(_)) => {}
             },
-            message = feed.recv() => match message {
-                Ok(message) => {
-                    open = match &subscription {
-                        _ if message.exception => send(&mut socket, message.json.clone(), &cx).await,
-                        Subscription::All => send(&mut socket, message.json.clone(), &cx).await,
-                        Subscription::Patterns(patterns) => {
-                            let wanted = |r: &&Reading| patterns.iter().any(|p| pattern_matches(p, &r.channel));
-                            let matching = message.readings.iter().filter(wanted).count();
-                            if matching == message.readings.len() {
-                                // The usual case (a chart following its own
-                                // channels): the frame serialised once fits.
-                                send(&mut socket, message.json.clone(), &cx).await
-                            } else {
-                                let selected: Vec<Reading> =
-                                    message.readings.iter().filter(wanted).cloned().collect();
-                                selected.is_empty() || send_readings(&mut socket, selected, &cx).await
-                            }
-                        }
-                    };
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    cx.metrics.ws_lagged_messages.fetch_add(missed, Relaxed);
-                    let resync = cx.registry.latest_matching(subscription.patterns());
-                    open = send(&mut socket, to_json(&ServerMessage::Lagged { missed }), &cx).await
-                        && send_readings(&mut socket, resync, &cx).await;
-                }
-                Err(broadcast::error::RecvError::Closed) => open = false,
-            },
+            message = feed.recv() => {
+                open = send_drained(&mut socket, &mut feed, message, &subscription, &cx).await;
+            }
             () = cx.shutdown.cancelled() => {
                 let _ = socket.send(Message::Close(None)).await;
                 open = false;
@@ -191,6 +167,103 @@ pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
         }
     }
     cx.metrics.ws_clients.fetch_sub(1, Relaxed);
+}
+
+/// Most frames written before one flush: bounds how long the first of them
+/// waits for the socket while a burst is drained.
+const FRAMES_PER_FLUSH: usize = 64;
+
+/// Writes `first` and whatever else the ring already holds (up to
+/// `FRAMES_PER_FLUSH`), then flushes once. Under load, one write and one
+/// wake-up per client carry many frames instead of one each, which is what
+/// keeps the delay from publish to screen short at high rates. False when
+/// the client is gone or stopped reading.
+async fn send_drained(
+    socket: &mut WebSocket,
+    feed: &mut broadcast::Receiver<Arc<LiveMessage>>,
+    first: Result<Arc<LiveMessage>, broadcast::error::RecvError>,
+    subscription: &Subscription,
+    cx: &ClientContext,
+) -> bool {
+    let written = async {
+        let mut next = Some(first);
+        let mut frames = 0;
+        while let Some(message) = next.take() {
+            match message {
+                Ok(message) => {
+                    if let Some(frame) = frame_for(subscription, &message) {
+                        socket.feed(Message::Text(frame)).await?;
+                        frames += 1;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    cx.metrics.ws_lagged_messages.fetch_add(missed, Relaxed);
+                    let lagged = to_json(&ServerMessage::Lagged { missed });
+                    socket.feed(Message::Text(lagged)).await?;
+                    let resync = cx.registry.latest_matching(subscription.patterns());
+                    if !resync.is_empty() {
+                        let readings = ServerMessage::Readings { readings: resync };
+                        socket.feed(Message::Text(to_json(&readings))).await?;
+                    }
+                    frames += 2;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(false),
+            }
+            if frames < FRAMES_PER_FLUSH {
+                next = match feed.try_recv() {
+                    Ok(message) => Some(Ok(message)),
+                    Err(broadcast::error::TryRecvError::Empty) => None,
+                    Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                        Some(Err(broadcast::error::RecvError::Lagged(missed)))
+                    }
+                    Err(broadcast::error::TryRecvError::Closed) => {
+                        Some(Err(broadcast::error::RecvError::Closed))
+                    }
+                };
+            }
+        }
+        socket.flush().await?;
+        Ok::<_, axum::Error>(true)
+    };
+    match tokio::time::timeout(cx.send_timeout, written).await {
+        Ok(Ok(open)) => open,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            dropped_for_silence(cx);
+            false
+        }
+    }
+}
+
+/// The frame a client gets for `message`: the shared one when all of it
+/// matches (the usual case: everything, or a chart following its own
+/// channels), its own selection when part does, nothing when none does.
+/// Exceptions go to everyone.
+fn frame_for(subscription: &Subscription, message: &LiveMessage) -> Option<Utf8Bytes> {
+    let Subscription::Patterns(patterns) = subscription else {
+        return Some(message.json.clone());
+    };
+    if message.exception {
+        return Some(message.json.clone());
+    }
+    let wanted = |r: &&Reading| patterns.iter().any(|p| pattern_matches(p, &r.channel));
+    let matching = message.readings.iter().filter(wanted).count();
+    if matching == message.readings.len() {
+        Some(message.json.clone())
+    } else if matching == 0 {
+        None
+    } else {
+        let readings = message.readings.iter().filter(wanted).cloned().collect();
+        Some(to_json(&ServerMessage::Readings { readings }))
+    }
+}
+
+fn dropped_for_silence(cx: &ClientContext) {
+    cx.metrics.ws_dropped_clients.fetch_add(1, Relaxed);
+    tracing::warn!(
+        "dropping a WebSocket client that accepted nothing for {:?}",
+        cx.send_timeout
+    );
 }
 
 async fn send_readings(socket: &mut WebSocket, readings: Vec<Reading>, cx: &ClientContext) -> bool {
@@ -206,11 +279,7 @@ async fn send(socket: &mut WebSocket, text: Utf8Bytes, cx: &ClientContext) -> bo
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
         Err(_) => {
-            cx.metrics.ws_dropped_clients.fetch_add(1, Relaxed);
-            tracing::warn!(
-                "dropping a WebSocket client that accepted nothing for {:?}",
-                cx.send_timeout
-            );
+            dropped_for_silence(cx);
             false
         }
     }
