@@ -57,6 +57,9 @@ async fn main() -> anyhow::Result<()> {
     // Baseline 1: Mosquitto relaying the same messages, publisher to subscriber.
     let mosquitto = Mosquitto::start(work.path())?;
     let mosquitto_rate = relay_rate(mosquitto.port, options.messages).await?;
+    // Baseline 2: Mosquitto's memory for the same idle connections.
+    let mosquitto_idle =
+        idle_memory(mosquitto.port, || rss_kib(mosquitto.pid), options.idle).await?;
     drop(mosquitto);
 
     let server = Server::start(work.path()).await?;
@@ -101,8 +104,8 @@ async fn main() -> anyhow::Result<()> {
         p99 <= 20.0,
     ));
 
-    let per_thousand = idle_memory(&server, options.idle).await?;
-    rows.push(Row::plain(
+    let per_thousand = idle_memory(server.mqtt_port, || server.rss_kib(), options.idle).await?;
+    let mut memory = Row::plain(
         &format!(
             "MB per 1,000 idle MQTT connections ({} opened)",
             options.idle
@@ -110,7 +113,9 @@ async fn main() -> anyhow::Result<()> {
         per_thousand,
         "≤ 10",
         per_thousand <= 10.0,
-    ));
+    );
+    memory.baseline = format!("Mosquitto {mosquitto_idle:.2} MB");
+    rows.push(memory);
 
     print_table(&rows);
     Ok(())
@@ -174,6 +179,7 @@ impl Drop for Process {
 
 struct Mosquitto {
     port: u16,
+    pid: u32,
     _process: Process,
 }
 
@@ -194,10 +200,12 @@ impl Mosquitto {
             .stderr(Stdio::null())
             .spawn()
             .context("starting mosquitto (apt-get install mosquitto)")?;
+        let pid = child.id();
         let process = Process(child);
         wait_for_port(port)?;
         Ok(Self {
             port,
+            pid,
             _process: process,
         })
     }
@@ -282,13 +290,17 @@ impl Server {
     }
 
     fn rss_kib(&self) -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.0.id()))?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-            .context("VmRSS missing")
+        rss_kib(self.process.0.id())
     }
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .context("VmRSS missing")
 }
 
 /// A publisher at QoS 1 whose event loop runs in its own task.
@@ -559,13 +571,17 @@ async fn latency(server: &Server, options: &Options) -> anyhow::Result<(f64, f64
     Ok((at(0.5), at(0.99), samples.len()))
 }
 
-/// The server's resident memory growth per 1,000 idle MQTT connections.
-async fn idle_memory(server: &Server, count: usize) -> anyhow::Result<f64> {
+/// A broker's resident memory growth per 1,000 idle MQTT connections.
+async fn idle_memory(
+    port: u16,
+    rss_kib: impl Fn() -> anyhow::Result<f64>,
+    count: usize,
+) -> anyhow::Result<f64> {
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = server.rss_kib()?;
+    let before = rss_kib()?;
     let mut clients = Vec::with_capacity(count);
     for i in 0..count {
-        let mut options = MqttOptions::new(format!("idle-{i}"), "127.0.0.1", server.mqtt_port);
+        let mut options = MqttOptions::new(format!("idle-{i}"), "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(60));
         let (client, mut eventloop) = AsyncClient::new(options, 1);
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -585,7 +601,7 @@ async fn idle_memory(server: &Server, count: usize) -> anyhow::Result<f64> {
         clients.push((client, task));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = server.rss_kib()?;
+    let after = rss_kib()?;
     let per_thousand = (after - before) / 1024.0 * 1000.0 / count as f64;
     println!(
         "  {count} idle connections: RSS {:.1} MB -> {:.1} MB",
