@@ -5,6 +5,7 @@
 //! toolchain (see `frontend.rs`) is explained next to the code that uses it.
 
 mod frontend;
+mod fuzz;
 mod setup;
 mod util;
 
@@ -32,6 +33,9 @@ commands:
                    seed a week of 1 Hz readings for 100 channels in a private
                    PostgreSQL and measure GET /api/history against its bare
                    SQL (about 10 minutes; --reuse keeps the seed, --help)
+  fuzz [target] [--seconds N]
+                   run each decoder's fuzz target (or the named one) for
+                   N seconds (default 60), installing cargo-fuzz if missing
   help             this text";
 
 fn main() -> ExitCode {
@@ -50,7 +54,7 @@ fn dispatch(args: Vec<String>) -> Result<()> {
         Some((command, rest)) => (command.as_str(), rest),
         None => ("help", &[][..]),
     };
-    if !matches!(command, "demo" | "bench-ingest" | "bench-history") && !rest.is_empty() {
+    if !matches!(command, "demo" | "bench-ingest" | "bench-history" | "fuzz") && !rest.is_empty() {
         bail!("`{command}` takes no arguments, got {rest:?}\n\n{HELP}");
     }
     match command {
@@ -60,6 +64,7 @@ fn dispatch(args: Vec<String>) -> Result<()> {
         "test" => test(&root),
         "bench-ingest" => bench_ingest(&root, rest),
         "bench-history" => bench_history(&root, rest),
+        "fuzz" => fuzz::run_targets(&root, rest),
         "help" | "-h" | "--help" => {
             println!("{HELP}");
             Ok(())
@@ -217,6 +222,12 @@ fn test(root: &Path) -> Result<()> {
         "test: formatting",
         &["fmt", "--all", "--", "--check"],
         "formatting differs from rustfmt's: run `cargo fmt --all`",
+    )?;
+    // The fuzz crate is a workspace of its own, outside `--all`.
+    cargo_step(
+        "test: formatting of fuzz/",
+        &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"],
+        "formatting differs from rustfmt's: run `cargo fmt --manifest-path fuzz/Cargo.toml`",
     )?;
     cargo_step(
         "test: clippy",

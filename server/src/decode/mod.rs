@@ -346,6 +346,19 @@ fn decode_batch(topic: &str, gateway: &str, payload: &[u8], cx: &DecodeContext) 
     if let Some(decoded) = decode_batch_fast(gateway, payload, cx) {
         return decoded;
     }
+    decode_batch_careful(topic, gateway, payload, cx)
+}
+
+/// The batch decoder without its fast path, which explains every bad
+/// reading. Public so that the fuzz target `readings_batch` can hold the
+/// two paths to the same answer on every payload the fast path takes.
+#[doc(hidden)]
+pub fn decode_batch_careful(
+    topic: &str,
+    gateway: &str,
+    payload: &[u8],
+    cx: &DecodeContext,
+) -> Decoded {
     let mut decoded = Decoded {
         gateway: gateway.to_owned(),
         ..Decoded::default()
