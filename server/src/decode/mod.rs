@@ -113,6 +113,22 @@ pub fn decode(topic: &str, payload: &[u8], cx: &DecodeContext) -> Decoded {
         },
         None => (None, topic),
     };
+    if let Some(tenant) = tenant.filter(|tenant| !valid_gateway_id(tenant)) {
+        // A certificate whose Organization is no gateway id (an operator's
+        // own CA may issue one): it identifies no gateway, so nothing passes.
+        return Decoded {
+            rejections: vec![rejection(
+                topic,
+                None,
+                payload.to_vec(),
+                format!(
+                    "tenant `{tenant}` is not a gateway id (1 to 64 of letters, digits, `_`, `-`, `.`)"
+                ),
+                RejectionKind::Acl,
+            )],
+            ..Decoded::default()
+        };
+    }
     let kind = decode_topic(route);
     if let (Some(tenant), Ok(kind)) = (tenant, &kind) {
         let gateway = kind.gateway();
@@ -715,6 +731,12 @@ mod tests {
         );
         check("/tenants/gw1/other", batch, &[], &["topic must start with"]);
         check("/tenants/gw1", batch, &[], &["topic must start with"]);
+        check(
+            "/tenants/gwé1/trackside/gw2/readings",
+            batch,
+            &[],
+            &["tenant `gwé1` is not a gateway id"],
+        );
 
         let status = decode("/tenants/gw1/trackside/gw1/status", b"offline", &cx());
         assert_eq!(
