@@ -387,6 +387,8 @@ async fn a_restart_resumes_open_exceptions_without_raising_them_again() {
     })
     .await;
     let pool = server.pool.clone();
+    // The server's own configuration, with its private data directory.
+    let config = server.config.clone();
     drop(gateway);
     server.running.shutdown().await;
 
