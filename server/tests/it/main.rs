@@ -5,6 +5,7 @@
 mod auth;
 mod browser;
 mod exceptions;
+mod export;
 mod harness;
 mod history;
 mod history_page;
