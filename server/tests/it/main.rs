@@ -6,6 +6,7 @@ mod auth;
 mod browser;
 mod exceptions;
 mod export;
+mod export_page;
 mod harness;
 mod history;
 mod history_page;
