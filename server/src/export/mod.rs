@@ -417,6 +417,9 @@ async fn export(
 ) -> Result<Response, AppError> {
     let Query(params) = params.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let request = Request::parse(&params, state.export.zone).map_err(AppError::BadRequest)?;
+    let disposition = format!("attachment; filename=\"{}\"", request.file_name());
+    let disposition = HeaderValue::from_str(&disposition)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("file name header: {e}")))?;
     let permit = state
         .export
         .permits
@@ -449,9 +452,6 @@ async fn export(
     let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| {
         receiver.poll_recv(cx)
     }));
-    let disposition = format!("attachment; filename=\"{}\"", request.file_name());
-    let disposition = HeaderValue::from_str(&disposition)
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("file name header: {e}")))?;
     Ok((
         [
             (
@@ -740,8 +740,7 @@ impl Rows {
                 out.buffer.push(b',');
                 out.float(bucket.avg);
                 out.buffer.push(b',');
-                out.buffer
-                    .extend_from_slice(bucket.count.to_string().as_bytes());
+                integer(&mut out.buffer, bucket.count);
                 out.buffer.extend_from_slice(back);
             }
             Self::Wide { stat, .. } => {
@@ -800,6 +799,12 @@ impl Rows {
     }
 }
 
+fn integer(out: &mut Vec<u8>, n: i64) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{n}");
+}
+
 /// Writes one wide line and empties its cells for the next instant.
 fn wide_line(
     out: &mut Output<'_>,
@@ -814,7 +819,7 @@ fn wide_line(
             float(&mut out.buffer, &mut out.floats, v);
         }
         if let Some(n) = count.take() {
-            out.buffer.extend_from_slice(n.to_string().as_bytes());
+            integer(&mut out.buffer, n);
         }
     }
     out.buffer.extend_from_slice(b"\r\n");
