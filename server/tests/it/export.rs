@@ -707,13 +707,17 @@ async fn a_database_failure_mid_export_breaks_the_download() {
     let refused: ApiError = third.json().await.unwrap();
     assert!(refused.error.contains("exports are running"), "{refused:?}");
     // A client that goes away ends its query: the backend leaves.
-    drop(second);
-    eventually("the abandoned export's backend to leave", || async {
+    let exports_running = |want: i64| async move {
         let running: i64 = sqlx::query_scalar(EXPORT_BACKENDS_COUNT)
             .fetch_one(pool)
             .await
             .unwrap();
-        (running == 1).then_some(())
+        (running == want).then_some(())
+    };
+    eventually("both exports' queries to run", || exports_running(2)).await;
+    drop(second);
+    eventually("the abandoned export's backend to leave", || {
+        exports_running(1)
     })
     .await;
     assert!(first.starts_with(b"time_utc,"));

@@ -117,7 +117,6 @@ async fn the_history_page_exports_what_it_shows() {
     let mut reader = csv::Reader::from_reader(body.as_bytes());
     let mut stored = server.stored("T201/relay_voltage").await;
     stored.extend(server.stored("T201/relay_state").await);
-    stored.sort_by(|a, b| a.0.cmp(&b.0));
     let mut exported: Vec<(i64, f64)> = reader
         .records()
         .map(|r| {
