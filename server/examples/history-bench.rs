@@ -27,6 +27,10 @@ use trackside::embedded_pg::{Durability, EmbeddedPostgres};
 use trackside::history::{BucketQuery, Plan, utc_grid};
 use trackside_wire::{History, HistorySource};
 
+use crate::common::{admin_pool, recreate_database};
+
+mod common;
+
 #[derive(Parser)]
 #[command(about = "Measure GET /api/history against its bare SQL on a seeded week")]
 struct Args {
@@ -235,15 +239,7 @@ async fn prepare_database(
     end: DateTime<Utc>,
     expected_rows: i64,
 ) -> anyhow::Result<(PgPool, DateTime<Utc>, DateTime<Utc>)> {
-    let admin_pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(admin.clone())
-        .await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(DATABASE)
-            .fetch_one(&admin_pool)
-            .await?;
+    let (admin_pool, exists) = admin_pool(admin, DATABASE).await?;
     let options = admin.clone().database(DATABASE);
     if args.reuse && exists {
         let pool = connect(&options).await?;
@@ -264,14 +260,7 @@ async fn prepare_database(
             }
         }
     }
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {DATABASE}"
-    )))
-    .execute(&admin_pool)
-    .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {DATABASE}")))
-        .execute(&admin_pool)
-        .await?;
+    recreate_database(&admin_pool, DATABASE).await?;
     admin_pool.close().await;
     let pool = connect(&options).await?;
     trackside::migrate(&pool).await?;

@@ -18,9 +18,8 @@
 //! `--clients N` (WebSocket clients, default 50), `--idle N` (idle MQTT
 //! connections, default 1000).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,6 +29,10 @@ use futures_util::StreamExt as _;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_tungstenite::tungstenite::Message;
 use trackside_wire::ServerMessage;
+
+use crate::common::{Process, free_port, start_trackside, wait_ready};
+
+mod common;
 
 struct Options {
     messages: usize,
@@ -156,29 +159,6 @@ fn parse_args() -> anyhow::Result<Options> {
     Ok(options)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A child process that is killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // SIGTERM first so Trackside stops its private PostgreSQL.
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Mosquitto {
     port: u16,
     pid: u32,
@@ -231,16 +211,6 @@ struct Server {
 
 impl Server {
     async fn start(work: &Path) -> anyhow::Result<Self> {
-        let binary = std::env::current_exe()?
-            .parent()
-            .and_then(Path::parent)
-            .map(|dir| dir.join("trackside"))
-            .context("locating the trackside binary")?;
-        ensure!(
-            binary.exists(),
-            "{} is missing: run `cargo build --release -p trackside` first",
-            binary.display()
-        );
         let (http_port, mqtt_port, mqtt5_port, mqtts_port) =
             (free_port()?, free_port()?, free_port()?, free_port()?);
         let data_dir = work.join("trackside-data");
@@ -256,29 +226,15 @@ impl Server {
                 data_dir.display()
             ),
         )?;
-        let child = Command::new(binary)
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting trackside")?;
+        let process = start_trackside(&config)?;
         let server = Self {
             http: format!("http://127.0.0.1:{http_port}"),
             mqtt_port,
             data_dir,
-            process: Process(child),
+            process,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(response) = reqwest::get(format!("{}/readyz", server.http)).await
-                && response.status().is_success()
-            {
-                return Ok(server);
-            }
-            ensure!(Instant::now() < deadline, "trackside did not become ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_ready(&server.http).await?;
+        Ok(server)
     }
 
     async fn metric(&self, name: &str) -> anyhow::Result<f64> {

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod drill;
 pub mod embedded_pg;
 pub mod exceptions;
+pub mod export;
 pub mod history;
 pub mod http;
 pub mod ingest;
@@ -210,6 +211,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         live_send_timeout: std::time::Duration::from_secs(config.ingest.live_send_timeout_secs),
         exceptions: exceptions.handle,
         history,
+        export: export::ExportSettings::new(&config.yard.timezone),
     };
     let app = http::router(state, &config.http.assets_dir);
     let http = {

@@ -33,6 +33,10 @@ commands:
                    seed a week of 1 Hz readings for 100 channels in a private
                    PostgreSQL and measure GET /api/history against its bare
                    SQL (about 10 minutes; --reuse keeps the seed, --help)
+  bench-export [args...]
+                   seed 10 million readings in a private PostgreSQL and export
+                   them as CSV from a release server against psql's COPY, with
+                   the server's peak memory (--reuse keeps the seed, --help)
   fuzz [target] [--seconds N]
                    run each decoder's fuzz target (or the named one) for
                    N seconds (default 60), installing cargo-fuzz if missing
@@ -54,7 +58,11 @@ fn dispatch(args: Vec<String>) -> Result<()> {
         Some((command, rest)) => (command.as_str(), rest),
         None => ("help", &[][..]),
     };
-    if !matches!(command, "demo" | "bench-ingest" | "bench-history" | "fuzz") && !rest.is_empty() {
+    if !matches!(
+        command,
+        "demo" | "bench-ingest" | "bench-history" | "bench-export" | "fuzz"
+    ) && !rest.is_empty()
+    {
         bail!("`{command}` takes no arguments, got {rest:?}\n\n{HELP}");
     }
     match command {
@@ -64,6 +72,7 @@ fn dispatch(args: Vec<String>) -> Result<()> {
         "test" => test(&root),
         "bench-ingest" => bench_ingest(&root, rest),
         "bench-history" => bench_history(&root, rest),
+        "bench-export" => bench_export(&root, rest),
         "fuzz" => fuzz::run_targets(&root, rest),
         "help" | "-h" | "--help" => {
             println!("{HELP}");
@@ -172,16 +181,26 @@ fn bench_ingest(root: &Path, args: &[String]) -> Result<()> {
     step("bench: Debian packages", || {
         setup::install_debian(vec!["postgresql", "mosquitto"])
     })?;
+    run_server_bench(root, "ingest_bench", args)
+}
+
+/// Benchmarks that measure a release Trackside in its own process (its
+/// memory and CPU are what they measure): the binary and the example are
+/// built together, then the example runs.
+fn run_server_bench(root: &Path, example: &str, args: &[String]) -> Result<()> {
     step("bench: build", || {
         let mut build = Command::new(cargo());
         build
             .args(["build", "--release", "--package", "trackside"])
-            .args(["--bin", "trackside", "--example", "ingest_bench"])
+            .args(["--bin", "trackside", "--example", example])
             .current_dir(root);
         run(&mut build, false)
     })?;
+    // `cargo xtask bench-… -- --flag` passes the `--` on; the example's
+    // own parser would take it for an argument.
+    let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
     step("bench: run", || {
-        let mut bench = Command::new(root.join("target/release/examples/ingest_bench"));
+        let mut bench = Command::new(root.join("target/release/examples").join(example));
         bench.args(args).current_dir(root);
         run(&mut bench, false)
     })
@@ -206,6 +225,13 @@ fn bench_history(root: &Path, args: &[String]) -> Result<()> {
             .current_dir(root);
         run(&mut bench, false)
     })
+}
+
+fn bench_export(root: &Path, args: &[String]) -> Result<()> {
+    step("bench: Debian packages", || {
+        setup::install_debian(vec!["postgresql"])
+    })?;
+    run_server_bench(root, "export-bench", args)
 }
 
 fn test(root: &Path) -> Result<()> {

@@ -8,6 +8,7 @@
 //! The `data-*` attributes are the browser tests' hooks (frontend/README.md).
 
 mod chart;
+mod export;
 pub mod model;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use leptos_router::hooks::use_query_map;
 use trackside_wire::{ClientMessage, History, HistorySource, Reading, ServerMessage, YardInfo};
 
 use self::chart::{Chart, Frame, Shape, colour};
+use self::export::ExportBar;
 use self::model::{PRESETS, PageState, Range, Series, join, points_for_width};
 use crate::api::{self, ApiFailure};
 use crate::live::socket_url;
@@ -323,6 +325,7 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
                         </span>
                     </p>
                 </div>
+                <ExportBar state clock />
             </section>
         </main>
     }

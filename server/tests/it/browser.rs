@@ -163,7 +163,7 @@ async fn the_live_board_shows_a_published_reading() {
     client.close().await.expect("closing the browser session");
 }
 
-fn screenshot_to(name: &str, png: Vec<u8>) {
+pub(crate) fn screenshot_to(name: &str, png: Vec<u8>) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(dir.join(name), png);

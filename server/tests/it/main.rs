@@ -5,6 +5,8 @@
 mod auth;
 mod browser;
 mod exceptions;
+mod export;
+mod export_page;
 mod harness;
 mod history;
 mod history_page;
