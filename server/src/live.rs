@@ -169,15 +169,15 @@ pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
     cx.metrics.ws_clients.fetch_sub(1, Relaxed);
 }
 
-/// Most frames written before one flush: bounds how long the first of them
-/// waits for the socket while a burst is drained.
-const FRAMES_PER_FLUSH: usize = 64;
+/// Most messages taken from the ring for one write: bounds how long the
+/// first of them waits while a burst is drained.
+const MESSAGES_PER_WRITE: usize = 64;
 
-/// Writes `first` and whatever else the ring already holds (up to
-/// `FRAMES_PER_FLUSH`), then flushes once. Under load, one write and one
-/// wake-up per client carry many frames instead of one each, which is what
-/// keeps the delay from publish to screen short at high rates. False when
-/// the client is gone or stopped reading.
+/// Writes `first` and whatever else the ring already holds for this client
+/// (up to `MESSAGES_PER_WRITE`), then flushes once. Consecutive readings
+/// messages are merged into one `readings` frame, so under load a client
+/// gets one frame to parse instead of dozens, and a lone message goes out
+/// as it is. False when the client is gone or stopped reading.
 async fn send_drained(
     socket: &mut WebSocket,
     feed: &mut broadcast::Receiver<Arc<LiveMessage>>,
@@ -187,16 +187,25 @@ async fn send_drained(
 ) -> bool {
     let written = async {
         let mut next = Some(first);
-        let mut frames = 0;
+        let mut merged = MergedReadings::default();
+        let mut taken = 0;
         while let Some(message) = next.take() {
+            taken += 1;
             match message {
-                Ok(message) => {
+                Ok(message) if !message.exception => {
                     if let Some(frame) = frame_for(subscription, &message) {
-                        socket.feed(Message::Text(frame)).await?;
-                        frames += 1;
+                        merged.push(frame);
                     }
                 }
+                Ok(message) => {
+                    if let Some(frame) = merged.take() {
+                        socket.feed(Message::Text(frame)).await?;
+                    }
+                    socket.feed(Message::Text(message.json.clone())).await?;
+                }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    // Whatever was merged is older than the resync below.
+                    merged = MergedReadings::default();
                     cx.metrics.ws_lagged_messages.fetch_add(missed, Relaxed);
                     let lagged = to_json(&ServerMessage::Lagged { missed });
                     socket.feed(Message::Text(lagged)).await?;
@@ -205,11 +214,10 @@ async fn send_drained(
                         let readings = ServerMessage::Readings { readings: resync };
                         socket.feed(Message::Text(to_json(&readings))).await?;
                     }
-                    frames += 2;
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(false),
             }
-            if frames < FRAMES_PER_FLUSH {
+            if taken < MESSAGES_PER_WRITE {
                 next = match feed.try_recv() {
                     Ok(message) => Some(Ok(message)),
                     Err(broadcast::error::TryRecvError::Empty) => None,
@@ -221,6 +229,9 @@ async fn send_drained(
                     }
                 };
             }
+        }
+        if let Some(frame) = merged.take() {
+            socket.feed(Message::Text(frame)).await?;
         }
         socket.flush().await?;
         Ok::<_, axum::Error>(true)
@@ -235,17 +246,68 @@ async fn send_drained(
     }
 }
 
+/// `readings` frames waiting to go out as one. The frames are spliced as
+/// text (their arrays joined), not parsed and serialised again.
+#[derive(Default)]
+struct MergedReadings {
+    first: Option<Utf8Bytes>,
+    joined: Option<String>,
+}
+
+const READINGS_PREFIX: &str = r#"{"type":"readings","readings":["#;
+const READINGS_SUFFIX: &str = "]}";
+
+impl MergedReadings {
+    fn push(&mut self, frame: Utf8Bytes) {
+        let Some(first) = self.first.as_ref() else {
+            self.first = Some(frame);
+            return;
+        };
+        let joined = self.joined.get_or_insert_with(|| {
+            let mut joined = String::with_capacity(first.len() * 8);
+            joined.push_str(first.as_str());
+            joined
+        });
+        let (Some(tail), Some(items)) = (
+            joined.strip_suffix(READINGS_SUFFIX).map(str::len),
+            readings_items(frame.as_str()),
+        ) else {
+            return;
+        };
+        if items.is_empty() {
+            return;
+        }
+        joined.truncate(tail);
+        if !joined.ends_with('[') {
+            joined.push(',');
+        }
+        joined.push_str(items);
+        joined.push_str(READINGS_SUFFIX);
+    }
+
+    fn take(&mut self) -> Option<Utf8Bytes> {
+        let first = self.first.take();
+        match self.joined.take() {
+            Some(joined) => Some(joined.into()),
+            None => first,
+        }
+    }
+}
+
+/// The items of a `readings` frame's array, as text.
+fn readings_items(frame: &str) -> Option<&str> {
+    frame
+        .strip_prefix(READINGS_PREFIX)?
+        .strip_suffix(READINGS_SUFFIX)
+}
+
 /// The frame a client gets for `message`: the shared one when all of it
 /// matches (the usual case: everything, or a chart following its own
 /// channels), its own selection when part does, nothing when none does.
-/// Exceptions go to everyone.
 fn frame_for(subscription: &Subscription, message: &LiveMessage) -> Option<Utf8Bytes> {
     let Subscription::Patterns(patterns) = subscription else {
         return Some(message.json.clone());
     };
-    if message.exception {
-        return Some(message.json.clone());
-    }
     let wanted = |r: &&Reading| patterns.iter().any(|p| pattern_matches(p, &r.channel));
     let matching = message.readings.iter().filter(wanted).count();
     if matching == message.readings.len() {
@@ -282,5 +344,57 @@ async fn send(socket: &mut WebSocket, text: Utf8Bytes, cx: &ClientContext) -> bo
             dropped_for_silence(cx);
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(readings: &[(&str, i64, f64)]) -> (Vec<Reading>, Utf8Bytes) {
+        let readings: Vec<Reading> = readings
+            .iter()
+            .map(|(channel, ts, value)| Reading {
+                channel: (*channel).to_owned(),
+                ts: *ts,
+                value: *value,
+            })
+            .collect();
+        let json = to_json(&ServerMessage::Readings {
+            readings: readings.clone(),
+        });
+        (readings, json)
+    }
+
+    #[test]
+    fn merged_frames_say_what_one_frame_of_all_readings_says() {
+        let (mut all, first) = frame(&[("T1/relay_voltage", 1, 1.5), ("T2/feed_current", 1, 0.25)]);
+        let (second_readings, second) = frame(&[("T1/relay_voltage", 2, 1.25)]);
+        let (third_readings, third) = frame(&[("T3/relay_state", 3, 1.0)]);
+        all.extend(second_readings);
+        all.extend(third_readings);
+
+        let mut merged = MergedReadings::default();
+        merged.push(first.clone());
+        merged.push(second);
+        merged.push(third);
+        let text = merged.take().unwrap();
+        let parsed: ServerMessage = serde_json::from_str(text.as_str()).unwrap();
+        assert_eq!(parsed, ServerMessage::Readings { readings: all });
+        assert!(merged.take().is_none(), "taking empties it");
+
+        let mut alone = MergedReadings::default();
+        alone.push(first.clone());
+        assert_eq!(
+            alone.take().unwrap(),
+            first,
+            "a lone frame goes out as it is"
+        );
+    }
+
+    #[test]
+    fn the_splice_points_match_the_serialised_frame() {
+        let (_, json) = frame(&[]);
+        assert_eq!(json.as_str(), format!("{READINGS_PREFIX}{READINGS_SUFFIX}"));
     }
 }
