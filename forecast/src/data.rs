@@ -6,7 +6,8 @@
 //! 2. the value minus the kind's mean, over the scale: where the level sits,
 //!    since a circuit near its limit may behave differently;
 //! 3. and 4. the sine and cosine of the UTC time of day, for daily cycles
-//!    (ballast resistance follows temperature and dew).
+//!    (ballast resistance follows temperature and dew), or zeros when the
+//!    spec leaves the time of day out.
 //!
 //! Targets are the next `horizon` values minus the window's last value, over
 //! the scale. The scale is the kind's standard deviation over the training
@@ -78,19 +79,24 @@ pub struct Windows {
 fn push_features(
     values: &[f32],
     first_at: i64,
-    step_ms: i64,
+    spec: &Spec,
     norm: &Normaliser,
     out: &mut Vec<f32>,
 ) {
     let anchor = values[values.len() - 1];
     for (i, value) in values.iter().enumerate() {
-        let at = first_at + i as i64 * step_ms;
-        let phase = std::f32::consts::TAU * (at.rem_euclid(DAY_MS) as f32 / DAY_MS as f32);
+        let at = first_at + i as i64 * spec.step_ms();
+        let (sin, cos) = if spec.time_of_day {
+            let phase = std::f32::consts::TAU * (at.rem_euclid(DAY_MS) as f32 / DAY_MS as f32);
+            (phase.sin(), phase.cos())
+        } else {
+            (0.0, 0.0)
+        };
         out.extend([
             (value - anchor) / norm.scale,
             (value - norm.mean) / norm.scale,
-            phase.sin(),
-            phase.cos(),
+            sin,
+            cos,
         ]);
     }
 }
@@ -134,7 +140,7 @@ pub fn windows(
             push_features(
                 &values[..w],
                 s.start + start as i64 * spec.step_ms(),
-                spec.step_ms(),
+                spec,
                 norm,
                 &mut into.inputs,
             );
@@ -177,7 +183,7 @@ pub fn inference_window(
         .collect();
     let first_at = history.start + (len - spec.window) as i64 * spec.step_ms();
     let mut features = Vec::with_capacity(spec.window * FEATURES);
-    push_features(&values, first_at, spec.step_ms(), norm, &mut features);
+    push_features(&values, first_at, spec, norm, &mut features);
     Some((features, f64::from(last), history.end(spec.step_ms())))
 }
 
@@ -192,6 +198,7 @@ mod tests {
             window,
             horizon,
             hidden: 4,
+            time_of_day: false,
         }
     }
 

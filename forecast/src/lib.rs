@@ -54,6 +54,10 @@ pub struct Spec {
     pub horizon: usize,
     /// GRU hidden units.
     pub hidden: usize,
+    /// Feed the time of day. Only worth it with days of history: on a few
+    /// hours it lets the network memorise the clock instead of the shape.
+    #[serde(default)]
+    pub time_of_day: bool,
 }
 
 impl Spec {

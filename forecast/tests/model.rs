@@ -28,6 +28,7 @@ fn options(epochs: usize) -> TrainOptions {
             window: 24,
             horizon: 6,
             hidden: 16,
+            time_of_day: false,
         },
         epochs,
         batch: 32,

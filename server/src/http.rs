@@ -38,6 +38,7 @@ pub struct AppState {
     pub live_send_timeout: Duration,
     pub exceptions: crate::exceptions::Handle,
     pub history: Arc<crate::history::HistorySettings>,
+    pub forecast: Arc<crate::forecast::Forecasting>,
 }
 
 /// The application's error type: user errors are 4xx with a message the
@@ -77,6 +78,7 @@ pub fn router(state: AppState, assets_dir: &Path) -> Router {
         .route("/api/gateways", get(gateways))
         .merge(crate::exceptions::http::router())
         .merge(crate::history::router())
+        .merge(crate::forecast::http::router())
         .route("/api/{*rest}", get(unknown_api))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,

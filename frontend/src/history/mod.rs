@@ -8,6 +8,7 @@
 //! The `data-*` attributes are the browser tests' hooks (frontend/README.md).
 
 mod chart;
+mod forecast;
 pub mod model;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use leptos_router::hooks::use_query_map;
 use trackside_wire::{ClientMessage, History, HistorySource, Reading, ServerMessage, YardInfo};
 
 use self::chart::{Chart, Frame, Shape, colour};
+use self::forecast::{ForecastData, ForecastPanel};
 use self::model::{PRESETS, PageState, Range, Series, join, points_for_width};
 use crate::api::{self, ApiFailure};
 use crate::live::socket_url;
@@ -239,6 +241,36 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
         }
     });
 
+    // Forecasts of the charted channels, polled while the page is open.
+    let forecast_data = ForecastData::new();
+    let charted = Memo::new(move |_| state.with(|s| s.channels.clone()));
+    Effect::new(move |_| {
+        let channels = charted.get();
+        forecast_data.poke.track();
+        let (stop, stopped) = futures::channel::oneshot::channel::<()>();
+        leptos::task::spawn_local(forecast::poll(channels, forecast_data, stopped));
+        on_cleanup(move || drop(stop));
+    });
+    // The forecasts that go with the loaded series, in the series' order.
+    let shown_forecasts = Memo::new(move |_| {
+        let forecasts = forecast_data.forecasts.get();
+        loaded.with(|l| {
+            l.as_ref().map_or_else(Vec::new, |l| {
+                l.series
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| {
+                        let f = forecasts.iter().find(|f| f.channel == s.channel)?;
+                        Some((
+                            i,
+                            Series::forecast(s.channel.clone(), s.unit.clone(), &f.points),
+                        ))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+    });
+
     let shape = Memo::new(move |_| {
         loaded.with(|l| {
             l.as_ref().map(|l| Shape {
@@ -247,16 +279,33 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
                     .iter()
                     .map(|s| (s.channel.clone(), s.unit.clone()))
                     .collect(),
+                forecasts: shown_forecasts.with(|f| f.iter().map(|(i, _)| *i).collect()),
                 zone: zone.get(),
             })
         })
     });
     let frame = Signal::derive(move || {
-        let range = view_range.get();
+        let mut range = view_range.get();
+        let forecasts = shown_forecasts.get();
+        // A view that reaches "now" widens to show the forecast beyond it,
+        // by at most half its span, so the history keeps most of the width.
+        let reaches_now = range.to >= clock.now_untracked() - 60_000;
+        if reaches_now
+            && let Some(end) = forecasts
+                .iter()
+                .filter_map(|(_, f)| f.t.last().copied())
+                .max()
+        {
+            range.to = end.min(range.to + range.span() / 2).max(range.to);
+        }
         loaded.with(|l| {
-            l.as_ref().map(|l| Frame {
-                columns: join(&l.series),
-                range,
+            l.as_ref().map(|l| {
+                let mut all = l.series.clone();
+                all.extend(forecasts.into_iter().map(|(_, f)| f));
+                Frame {
+                    columns: join(&all),
+                    range,
+                }
             })
         })
     });
@@ -312,6 +361,7 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
                             loaded.with(|l| l.as_ref().and_then(|l| l.newest.values().max().copied()))
                         }
                         data-following=move || following.get().to_string()
+                        data-forecasts=move || shown_forecasts.with(Vec::len)
                     >
                         <Chart shape frame on_zoom on_zoom_out width />
                         <ChartNotice status has_data />
@@ -323,6 +373,7 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
                         </span>
                     </p>
                 </div>
+                <ForecastPanel channels=charted data=forecast_data clock zone />
             </section>
         </main>
     }

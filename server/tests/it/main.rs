@@ -5,6 +5,7 @@
 mod auth;
 mod browser;
 mod exceptions;
+mod forecast;
 mod harness;
 mod history;
 mod history_page;
