@@ -362,6 +362,10 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
                         }
                         data-following=move || following.get().to_string()
                         data-forecasts=move || shown_forecasts.with(Vec::len)
+                        data-forecast-until=move || {
+                            shown_forecasts
+                                .with(|f| f.iter().filter_map(|(_, s)| s.t.last().copied()).max())
+                        }
                     >
                         <Chart shape frame on_zoom on_zoom_out width />
                         <ChartNotice status has_data />

@@ -43,7 +43,7 @@ pub struct ChannelForecast {
 /// Why a training request was refused.
 #[derive(Debug)]
 pub enum TrainRefusal {
-    Busy(TrainJob),
+    Busy(Box<TrainJob>),
     Invalid(String),
 }
 
@@ -183,7 +183,7 @@ impl Forecasting {
         let job = {
             let mut slot = self.job.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(running) = slot.as_ref().filter(|j| j.state == TrainState::Running) {
-                return Err(TrainRefusal::Busy(running.clone()));
+                return Err(TrainRefusal::Busy(Box::new(running.clone())));
             }
             let job = TrainJob {
                 id: self.next_job.fetch_add(1, Relaxed),

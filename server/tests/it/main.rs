@@ -6,6 +6,7 @@ mod auth;
 mod browser;
 mod exceptions;
 mod forecast;
+mod forecast_page;
 mod harness;
 mod history;
 mod history_page;
