@@ -3,9 +3,11 @@
 //! One model per parameter kind (for example every circuit's
 //! `relay_voltage`): a one-layer GRU reads the last `window` steps of a
 //! channel and a linear head predicts, for each of the next `horizon` steps,
-//! the mean and the log-variance of a Gaussian. It is trained with the
-//! Gaussian negative log-likelihood, so the band it draws is learnt, not a
-//! fixed width. Values are judged relative to the window's last value (see
+//! the median and the log-scale of a Laplace distribution. It is trained
+//! with the Laplace negative log-likelihood, so the line is a median (what
+//! a mean absolute error rewards, and robust to the low outliers that a
+//! step mostly covered by trains gives) and the band it draws is learnt,
+//! not a fixed width. Values are judged relative to the window's last value (see
 //! [`data`]), which makes "no change" the natural starting point and lets
 //! one model serve circuits of different nominal levels.
 //!
@@ -24,8 +26,10 @@ use serde::{Deserialize, Serialize};
 pub use data::Series;
 pub use train::{Progress, TrainOptions, train};
 
-/// Half-width of the band in standard deviations: a 90 % central interval.
-pub const BAND_Z: f64 = 1.645;
+/// Half-width of the band in Laplace scales: `ln 10`, a 90 % central
+/// interval (a Laplace variable is beyond `median ± t·b` with probability
+/// `exp(-t)`).
+pub const BAND_SCALES: f64 = std::f64::consts::LN_10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -114,7 +118,7 @@ pub struct Point {
     /// Start of the step, Unix milliseconds.
     pub at: i64,
     pub mean: f64,
-    /// The band: [`BAND_Z`] standard deviations either side of the mean.
+    /// The band: [`BAND_SCALES`] scales either side of `mean`, the median.
     pub low: f64,
     pub high: f64,
 }
@@ -162,7 +166,7 @@ impl Forecaster {
         if anchors.is_empty() {
             return Ok(which.into_iter().map(|_| None).collect());
         }
-        let (means, log_vars) = self.net.predict(&inputs, anchors.len())?;
+        let (means, log_scales) = self.net.predict(&inputs, anchors.len())?;
         let scale = f64::from(self.info.normaliser.scale);
         let horizon = spec.horizon;
         Ok(which
@@ -173,13 +177,12 @@ impl Forecaster {
                     (0..horizon)
                         .map(|step| {
                             let mean = anchor + scale * f64::from(means[row * horizon + step]);
-                            let sigma =
-                                scale * (0.5 * f64::from(log_vars[row * horizon + step])).exp();
+                            let spread = scale * f64::from(log_scales[row * horizon + step]).exp();
                             Point {
                                 at: first_at + step as i64 * spec.step_ms(),
                                 mean,
-                                low: mean - BAND_Z * sigma,
-                                high: mean + BAND_Z * sigma,
+                                low: mean - BAND_SCALES * spread,
+                                high: mean + BAND_SCALES * spread,
                             }
                         })
                         .collect()

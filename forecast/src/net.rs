@@ -1,5 +1,5 @@
 //! The network: one GRU layer over the window, then a linear head giving
-//! each horizon step's mean and log-variance. Gradients come from candle's
+//! each horizon step's median and log-scale (Laplace). Gradients come from candle's
 //! autograd; nothing here differentiates by hand.
 
 use std::path::Path;
@@ -11,10 +11,10 @@ use candle_nn::{Linear, Module as _, VarBuilder, VarMap};
 use crate::data::FEATURES;
 use crate::{Result, Spec};
 
-/// Log-variance is held in this range: below it the loss explodes on one
+/// The log-scale is held in this range: below it the loss explodes on one
 /// unlucky window, above it the band says nothing.
-const LOG_VAR_MIN: f64 = -12.0;
-const LOG_VAR_MAX: f64 = 6.0;
+const LOG_SCALE_MIN: f64 = -12.0;
+const LOG_SCALE_MAX: f64 = 6.0;
 
 pub struct Network {
     pub vars: VarMap,
@@ -55,7 +55,7 @@ impl Network {
     }
 
     /// `inputs` is `batch x window x FEATURES`, row-major. Returns the means
-    /// and the (clamped) log-variances, each `batch x horizon`.
+    /// and the (clamped) log-scales, each `batch x horizon`.
     pub fn forward(&self, inputs: &Tensor) -> Result<(Tensor, Tensor)> {
         let states = self.gru.seq(inputs)?;
         let last = states
@@ -63,10 +63,10 @@ impl Network {
             .ok_or_else(|| crate::Error::Invalid("an empty window".into()))?;
         let out = self.head.forward(last.h())?;
         let mean = out.narrow(1, 0, self.horizon)?;
-        let log_var = out
+        let log_scale = out
             .narrow(1, self.horizon, self.horizon)?
-            .clamp(LOG_VAR_MIN, LOG_VAR_MAX)?;
-        Ok((mean, log_var))
+            .clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)?;
+        Ok((mean, log_scale))
     }
 
     pub fn tensor(&self, inputs: &[f32], batch: usize) -> Result<Tensor> {
@@ -77,19 +77,20 @@ impl Network {
         )?)
     }
 
-    /// Means and log-variances as flat `batch x horizon` vectors.
+    /// Medians and log-scales as flat `batch x horizon` vectors.
     pub fn predict(&self, inputs: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        let (mean, log_var) = self.forward(&self.tensor(inputs, batch)?)?;
+        let (mean, log_scale) = self.forward(&self.tensor(inputs, batch)?)?;
         Ok((
             mean.flatten_all()?.to_vec1()?,
-            log_var.flatten_all()?.to_vec1()?,
+            log_scale.flatten_all()?.to_vec1()?,
         ))
     }
 }
 
-/// The Gaussian negative log-likelihood (without its constant), averaged.
-pub fn gaussian_nll(mean: &Tensor, log_var: &Tensor, target: &Tensor) -> Result<Tensor> {
-    let squared = (target - mean)?.sqr()?;
-    let per_step = (log_var + (squared * log_var.neg()?.exp()?)?)? * 0.5;
-    Ok(per_step?.mean_all()?)
+/// The Laplace negative log-likelihood (without its constant), averaged:
+/// `log b + |y - median| / b`.
+pub fn laplace_nll(median: &Tensor, log_scale: &Tensor, target: &Tensor) -> Result<Tensor> {
+    let distance = (target - median)?.abs()?;
+    let per_step = (log_scale + (distance * log_scale.neg()?.exp()?)?)?;
+    Ok(per_step.mean_all()?)
 }

@@ -1,4 +1,4 @@
-//! The training loop: AdamW on the Gaussian negative log-likelihood, in
+//! The training loop: AdamW on the Laplace negative log-likelihood, in
 //! shuffled mini-batches, with the validation error measured in the
 //! parameter's unit after every epoch.
 
@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 
 use crate::data::{FEATURES, Normaliser, Windows, windows};
-use crate::net::{Network, gaussian_nll};
+use crate::net::{Network, laplace_nll};
 use crate::{Error, Forecaster, ModelInfo, Result, Series, Spec};
 
 #[derive(Debug, Clone)]
@@ -147,8 +147,8 @@ pub fn train(
             }
             let inputs = net.tensor(&batch_inputs, chunk.len())?;
             let targets = Tensor::from_slice(&batch_targets, (chunk.len(), horizon), &Device::Cpu)?;
-            let (mean, log_var) = net.forward(&inputs)?;
-            let loss = gaussian_nll(&mean, &log_var, &targets)?;
+            let (median, log_scale) = net.forward(&inputs)?;
+            let loss = laplace_nll(&median, &log_scale, &targets)?;
             optimizer.backward_step(&loss)?;
             loss_sum += f64::from(loss.to_scalar::<f32>()?);
             batches += 1;

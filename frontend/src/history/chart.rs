@@ -178,6 +178,14 @@ fn label(channel: &str, unit: &Option<String>) -> String {
     }
 }
 
+fn forecast_label(channel: &str, unit: &Option<String>) -> String {
+    let pretty = label(channel, &None);
+    match unit {
+        Some(unit) => format!("{pretty} forecast ({unit})"),
+        None => format!("{pretty} forecast"),
+    }
+}
+
 fn decimals(channel: &str) -> u8 {
     ChannelName::parse(channel)
         .ok()
@@ -405,7 +413,7 @@ fn build(
         );
         series.push(
             &object(&[
-                ("label", format!("{} forecast", label(channel, unit)).into()),
+                ("label", forecast_label(channel, unit).into()),
                 ("scale", key.clone().into()),
                 ("stroke", colour.into()),
                 ("width", 1.5.into()),

@@ -322,7 +322,6 @@ pub async fn train_from_database(
 ) -> anyhow::Result<Forecaster> {
     check_range(kind, from, to).map_err(anyhow::Error::msg)?;
     let mut spec = spec(config, kind);
-    spec.time_of_day = to - from >= chrono::TimeDelta::days(2);
     spec.validate()?;
     let statistic = data::Statistic::for_kind(kind);
     let series = data::load_series(pool, kind, statistic, spec.step_minutes, from, to).await?;
@@ -330,6 +329,14 @@ pub async fn train_from_database(
         !series.is_empty(),
         "no {kind} history between {from} and {to}: nothing to train on"
     );
+    // By the history there is, not the range asked for: a week's range
+    // over a few hours of data must not learn the clock.
+    let longest_ms = series
+        .iter()
+        .map(|(_, s)| s.values.len() as i64 * spec.step_ms())
+        .max()
+        .unwrap_or(0);
+    spec.time_of_day = longest_ms >= 2 * 86_400_000;
     let options = TrainOptions {
         spec,
         epochs,
