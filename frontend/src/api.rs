@@ -5,7 +5,10 @@ use std::fmt;
 
 use gloo_net::http::{Request, Response};
 use serde::de::DeserializeOwned;
-use trackside_wire::{AckRequest, ApiError, ChannelInfo, ExceptionInfo, History, YardInfo};
+use trackside_wire::{
+    AckRequest, ApiError, ChannelInfo, ExceptionInfo, Forecast, ForecastStatus, History, TrainJob,
+    TrainRequest, YardInfo,
+};
 
 /// Why a request gave no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +87,36 @@ pub async fn acknowledge(id: i64, request: &AckRequest) -> Result<ExceptionInfo,
 /// `GET /api/history?{query}`.
 pub async fn history(query: &str) -> Result<History, ApiFailure> {
     get_json_at("/api/history", &format!("/api/history?{query}")).await
+}
+
+/// A channel's forecast; `None` when its kind has no model or the channel
+/// has no forecast yet (the server's 404).
+pub async fn forecast(channel: &str) -> Result<Option<Forecast>, ApiFailure> {
+    let url = format!("/api/forecast?channel={channel}");
+    match get_json_at("/api/forecast", &url).await {
+        Ok(forecast) => Ok(Some(forecast)),
+        Err(ApiFailure::Rejected { status: 404, .. }) => Ok(None),
+        Err(failure) => Err(failure),
+    }
+}
+
+pub async fn forecast_status() -> Result<ForecastStatus, ApiFailure> {
+    get_json("/api/forecast/models").await
+}
+
+pub async fn train(request: &TrainRequest) -> Result<TrainJob, ApiFailure> {
+    let path = "/api/forecast/train";
+    let request = Request::post(path)
+        .header("Accept", "application/json")
+        .json(request)
+        .map_err(|e| ApiFailure::Unexpected {
+            path,
+            detail: e.to_string(),
+        })?;
+    let response = request.send().await.map_err(|_| ApiFailure::Unreachable)?;
+    let status = response.status();
+    let body = response.text().await.map_err(|_| ApiFailure::Unreachable)?;
+    interpret(path, status, is_json(&response), &body)
 }
 
 async fn get_json<T: DeserializeOwned>(path: &'static str) -> Result<T, ApiFailure> {

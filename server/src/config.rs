@@ -20,6 +20,7 @@ pub struct Config {
     pub demo: DemoConfig,
     pub exceptions: ExceptionsConfig,
     pub history: HistoryConfig,
+    pub forecast: ForecastConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,6 +130,35 @@ pub struct HistoryConfig {
     pub compress_after_days: u32,
 }
 
+/// Forecasting models and the periodic forecaster (see forecast/).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForecastConfig {
+    /// How often every channel of a trained kind is forecast, in seconds.
+    pub interval_s: f64,
+    /// The shape of models trained from now on; a saved model keeps its own.
+    pub step_minutes: u32,
+    pub window: usize,
+    pub horizon: usize,
+    pub hidden: usize,
+    pub epochs: usize,
+    pub learning_rate: f64,
+}
+
+impl Default for ForecastConfig {
+    fn default() -> Self {
+        Self {
+            interval_s: 60.0,
+            step_minutes: 10,
+            window: 48,
+            horizon: 36,
+            hidden: 32,
+            epochs: 30,
+            learning_rate: 0.003,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimescaleMode {
@@ -203,6 +233,7 @@ impl Default for Config {
             demo: DemoConfig::default(),
             exceptions: ExceptionsConfig::default(),
             history: HistoryConfig::default(),
+            forecast: ForecastConfig::default(),
         }
     }
 }
@@ -312,6 +343,14 @@ impl Config {
         anyhow::ensure!(
             self.ingest.live_queue >= 1,
             "ingest.live_queue must be at least 1"
+        );
+        anyhow::ensure!(
+            self.forecast.interval_s.is_finite() && self.forecast.interval_s >= 0.1,
+            "forecast.interval_s must be at least 0.1"
+        );
+        anyhow::ensure!(
+            self.forecast.epochs >= 1 && self.forecast.learning_rate > 0.0,
+            "forecast.epochs must be at least 1 and forecast.learning_rate positive"
         );
         anyhow::ensure!(
             !self.yard.timezone.is_empty(),

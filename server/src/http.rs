@@ -39,6 +39,7 @@ pub struct AppState {
     pub exceptions: crate::exceptions::Handle,
     pub history: Arc<crate::history::HistorySettings>,
     pub export: Arc<crate::export::ExportSettings>,
+    pub forecast: Arc<crate::forecast::Forecasting>,
 }
 
 /// The application's error type: user errors are 4xx with a message the
@@ -79,6 +80,7 @@ pub fn router(state: AppState, assets_dir: &Path) -> Router {
         .merge(crate::exceptions::http::router())
         .merge(crate::history::router())
         .merge(crate::export::router())
+        .merge(crate::forecast::http::router())
         .route("/api/{*rest}", get(unknown_api))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,

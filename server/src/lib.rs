@@ -13,6 +13,7 @@ pub mod drill;
 pub mod embedded_pg;
 pub mod exceptions;
 pub mod export;
+pub mod forecast;
 pub mod history;
 pub mod http;
 pub mod ingest;
@@ -77,6 +78,7 @@ pub struct Running {
     exceptions: JoinHandle<()>,
     webhook: Option<JoinHandle<()>>,
     rollup: Option<JoinHandle<()>>,
+    forecaster: JoinHandle<()>,
 }
 
 /// Starts the broker, the ingest path and HTTP on an already migrated pool.
@@ -123,6 +125,17 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     )
     .await
     .context("starting the exception engine")?;
+
+    let forecast = forecast::Forecasting::new(
+        pool.clone(),
+        config.forecast.clone(),
+        &config.database.data_dir,
+    );
+    let forecaster = tokio::spawn(forecast::run(
+        forecast.clone(),
+        exceptions.feed.clone(),
+        shutdown.clone(),
+    ));
 
     let pipeline = Arc::new(ingest::Pipeline {
         registry: registry.clone(),
@@ -212,6 +225,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         exceptions: exceptions.handle,
         history,
         export: export::ExportSettings::new(&config.yard.timezone),
+        forecast,
     };
     let app = http::router(state, &config.http.assets_dir);
     let http = {
@@ -241,6 +255,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         exceptions: exceptions.task,
         webhook: exceptions.webhook,
         rollup,
+        forecaster,
     })
 }
 
@@ -256,6 +271,8 @@ impl Running {
         let _ = self.http.await;
         let _ = self.store.await;
         let _ = self.rejections.await;
+        // The forecaster holds a feed of the engine: it must end first.
+        let _ = self.forecaster.await;
         // The engine stops once the pipeline (its feed) is gone, after
         // storing what it decided; then the webhook sends what it holds.
         let _ = self.exceptions.await;

@@ -201,7 +201,8 @@ impl GatewayModel {
                     if occupied { 0.0 } else { 1.0 },
                 ));
             }
-            for (parameter, value) in circuit.sample(occupied, effect.relay_factor, &mut self.rng) {
+            let relay_factor = effect.relay_factor * ballast_factor(now_s);
+            for (parameter, value) in circuit.sample(occupied, relay_factor, &mut self.rng) {
                 if effect.silent != Some(parameter) {
                     readings.push((format!("{}/{parameter}", circuit.name), value));
                 }
@@ -344,6 +345,12 @@ async fn publish_gateway(
 }
 
 impl Circuit {
+    /// A clear circuit's relay voltage reading.
+    fn relay_voltage(&self, relay_factor: f64, rng: &mut StdRng) -> f64 {
+        let noisy = self.relay_voltage * relay_factor * (1.0 + 0.01 * gaussian(rng));
+        round(noisy.max(0.0), 3)
+    }
+
     /// `relay_factor` scales the relay-end values while clear (a sagging
     /// or failing circuit; 1 when healthy).
     fn sample(
@@ -443,20 +450,131 @@ impl Trains {
         }
     }
 
+    /// The timetable repeats every day, so a run of any length has trains.
     fn occupies(&self, circuit: usize, now_s: f64) -> bool {
+        let now_s = now_s.rem_euclid(86_400.0);
         let start = circuit as f64 * CIRCUIT_M;
         let end = start + CIRCUIT_M;
         let transit = (self.line_m + TRAIN_M) / SPEED_M_S;
-        self.departures
+        let departed = self.departures.partition_point(|&d| d <= now_s);
+        self.departures[..departed]
             .iter()
             .rev()
-            .skip_while(|&&departed| departed > now_s)
             .take_while(|&&departed| now_s - departed <= transit)
             .any(|&departed| {
                 let head = (now_s - departed) * SPEED_M_S;
                 let tail = head - TRAIN_M;
                 head > start && tail < end
             })
+    }
+}
+
+/// Damp ballast leaks more current between the rails, so relay-end values
+/// follow the day: 3 % below nominal at dawn (06:00 into the run's day),
+/// 3 % above twelve hours later. Well inside every limit.
+pub fn ballast_factor(now_s: f64) -> f64 {
+    1.0 - 0.03 * (std::f64::consts::TAU * (now_s - 21_600.0) / 86_400.0).cos()
+}
+
+/// A slow degradation over hours (fouled ballast, a failing insulated
+/// joint): the relay-end values fall linearly to `floor` times nominal
+/// over `ramp_s`, stay there `hold_s`, then are restored by maintenance.
+/// The 35-minute demo cycle has no room for it; the forecast evaluation
+/// (`trackside forecast-eval`) injects it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowSag {
+    pub circuit: usize,
+    pub start_s: f64,
+    pub ramp_s: f64,
+    pub hold_s: f64,
+    pub floor: f64,
+}
+
+impl SlowSag {
+    pub fn factor(&self, now_s: f64) -> f64 {
+        let into = now_s - self.start_s;
+        if into < 0.0 || into > self.ramp_s + self.hold_s {
+            return 1.0;
+        }
+        1.0 - (1.0 - self.floor) * (into / self.ramp_s).min(1.0)
+    }
+
+    /// `count` sags within `span_s`, on circuits chosen at random, each
+    /// ramping over 6 to 18 hours to 30-42 % of nominal (below the 0.8 V
+    /// limit for every simulated circuit); sags on one circuit never
+    /// overlap.
+    pub fn plan(circuits: usize, span_s: f64, count: usize, seed: u64) -> Vec<SlowSag> {
+        let mut rng = StdRng::seed_from_u64(seed.wrapping_add(31));
+        let mut sags: Vec<SlowSag> = Vec::new();
+        let mut attempts = 0;
+        while sags.len() < count && attempts < 1_000 {
+            attempts += 1;
+            let ramp_s = rng.random_range(6.0..18.0) * 3_600.0;
+            let hold_s = 2.0 * 3_600.0;
+            // Leave a day before it, so every sag has a window of history.
+            let latest = span_s - ramp_s - hold_s;
+            if latest <= 86_400.0 {
+                break;
+            }
+            let sag = SlowSag {
+                circuit: rng.random_range(0..circuits.max(1)),
+                start_s: rng.random_range(86_400.0..latest),
+                ramp_s,
+                hold_s,
+                floor: rng.random_range(0.3..0.42),
+            };
+            let clashes = sags.iter().any(|other| {
+                other.circuit == sag.circuit
+                    && sag.start_s < other.start_s + other.ramp_s + other.hold_s + 3_600.0
+                    && other.start_s < sag.start_s + sag.ramp_s + sag.hold_s + 3_600.0
+            });
+            if !clashes {
+                sags.push(sag);
+            }
+        }
+        sags.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
+        sags
+    }
+}
+
+impl Yard {
+    pub fn circuit_count(&self) -> usize {
+        self.circuits.len()
+    }
+
+    /// One circuit's relay voltage as the minute rollups would hold it,
+    /// reduced to steps of `step_s`: the highest reading of each step, from
+    /// readings every `sample_s` (trains shunt the relay to near zero, so
+    /// the highest is the clear-circuit level). `None` for a step that a
+    /// train covered throughout. `now_s` 0 is the first step's start.
+    pub fn relay_voltage_steps(
+        &self,
+        circuit: usize,
+        steps: usize,
+        step_s: f64,
+        sample_s: f64,
+        sags: &[SlowSag],
+        seed: u64,
+    ) -> Vec<Option<f32>> {
+        let mut rng = StdRng::seed_from_u64(seed ^ (circuit as u64).wrapping_mul(0x9e37_79b9));
+        let sags: Vec<&SlowSag> = sags.iter().filter(|s| s.circuit == circuit).collect();
+        let per_step = (step_s / sample_s).round().max(1.0) as usize;
+        (0..steps)
+            .map(|step| {
+                let mut highest: Option<f64> = None;
+                for i in 0..per_step {
+                    let now_s = step as f64 * step_s + i as f64 * sample_s;
+                    if self.trains.occupies(circuit, now_s) {
+                        continue;
+                    }
+                    let factor = ballast_factor(now_s)
+                        * sags.iter().map(|s| s.factor(now_s)).product::<f64>();
+                    let value = self.circuits[circuit].relay_voltage(factor, &mut rng);
+                    highest = Some(highest.map_or(value, |h| h.max(value)));
+                }
+                highest.map(|v| v as f32)
+            })
+            .collect()
     }
 }
 

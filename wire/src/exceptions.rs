@@ -126,6 +126,11 @@ pub enum Check {
         #[serde(default)]
         silent_after_s: Option<f64>,
     },
+    /// The channel's forecast (a trained model's mean) reaches a set
+    /// threshold of the limit rule `limit_rule` within the forecast's
+    /// horizon. Cleared when a later forecast stays inside that rule's
+    /// clear thresholds over the whole horizon.
+    Predicted { limit_rule: String },
 }
 
 impl Check {
@@ -137,6 +142,7 @@ impl Check {
             Check::LongOccupation { .. } => ExceptionKind::LongOccupation,
             Check::Stale { .. } => ExceptionKind::Stale,
             Check::GatewayOffline { .. } => ExceptionKind::GatewayOffline,
+            Check::Predicted { .. } => ExceptionKind::Predicted,
         }
     }
 }
@@ -151,16 +157,18 @@ pub enum ExceptionKind {
     LongOccupation,
     Stale,
     GatewayOffline,
+    Predicted,
 }
 
 impl ExceptionKind {
-    pub const ALL: [ExceptionKind; 6] = [
+    pub const ALL: [ExceptionKind; 7] = [
         ExceptionKind::Limit,
         ExceptionKind::RateOfChange,
         ExceptionKind::Flick,
         ExceptionKind::LongOccupation,
         ExceptionKind::Stale,
         ExceptionKind::GatewayOffline,
+        ExceptionKind::Predicted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -171,6 +179,7 @@ impl ExceptionKind {
             ExceptionKind::LongOccupation => "long_occupation",
             ExceptionKind::Stale => "stale",
             ExceptionKind::GatewayOffline => "gateway_offline",
+            ExceptionKind::Predicted => "predicted",
         }
     }
 
@@ -187,6 +196,7 @@ impl ExceptionKind {
             ExceptionKind::LongOccupation => "Long occupation",
             ExceptionKind::Stale => "Stale channel",
             ExceptionKind::GatewayOffline => "Gateway offline",
+            ExceptionKind::Predicted => "Predicted exceedance",
         }
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 mod channel;
 mod exceptions;
+mod forecast;
 mod history;
 mod parameter;
 
@@ -16,6 +17,9 @@ pub use channel::{ChannelName, ChannelNameError, pattern_matches};
 pub use exceptions::{
     AckRequest, Check, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Rule,
     Severity, TransitionInfo, TransitionKind,
+};
+pub use forecast::{
+    Forecast, ForecastModel, ForecastPoint, ForecastStatus, TrainJob, TrainRequest, TrainState,
 };
 pub use history::{
     History, HistorySeries, HistorySource, MAX_CHANNELS, MAX_POINTS, MAX_RANGE_DAYS, SeriesData,

@@ -1,7 +1,9 @@
 //! The history chart: one uPlot with a shared time axis, per channel a
 //! min–max band and an average line, one y axis per unit, times on the
 //! yard's clock with UTC beside them in the legend, drag to zoom in and
-//! double-click to zoom out.
+//! double-click to zoom out. A channel whose kind has a trained model
+//! also gets its forecast beyond "now": a dashed line through the
+//! predicted mean in a lighter band (the 90 % interval).
 
 use js_sys::{Array, Function, Object, Reflect};
 use leptos::html::Div;
@@ -32,6 +34,9 @@ const HEIGHT_PX: f64 = 440.0;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shape {
     pub channels: Vec<(String, Option<String>)>,
+    /// Channels (indices into `channels`) drawn with a forecast; their
+    /// columns follow all the channels' own, in this order.
+    pub forecasts: Vec<usize>,
     pub zone: Option<String>,
 }
 
@@ -170,6 +175,14 @@ fn label(channel: &str, unit: &Option<String>) -> String {
     match unit {
         Some(unit) => format!("{pretty} ({unit})"),
         None => pretty,
+    }
+}
+
+fn forecast_label(channel: &str, unit: &Option<String>) -> String {
+    let pretty = label(channel, &None);
+    match unit {
+        Some(unit) => format!("{pretty} forecast ({unit})"),
+        None => format!("{pretty} forecast"),
     }
 }
 
@@ -354,6 +367,74 @@ fn build(
             units_seen.push(key);
         }
     }
+    let first_forecast_column = 1 + 3 * shape.channels.len() as u32;
+    for (k, &i) in shape.forecasts.iter().enumerate() {
+        let Some((channel, unit)) = shape.channels.get(i) else {
+            continue;
+        };
+        let colour = colour(i);
+        let key = scale_key(unit);
+        let base = first_forecast_column + 3 * k as u32;
+        for name in ["forecast low", "forecast high"] {
+            series.push(
+                &object(&[
+                    ("label", format!("{channel} {name}").into()),
+                    ("scale", key.clone().into()),
+                    ("stroke", colour.into()),
+                    ("width", 0.into()),
+                    ("class", "band-edge".into()),
+                    ("points", object(&[("show", false.into())]).into()),
+                ])
+                .into(),
+            );
+        }
+        let places = decimals(channel);
+        let unit_text = unit.clone().map(|u| format!(" {u}")).unwrap_or_default();
+        let forecast_value = Closure::<dyn Fn(JsValue, JsValue, u32, JsValue) -> String>::new(
+            move |u: JsValue, value: JsValue, _series: u32, idx: JsValue| {
+                let Some(v) = value.as_f64() else {
+                    return "—".to_owned();
+                };
+                let at = |column: u32| -> Option<f64> {
+                    let data = Reflect::get(&u, &"data".into()).ok()?;
+                    let column = Reflect::get_u32(&data, column).ok()?;
+                    Reflect::get(&column, &idx).ok()?.as_f64()
+                };
+                let mean = format!("{}{unit_text}", format_value(v, places));
+                match (at(base), at(base + 1)) {
+                    (Some(lo), Some(hi)) => format!(
+                        "{mean} (90 %: {} – {})",
+                        format_value(lo, places),
+                        format_value(hi, places)
+                    ),
+                    _ => mean,
+                }
+            },
+        );
+        series.push(
+            &object(&[
+                ("label", forecast_label(channel, unit).into()),
+                ("scale", key.clone().into()),
+                ("stroke", colour.into()),
+                ("width", 1.5.into()),
+                ("dash", Array::of2(&6.into(), &4.into()).into()),
+                ("value", forecast_value.as_ref().clone()),
+                ("points", object(&[("show", false.into())]).into()),
+            ])
+            .into(),
+        );
+        callbacks.push(Box::new(forecast_value));
+        bands.push(
+            &object(&[
+                (
+                    "series",
+                    Array::of2(&(base + 1).into(), &base.into()).into(),
+                ),
+                ("fill", format!("{colour}20").into()),
+            ])
+            .into(),
+        );
+    }
     set(&options, "series", series);
     set(&options, "bands", bands);
     set(&options, "scales", scales);
@@ -410,7 +491,7 @@ fn build(
     callbacks.push(Box::new(on_select));
 
     let empty = Array::new();
-    for _ in 0..(1 + 3 * shape.channels.len()) {
+    for _ in 0..(1 + 3 * (shape.channels.len() + shape.forecasts.len())) {
         empty.push(&Array::new());
     }
     let plot = UPlot::new(&options, &empty, target);

@@ -9,6 +9,7 @@
 
 mod chart;
 mod export;
+mod forecast;
 pub mod model;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use trackside_wire::{ClientMessage, History, HistorySource, Reading, ServerMessa
 
 use self::chart::{Chart, Frame, Shape, colour};
 use self::export::ExportBar;
+use self::forecast::{ForecastData, ForecastPanel};
 use self::model::{PRESETS, PageState, Range, Series, join, points_for_width};
 use crate::api::{self, ApiFailure};
 use crate::live::socket_url;
@@ -241,6 +243,36 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
         }
     });
 
+    // Forecasts of the charted channels, polled while the page is open.
+    let forecast_data = ForecastData::new();
+    let charted = Memo::new(move |_| state.with(|s| s.channels.clone()));
+    Effect::new(move |_| {
+        let channels = charted.get();
+        forecast_data.poke.track();
+        let (stop, stopped) = futures::channel::oneshot::channel::<()>();
+        leptos::task::spawn_local(forecast::poll(channels, forecast_data, stopped));
+        on_cleanup(move || drop(stop));
+    });
+    // The forecasts that go with the loaded series, in the series' order.
+    let shown_forecasts = Memo::new(move |_| {
+        let forecasts = forecast_data.forecasts.get();
+        loaded.with(|l| {
+            l.as_ref().map_or_else(Vec::new, |l| {
+                l.series
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| {
+                        let f = forecasts.iter().find(|f| f.channel == s.channel)?;
+                        Some((
+                            i,
+                            Series::forecast(s.channel.clone(), s.unit.clone(), &f.points),
+                        ))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+    });
+
     let shape = Memo::new(move |_| {
         loaded.with(|l| {
             l.as_ref().map(|l| Shape {
@@ -249,16 +281,33 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
                     .iter()
                     .map(|s| (s.channel.clone(), s.unit.clone()))
                     .collect(),
+                forecasts: shown_forecasts.with(|f| f.iter().map(|(i, _)| *i).collect()),
                 zone: zone.get(),
             })
         })
     });
     let frame = Signal::derive(move || {
-        let range = view_range.get();
+        let mut range = view_range.get();
+        let forecasts = shown_forecasts.get();
+        // A view that reaches "now" widens to show the forecast beyond it,
+        // by at most half its span, so the history keeps most of the width.
+        let reaches_now = range.to >= clock.now_untracked() - 60_000;
+        if reaches_now
+            && let Some(end) = forecasts
+                .iter()
+                .filter_map(|(_, f)| f.t.last().copied())
+                .max()
+        {
+            range.to = end.min(range.to + range.span() / 2).max(range.to);
+        }
         loaded.with(|l| {
-            l.as_ref().map(|l| Frame {
-                columns: join(&l.series),
-                range,
+            l.as_ref().map(|l| {
+                let mut all = l.series.clone();
+                all.extend(forecasts.into_iter().map(|(_, f)| f));
+                Frame {
+                    columns: join(&all),
+                    range,
+                }
             })
         })
     });
@@ -314,6 +363,11 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
                             loaded.with(|l| l.as_ref().and_then(|l| l.newest.values().max().copied()))
                         }
                         data-following=move || following.get().to_string()
+                        data-forecasts=move || shown_forecasts.with(Vec::len)
+                        data-forecast-until=move || {
+                            shown_forecasts
+                                .with(|f| f.iter().filter_map(|(_, s)| s.t.last().copied()).max())
+                        }
                     >
                         <Chart shape frame on_zoom on_zoom_out width />
                         <ChartNotice status has_data />
@@ -326,6 +380,7 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
                     </p>
                 </div>
                 <ExportBar state clock />
+                <ForecastPanel channels=charted data=forecast_data clock zone />
             </section>
         </main>
     }

@@ -2,7 +2,7 @@
 //! natively: time ranges and their URL form, the series as the chart draws
 //! them, the columns joined for uPlot, and the live tail.
 
-use trackside_wire::{HistorySeries, MAX_POINTS, SeriesData};
+use trackside_wire::{ForecastPoint, HistorySeries, MAX_POINTS, SeriesData};
 
 pub const MINUTE_MS: i64 = 60_000;
 pub const HOUR_MS: i64 = 3_600_000;
@@ -166,6 +166,20 @@ enum Tail {
 }
 
 impl Series {
+    /// A forecast drawn like a series: the band from `low` to `high`, the
+    /// line through `mean`.
+    pub fn forecast(channel: String, unit: Option<String>, points: &[ForecastPoint]) -> Self {
+        Self {
+            channel,
+            unit,
+            t: points.iter().map(|p| p.at).collect(),
+            min: points.iter().map(|p| Some(p.low)).collect(),
+            max: points.iter().map(|p| Some(p.high)).collect(),
+            avg: points.iter().map(|p| Some(p.mean)).collect(),
+            tail: Tail::Readings { gap_after: None },
+        }
+    }
+
     pub fn from_wire(series: HistorySeries, bucket_ms: i64) -> (Self, Option<i64>) {
         let HistorySeries {
             channel,

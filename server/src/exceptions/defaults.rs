@@ -53,6 +53,16 @@ pub fn rules() -> Vec<Rule> {
                 only_when_clear: true,
             },
         ),
+        // Below the limit's Major: a warning hours ahead, for the
+        // maintainer's list, not the signaller's alarm.
+        rule(
+            "relay-voltage-predicted",
+            "*/relay_voltage",
+            Severity::Warning,
+            Check::Predicted {
+                limit_rule: "relay-voltage-limits".into(),
+            },
+        ),
         rule(
             "relay-voltage-rate",
             "*/relay_voltage",

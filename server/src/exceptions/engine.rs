@@ -258,6 +258,14 @@ pub fn validate(rules: &[Rule]) -> Result<(), String> {
                     return fail("silent_after_s must be positive");
                 }
             }
+            Check::Predicted { limit_rule } => {
+                let names_a_limit = rules
+                    .iter()
+                    .any(|r| &r.id == limit_rule && matches!(r.check, Check::Limit { .. }));
+                if !names_a_limit {
+                    return fail("limit_rule must name a rule of kind \"limit\"");
+                }
+            }
         }
     }
     Ok(())
@@ -380,6 +388,84 @@ impl Engine {
                     Some(gateway),
                     out,
                 );
+            }
+        }
+    }
+
+    /// A new forecast of `channel`: (step start, predicted mean) pairs,
+    /// computed at `now`. An empty forecast (the model is gone, the channel
+    /// fell silent) clears what an earlier one raised.
+    pub fn forecast(
+        &mut self,
+        channel: &str,
+        points: &[(Ms, f64)],
+        now: Ms,
+        out: &mut Vec<Transition>,
+    ) {
+        let parameter = channel.rsplit('/').next().unwrap_or(channel);
+        let gateway = self.gateway_of(channel);
+        for index in 0..self.rules.len() {
+            let Check::Predicted { limit_rule } = &self.rules[index].rule.check else {
+                continue;
+            };
+            if !self.rules[index].matches(channel) {
+                continue;
+            }
+            let Some(Check::Limit {
+                low_set,
+                low_clear,
+                high_set,
+                high_clear,
+                ..
+            }) = self.rule(limit_rule).map(|r| r.check.clone())
+            else {
+                continue;
+            };
+            let key = self.key(index, channel);
+            let active = self.is_active(&key);
+            let shown = |v: f64| format_value(parameter, v);
+            let crossing = points.iter().find_map(|&(at, mean)| {
+                if low_set.is_some_and(|l| mean <= l) {
+                    Some((at, mean, "low", low_set.unwrap_or_default()))
+                } else if high_set.is_some_and(|h| mean >= h) {
+                    Some((at, mean, "high", high_set.unwrap_or_default()))
+                } else {
+                    None
+                }
+            });
+            if let Some((at, mean, side, limit)) = crossing {
+                if !active {
+                    let message = format!(
+                        "{} forecast to reach its {side} limit {} at {} UTC (in {}): {} predicted",
+                        label(parameter),
+                        shown(limit),
+                        chrono::DateTime::from_timestamp_millis(at)
+                            .map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M").to_string()),
+                        duration_words((at - now).max(0)),
+                        shown(mean),
+                    );
+                    self.raise(&key, now, Some(mean), message, gateway.as_deref(), out);
+                }
+                continue;
+            }
+            if !active {
+                continue;
+            }
+            let low = low_clear.or(low_set);
+            let high = high_clear.or(high_set);
+            let recovered = points
+                .iter()
+                .all(|&(_, mean)| low.is_none_or(|l| mean > l) && high.is_none_or(|h| mean < h));
+            if points.is_empty() {
+                let message = "no forecast for this channel any more".to_owned();
+                self.clear(&key, now, None, message, gateway.as_deref(), out);
+            } else if recovered {
+                let last = points.last().map(|p| p.1);
+                let message = format!(
+                    "forecast back within limits over the next {}",
+                    duration_words(points.last().map_or(0, |p| p.0 - now).max(0))
+                );
+                self.clear(&key, now, last, message, gateway.as_deref(), out);
             }
         }
     }
@@ -511,7 +597,12 @@ impl Engine {
                     .rules
                     .iter()
                     .enumerate()
-                    .filter(|(_, r)| !matches!(r.rule.check, Check::GatewayOffline { .. }))
+                    .filter(|(_, r)| {
+                        !matches!(
+                            r.rule.check,
+                            Check::GatewayOffline { .. } | Check::Predicted { .. }
+                        )
+                    })
                     .filter(|(_, r)| r.matches(name))
                     .map(|(index, r)| (index, new_watch(&r.rule.check)))
                     .collect(),
@@ -1089,10 +1180,12 @@ fn new_watch(check: &Check) -> Watch {
         Check::LongOccupation { .. } => Watch::LongOccupation {
             occupied_since: None,
         },
-        Check::Stale { .. } | Check::GatewayOffline { .. } => Watch::Stale {
-            last_received: None,
-            intervals: VecDeque::new(),
-        },
+        Check::Stale { .. } | Check::GatewayOffline { .. } | Check::Predicted { .. } => {
+            Watch::Stale {
+                last_received: None,
+                intervals: VecDeque::new(),
+            }
+        }
     }
 }
 
@@ -1203,8 +1296,10 @@ fn duration_words(ms: Ms) -> String {
     let s = ms as f64 / 1000.0;
     if s < 120.0 {
         format!("{s:.1} s")
-    } else {
+    } else if s < 7_200.0 {
         format!("{:.1} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3_600.0)
     }
 }
 

@@ -44,6 +44,12 @@ pub enum Input {
         online: bool,
         at: Ms,
     },
+    /// A channel's new forecast: (step start, predicted mean).
+    Forecast {
+        channel: String,
+        points: Vec<(Ms, f64)>,
+        at: Ms,
+    },
 }
 
 /// The ingest path's side of the engine's queue.
@@ -67,6 +73,18 @@ impl Feed {
             online: status == GatewayStatus::Online,
             at: at.timestamp_millis(),
         });
+    }
+
+    /// From the forecaster, not the ingest path: it may wait for room.
+    pub async fn forecast(&self, channel: &str, points: Vec<(Ms, f64)>, at: DateTime<Utc>) {
+        let _ = self
+            .tx
+            .send(Input::Forecast {
+                channel: channel.to_owned(),
+                points,
+                at: at.timestamp_millis(),
+            })
+            .await;
     }
 
     fn send(&self, input: Input) {
@@ -239,6 +257,9 @@ impl Service {
                             }
                             Input::Status { gateway, online, at } => {
                                 self.engine.gateway_status(&gateway, online, at, &mut out);
+                            }
+                            Input::Forecast { channel, points, at } => {
+                                self.engine.forecast(&channel, &points, at, &mut out);
                             }
                         }
                     }

@@ -7,6 +7,8 @@ mod browser;
 mod exceptions;
 mod export;
 mod export_page;
+mod forecast;
+mod forecast_page;
 mod harness;
 mod history;
 mod history_page;

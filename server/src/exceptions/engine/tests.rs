@@ -676,3 +676,130 @@ fn bad_rules_are_refused_with_a_reason() {
         assert!(err.contains(want), "{err} should mention {want}");
     }
 }
+
+const PREDICTED: &str = r#"
+[[rules]]
+id = "rv-limits"
+target = "*/relay_voltage"
+severity = "major"
+kind = "limit"
+low_set = 0.8
+low_clear = 0.9
+
+[[rules]]
+id = "rv-predicted"
+target = "*/relay_voltage"
+severity = "warning"
+kind = "predicted"
+limit_rule = "rv-limits"
+"#;
+
+/// A forecast of a straight line from `from` to `to` over six 10-minute
+/// steps starting at `start` seconds.
+fn line(start: f64, from: f64, to: f64) -> Vec<(Ms, f64)> {
+    (0..6)
+        .map(|i| {
+            (
+                at(start + 600.0 * i as f64),
+                from + (to - from) * i as f64 / 5.0,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_forecast_crossing_a_limit_raises_a_predicted_exceedance_until_it_recovers() {
+    let mut engine = Engine::new(rules(PREDICTED), None).unwrap();
+    let mut out = Vec::new();
+    engine.readings(
+        "gw",
+        &[reading("T1/relay_voltage", at(0.0), 1.2)],
+        at(0.0),
+        &mut out,
+    );
+    // Sagging, but every step stays above 0.8 V: nothing.
+    engine.forecast(
+        "T1/relay_voltage",
+        &line(60.0, 1.2, 0.85),
+        at(0.0),
+        &mut out,
+    );
+    assert!(out.is_empty(), "{out:?}");
+    // The fifth step (0.74 V) is the first at or below 0.8 V, 70 minutes
+    // after the forecast was made.
+    engine.forecast(
+        "T1/relay_voltage",
+        &line(3_600.0, 1.1, 0.65),
+        at(1_800.0),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    let raised = &out[0];
+    assert_eq!(raised.kind, TransitionKind::Raised);
+    assert_eq!(raised.key.rule, "rv-predicted");
+    assert_eq!(raised.gateway.as_deref(), Some("gw"));
+    assert!((raised.value.unwrap() - 0.74).abs() < 1e-9, "{raised:?}");
+    assert!(
+        raised
+            .message
+            .contains("forecast to reach its low limit 0.800 V")
+            && raised.message.contains("(in 70.0 min)"),
+        "{}",
+        raised.message
+    );
+    // The same forecast again changes nothing; one between 0.8 and 0.9 V
+    // holds it (hysteresis); one above 0.9 V throughout clears it.
+    out.clear();
+    engine.forecast(
+        "T1/relay_voltage",
+        &line(3_600.0, 1.1, 0.65),
+        at(1_860.0),
+        &mut out,
+    );
+    engine.forecast(
+        "T1/relay_voltage",
+        &line(3_660.0, 1.0, 0.85),
+        at(1_920.0),
+        &mut out,
+    );
+    assert!(out.is_empty(), "{out:?}");
+    engine.forecast(
+        "T1/relay_voltage",
+        &line(3_720.0, 1.0, 0.95),
+        at(1_980.0),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].kind, TransitionKind::Cleared);
+    assert!(out[0].message.contains("forecast back within limits"));
+    // Raised again, then an empty forecast (model removed) clears it.
+    out.clear();
+    engine.forecast(
+        "T1/relay_voltage",
+        &line(3_780.0, 0.9, 0.5),
+        at(2_040.0),
+        &mut out,
+    );
+    engine.forecast("T1/relay_voltage", &[], at(2_100.0), &mut out);
+    let kinds: Vec<_> = out.iter().map(|t| t.kind).collect();
+    assert_eq!(kinds, [TransitionKind::Raised, TransitionKind::Cleared]);
+    // Other parameters are not the rule's business.
+    out.clear();
+    engine.forecast(
+        "T1/relay_current",
+        &line(0.0, 100.0, 0.0),
+        at(2_200.0),
+        &mut out,
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_predicted_rule_must_name_a_limit_rule() {
+    let bad = PREDICTED.replace("limit_rule = \"rv-limits\"", "limit_rule = \"nope\"");
+    let err = Engine::new(rules(&bad), None).err().unwrap();
+    assert!(
+        err.contains("rv-predicted") && err.contains("limit_rule"),
+        "{err}"
+    );
+}
