@@ -344,6 +344,12 @@ impl Config {
             self.ingest.live_queue >= 1,
             "ingest.live_queue must be at least 1"
         );
+        // Beyond a day a wrong gateway clock is not a timing detail, and far
+        // larger values overflow the time arithmetic.
+        anyhow::ensure!(
+            (0..=86_400).contains(&self.ingest.max_future_secs),
+            "ingest.max_future_secs must be between 0 and 86400"
+        );
         anyhow::ensure!(
             self.forecast.interval_s.is_finite() && self.forecast.interval_s >= 0.1,
             "forecast.interval_s must be at least 0.1"
@@ -428,6 +434,16 @@ mod tests {
     fn unknown_keys_are_errors() {
         let err = toml::from_str::<Config>("[mqtt]\nlisten_port = 1\n").unwrap_err();
         assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn a_future_allowance_beyond_a_day_is_refused() {
+        let mut config = Config::default();
+        config.ingest.max_future_secs = i64::MAX;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("max_future_secs"), "{err}");
+        config.ingest.max_future_secs = 86_400;
+        config.validate().unwrap();
     }
 
     #[test]
