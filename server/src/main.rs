@@ -347,8 +347,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http_port = running.http_addr.port();
     println!();
     println!("  Trackside is running: open http://localhost:{http_port}/");
+    if let Some(addr) = running.mqtt_tls_addr {
+        println!("  MQTT for gateways: {addr} (v3.1.1 over mutual TLS: `trackside gateway cert`)");
+    }
     println!(
-        "  MQTT: {} (v3.1.1){}{}",
+        "  MQTT without TLS: {} (v3.1.1){}{}",
         running.mqtt_addr,
         running
             .mqtt_v5_addr
