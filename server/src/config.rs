@@ -312,6 +312,15 @@ impl Default for HistoryConfig {
 }
 
 impl Config {
+    /// The MQTT TLS listener's certificates: `mqtt.tls_dir`, or `pki` in
+    /// the data directory.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.mqtt
+            .tls_dir
+            .clone()
+            .unwrap_or_else(|| self.database.data_dir.join("pki"))
+    }
+
     /// Reads a TOML file; every key it leaves out keeps its default.
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)

@@ -150,11 +150,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     let mqtt_config = config.mqtt.clone();
     let checker = (!config.mqtt.allow_anonymous)
         .then(|| credentials::spawn_checker(pool.clone(), metrics.clone()));
-    let tls_dir = config
-        .mqtt
-        .tls_dir
-        .clone()
-        .unwrap_or_else(|| config.database.data_dir.join("pki"));
+    let tls_dir = config.tls_dir();
     let server_names = tls_server_names(&config.mqtt.tls_server_names);
     let broker = tokio::task::spawn_blocking(move || {
         let tls_files = mqtt_config

@@ -450,11 +450,7 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
 }
 
 fn issue_certificate(config: &Config, id: &str, out: &Path, days: u32) -> anyhow::Result<()> {
-    let pki_dir = config
-        .mqtt
-        .tls_dir
-        .clone()
-        .unwrap_or_else(|| config.database.data_dir.join("pki"));
+    let pki_dir = config.tls_dir();
     // The CA is made here if the server has not run yet; the server then
     // adds its own certificate at start.
     if !pki_dir.join("ca.crt").exists() {

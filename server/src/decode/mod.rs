@@ -523,6 +523,8 @@ fn rejection(
 
 #[cfg(test)]
 mod tests {
+    use chrono::SecondsFormat;
+
     use super::*;
 
     fn cx() -> DecodeContext {
@@ -537,13 +539,31 @@ mod tests {
     /// One line per case: what a gateway sends, what is stored, what is rejected.
     fn check(topic: &str, payload: &str, readings: &[(&str, &str, f64)], rejections: &[&str]) {
         let decoded = decode(topic, payload.as_bytes(), &cx());
+        assert_decoded(
+            payload,
+            &decoded,
+            readings,
+            rejections,
+            SecondsFormat::Micros,
+        );
+    }
+
+    /// `decoded` holds exactly `readings` (channel, time in `format`, value)
+    /// and one rejection per entry of `rejections`, each reason containing it.
+    pub(super) fn assert_decoded(
+        input: &str,
+        decoded: &Decoded,
+        readings: &[(&str, &str, f64)],
+        rejections: &[&str],
+        format: SecondsFormat,
+    ) {
         let got: Vec<(String, String, f64)> = decoded
             .readings
             .iter()
             .map(|r| {
                 (
                     r.channel.to_string(),
-                    r.ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    r.ts.to_rfc3339_opts(format, true),
                     r.value,
                 )
             })
@@ -552,7 +572,7 @@ mod tests {
             .iter()
             .map(|(c, t, v)| (c.to_string(), t.to_string(), *v))
             .collect();
-        assert_eq!(got, want, "readings of {payload}");
+        assert_eq!(got, want, "readings of {input}");
         let reasons: Vec<&str> = decoded
             .rejections
             .iter()
@@ -561,7 +581,7 @@ mod tests {
         assert_eq!(
             reasons.len(),
             rejections.len(),
-            "rejections of {payload}: {reasons:?}"
+            "rejections of {input}: {reasons:?}"
         );
         for (reason, expected) in reasons.iter().zip(rejections) {
             assert!(

@@ -179,38 +179,13 @@ mod tests {
     /// A pack in, the readings stored and the rejection reasons out.
     fn check(pack: &str, readings: &[(&str, &str, f64)], rejections: &[&str]) {
         let decoded = decode("trackside/gw1/senml", pack.as_bytes(), &cx());
-        let got: Vec<(String, String, f64)> = decoded
-            .readings
-            .iter()
-            .map(|r| {
-                (
-                    r.channel.to_string(),
-                    r.ts.to_rfc3339_opts(SecondsFormat::Millis, true),
-                    r.value,
-                )
-            })
-            .collect();
-        let want: Vec<(String, String, f64)> = readings
-            .iter()
-            .map(|(c, t, v)| (c.to_string(), t.to_string(), *v))
-            .collect();
-        assert_eq!(got, want, "readings of {pack}");
-        let reasons: Vec<&str> = decoded
-            .rejections
-            .iter()
-            .map(|r| r.reason.as_str())
-            .collect();
-        assert_eq!(
-            reasons.len(),
-            rejections.len(),
-            "rejections of {pack}: {reasons:?}"
+        super::super::tests::assert_decoded(
+            pack,
+            &decoded,
+            readings,
+            rejections,
+            SecondsFormat::Millis,
         );
-        for (reason, expected) in reasons.iter().zip(rejections) {
-            assert!(
-                reason.contains(expected),
-                "{reason:?} should contain {expected:?}"
-            );
-        }
     }
 
     #[test]

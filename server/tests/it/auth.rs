@@ -164,7 +164,7 @@ async fn the_gateway_command_adds_lists_and_revokes() {
 async fn publishing_to_another_gateways_topic_is_refused() {
     let server = secured().await;
     let tls_port = server.running.mqtt_tls_addr.expect("TLS listener").port();
-    let pki = server.config.database.data_dir.join("pki");
+    let pki = server.config.tls_dir();
     let north = trackside::credentials::add(&server.pool, "north", None)
         .await
         .unwrap();
