@@ -2,10 +2,14 @@
 //!
 //! It drains whatever its queue holds (so batches grow by themselves under
 //! load and a lone reading is written at once when idle), registers unknown
-//! gateways and channels, and writes the rows with one `INSERT ... SELECT FROM
-//! UNNEST(...) ON CONFLICT DO NOTHING` per chunk: one round trip and one
-//! commit for thousands of rows, and re-sent readings are skipped by the key.
-//! A failed write is retried, with backoff, until it succeeds.
+//! gateways and channels, and writes each chunk of rows with one binary
+//! `COPY`: one round trip and one commit for thousands of rows, at close to
+//! what PostgreSQL can take. A re-sent reading makes that `COPY` fail on the
+//! key as a whole; the chunk is then written again with `INSERT ... ON
+//! CONFLICT DO NOTHING`, which skips what is already stored. Re-sends are
+//! rare (a gateway retrying, a replay after a crash), so the slower statement
+//! is paid only then. A failed write is retried, with backoff, until it
+//! succeeds.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolCopyExt as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use trackside_wire::parameter_info;
@@ -215,58 +220,67 @@ impl StoreWriter {
     }
 
     async fn write(&mut self, batches: &[Arc<ReadingBatch>]) -> anyhow::Result<()> {
-        let total: usize = batches.iter().map(|b| b.readings.len()).sum();
-        let mut channel_ids = Vec::with_capacity(total.min(self.batch_rows));
-        let mut timestamps: Vec<DateTime<Utc>> = Vec::with_capacity(channel_ids.capacity());
-        let mut values = Vec::with_capacity(channel_ids.capacity());
+        let mut chunk = Chunk::default();
         for batch in batches {
             for reading in &batch.readings {
-                channel_ids.push(self.channel_id(&batch.gateway, reading).await?);
-                timestamps.push(reading.ts);
-                values.push(reading.value);
-                if channel_ids.len() == self.batch_rows {
-                    self.insert(&channel_ids, &timestamps, &values).await?;
-                    channel_ids.clear();
-                    timestamps.clear();
-                    values.clear();
+                let channel_id = self.channel_id(&batch.gateway, reading).await?;
+                chunk.push(channel_id, reading.ts, reading.value);
+                if chunk.len() == self.batch_rows {
+                    self.store(&chunk).await?;
+                    chunk.clear();
                 }
             }
         }
-        if !channel_ids.is_empty() {
-            self.insert(&channel_ids, &timestamps, &values).await?;
+        if chunk.len() > 0 {
+            self.store(&chunk).await?;
         }
         Ok(())
     }
 
-    async fn insert(
-        &self,
-        channel_ids: &[i32],
-        timestamps: &[DateTime<Utc>],
-        values: &[f64],
-    ) -> anyhow::Result<()> {
+    async fn store(&self, chunk: &Chunk) -> anyhow::Result<()> {
         let started = Instant::now();
-        let stored = sqlx::query(
-            "INSERT INTO readings (channel_id, ts, value)
-             SELECT * FROM UNNEST($1::integer[], $2::timestamptz[], $3::double precision[])
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(channel_ids)
-        .bind(timestamps)
-        .bind(values)
-        .execute(&self.pool)
-        .await?
-        .rows_affected() as usize;
-        // Each statement is atomic. When a later chunk of the same drain
-        // fails, the retry sends the committed chunks again; the key skips
-        // them and they count as duplicates.
+        let stored = match self.copy(chunk).await {
+            Ok(stored) => stored,
+            Err(err) if is_unique_violation(&err) => self.insert_new(chunk).await?,
+            Err(err) => return Err(err.into()),
+        };
+        // Each chunk is atomic. When a later chunk of the same drain fails,
+        // the retry sends the committed chunks again; they go through the
+        // key-skipping insert and count as duplicates.
         Metrics::add(&self.metrics.readings_stored, stored);
-        Metrics::add(&self.metrics.readings_duplicate, channel_ids.len() - stored);
+        Metrics::add(&self.metrics.readings_duplicate, chunk.len() - stored);
         self.metrics.store_batches.fetch_add(1, Relaxed);
         Metrics::add(
             &self.metrics.store_batch_micros,
             started.elapsed().as_micros() as usize,
         );
         Ok(())
+    }
+
+    async fn copy(&self, chunk: &Chunk) -> Result<usize, sqlx::Error> {
+        let mut copy = self
+            .pool
+            .copy_in_raw("COPY readings (channel_id, ts, value) FROM STDIN (FORMAT binary)")
+            .await?;
+        copy.send(chunk.binary_copy.as_slice()).await?;
+        copy.send(COPY_TRAILER.as_slice()).await?;
+        Ok(copy.finish().await? as usize)
+    }
+
+    /// The chunk's rows not stored yet; returns how many that was.
+    async fn insert_new(&self, chunk: &Chunk) -> anyhow::Result<usize> {
+        let stored = sqlx::query(
+            "INSERT INTO readings (channel_id, ts, value)
+             SELECT * FROM UNNEST($1::integer[], $2::timestamptz[], $3::double precision[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&chunk.channel_ids)
+        .bind(&chunk.timestamps)
+        .bind(&chunk.values)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(stored as usize)
     }
 
     /// The channel's id, registering the gateway and the channel on first
@@ -303,6 +317,58 @@ impl StoreWriter {
             .insert(reading.channel.as_str().to_owned(), id);
         Ok(id)
     }
+}
+
+/// Rows on their way to `readings`, as a binary `COPY` stream and, for the
+/// rare chunk that repeats stored readings, as columns for the insert.
+#[derive(Default)]
+struct Chunk {
+    binary_copy: Vec<u8>,
+    channel_ids: Vec<i32>,
+    timestamps: Vec<DateTime<Utc>>,
+    values: Vec<f64>,
+}
+
+/// PostgreSQL's binary `COPY` signature, flags and header extension length.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// A field count of -1 ends the stream.
+const COPY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
+/// `timestamptz` counts microseconds from 2000-01-01 00:00 UTC.
+const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+impl Chunk {
+    fn push(&mut self, channel_id: i32, ts: DateTime<Utc>, value: f64) {
+        if self.binary_copy.is_empty() {
+            self.binary_copy.extend_from_slice(COPY_HEADER);
+        }
+        let row = &mut self.binary_copy;
+        row.extend_from_slice(&3i16.to_be_bytes());
+        row.extend_from_slice(&4i32.to_be_bytes());
+        row.extend_from_slice(&channel_id.to_be_bytes());
+        row.extend_from_slice(&8i32.to_be_bytes());
+        row.extend_from_slice(&(ts.timestamp_micros() - POSTGRES_EPOCH_MICROS).to_be_bytes());
+        row.extend_from_slice(&8i32.to_be_bytes());
+        row.extend_from_slice(&value.to_bits().to_be_bytes());
+        self.channel_ids.push(channel_id);
+        self.timestamps.push(ts);
+        self.values.push(value);
+    }
+
+    fn len(&self) -> usize {
+        self.channel_ids.len()
+    }
+
+    fn clear(&mut self) {
+        self.binary_copy.clear();
+        self.channel_ids.clear();
+        self.timestamps.clear();
+        self.values.clear();
+    }
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|err| err.code().as_deref() == Some("23505"))
 }
 
 /// Keeps rejected payloads for inspection. Its queue is small and separate:

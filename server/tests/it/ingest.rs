@@ -86,6 +86,60 @@ async fn a_resent_batch_is_stored_once() {
     assert_eq!(server.metric("trackside_readings_stored_total").await, 50.0);
 }
 
+/// The writer encodes rows itself (binary COPY): every double and every
+/// microsecond must come out of PostgreSQL as it went in.
+#[tokio::test]
+async fn stored_times_and_values_are_exact() {
+    let server = TestServer::start().await;
+    let mut gateway = server.gateway("gw-exact").await;
+    let cases: [(&str, f64); 7] = [
+        ("2000-01-01T00:00:00.000001Z", 1.82),
+        ("2026-11-28T07:13:20.123456Z", -0.0),
+        ("2026-11-28T07:13:20.999999+01:00", f64::MAX),
+        ("2026-11-28T07:13:21Z", f64::MIN_POSITIVE / 4.0),
+        ("2026-11-28T07:13:22.5Z", -1.0e-300),
+        ("2026-11-28T07:13:23.000999Z", 0.1 + 0.2),
+        ("2026-11-28T07:13:24.25Z", 1.0 / 3.0),
+    ];
+    let readings: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|(ts, value)| serde_json::json!({"channel": "T9/relay_voltage", "value": value, "ts": ts}))
+        .collect();
+    gateway
+        .publish(
+            "trackside/gw-exact/readings",
+            serde_json::json!({ "readings": readings }).to_string(),
+        )
+        .await;
+
+    let stored: Vec<(chrono::DateTime<chrono::Utc>, f64)> =
+        eventually("every reading stored", || async {
+            let rows: Vec<(chrono::DateTime<chrono::Utc>, f64)> = sqlx::query_as(
+                "SELECT r.ts, r.value FROM readings r JOIN channels c ON c.id = r.channel_id
+                 WHERE c.name = 'T9/relay_voltage' ORDER BY r.ts",
+            )
+            .fetch_all(&server.pool)
+            .await
+            .unwrap();
+            (rows.len() == cases.len()).then_some(rows)
+        })
+        .await;
+    let mut sent: Vec<(chrono::DateTime<chrono::Utc>, f64)> = cases
+        .iter()
+        .map(|(ts, value)| {
+            (
+                chrono::DateTime::parse_from_rfc3339(ts).unwrap().into(),
+                *value,
+            )
+        })
+        .collect();
+    sent.sort_by_key(|(ts, _)| *ts);
+    for ((ts, value), (stored_ts, stored_value)) in sent.iter().zip(&stored) {
+        assert_eq!(stored_ts, ts);
+        assert_eq!(stored_value.to_bits(), value.to_bits(), "{ts}: {value:e}");
+    }
+}
+
 #[tokio::test]
 async fn malformed_payloads_are_kept_and_ingest_goes_on() {
     let server = TestServer::start().await;
