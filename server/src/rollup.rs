@@ -3,10 +3,12 @@
 //!
 //! Two storage paths, chosen once at start-up by [`prepare`]:
 //!
-//! - **Plain PostgreSQL** (migration `20261128000002_history.sql`): tables
-//!   `readings_1m` and `readings_1h` kept by this module. A statement trigger
-//!   on `readings` marks each (channel, minute) an INSERT touched in
-//!   `rollup_dirty`; [`refresh_dirty`] claims marks, recomputes those minutes
+//! - **Plain PostgreSQL** (migrations `20261128000002_history.sql` and
+//!   `20261128000005_rollup_marks_log.sql`): tables `readings_1m` and
+//!   `readings_1h` kept by this module. A statement trigger on `readings`
+//!   appends a mark to `rollup_dirty` for each (channel, minute) a write
+//!   touched (a log, so a writer never waits for the job);
+//!   [`refresh_dirty`] claims marks, recomputes those minutes
 //!   from raw rows and their hours from minutes, in one transaction, so a
 //!   failure leaves the marks for the next pass. [`run`] calls it about once
 //!   a second and applies retention.
@@ -174,9 +176,9 @@ pub async fn run(pool: PgPool, config: HistoryConfig, shutdown: CancellationToke
     }
 }
 
-/// One pass of the plain path's rollup: claims up to `limit` dirty minutes,
-/// recomputes them from raw rows and their hours from minute rows, and
-/// returns how many minutes it claimed. All in one transaction: if any step
+/// One pass of the plain path's rollup: claims up to `limit` dirty-minute
+/// marks, recomputes their minutes from raw rows and their hours from minute
+/// rows, and returns how many marks it claimed. All in one transaction: if any step
 /// fails, the claimed marks are restored by the rollback.
 ///
 /// Marks older than the raw horizon are dropped without recomputing: those
@@ -218,22 +220,25 @@ async fn refresh_in(
         // Another instance is refreshing; its pass covers these marks.
         return Ok(0);
     }
-    // SKIP LOCKED passes over marks that a writer's uncommitted INSERT holds
-    // (the trigger locks them): those rows are invisible to this
-    // transaction, so recomputing now would miss them.
-    let claimed: Vec<(i32, DateTime<Utc>)> = sqlx::query_as(
+    // Marks are appended by each writer's statement and become visible when
+    // it commits, so every mark claimed here stands for rows this pass's
+    // statements can see. A minute may be marked several times; it is
+    // recomputed once.
+    let mut claimed: Vec<(i32, DateTime<Utc>)> = sqlx::query_as(
         "DELETE FROM rollup_dirty
-         WHERE (channel_id, minute) IN (
-             SELECT channel_id, minute FROM rollup_dirty
-             LIMIT $1 FOR UPDATE SKIP LOCKED)
+         WHERE ctid = ANY (ARRAY (
+             SELECT ctid FROM rollup_dirty LIMIT $1 FOR UPDATE SKIP LOCKED))
          RETURNING channel_id, minute",
     )
     .bind(limit)
     .fetch_all(&mut **tx)
     .await?;
-    if claimed.is_empty() {
+    let marks = claimed.len();
+    if marks == 0 {
         return Ok(0);
     }
+    claimed.sort_unstable();
+    claimed.dedup();
     let horizon = raw_horizon(config, Utc::now());
     let (channels, minutes): (Vec<i32>, Vec<DateTime<Utc>>) = claimed
         .iter()
@@ -299,7 +304,7 @@ async fn refresh_in(
     .execute(&mut **tx)
     .await
     .context("recomputing hour rollups")?;
-    Ok(claimed.len())
+    Ok(marks)
 }
 
 /// Deletes raw readings and minute rollups past their horizons, a chunk

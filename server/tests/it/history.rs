@@ -2,6 +2,8 @@
 //! rows, through the whole path: readings published over MQTT, stored by
 //! the writer, rolled up by the trigger and the job, answered over HTTP.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -674,11 +676,11 @@ async fn a_failed_rollup_pass_keeps_its_dirty_marks() {
     assert_eq!(minute_row(&pool, 1, minute).await, Some((2, 3.0)));
 }
 
-/// A writer whose INSERT is not yet committed holds its minute's mark: the
-/// job cannot see those rows, so it must leave the mark for later rather
-/// than clear it and roll the minute up without them.
+/// A writer's marks are invisible until it commits: a pass meanwhile rolls
+/// the minute up from what is committed, and the writer's commit marks the
+/// minute again for the next pass.
 #[tokio::test]
-async fn a_mark_held_by_an_uncommitted_insert_waits_for_the_next_pass() {
+async fn a_minute_written_during_a_pass_is_rolled_up_again_after_the_commit() {
     let pool = fresh_database().await;
     let config = trackside::config::HistoryConfig::default();
     let minute = ms("2026-11-27T06:30:00Z");
@@ -690,13 +692,14 @@ async fn a_mark_held_by_an_uncommitted_insert_waits_for_the_next_pass() {
         .execute(&mut *writer)
         .await
         .unwrap();
-    // The writer's trigger locked the existing mark; the pass skips it.
     assert_eq!(
         trackside::rollup::refresh_dirty(&pool, &config, 100)
             .await
             .unwrap(),
-        0
+        1,
+        "the committed mark is claimed"
     );
+    assert_eq!(minute_row(&pool, 1, minute).await, Some((1, 1.0)));
     writer.commit().await.unwrap();
     assert_eq!(dirty_marks(&pool).await, 1);
     assert_eq!(
@@ -706,6 +709,39 @@ async fn a_mark_held_by_an_uncommitted_insert_waits_for_the_next_pass() {
         1
     );
     assert_eq!(minute_row(&pool, 1, minute).await, Some((2, 7.0)));
+}
+
+/// A write never waits for the rollup job: while a pass holds the marks it
+/// claimed, a writer marking the same minute goes through at once, and the
+/// history view counts a minute marked twice once.
+#[tokio::test]
+async fn a_write_does_not_wait_for_a_rollup_pass() {
+    let pool = fresh_database().await;
+    let minute = ms("2026-11-27T06:30:00Z");
+    insert(&pool, 1, &[(minute + 1_000, 1.0)]).await;
+
+    // A pass in progress: its claim deleted the mark and is not committed.
+    let mut pass = pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM rollup_dirty")
+        .execute(&mut *pass)
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        insert(&pool, 1, &[(minute + 2_000, 3.0)]),
+    )
+    .await
+    .expect("the write went through while the pass held the minute's mark");
+    pass.rollback().await.unwrap();
+
+    assert_eq!(dirty_marks(&pool).await, 2, "one mark per write");
+    let rows: Vec<(i64, f64)> =
+        sqlx::query_as("SELECT count, max FROM history_1m WHERE channel_id = 1 AND bucket = $1")
+            .bind(DateTime::from_timestamp_millis(minute).unwrap())
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, vec![(2, 3.0)]);
 }
 
 /// Raw readings past retention are deleted and their range is answered
