@@ -4,8 +4,9 @@
 //! registry with label maps and locks would cost more than it gives.
 
 use std::fmt::Write as _;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::decode::RejectionKind;
 
@@ -21,6 +22,8 @@ pub struct Metrics {
     pub mqtt_log_overruns: AtomicU64,
     /// The broker's listeners by name, for the connection gauge.
     pub mqtt_listeners: OnceLock<Vec<(&'static str, u16)>>,
+    /// The last count of connections per listener and when it was taken.
+    mqtt_connections_seen: Mutex<Option<(Instant, Vec<u64>)>>,
     /// Rejections by `RejectionKind`, in the order of `RejectionKind::ALL`.
     pub rejections: [AtomicU64; RejectionKind::ALL.len()],
     pub readings_received: AtomicU64,
@@ -234,9 +237,9 @@ impl Metrics {
             let name = "trackside_mqtt_connections";
             let _ = writeln!(
                 out,
-                "# HELP {name} Open TCP connections on each MQTT listener.\n# TYPE {name} gauge"
+                "# HELP {name} Open TCP connections on each MQTT listener (counted at most once a second).\n# TYPE {name} gauge"
             );
-            let counts = established_connections(listeners.iter().map(|(_, port)| *port));
+            let counts = self.mqtt_connections(listeners);
             for ((listener, _), count) in listeners.iter().zip(counts) {
                 let _ = writeln!(out, "{name}{{listener=\"{listener}\"}} {count}");
             }
@@ -268,6 +271,29 @@ impl Metrics {
             self.ws_clients.load(Relaxed),
         );
         out
+    }
+}
+
+/// How long a count of MQTT connections is served before it is taken again.
+/// Reading the kernel's socket tables walks its whole connection hash (about
+/// 10 ms here), so a client polling `/metrics` in a loop would otherwise
+/// spend a core on it.
+const CONNECTIONS_MAX_AGE: Duration = Duration::from_secs(1);
+
+impl Metrics {
+    fn mqtt_connections(&self, listeners: &[(&'static str, u16)]) -> Vec<u64> {
+        let mut seen = self
+            .mqtt_connections_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*seen {
+            Some((at, counts)) if at.elapsed() < CONNECTIONS_MAX_AGE => counts.clone(),
+            _ => {
+                let counts = established_connections(listeners.iter().map(|(_, port)| *port));
+                *seen = Some((Instant::now(), counts.clone()));
+                counts
+            }
+        }
     }
 }
 
