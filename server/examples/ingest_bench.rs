@@ -44,8 +44,23 @@ struct Options {
 }
 
 const BATCH: usize = 1_000;
+/// Channels of the single-reading phase.
 const CHANNELS: usize = 100;
+/// Channels of the batched phase: a large yard, hundreds of circuits with
+/// several parameters each.
+const BATCH_CHANNELS: usize = 1_000;
+/// Every channel reports at 10 Hz, the top of what track-circuit sensors
+/// do. The spacing matters: the rollup job recomputes each minute a write
+/// touched, so a denser series makes every write wait on longer passes.
+const SAMPLE_MS: i64 = 100;
 const T0_MS: i64 = 1_795_800_000_000;
+
+/// Reading `n` of a run over `channels` channels: its channel index and its
+/// time in Unix milliseconds (round-robin over the channels, one sample
+/// period per round).
+fn sample(n: usize, channels: usize) -> (usize, i64) {
+    (n % channels, T0_MS + (n / channels) as i64 * SAMPLE_MS)
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -68,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::start(work.path()).await?;
 
     // Single-reading messages, stored durably (fsync on commit).
-    let single_rate = stored_rate(&server, options.messages, 1, 0).await?;
+    let single_rate = stored_rate(&server, options.messages, 1).await?;
     rows.push(Row::ratio(
         "single-reading msgs/s stored",
         single_rate,
@@ -78,9 +93,17 @@ async fn main() -> anyhow::Result<()> {
         single_rate >= 50_000.0 && single_rate >= mosquitto_rate,
     ));
 
-    // Batches of 1000 readings, against psql's copy of the same rows.
-    let batched_rate = stored_rate(&server, options.batched, BATCH, options.messages).await?;
-    let copy_rate = psql_copy_rate(&server, work.path(), options.batched)?;
+    // Batches of 1000 readings, against psql's copy of the same rows into
+    // the same table (its key, index and rollup trigger) while the same
+    // rollup job runs. Each phase starts once the rollup has caught up with
+    // the one before.
+    server.rollup_settled()?;
+    let batched_rate = stored_rate(&server, options.batched, BATCH).await?;
+    server.rollup_settled()?;
+    let copy_rate = server.psql_copy_rate(work.path(), options.batched, "readings")?;
+    server.rollup_settled()?;
+    // For reference: the same copy without the rollup trigger.
+    server.psql_copy_rate(work.path(), options.batched, "bench_copy")?;
     rows.push(Row::ratio(
         "batched readings/s stored",
         batched_rate,
@@ -286,12 +309,8 @@ async fn publisher(port: u16, id: &str) -> anyhow::Result<AsyncClient> {
 }
 
 fn single_payload(n: usize) -> String {
-    format!(
-        r#"{{"readings":[{{"channel":"B{}/relay_voltage","value":{},"ts":{}}}]}}"#,
-        n % CHANNELS,
-        n,
-        T0_MS + (n / CHANNELS) as i64
-    )
+    let (channel, ts) = sample(n, CHANNELS);
+    format!(r#"{{"readings":[{{"channel":"S{channel}/relay_voltage","value":{n},"ts":{ts}}}]}}"#)
 }
 
 /// Mosquitto's publisher-to-subscriber rate for `count` messages.
@@ -346,13 +365,7 @@ async fn relay_rate(port: u16, count: usize) -> anyhow::Result<f64> {
 
 /// Readings per second from the first publish until the server reports
 /// `readings` more stored. `per_message` readings go in each message;
-/// `offset` keeps stamps distinct from earlier runs.
-async fn stored_rate(
-    server: &Server,
-    readings: usize,
-    per_message: usize,
-    offset: usize,
-) -> anyhow::Result<f64> {
+async fn stored_rate(server: &Server, readings: usize, per_message: usize) -> anyhow::Result<f64> {
     let before = server.metric("trackside_readings_stored_total").await?;
     let received_before = server.metric("trackside_mqtt_messages_total").await?;
     let client = publisher(server.mqtt_port, &format!("bench-{per_message}")).await?;
@@ -374,17 +387,13 @@ async fn stored_rate(
             }
         }
         let payload = if per_message == 1 {
-            single_payload(offset + m)
+            single_payload(m)
         } else {
-            let first = offset + m * per_message;
+            let first = m * per_message;
             let body: Vec<String> = (first..first + per_message)
                 .map(|n| {
-                    format!(
-                        r#"{{"channel":"B{}/feed_current","value":{},"ts":{}}}"#,
-                        n % CHANNELS,
-                        n,
-                        T0_MS + (n / CHANNELS) as i64
-                    )
+                    let (channel, ts) = sample(n, BATCH_CHANNELS);
+                    format!(r#"{{"channel":"B{channel}/feed_current","value":{n},"ts":{ts}}}"#)
                 })
                 .collect();
             format!(r#"{{"readings":[{}]}}"#, body.join(","))
@@ -421,28 +430,14 @@ async fn stored_rate(
     Ok(rate)
 }
 
-/// psql's `\copy` of the same number of rows into a table shaped like
-/// `readings`, in the server's own PostgreSQL.
-fn psql_copy_rate(server: &Server, work: &Path, rows: usize) -> anyhow::Result<f64> {
-    let csv = work.join("copy.csv");
-    let mut text = String::with_capacity(rows * 48);
-    for n in 0..rows {
-        let ts = chrono::DateTime::from_timestamp_millis(T0_MS + (n / CHANNELS) as i64)
-            .context("timestamp")?;
-        text.push_str(&format!(
-            "{},{},{}\n",
-            1_000_000 + n % CHANNELS,
-            ts.format("%Y-%m-%d %H:%M:%S%.3f+00"),
-            n
-        ));
-    }
-    std::fs::write(&csv, text)?;
-    let socket_dir = server.data_dir.join("postgres");
-    let psql = |sql: &str| -> anyhow::Result<Duration> {
+impl Server {
+    /// Runs one psql command against the server's PostgreSQL; returns how
+    /// long it took and what it printed.
+    fn psql(&self, sql: &str) -> anyhow::Result<(Duration, String)> {
         let started = Instant::now();
         let output = Command::new("psql")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(&socket_dir)
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.data_dir.join("postgres"))
             .args(["-p", "5432", "-U", "trackside", "-d", "postgres", "-c", sql])
             .output()
             .context("running psql")?;
@@ -451,17 +446,55 @@ fn psql_copy_rate(server: &Server, work: &Path, rows: usize) -> anyhow::Result<f
             "psql: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        Ok(started.elapsed())
-    };
-    psql("DROP TABLE IF EXISTS bench_copy; CREATE TABLE bench_copy (LIKE readings INCLUDING ALL)")?;
-    let elapsed = psql(&format!(
-        "\\copy bench_copy (channel_id, ts, value) FROM '{}' WITH (FORMAT csv)",
-        csv.display()
-    ))?;
-    let rate = rows as f64 / elapsed.as_secs_f64();
-    println!("  psql \\copy of {rows} rows: {rate:.0} rows/s");
-    psql("DROP TABLE bench_copy")?;
-    Ok(rate)
+        Ok((
+            started.elapsed(),
+            String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        ))
+    }
+
+    /// Waits until the rollup job has no dirty minute left, so one phase's
+    /// rollup work does not land in the next phase's time.
+    fn rollup_settled(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while self.psql("SELECT count(*) FROM rollup_dirty")?.1 != "0" {
+            ensure!(
+                Instant::now() < deadline,
+                "the rollup did not catch up within 5 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+
+    /// psql's `\copy` of the batched phase's rows (under channel ids no
+    /// gateway uses) into `table`: `readings` itself, or `bench_copy`, a
+    /// copy of it without the trigger.
+    fn psql_copy_rate(&self, work: &Path, rows: usize, table: &str) -> anyhow::Result<f64> {
+        let csv = work.join("copy.csv");
+        let mut text = String::with_capacity(rows * 48);
+        for n in 0..rows {
+            let (channel, ts) = sample(n, BATCH_CHANNELS);
+            let ts = chrono::DateTime::from_timestamp_millis(ts).context("timestamp")?;
+            text.push_str(&format!(
+                "{},{},{n}\n",
+                1_000_000 + channel,
+                ts.format("%Y-%m-%d %H:%M:%S%.3f+00"),
+            ));
+        }
+        std::fs::write(&csv, text)?;
+        self.psql(
+            "DROP TABLE IF EXISTS bench_copy; CREATE TABLE bench_copy (LIKE readings INCLUDING ALL)",
+        )?;
+        self.psql("DELETE FROM readings WHERE channel_id >= 1000000")?;
+        let (elapsed, _) = self.psql(&format!(
+            "\\copy {table} (channel_id, ts, value) FROM '{}' WITH (FORMAT csv)",
+            csv.display()
+        ))?;
+        let rate = rows as f64 / elapsed.as_secs_f64();
+        println!("  psql \\copy of {rows} rows into {table}: {rate:.0} rows/s");
+        self.psql("DROP TABLE bench_copy")?;
+        Ok(rate)
+    }
 }
 
 fn now_micros() -> f64 {
