@@ -90,7 +90,11 @@ impl StoreWriter {
     /// queue is closed and everything the spool holds is stored (or, during
     /// shutdown, until the database refuses and the rest must wait).
     pub async fn run(mut self, mut queue: mpsc::Receiver<Spooled>) {
-        if self.run_inner(&mut queue).await.is_err() {
+        let outcome = self.run_inner(&mut queue).await;
+        if let Err(err) = self.spool.record_position() {
+            tracing::warn!("recording the spool's stored position failed: {err:#}");
+        }
+        if outcome.is_err() {
             tracing::warn!(
                 unstored_bytes = self.spool.backlog(),
                 "store writer stopped with the database unreachable; the spool keeps the rest for the next start"
