@@ -26,6 +26,7 @@ pub mod sim;
 pub mod spool;
 pub mod store;
 
+use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -227,6 +228,14 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     let http = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            // Live frames are small writes that must leave at once; with
+            // Nagle's algorithm a frame waits for the previous one's ACK,
+            // which a client's delayed ACK holds back up to 40 ms.
+            let listener = listener.tap_io(|connection| {
+                if let Err(err) = connection.set_nodelay(true) {
+                    tracing::debug!("cannot set TCP_NODELAY on an HTTP connection: {err}");
+                }
+            });
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await;

@@ -158,6 +158,12 @@ pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
                 Some(Ok(_)) => {}
             },
             message = feed.recv() => {
+                // Let the other clients and ingest run first: under load
+                // more messages are in the ring by then and go out in the
+                // same write, so the server makes one send per client per
+                // burst instead of one per message. Idle, this costs a
+                // trip through the scheduler.
+                tokio::task::yield_now().await;
                 open = send_drained(&mut socket, &mut feed, message, &subscription, &cx).await;
             }
             () = cx.shutdown.cancelled() => {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio_tungstenite::tungstenite::Message;
 use trackside_wire::{ClientMessage, ServerMessage};
 
 use crate::harness::{TestServer, eventually, test_config};
@@ -158,4 +160,46 @@ async fn a_client_whose_socket_stays_full_is_disconnected() {
             .await;
     }
     assert_eq!(server.metric("trackside_ws_clients").await, 0.0);
+}
+
+/// Clients only send subscriptions: one far larger than any yard needs is
+/// refused by closing that connection, and the feed goes on for the rest.
+#[tokio::test]
+async fn an_oversized_client_message_closes_only_that_connection() {
+    let server = TestServer::start().await;
+    let mut gateway = server.gateway("gw1").await;
+    let mut bystander = server.websocket().await;
+    let (mut oversized, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", server.running.http_addr))
+            .await
+            .expect("WebSocket handshake");
+    let channels: Vec<String> = (0..40_000).map(|i| format!("T{i}/relay_voltage")).collect();
+    let subscribe = serde_json::json!({"type": "subscribe", "channels": channels}).to_string();
+    assert!(subscribe.len() > 512 * 1024);
+    // The server may close before the whole frame is written.
+    let _ = oversized.send(Message::Text(subscribe.into())).await;
+    let closed = tokio::time::timeout(crate::harness::DEADLINE, async {
+        loop {
+            match oversized.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the oversized client was not disconnected");
+
+    gateway
+        .publish(
+            "trackside/gw1/readings",
+            serde_json::json!({"readings": [
+                {"channel": "T1/relay_voltage", "value": 1.5, "ts": T0}
+            ]})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(
+        bystander.readings_of("T1/relay_voltage", 1).await,
+        vec![(T0, 1.5)]
+    );
 }
