@@ -95,8 +95,10 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
-    /// Decoded messages waiting for the store writer before it pushes back.
-    pub store_queue: usize,
+    /// Readings the store writer may hold in memory, queued or being
+    /// written. A message that does not fit waits in the spool alone and is
+    /// read back from there, so this bounds memory, not what is stored.
+    pub store_queue_readings: usize,
     /// Most readings written in one statement.
     pub store_batch_rows: usize,
     /// Messages buffered per WebSocket client before it is marked lagged.
@@ -278,7 +280,7 @@ impl Default for MqttConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
-            store_queue: 4_096,
+            store_queue_readings: 100_000,
             store_batch_rows: 10_000,
             live_queue: 1_024,
             live_send_timeout_secs: 10,
@@ -342,8 +344,8 @@ impl Config {
             "mqtt.max_connections must be at least 1"
         );
         anyhow::ensure!(
-            self.ingest.store_queue >= 1,
-            "ingest.store_queue must be at least 1"
+            (1..=u32::MAX as usize).contains(&self.ingest.store_queue_readings),
+            "ingest.store_queue_readings must be between 1 and 4294967295"
         );
         anyhow::ensure!(
             self.ingest.store_batch_rows >= 1,

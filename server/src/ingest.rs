@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use chrono::{TimeDelta, Utc};
 use rumqttd::Notification;
 use rumqttd::local::LinkRx;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::decode::{self, DecodeContext, Rejection};
@@ -24,6 +24,8 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     pub spool: Arc<Spool>,
     pub store: mpsc::Sender<Spooled>,
+    /// Room in memory for readings on their way to the store writer.
+    pub store_room: Arc<Semaphore>,
     pub rejections: mpsc::Sender<Rejection>,
     pub max_future: TimeDelta,
     pub exceptions: crate::exceptions::Feed,
@@ -90,14 +92,9 @@ impl Pipeline {
         // Spool first, then queue, never wait: when the writer is behind,
         // the spool alone holds the message and the writer reads it back.
         self.metrics.store_queue_depth.fetch_add(1, Relaxed);
-        let queued = self.spool.append(&batch, |start, end| {
-            self.store
-                .try_send(Spooled {
-                    offsets: Some((start, end)),
-                    batch: batch.clone(),
-                })
-                .is_ok()
-        });
+        let queued = self
+            .spool
+            .append(&batch, |start, end| self.queue(Some((start, end)), &batch));
         match queued {
             Ok(true) => {}
             Ok(false) => {
@@ -108,11 +105,7 @@ impl Pipeline {
                 self.metrics.spool_errors.fetch_add(1, Relaxed);
                 tracing::error!("cannot write the spool (is the disk full?): {err}");
                 let readings = batch.readings.len();
-                let unspooled = Spooled {
-                    offsets: None,
-                    batch,
-                };
-                if self.store.try_send(unspooled).is_err() {
+                if !self.queue(None, &batch) {
                     self.metrics.store_queue_depth.fetch_sub(1, Relaxed);
                     Metrics::add(&self.metrics.readings_lost, readings);
                     tracing::error!(
@@ -122,6 +115,24 @@ impl Pipeline {
                 }
             }
         }
+    }
+}
+
+impl Pipeline {
+    /// Hands the batch to the store writer if memory has room for its
+    /// readings; false when it must wait in the spool alone.
+    fn queue(&self, offsets: Option<(u64, u64)>, batch: &Arc<ReadingBatch>) -> bool {
+        let readings = u32::try_from(batch.readings.len()).unwrap_or(u32::MAX);
+        let Ok(room) = self.store_room.clone().try_acquire_many_owned(readings) else {
+            return false;
+        };
+        self.store
+            .try_send(Spooled {
+                offsets,
+                batch: batch.clone(),
+                room,
+            })
+            .is_ok()
     }
 }
 

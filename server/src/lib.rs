@@ -100,7 +100,12 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
             .await
             .context("opening the spool")??,
     );
-    let (store_tx, store_rx) = mpsc::channel(config.ingest.store_queue);
+    // Every message carries at least one reading, so the channel never
+    // fills before the readings bound does.
+    let (store_tx, store_rx) = mpsc::channel(config.ingest.store_queue_readings);
+    let store_room = Arc::new(tokio::sync::Semaphore::new(
+        config.ingest.store_queue_readings,
+    ));
     let store = tokio::spawn(
         store::StoreWriter::new(
             pool.clone(),
@@ -144,6 +149,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         spool: spool.clone(),
         store: store_tx,
+        store_room,
         rejections: rejections_tx,
         max_future: TimeDelta::seconds(config.ingest.max_future_secs),
         exceptions: exceptions.feed,

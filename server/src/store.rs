@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolCopyExt as _;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use trackside_wire::parameter_info;
 
@@ -41,6 +41,9 @@ pub struct Spooled {
     /// be written (the disk is full), so the queue is its only copy.
     pub offsets: Option<(u64, u64)>,
     pub batch: Arc<ReadingBatch>,
+    /// The batch's share of the writer's memory bound, given back once the
+    /// writer is done with it.
+    pub room: OwnedSemaphorePermit,
 }
 
 pub struct StoreWriter {
@@ -110,6 +113,7 @@ impl StoreWriter {
         // Enough messages to fill a statement when each carries a few readings.
         let drain_limit = self.batch_rows.max(64);
         let mut run: Vec<Arc<ReadingBatch>> = Vec::new();
+        let mut held_room = Vec::new();
         while queue.recv_many(&mut pending, drain_limit).await > 0 {
             self.metrics
                 .store_queue_depth
@@ -130,8 +134,10 @@ impl StoreWriter {
                     run_end = Some(end);
                 }
                 run.push(item.batch);
+                held_room.push(item.room);
             }
             self.flush(&mut run, run_end).await?;
+            held_room.clear();
             if queue.is_empty() {
                 // Overflow only happens while the queue is full, so once it
                 // is empty whatever lives in the spool alone is behind us:

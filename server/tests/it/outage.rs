@@ -55,7 +55,7 @@ async fn readings_published_while_postgres_is_down_are_stored_exactly_once() {
     let pool = cluster.pool().await;
     let mut config = test_config();
     // A small queue, so the outage overflows it and the spool is read back.
-    config.ingest.store_queue = 8;
+    config.ingest.store_queue_readings = 8 * PER_MESSAGE as usize;
     let server = TestServer::start_on(config, pool.clone()).await;
     let mut gateway = server.gateway("gw-outage").await;
 
@@ -110,7 +110,7 @@ async fn a_restart_during_an_outage_replays_the_spool() {
     let mut cluster = OwnCluster::start().await;
     let pool = cluster.pool().await;
     let mut config = test_config();
-    config.ingest.store_queue = 4;
+    config.ingest.store_queue_readings = 4 * PER_MESSAGE as usize;
     let server = TestServer::start_on(config, pool.clone()).await;
     let mut gateway = server.gateway("gw-restart").await;
     for m in 0..10 {
