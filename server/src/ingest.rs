@@ -24,8 +24,10 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     pub spool: Arc<Spool>,
     pub store: mpsc::Sender<Spooled>,
-    /// Room in memory for readings on their way to the store writer.
+    /// Room in memory for readings on their way to the store writer, and
+    /// its size.
     pub store_room: Arc<Semaphore>,
+    pub store_room_size: u32,
     pub rejections: mpsc::Sender<Rejection>,
     pub max_future: TimeDelta,
     pub exceptions: crate::exceptions::Feed,
@@ -116,13 +118,17 @@ impl Pipeline {
             }
         }
     }
-}
 
-impl Pipeline {
     /// Hands the batch to the store writer if memory has room for its
-    /// readings; false when it must wait in the spool alone.
+    /// readings; false when it must wait in the spool alone. A batch larger
+    /// than the whole room takes all of it: it then waits only while the
+    /// writer is busy, and the writer reads the spool before it idles. Were
+    /// it refused for good, it would sit in the spool until the next message
+    /// arrived.
     fn queue(&self, offsets: Option<(u64, u64)>, batch: &Arc<ReadingBatch>) -> bool {
-        let readings = u32::try_from(batch.readings.len()).unwrap_or(u32::MAX);
+        let readings = u32::try_from(batch.readings.len())
+            .unwrap_or(u32::MAX)
+            .min(self.store_room_size);
         let Ok(room) = self.store_room.clone().try_acquire_many_owned(readings) else {
             return false;
         };

@@ -103,9 +103,9 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     // Every message carries at least one reading, so the channel never
     // fills before the readings bound does.
     let (store_tx, store_rx) = mpsc::channel(config.ingest.store_queue_readings);
-    let store_room = Arc::new(tokio::sync::Semaphore::new(
-        config.ingest.store_queue_readings,
-    ));
+    let store_room_size = u32::try_from(config.ingest.store_queue_readings)
+        .context("ingest.store_queue_readings is too large")?;
+    let store_room = Arc::new(tokio::sync::Semaphore::new(store_room_size as usize));
     let store = tokio::spawn(
         store::StoreWriter::new(
             pool.clone(),
@@ -150,6 +150,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         spool: spool.clone(),
         store: store_tx,
         store_room,
+        store_room_size,
         rejections: rejections_tx,
         max_future: TimeDelta::seconds(config.ingest.max_future_secs),
         exceptions: exceptions.feed,
