@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -48,11 +48,14 @@ pub struct MqttConfig {
     /// that is acceptable; gateways on the network use `tls_listen`.
     pub listen: SocketAddr,
     /// MQTT 5 listener (plain, like `listen`). rumqttd serves one protocol
-    /// version per port.
+    /// version per port. `"off"` serves none.
+    #[serde(deserialize_with = "listener_or_off")]
     pub listen_v5: Option<SocketAddr>,
     /// MQTT 3.1.1 over mutual TLS. A gateway's certificate names it, and the
     /// broker refuses its publishes outside `/tenants/{its id}/`: the only
-    /// listener where a gateway cannot publish as another.
+    /// listener where a gateway cannot publish as another. `"off"` serves
+    /// none.
+    #[serde(deserialize_with = "listener_or_off")]
     pub tls_listen: Option<SocketAddr>,
     /// Host names and addresses gateways use to reach the TLS listener, put
     /// in its certificate. Empty: `localhost`, `127.0.0.1` and this
@@ -428,9 +431,41 @@ impl HistoryConfig {
     }
 }
 
+/// An optional listener: an address such as `"0.0.0.0:8883"`, or `"off"`.
+fn listener_or_off<'de, D: Deserializer<'de>>(text: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(text)?;
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|err| {
+        serde::de::Error::custom(format!(
+            "{text:?} is neither an address such as \"0.0.0.0:8883\" nor \"off\": {err}"
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn optional_listeners_can_be_switched_off() {
+        let config: Config =
+            toml::from_str("[mqtt]\nlisten_v5 = \"off\"\ntls_listen = \"off\"\n").unwrap();
+        assert_eq!(
+            (config.mqtt.listen_v5, config.mqtt.tls_listen),
+            (None, None)
+        );
+        let moved: Config = toml::from_str("[mqtt]\ntls_listen = \"10.0.0.5:8884\"\n").unwrap();
+        assert_eq!(
+            moved.mqtt.tls_listen,
+            Some("10.0.0.5:8884".parse().unwrap())
+        );
+        let err = toml::from_str::<Config>("[mqtt]\ntls_listen = \"of\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nor \"off\""), "{err}");
+    }
 
     #[test]
     fn partial_file_keeps_defaults() {

@@ -365,3 +365,40 @@ async fn a_senml_pack_is_stored_with_si_units_converted() {
         "{reason}"
     );
 }
+
+/// The MQTT 5 and TLS listeners can be switched off; the plain listener
+/// alone ingests, and the connection gauge names only it.
+#[tokio::test]
+async fn a_server_with_only_the_plain_listener_ingests() {
+    let mut config = crate::harness::test_config();
+    config.mqtt.listen_v5 = None;
+    config.mqtt.tls_listen = None;
+    let server = TestServer::start_with(config).await;
+    assert_eq!(
+        (server.running.mqtt_v5_addr, server.running.mqtt_tls_addr),
+        (None, None)
+    );
+    let mut gateway = server.gateway("gw-plain").await;
+    gateway
+        .publish(
+            "trackside/gw-plain/readings",
+            batch(&[("T5/relay_voltage", 1.7, T0)]),
+        )
+        .await;
+    eventually("the reading stored", || async {
+        (server.stored("T5/relay_voltage").await == vec![(T0, 1.7)]).then_some(())
+    })
+    .await;
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let listeners: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("trackside_mqtt_connections{"))
+        .collect();
+    assert_eq!(listeners.len(), 1, "{listeners:?}");
+    assert!(listeners[0].starts_with("trackside_mqtt_connections{listener=\"mqtt\"}"));
+}
