@@ -58,6 +58,9 @@ fn dispatch(args: Vec<String>) -> Result<()> {
         Some((command, rest)) => (command.as_str(), rest),
         None => ("help", &[][..]),
     };
+    // `cargo xtask bench-… -- --flag` passes the `--` on; the commands'
+    // own parsers would take it for an argument.
+    let rest = rest.strip_prefix(&["--".to_owned()]).unwrap_or(rest);
     if !matches!(
         command,
         "demo" | "bench-ingest" | "bench-history" | "bench-export" | "fuzz"
@@ -196,9 +199,6 @@ fn run_server_bench(root: &Path, example: &str, args: &[String]) -> Result<()> {
             .current_dir(root);
         run(&mut build, false)
     })?;
-    // `cargo xtask bench-… -- --flag` passes the `--` on; the example's
-    // own parser would take it for an argument.
-    let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
     step("bench: run", || {
         let mut bench = Command::new(root.join("target/release/examples").join(example));
         bench.args(args).current_dir(root);
