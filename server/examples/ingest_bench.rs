@@ -86,7 +86,21 @@ async fn main() -> anyhow::Result<()> {
         idle_memory(mosquitto.port, || rss_kib(mosquitto.pid), options.idle).await?;
     drop(mosquitto);
 
-    let server = Server::start(work.path()).await?;
+    // The same idle connections in external-broker mode: a fresh Mosquitto
+    // holds them and a Trackside subscribes to it; both processes count.
+    let mosquitto = Mosquitto::start(work.path())?;
+    let external = Server::start(work.path(), Some(mosquitto.port)).await?;
+    external.wait_external_link(mosquitto.port).await?;
+    let external_idle = idle_memory(
+        mosquitto.port,
+        || Ok(rss_kib(mosquitto.pid)? + external.rss_kib()?),
+        options.idle,
+    )
+    .await?;
+    drop(external);
+    drop(mosquitto);
+
+    let server = Server::start(work.path(), None).await?;
 
     // Single-reading messages, stored durably (fsync on commit).
     let single_rate = stored_rate(&server, options.messages, 1).await?;
@@ -148,6 +162,14 @@ async fn main() -> anyhow::Result<()> {
     );
     memory.baseline = format!("Mosquitto {mosquitto_idle:.2} MB");
     rows.push(memory);
+    let mut external_memory = Row::plain(
+        "the same with [mqtt.external] (Mosquitto + Trackside)",
+        external_idle,
+        "≤ 10",
+        external_idle <= 10.0,
+    );
+    external_memory.baseline = format!("Mosquitto {mosquitto_idle:.2} MB");
+    rows.push(external_memory);
 
     let overruns = server.metric("trackside_mqtt_log_overruns_total").await?;
     println!("  broker log overruns during the run: {overruns:.0}");
@@ -239,11 +261,25 @@ struct Server {
 }
 
 impl Server {
-    async fn start(work: &Path) -> anyhow::Result<Self> {
-        let (http_port, mqtt_port, mqtt5_port, mqtts_port) =
+    /// A Trackside with its own broker, or with `external_broker` (a
+    /// port on loopback) as its `[mqtt.external]`.
+    async fn start(work: &Path, external_broker: Option<u16>) -> anyhow::Result<Self> {
+        let (http_port, mut mqtt_port, mqtt5_port, mqtts_port) =
             (free_port()?, free_port()?, free_port()?, free_port()?);
-        let data_dir = work.join("trackside-data");
-        let config = work.join("trackside.toml");
+        let name = if external_broker.is_some() {
+            "trackside-external"
+        } else {
+            "trackside"
+        };
+        let data_dir = work.join(format!("{name}-data"));
+        let config = work.join(format!("{name}.toml"));
+        let external = match external_broker {
+            Some(port) => {
+                mqtt_port = port;
+                format!("[mqtt.external]\naddress = \"127.0.0.1:{port}\"\nclient_id = \"bench\"\n")
+            }
+            None => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
@@ -251,6 +287,7 @@ impl Server {
                  [mqtt]\nlisten = \"127.0.0.1:{mqtt_port}\"\nlisten_v5 = \"127.0.0.1:{mqtt5_port}\"\n\
                  tls_listen = \"127.0.0.1:{mqtts_port}\"\n\
                  allow_anonymous = true\n\
+                 {external}\
                  [database]\ndata_dir = \"{}\"\n",
                 data_dir.display()
             ),
@@ -278,6 +315,20 @@ impl Server {
 
     fn rss_kib(&self) -> anyhow::Result<f64> {
         rss_kib(self.process.0.id())
+    }
+
+    /// Waits until an external-broker Trackside holds its session.
+    async fn wait_external_link(&self, port: u16) -> anyhow::Result<()> {
+        let name = format!("trackside_mqtt_external_connected{{broker=\"127.0.0.1:{port}\"}}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.metric(&name).await.unwrap_or_default() < 1.0 {
+            ensure!(
+                Instant::now() < deadline,
+                "Trackside did not connect to Mosquitto"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 }
 

@@ -24,7 +24,7 @@ use rumqttd::{
 
 use crate::config::MqttConfig;
 use crate::credentials::Checker;
-use crate::decode::{TENANT_ROOT, TOPIC_ROOT};
+use crate::decode::ingest_filters;
 use crate::metrics::Metrics;
 use crate::pki::ListenerFiles;
 
@@ -139,12 +139,11 @@ pub fn start(
     let (mut link_tx, link_rx) = broker
         .link(INGEST_LINK)
         .context("opening the broker's ingest link")?;
-    link_tx
-        .subscribe(format!("{TOPIC_ROOT}/#"))
-        .context("subscribing the ingest link")?;
-    link_tx
-        .subscribe(format!("{TENANT_ROOT}+/{TOPIC_ROOT}/#"))
-        .context("subscribing the ingest link")?;
+    for filter in ingest_filters() {
+        link_tx
+            .subscribe(filter)
+            .context("subscribing the ingest link")?;
+    }
     let meters = broker.meters().context("opening the broker's meters")?;
     let alerts = broker.alerts().context("opening the broker's alerts")?;
     std::thread::Builder::new()

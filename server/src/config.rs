@@ -82,6 +82,69 @@ pub struct MqttConfig {
     /// sample (100 MiB x 10) can grow to about 1 GiB per filter.
     pub segment_bytes: usize,
     pub segment_count: usize,
+    /// Take readings from another MQTT broker instead of running one. The
+    /// embedded broker then does not start, and that broker's own
+    /// configuration (users, topic ACLs, TLS) governs the gateways.
+    pub external: Option<ExternalBroker>,
+}
+
+/// An MQTT broker Trackside subscribes to, such as Mosquitto: for yards with
+/// more gateways than the embedded broker holds cheaply, or a broker that
+/// is already there.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalBroker {
+    /// `host:port` of its plain MQTT listener.
+    pub address: String,
+    /// The client id of Trackside's persistent session: the broker keeps
+    /// what arrives for it while Trackside is down, and it is delivered at
+    /// the next start. Two instances must not share it.
+    #[serde(default = "ExternalBroker::default_client_id")]
+    pub client_id: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// The password stays out of logs and error reports.
+impl std::fmt::Debug for ExternalBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalBroker")
+            .field("address", &self.address)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+impl ExternalBroker {
+    fn default_client_id() -> String {
+        "trackside".into()
+    }
+
+    /// The host and port of `address`.
+    pub fn host_port(&self) -> anyhow::Result<(&str, u16)> {
+        let (host, port) = self.address.rsplit_once(':').with_context(|| {
+            format!(
+                "mqtt.external.address {:?} needs a port, as in \"broker.yard.local:1883\"",
+                self.address
+            )
+        })?;
+        let port = port.parse().with_context(|| {
+            format!(
+                "mqtt.external.address {:?}: {port:?} is not a port",
+                self.address
+            )
+        })?;
+        anyhow::ensure!(
+            !host.is_empty(),
+            "mqtt.external.address {:?} names no host",
+            self.address
+        );
+        Ok((host.trim_start_matches('[').trim_end_matches(']'), port))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -276,6 +339,7 @@ impl Default for MqttConfig {
             connect_timeout_ms: 5_000,
             segment_bytes: 4 * 1024 * 1024,
             segment_count: 8,
+            external: None,
         }
     }
 }
@@ -334,6 +398,19 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(external) = &self.mqtt.external {
+            external.host_port()?;
+            anyhow::ensure!(
+                !external.client_id.is_empty(),
+                "mqtt.external.client_id must not be empty: the broker keeps Trackside's \
+                 session under it"
+            );
+            anyhow::ensure!(
+                !self.demo.enabled,
+                "the demo yard publishes to the embedded broker: run --demo without \
+                 [mqtt.external]"
+            );
+        }
         anyhow::ensure!(
             self.mqtt.segment_bytes >= 1024,
             "mqtt.segment_bytes must be at least 1024 (rumqttd panics below that)"
@@ -447,6 +524,31 @@ fn listener_or_off<'de, D: Deserializer<'de>>(text: D) -> Result<Option<SocketAd
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_external_broker_needs_a_host_and_port() {
+        let config: Config = toml::from_str(
+            "[mqtt.external]\naddress = \"broker.yard.local:1883\"\nusername = \"trackside\"\n",
+        )
+        .unwrap();
+        let external = config.mqtt.external.as_ref().unwrap();
+        assert_eq!(external.host_port().unwrap(), ("broker.yard.local", 1883));
+        assert_eq!(external.client_id, "trackside");
+        config.validate().unwrap();
+        for bad in ["broker.yard.local", ":1883", "broker:mqtt"] {
+            let config: Config =
+                toml::from_str(&format!("[mqtt.external]\naddress = \"{bad}\"\n")).unwrap();
+            assert!(config.validate().is_err(), "{bad}");
+        }
+        let config: Config = toml::from_str(
+            "[mqtt.external]\naddress = \"b:1883\"\npassword = \"s3cret\"\n",
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let mut demo = config.clone();
+        demo.demo.enabled = true;
+        assert!(demo.validate().unwrap_err().to_string().contains("--demo"));
+    }
 
     #[test]
     fn optional_listeners_can_be_switched_off() {

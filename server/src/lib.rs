@@ -155,49 +155,50 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         max_future: TimeDelta::seconds(config.ingest.max_future_secs),
         exceptions: exceptions.feed,
     });
-    let mqtt_config = config.mqtt.clone();
-    let checker = (!config.mqtt.allow_anonymous)
-        .then(|| credentials::spawn_checker(pool.clone(), metrics.clone()));
-    let tls_dir = config.tls_dir();
-    let server_names = tls_server_names(&config.mqtt.tls_server_names);
-    let broker = tokio::task::spawn_blocking(move || {
-        let tls_files = mqtt_config
-            .tls_listen
-            .map(|_| pki::prepare(&tls_dir, &server_names))
-            .transpose()
-            .context("preparing the MQTT TLS certificates")?;
-        broker::start(&mqtt_config, tls_files.as_ref(), checker)
-    })
-    .await
-    .context("starting the MQTT broker")??;
-    let _ = metrics.mqtt_listeners.set(
-        [
-            Some(("mqtt", broker.listen)),
-            broker.listen_v5.map(|addr| ("mqtt5", addr)),
-            broker.listen_tls.map(|addr| ("mqtts", addr)),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|(name, addr)| (name, addr.port()))
-        .collect(),
-    );
-    tokio::spawn(broker::follow_meters(
-        broker.meters,
-        broker.alerts,
-        metrics.clone(),
-    ));
     let ingest_running = Arc::new(AtomicBool::new(true));
-    let ingest = {
-        let running = ingest_running.clone();
-        let shutdown = shutdown.clone();
-        // The link's sending half must outlive the reader, or the router
-        // drops the subscription.
-        let link_tx = broker.link_tx;
-        tokio::spawn(async move {
-            ingest::run_embedded_link(broker.link_rx, pipeline, shutdown).await;
-            running.store(false, Relaxed);
-            drop(link_tx);
-        })
+    let (ingest, mqtt) = match &config.mqtt.external {
+        None => {
+            start_embedded_ingest(
+                config,
+                &pool,
+                &metrics,
+                pipeline,
+                &shutdown,
+                &ingest_running,
+            )
+            .await?
+        }
+        Some(external) => {
+            let (host, port) = external.host_port()?;
+            let address = tokio::net::lookup_host((host, port))
+                .await
+                .ok()
+                .and_then(|mut found| found.next())
+                .with_context(|| format!("cannot resolve the external MQTT broker {host:?}"))?;
+            let _ = metrics.mqtt_external.set(external.address.clone());
+            let task = {
+                let running = ingest_running.clone();
+                let link = ingest::run_external_link(
+                    external.clone(),
+                    config.mqtt.max_payload_bytes,
+                    pipeline,
+                    shutdown.clone(),
+                );
+                tokio::spawn(async move {
+                    link.await;
+                    running.store(false, Relaxed);
+                })
+            };
+            tracing::info!(broker = %external.address, "taking readings from an external MQTT broker");
+            (
+                task,
+                MqttAddresses {
+                    plain: address,
+                    v5: None,
+                    tls: None,
+                },
+            )
+        }
     };
 
     let storage = rollup::prepare(&pool, &config.history).await?;
@@ -255,9 +256,9 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
 
     Ok(Running {
         http_addr,
-        mqtt_addr: broker.listen,
-        mqtt_v5_addr: broker.listen_v5,
-        mqtt_tls_addr: broker.listen_tls,
+        mqtt_addr: mqtt.plain,
+        mqtt_v5_addr: mqtt.v5,
+        mqtt_tls_addr: mqtt.tls,
         metrics,
         shutdown,
         http,
@@ -269,6 +270,74 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         rollup,
         forecaster,
     })
+}
+
+/// Where gateways connect: the embedded broker's listeners, or the external
+/// broker's address.
+struct MqttAddresses {
+    plain: SocketAddr,
+    v5: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+}
+
+/// Starts the embedded broker and the task that reads its ingest link.
+async fn start_embedded_ingest(
+    config: &Config,
+    pool: &PgPool,
+    metrics: &Arc<metrics::Metrics>,
+    pipeline: Arc<ingest::Pipeline>,
+    shutdown: &CancellationToken,
+    running: &Arc<AtomicBool>,
+) -> anyhow::Result<(JoinHandle<()>, MqttAddresses)> {
+    let mqtt_config = config.mqtt.clone();
+    let checker = (!config.mqtt.allow_anonymous)
+        .then(|| credentials::spawn_checker(pool.clone(), metrics.clone()));
+    let tls_dir = config.tls_dir();
+    let server_names = tls_server_names(&config.mqtt.tls_server_names);
+    let broker = tokio::task::spawn_blocking(move || {
+        let tls_files = mqtt_config
+            .tls_listen
+            .map(|_| pki::prepare(&tls_dir, &server_names))
+            .transpose()
+            .context("preparing the MQTT TLS certificates")?;
+        broker::start(&mqtt_config, tls_files.as_ref(), checker)
+    })
+    .await
+    .context("starting the MQTT broker")??;
+    let _ = metrics.mqtt_listeners.set(
+        [
+            Some(("mqtt", broker.listen)),
+            broker.listen_v5.map(|addr| ("mqtt5", addr)),
+            broker.listen_tls.map(|addr| ("mqtts", addr)),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|(name, addr)| (name, addr.port()))
+        .collect(),
+    );
+    tokio::spawn(broker::follow_meters(
+        broker.meters,
+        broker.alerts,
+        metrics.clone(),
+    ));
+    let ingest = {
+        let running = running.clone();
+        let shutdown = shutdown.clone();
+        // The link's sending half must outlive the reader, or the router
+        // drops the subscription.
+        let link_tx = broker.link_tx;
+        tokio::spawn(async move {
+            ingest::run_embedded_link(broker.link_rx, pipeline, shutdown).await;
+            running.store(false, Relaxed);
+            drop(link_tx);
+        })
+    };
+    let addresses = MqttAddresses {
+        plain: broker.listen,
+        v5: broker.listen_v5,
+        tls: broker.listen_tls,
+    };
+    Ok((ingest, addresses))
 }
 
 impl Running {

@@ -347,22 +347,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http_port = running.http_addr.port();
     println!();
     println!("  Trackside is running: open http://localhost:{http_port}/");
-    if let Some(addr) = running.mqtt_tls_addr {
-        println!("  MQTT for gateways: {addr} (v3.1.1 over mutual TLS: `trackside gateway cert`)");
+    if let Some(external) = &config.mqtt.external {
+        println!(
+            "  Readings from the MQTT broker at {} (session {:?}); gateways connect there",
+            external.address, external.client_id
+        );
+    } else {
+        print_listeners(&running, config.demo.enabled);
     }
-    println!(
-        "  MQTT without TLS: {} (v3.1.1){}{}",
-        running.mqtt_addr,
-        running
-            .mqtt_v5_addr
-            .map(|a| format!(", {a} (v5)"))
-            .unwrap_or_default(),
-        if config.demo.enabled {
-            ", with a simulated yard publishing"
-        } else {
-            ""
-        }
-    );
     println!("  Stop with Ctrl-C.");
     println!();
 
@@ -378,6 +370,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || pg.stop()).await??;
     }
     Ok(())
+}
+
+fn print_listeners(running: &trackside::Running, demo: bool) {
+    if let Some(addr) = running.mqtt_tls_addr {
+        println!("  MQTT for gateways: {addr} (v3.1.1 over mutual TLS: `trackside gateway cert`)");
+    }
+    println!(
+        "  MQTT without TLS: {} (v3.1.1){}{}",
+        running.mqtt_addr,
+        running
+            .mqtt_v5_addr
+            .map(|a| format!(", {a} (v5)"))
+            .unwrap_or_default(),
+        if demo {
+            ", with a simulated yard publishing"
+        } else {
+            ""
+        }
+    );
 }
 
 async fn shutdown_signal() {

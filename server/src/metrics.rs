@@ -22,6 +22,10 @@ pub struct Metrics {
     pub mqtt_log_overruns: AtomicU64,
     /// The broker's listeners by name, for the connection gauge.
     pub mqtt_listeners: OnceLock<Vec<(&'static str, u16)>>,
+    /// 1 while the link to an external broker is up, 0 while it is down;
+    /// reported only when one is configured.
+    pub mqtt_external_connected: AtomicI64,
+    pub mqtt_external: OnceLock<String>,
     /// The last count of connections per listener and when it was taken.
     mqtt_connections_seen: Mutex<Option<(Instant, Vec<u64>)>>,
     /// Rejections by `RejectionKind`, in the order of `RejectionKind::ALL`.
@@ -232,6 +236,15 @@ impl Metrics {
         for kind in RejectionKind::ALL {
             let value = self.rejections[kind as usize].load(Relaxed);
             let _ = writeln!(out, "{name}{{reason=\"{}\"}} {value}", kind.label());
+        }
+        if let Some(broker) = self.mqtt_external.get() {
+            let name = "trackside_mqtt_external_connected";
+            let _ = writeln!(
+                out,
+                "# HELP {name} 1 while Trackside's session with the external MQTT broker is up.\n\
+                 # TYPE {name} gauge\n{name}{{broker=\"{broker}\"}} {}",
+                self.mqtt_external_connected.load(Relaxed)
+            );
         }
         if let Some(listeners) = self.mqtt_listeners.get() {
             let name = "trackside_mqtt_connections";

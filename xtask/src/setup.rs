@@ -17,8 +17,9 @@ use crate::util::{cargo, on_path, probe, run, rustup_has_wasm32, step};
 const WASM_TOOLCHAIN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "lld-22"];
 
 /// Debian packages the server's tests run against: a private PostgreSQL
-/// cluster and a headless browser driven over WebDriver.
-const TEST_PACKAGES: &[&str] = &["postgresql", "chromium", "chromium-driver"];
+/// cluster, Mosquitto as an external broker, and a headless browser driven
+/// over WebDriver.
+const TEST_PACKAGES: &[&str] = &["postgresql", "chromium", "chromium-driver", "mosquitto"];
 
 pub fn install_missing(root: &Path) -> Result<()> {
     step("setup: Debian packages", debian_packages)?;

@@ -32,6 +32,14 @@ pub const TOPIC_ROOT: &str = "trackside";
 /// anything outside it, so here the tenant is a proven identity.
 pub const TENANT_ROOT: &str = "/tenants/";
 
+/// The subscription filters that cover every topic gateways publish to.
+pub fn ingest_filters() -> [String; 2] {
+    [
+        format!("{TOPIC_ROOT}/#"),
+        format!("{TENANT_ROOT}+/{TOPIC_ROOT}/#"),
+    ]
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedReading {
     pub channel: ChannelName,

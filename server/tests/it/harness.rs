@@ -449,3 +449,54 @@ pub async fn mqtt_accepts_over(
     .await;
     answer.expect("the broker answers a CONNECT within the deadline")
 }
+
+/// Debian's Mosquitto on a free loopback port, anonymous and without
+/// persistence: the broker of the external-broker tests.
+pub struct Mosquitto {
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub async fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("trackside-mosquitto-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|probe| probe.local_addr())
+            .expect("a free port")
+            .port();
+        let config = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .expect("writing mosquitto.conf");
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting mosquitto (`cargo xtask setup` installs it)");
+        let mosquitto = Self {
+            port,
+            child,
+            _dir: dir,
+        };
+        eventually("mosquitto listening", || async {
+            TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
+        })
+        .await;
+        mosquitto
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

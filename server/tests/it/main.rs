@@ -7,6 +7,7 @@ mod browser;
 mod exceptions;
 mod export;
 mod export_page;
+mod external;
 mod forecast;
 mod forecast_page;
 mod harness;

@@ -1,0 +1,134 @@
+//! External-broker mode: Trackside subscribes to a real Mosquitto instead of
+//! running its own broker.
+
+use trackside::config::{Config, ExternalBroker};
+
+use crate::harness::{Gateway, Mosquitto, TestServer, eventually, test_config};
+
+const T0: i64 = 1_795_850_000_000;
+
+fn external_config(mosquitto: &Mosquitto, client_id: &str) -> Config {
+    let mut config = test_config();
+    config.mqtt.external = Some(ExternalBroker {
+        address: format!("127.0.0.1:{}", mosquitto.port),
+        client_id: client_id.into(),
+        username: Some("trackside".into()),
+        password: Some("unused by this broker".into()),
+    });
+    config
+}
+
+fn reading(channel: &str, value: f64, ts: i64) -> String {
+    serde_json::json!({"readings": [{"channel": channel, "value": value, "ts": ts}]}).to_string()
+}
+
+#[tokio::test]
+async fn readings_from_an_external_broker_are_stored_and_sent_live() {
+    let mosquitto = Mosquitto::start().await;
+    let server = TestServer::start_with(external_config(&mosquitto, "trackside-live")).await;
+    assert_eq!(server.running.mqtt_addr.port(), mosquitto.port);
+    assert_eq!(
+        (server.running.mqtt_v5_addr, server.running.mqtt_tls_addr),
+        (None, None)
+    );
+    let connected = "trackside_mqtt_external_connected{broker=\"127.0.0.1:";
+    eventually("the session with Mosquitto is up", || async {
+        let metrics = reqwest::get(server.url("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metrics
+            .lines()
+            .any(|line| line.starts_with(connected) && line.ends_with("} 1"))
+            .then_some(())
+    })
+    .await;
+
+    let mut browser = server.websocket().await;
+    let mut gateway = Gateway::connect(mosquitto.port, "gw-ext").await;
+    gateway
+        .publish(
+            "trackside/gw-ext/readings",
+            reading("T40/relay_voltage", 1.9, T0),
+        )
+        .await;
+    assert_eq!(
+        browser.readings_of("T40/relay_voltage", 1).await,
+        vec![(T0, 1.9)]
+    );
+    eventually("stored", || async {
+        (server.stored("T40/relay_voltage").await == vec![(T0, 1.9)]).then_some(())
+    })
+    .await;
+
+    // The same decoder: a bad payload is kept, counted, and ingest goes on.
+    gateway.publish("trackside/gw-ext/readings", "{ nope").await;
+    gateway
+        .publish(
+            "trackside/gw-ext/readings",
+            reading("T40/relay_voltage", 2.0, T0 + 1_000),
+        )
+        .await;
+    eventually("the next reading stored", || async {
+        (server.stored("T40/relay_voltage").await.len() == 2).then_some(())
+    })
+    .await;
+    let (kept,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM rejected_messages WHERE gateway_id = 'gw-ext'")
+            .fetch_one(&server.pool)
+            .await
+            .unwrap();
+    assert_eq!(kept, 1);
+}
+
+/// Trackside's session is persistent: what gateways publish while it is
+/// down waits in the broker and is stored at the next start, once.
+#[tokio::test]
+async fn readings_published_while_trackside_is_down_are_stored_at_the_next_start() {
+    let mosquitto = Mosquitto::start().await;
+    let config = external_config(&mosquitto, "trackside-restart");
+    let server = TestServer::start_with(config).await;
+    let mut gateway = Gateway::connect(mosquitto.port, "gw-ext").await;
+    gateway
+        .publish(
+            "trackside/gw-ext/readings",
+            reading("T41/feed_current", 0.0, T0),
+        )
+        .await;
+    eventually("the first reading stored", || async {
+        (server.stored("T41/feed_current").await.len() == 1).then_some(())
+    })
+    .await;
+    let pool = server.pool.clone();
+    let config = server.config.clone();
+    server.running.shutdown().await;
+
+    for i in 1..=50 {
+        gateway
+            .publish(
+                "trackside/gw-ext/readings",
+                reading("T41/feed_current", f64::from(i), T0 + i64::from(i) * 1_000),
+            )
+            .await;
+    }
+    let restarted = trackside::start(&config, pool.clone())
+        .await
+        .expect("restart");
+    let stored = eventually("every reading published while down stored", || async {
+        let rows: Vec<(f64,)> = sqlx::query_as(
+            "SELECT r.value FROM readings r JOIN channels c ON c.id = r.channel_id
+             WHERE c.name = 'T41/feed_current' ORDER BY r.ts",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        (rows.len() == 51).then_some(rows)
+    })
+    .await;
+    let values: Vec<f64> = stored.into_iter().map(|(v,)| v).collect();
+    let expected: Vec<f64> = (0..=50).map(f64::from).collect();
+    assert_eq!(values, expected);
+    restarted.shutdown().await;
+}
