@@ -540,10 +540,9 @@ mod tests {
                 toml::from_str(&format!("[mqtt.external]\naddress = \"{bad}\"\n")).unwrap();
             assert!(config.validate().is_err(), "{bad}");
         }
-        let config: Config = toml::from_str(
-            "[mqtt.external]\naddress = \"b:1883\"\npassword = \"s3cret\"\n",
-        )
-        .unwrap();
+        let config: Config =
+            toml::from_str("[mqtt.external]\naddress = \"b:1883\"\npassword = \"s3cret\"\n")
+                .unwrap();
         assert!(!format!("{config:?}").contains("s3cret"));
         let mut demo = config.clone();
         demo.demo.enabled = true;

@@ -233,8 +233,20 @@ pub async fn run_external_link(
                 pipeline
                     .handle(publish.topic.as_bytes(), &publish.payload)
                     .await;
-                if let Err(err) = client.ack(&publish).await {
-                    tracing::warn!("cannot acknowledge a publish (it will come again): {err}");
+                // Never wait for room in the request queue here: only this
+                // loop's polling empties it. A broker that allows many
+                // unacknowledged messages can fill it with acknowledgements
+                // faster than the event loop sends them, so the overflow
+                // waits on tasks of its own.
+                if client.try_ack(&publish).is_err() {
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        if let Err(err) = client.ack(&publish).await {
+                            tracing::warn!(
+                                "cannot acknowledge a publish (it will come again): {err}"
+                            );
+                        }
+                    });
                 }
             }
             Ok(_) => {}

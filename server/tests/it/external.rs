@@ -6,6 +6,9 @@ use trackside::config::{Config, ExternalBroker};
 use crate::harness::{Gateway, Mosquitto, TestServer, eventually, test_config};
 
 const T0: i64 = 1_795_850_000_000;
+/// Messages published while Trackside is down: more than its MQTT client
+/// queues requests for, so acknowledging them must not wait on that queue.
+const BACKLOG: i32 = 2_000;
 
 fn external_config(mosquitto: &Mosquitto, client_id: &str) -> Config {
     let mut config = test_config();
@@ -84,10 +87,12 @@ async fn readings_from_an_external_broker_are_stored_and_sent_live() {
 }
 
 /// Trackside's session is persistent: what gateways publish while it is
-/// down waits in the broker and is stored at the next start, once.
+/// down waits in the broker and is stored at the next start, once. This
+/// broker limits neither its queue nor the messages it sends before an
+/// acknowledgement, so the backlog arrives at once.
 #[tokio::test]
 async fn readings_published_while_trackside_is_down_are_stored_at_the_next_start() {
-    let mosquitto = Mosquitto::start().await;
+    let mosquitto = Mosquitto::start_with("max_queued_messages 0\nmax_inflight_messages 0\n").await;
     let config = external_config(&mosquitto, "trackside-restart");
     let server = TestServer::start_with(config).await;
     let mut gateway = Gateway::connect(mosquitto.port, "gw-ext").await;
@@ -105,7 +110,7 @@ async fn readings_published_while_trackside_is_down_are_stored_at_the_next_start
     let config = server.config.clone();
     server.running.shutdown().await;
 
-    for i in 1..=50 {
+    for i in 1..=BACKLOG {
         gateway
             .publish(
                 "trackside/gw-ext/readings",
@@ -124,11 +129,11 @@ async fn readings_published_while_trackside_is_down_are_stored_at_the_next_start
         .fetch_all(&pool)
         .await
         .unwrap();
-        (rows.len() == 51).then_some(rows)
+        (rows.len() == BACKLOG as usize + 1).then_some(rows)
     })
     .await;
     let values: Vec<f64> = stored.into_iter().map(|(v,)| v).collect();
-    let expected: Vec<f64> = (0..=50).map(f64::from).collect();
+    let expected: Vec<f64> = (0..=BACKLOG).map(f64::from).collect();
     assert_eq!(values, expected);
     restarted.shutdown().await;
 }

@@ -460,6 +460,11 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// With `settings` (mosquitto.conf lines) added to the test defaults.
+    pub async fn start_with(settings: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("trackside-mosquitto-")
             .tempdir()
@@ -471,7 +476,9 @@ impl Mosquitto {
         let config = dir.path().join("mosquitto.conf");
         std::fs::write(
             &config,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{settings}"
+            ),
         )
         .expect("writing mosquitto.conf");
         let child = std::process::Command::new("mosquitto")
