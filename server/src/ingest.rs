@@ -188,7 +188,6 @@ pub async fn run_embedded_link(
 /// again (the readings key skips what was stored twice).
 pub async fn run_external_link(
     broker: ExternalBroker,
-    max_payload_bytes: usize,
     pipeline: Arc<Pipeline>,
     shutdown: CancellationToken,
 ) {
@@ -201,7 +200,10 @@ pub async fn run_external_link(
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(30))
-        .set_max_packet_size(max_payload_bytes + 1024, 64 * 1024);
+        // Whatever the broker accepted is taken: a message refused here
+        // would drop the connection, come again on the next one, and stall
+        // ingest for good. The broker's own limit bounds the size.
+        .set_max_packet_size(MQTT_MAX_PACKET, 64 * 1024);
     if let Some(username) = &broker.username {
         options.set_credentials(username, broker.password.as_deref().unwrap_or_default());
     }
@@ -280,5 +282,7 @@ pub async fn run_external_link(
     connected.store(0, Relaxed);
 }
 
+/// The largest packet MQTT can encode (a four-byte remaining length).
+const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 const EXTERNAL_RETRY_FIRST: Duration = Duration::from_millis(500);
 const EXTERNAL_RETRY_MAX: Duration = Duration::from_secs(30);

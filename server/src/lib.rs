@@ -178,12 +178,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
             let _ = metrics.mqtt_external.set(external.address.clone());
             let task = {
                 let running = ingest_running.clone();
-                let link = ingest::run_external_link(
-                    external.clone(),
-                    config.mqtt.max_payload_bytes,
-                    pipeline,
-                    shutdown.clone(),
-                );
+                let link = ingest::run_external_link(external.clone(), pipeline, shutdown.clone());
                 tokio::spawn(async move {
                     link.await;
                     running.store(false, Relaxed);

@@ -84,6 +84,19 @@ async fn readings_from_an_external_broker_are_stored_and_sent_live() {
             .await
             .unwrap();
     assert_eq!(kept, 1);
+
+    // Larger than the embedded broker's limit: the external broker took it,
+    // so Trackside takes it too rather than refuse it on every reconnect.
+    let readings: Vec<serde_json::Value> = (0..5_000)
+        .map(|i| serde_json::json!({"channel": "T42/feed_current", "value": i, "ts": T0 + i * 100}))
+        .collect();
+    let large = serde_json::json!({ "readings": readings }).to_string();
+    assert!(large.len() > server.config.mqtt.max_payload_bytes);
+    gateway.publish("trackside/gw-ext/readings", large).await;
+    eventually("the large batch stored", || async {
+        (server.stored("T42/feed_current").await.len() == 5_000).then_some(())
+    })
+    .await;
 }
 
 /// Trackside's session is persistent: what gateways publish while it is
