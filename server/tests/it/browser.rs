@@ -1,6 +1,7 @@
 //! The operator app in a real headless Chromium, driven over WebDriver.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ use serde_json::json;
 
 use crate::harness::{DEADLINE, TestServer, eventually};
 
-/// A chromedriver child process on a free port, killed on drop.
+/// A chromedriver child process on a free port, killed on drop together
+/// with the Chromium it started.
 pub(crate) struct ChromeDriver {
     child: Child,
     port: u16,
@@ -18,6 +20,15 @@ pub(crate) struct ChromeDriver {
 
 impl Drop for ChromeDriver {
     fn drop(&mut self) {
+        // Chromium runs in chromedriver's process group. Killing chromedriver
+        // alone would leave the browser running after any test that ends
+        // without closing its session (a failed one, for a start).
+        if let Ok(group) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(group),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -30,6 +41,7 @@ pub(crate) async fn browser() -> (ChromeDriver, Client) {
         .port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
