@@ -277,16 +277,20 @@ impl StoreWriter {
         Ok(copy.finish().await? as usize)
     }
 
-    /// The chunk's rows not stored yet; returns how many that was.
+    /// The chunk's rows not stored yet; returns how many that was. The
+    /// columns are read back from the `COPY` stream: this path is rare, and
+    /// keeping them beside it would cost every reading.
     async fn insert_new(&self, chunk: &Chunk) -> anyhow::Result<usize> {
+        let (channel_ids, micros, values) = chunk.columns();
         let stored = sqlx::query(
             "INSERT INTO readings (channel_id, ts, value)
-             SELECT * FROM UNNEST($1::integer[], $2::timestamptz[], $3::double precision[])
+             SELECT id, timestamptz '2000-01-01 00:00:00+00' + us * interval '1 microsecond', v
+             FROM UNNEST($1::integer[], $2::bigint[], $3::double precision[]) AS r (id, us, v)
              ON CONFLICT DO NOTHING",
         )
-        .bind(&chunk.channel_ids)
-        .bind(&chunk.timestamps)
-        .bind(&chunk.values)
+        .bind(channel_ids)
+        .bind(micros)
+        .bind(values)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -329,14 +333,11 @@ impl StoreWriter {
     }
 }
 
-/// Rows on their way to `readings`, as a binary `COPY` stream and, for the
-/// rare chunk that repeats stored readings, as columns for the insert.
+/// Rows on their way to `readings`, as a binary `COPY` stream.
 #[derive(Default)]
 struct Chunk {
     binary_copy: Vec<u8>,
-    channel_ids: Vec<i32>,
-    timestamps: Vec<DateTime<Utc>>,
-    values: Vec<f64>,
+    rows: usize,
 }
 
 /// PostgreSQL's binary `COPY` signature, flags and header extension length.
@@ -345,6 +346,8 @@ const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 const COPY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
 /// `timestamptz` counts microseconds from 2000-01-01 00:00 UTC.
 const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+/// A row: field count, then each field's length and value (i32, i64, f64).
+const COPY_ROW_BYTES: usize = 2 + (4 + 4) + (4 + 8) + (4 + 8);
 
 impl Chunk {
     fn push(&mut self, channel_id: i32, ts: DateTime<Utc>, value: f64) {
@@ -359,20 +362,43 @@ impl Chunk {
         row.extend_from_slice(&(ts.timestamp_micros() - POSTGRES_EPOCH_MICROS).to_be_bytes());
         row.extend_from_slice(&8i32.to_be_bytes());
         row.extend_from_slice(&value.to_bits().to_be_bytes());
-        self.channel_ids.push(channel_id);
-        self.timestamps.push(ts);
-        self.values.push(value);
+        self.rows += 1;
     }
 
     fn len(&self) -> usize {
-        self.channel_ids.len()
+        self.rows
     }
 
     fn clear(&mut self) {
         self.binary_copy.clear();
-        self.channel_ids.clear();
-        self.timestamps.clear();
-        self.values.clear();
+        self.rows = 0;
+    }
+
+    /// The rows as columns: channel ids, microseconds from PostgreSQL's
+    /// epoch, values.
+    fn columns(&self) -> (Vec<i32>, Vec<i64>, Vec<f64>) {
+        let rows = self.binary_copy[COPY_HEADER.len().min(self.binary_copy.len())..]
+            .chunks_exact(COPY_ROW_BYTES);
+        let field = |row: &[u8], at: usize| -> [u8; 8] {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(&row[at..at + 8]);
+            bytes
+        };
+        let mut columns = (
+            Vec::with_capacity(self.rows),
+            Vec::with_capacity(self.rows),
+            Vec::with_capacity(self.rows),
+        );
+        for row in rows {
+            let mut id = [0; 4];
+            id.copy_from_slice(&row[6..10]);
+            columns.0.push(i32::from_be_bytes(id));
+            columns.1.push(i64::from_be_bytes(field(row, 14)));
+            columns
+                .2
+                .push(f64::from_bits(u64::from_be_bytes(field(row, 26))));
+        }
+        columns
     }
 }
 

@@ -160,6 +160,19 @@ fn object(pairs: &[(&str, JsValue)]) -> Object {
 }
 
 /// The scale a unit's series use; `u:` keeps it apart from `x`.
+/// A uPlot band filled between series `lower` and `lower + 1`, the bounds
+/// a channel's range or forecast pushes in that order.
+fn band(lower: u32, fill: &str) -> JsValue {
+    object(&[
+        (
+            "series",
+            Array::of2(&(lower + 1).into(), &lower.into()).into(),
+        ),
+        ("fill", fill.into()),
+    ])
+    .into()
+}
+
 fn scale_key(unit: &Option<String>) -> String {
     format!("u:{}", unit.as_deref().unwrap_or("-"))
 }
@@ -326,16 +339,7 @@ fn build(
             .into(),
         );
         callbacks.push(Box::new(avg_value));
-        bands.push(
-            &object(&[
-                (
-                    "series",
-                    Array::of2(&(base + 1).into(), &base.into()).into(),
-                ),
-                ("fill", format!("{colour}38").into()),
-            ])
-            .into(),
-        );
+        bands.push(&band(base, &format!("{colour}38")));
         if !units_seen.contains(&key) {
             // Left for the first unit, then alternate sides.
             let side = if units_seen.len().is_multiple_of(2) {
@@ -424,16 +428,7 @@ fn build(
             .into(),
         );
         callbacks.push(Box::new(forecast_value));
-        bands.push(
-            &object(&[
-                (
-                    "series",
-                    Array::of2(&(base + 1).into(), &base.into()).into(),
-                ),
-                ("fill", format!("{colour}20").into()),
-            ])
-            .into(),
-        );
+        bands.push(&band(base, &format!("{colour}20")));
     }
     set(&options, "series", series);
     set(&options, "bands", bands);

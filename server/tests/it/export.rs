@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use sqlx::PgPool;
 use trackside_wire::ApiError;
 
-use crate::harness::{TestServer, eventually, test_config};
+use crate::harness::{TestServer, eventually, rolled_up, test_config};
 
 /// 2026-11-28T00:00:00Z in microseconds.
 const DAY_START: i64 = 1_795_824_000_000_000;
@@ -56,21 +56,6 @@ async fn insert(pool: &PgPool, rows: &[(i32, i64, f64)]) {
         .await
         .expect("inserting readings");
     }
-}
-
-async fn rolled_up(server: &TestServer) {
-    let config = trackside::config::HistoryConfig::default();
-    eventually("no dirty minute left", || async {
-        trackside::rollup::refresh_dirty(&server.pool, &config, 1_000)
-            .await
-            .expect("a rollup pass");
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM rollup_dirty")
-            .fetch_one(&server.pool)
-            .await
-            .unwrap();
-        (n == 0).then_some(())
-    })
-    .await;
 }
 
 /// The export's body, after checking it is a whole CSV download.

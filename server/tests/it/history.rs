@@ -11,7 +11,9 @@ use serde_json::json;
 use trackside::config::Config;
 use trackside_wire::{ApiError, History, HistorySource, SeriesData};
 
-use crate::harness::{Gateway, TestServer, eventually, fresh_database, test_config};
+use crate::harness::{
+    Gateway, TestServer, dirty_marks, eventually, fresh_database, rolled_up, test_config,
+};
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
@@ -53,14 +55,6 @@ async fn publish(
     .await;
 }
 
-async fn dirty_marks(pool: &sqlx::PgPool) -> i64 {
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM rollup_dirty")
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    n
-}
-
 /// A server whose rollup job runs at start and then only once a minute, so
 /// a test decides when minutes are rolled up (with [`rolled_up`]).
 async fn quiet_server(zone: &str) -> TestServer {
@@ -68,20 +62,6 @@ async fn quiet_server(zone: &str) -> TestServer {
     config.yard.timezone = zone.into();
     config.history.rollup_interval_ms = 60_000;
     TestServer::start_with(config).await
-}
-
-/// Runs the rollup job's pass until no dirty minute is left. A pass that
-/// finds the server's own job holding the lock claims nothing; the next
-/// one, or that job, finishes the work.
-async fn rolled_up(server: &TestServer) {
-    let config = trackside::config::HistoryConfig::default();
-    eventually("no dirty minute left", || async {
-        trackside::rollup::refresh_dirty(&server.pool, &config, 1_000)
-            .await
-            .expect("a rollup pass");
-        (dirty_marks(&server.pool).await == 0).then_some(())
-    })
-    .await;
 }
 
 async fn get(server: &TestServer, query: &str) -> reqwest::Response {

@@ -86,8 +86,9 @@ async fn a_resent_batch_is_stored_once() {
     assert_eq!(server.metric("trackside_readings_stored_total").await, 50.0);
 }
 
-/// The writer encodes rows itself (binary COPY): every double and every
-/// microsecond must come out of PostgreSQL as it went in.
+/// The writer encodes rows itself (binary COPY, and for a chunk repeating
+/// a reading the insert fed from that encoding): every double and every
+/// microsecond must come out of PostgreSQL as it went in, either way.
 #[tokio::test]
 async fn stored_times_and_values_are_exact() {
     let server = TestServer::start().await;
@@ -101,29 +102,13 @@ async fn stored_times_and_values_are_exact() {
         ("2026-11-28T07:13:23.000999Z", 0.1 + 0.2),
         ("2026-11-28T07:13:24.25Z", 1.0 / 3.0),
     ];
-    let readings: Vec<serde_json::Value> = cases
-        .iter()
-        .map(|(ts, value)| serde_json::json!({"channel": "T9/relay_voltage", "value": value, "ts": ts}))
-        .collect();
-    gateway
-        .publish(
-            "trackside/gw-exact/readings",
-            serde_json::json!({ "readings": readings }).to_string(),
-        )
-        .await;
-
-    let stored: Vec<(chrono::DateTime<chrono::Utc>, f64)> =
-        eventually("every reading stored", || async {
-            let rows: Vec<(chrono::DateTime<chrono::Utc>, f64)> = sqlx::query_as(
-                "SELECT r.ts, r.value FROM readings r JOIN channels c ON c.id = r.channel_id
-                 WHERE c.name = 'T9/relay_voltage' ORDER BY r.ts",
-            )
-            .fetch_all(&server.pool)
-            .await
-            .unwrap();
-            (rows.len() == cases.len()).then_some(rows)
-        })
-        .await;
+    let payload = |channel: &str, copies: usize| {
+        let readings: Vec<serde_json::Value> = (0..copies)
+            .flat_map(|_| cases.iter())
+            .map(|(ts, value)| serde_json::json!({"channel": channel, "value": value, "ts": ts}))
+            .collect();
+        serde_json::json!({ "readings": readings }).to_string()
+    };
     let mut sent: Vec<(chrono::DateTime<chrono::Utc>, f64)> = cases
         .iter()
         .map(|(ts, value)| {
@@ -134,9 +119,41 @@ async fn stored_times_and_values_are_exact() {
         })
         .collect();
     sent.sort_by_key(|(ts, _)| *ts);
-    for ((ts, value), (stored_ts, stored_value)) in sent.iter().zip(&stored) {
-        assert_eq!(stored_ts, ts);
-        assert_eq!(stored_value.to_bits(), value.to_bits(), "{ts}: {value:e}");
+
+    // Once: one COPY. Twice in one message: the COPY meets its own
+    // duplicate, and the chunk goes through the key-skipping insert.
+    for (channel, copies, duplicates) in
+        [("T9/relay_voltage", 1, 0.0), ("T10/relay_voltage", 2, 7.0)]
+    {
+        gateway
+            .publish("trackside/gw-exact/readings", payload(channel, copies))
+            .await;
+        let stored: Vec<(chrono::DateTime<chrono::Utc>, f64)> =
+            eventually("every reading stored", || async {
+                let rows: Vec<(chrono::DateTime<chrono::Utc>, f64)> = sqlx::query_as(
+                    "SELECT r.ts, r.value FROM readings r JOIN channels c ON c.id = r.channel_id
+                     WHERE c.name = $1 ORDER BY r.ts",
+                )
+                .bind(channel)
+                .fetch_all(&server.pool)
+                .await
+                .unwrap();
+                (rows.len() == cases.len()).then_some(rows)
+            })
+            .await;
+        for ((ts, value), (stored_ts, stored_value)) in sent.iter().zip(&stored) {
+            assert_eq!(stored_ts, ts, "{channel}");
+            assert_eq!(
+                stored_value.to_bits(),
+                value.to_bits(),
+                "{channel} {ts}: {value:e}"
+            );
+        }
+        // Counted just after the rows commit.
+        eventually("the repeated readings counted as duplicates", || async {
+            (server.metric("trackside_readings_duplicate_total").await == duplicates).then_some(())
+        })
+        .await;
     }
 }
 
