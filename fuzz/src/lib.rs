@@ -1,4 +1,4 @@
-//! What every decoder promises (ARCHITECTURE.md, `server/src/decode`),
+//! What every decoder promises (ARCHITECTURE.md, `server/src/ingest/`),
 //! checked by the fuzz targets on each input they try. A broken promise
 //! panics, which libFuzzer reports as a crash together with the input.
 //!
@@ -7,9 +7,10 @@
 
 use chrono::{DateTime, SecondsFormat, SubsecRound as _, TimeDelta, Utc};
 use serde_json::{Value, json};
-use trackside::decode::{
-    DecodeContext, Decoded, GatewayStatus, decode, decode_batch_careful, valid_gateway_id,
+use trackside::ingest::decode::{
+    DecodeContext, Decoded, decode, decode_batch_careful, valid_gateway_id,
 };
+use trackside::reading::GatewayStatus;
 use trackside_wire::ChannelName;
 
 const GATEWAY: &str = "gw";

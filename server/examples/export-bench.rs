@@ -28,8 +28,8 @@ use anyhow::{Context as _, ensure};
 use clap::Parser;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use trackside::embedded_pg::{Durability, EmbeddedPostgres, SUPERUSER};
 use trackside::export::{Resolution, SESSION_SETTINGS, export_sql};
+use trackside::store::embedded_pg::{Durability, EmbeddedPostgres, SUPERUSER};
 
 use crate::common::{
     Process, admin_pool, free_port, recreate_database, start_trackside, wait_ready,

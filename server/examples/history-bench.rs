@@ -23,8 +23,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use clap::Parser;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use trackside::embedded_pg::{Durability, EmbeddedPostgres};
 use trackside::history::{BucketQuery, Plan, utc_grid};
+use trackside::store::embedded_pg::{Durability, EmbeddedPostgres};
 use trackside_wire::{History, HistorySource};
 
 use crate::common::{admin_pool, recreate_database};
@@ -337,7 +337,7 @@ async fn seed(
     let started = Instant::now();
     print!("building the minute and hour rollups ... ");
     flush();
-    trackside::rollup::rebuild(pool, start, end).await?;
+    trackside::store::rollup::rebuild(pool, start, end).await?;
     for table in ["readings_1m", "readings_1h"] {
         sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM ANALYZE {table}")))
             .execute(pool)

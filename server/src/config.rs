@@ -18,7 +18,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub ingest: IngestConfig,
     pub demo: DemoConfig,
-    pub exceptions: ExceptionsConfig,
+    pub exceptions: crate::exceptions::ExceptionsConfig,
     pub history: HistoryConfig,
     pub forecast: ForecastConfig,
 }
@@ -247,45 +247,6 @@ pub struct DemoConfig {
     pub faults: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ExceptionsConfig {
-    /// Messages waiting for the rule engine. Beyond this they are counted
-    /// (`trackside_exception_events_dropped_total`) and skipped: the engine
-    /// never slows storing or live fan-out.
-    pub queue: usize,
-    /// How often timers (delays, stale channels, long occupation,
-    /// re-alarm) are checked.
-    pub tick_ms: u64,
-    /// Raise an acknowledged exception again when its condition still holds
-    /// this long after the acknowledgement (a rule may set its own).
-    /// Absent: never.
-    pub realarm_after_s: Option<f64>,
-    /// Receives a JSON POST on every raise, clear, acknowledgement and
-    /// re-alarm. `http://` only.
-    pub webhook_url: Option<String>,
-    /// Notifications waiting to be sent; beyond this they are counted and dropped.
-    pub webhook_queue: usize,
-    /// Attempts per notification, with exponential backoff between them.
-    pub webhook_attempts: u32,
-    /// The rules. Setting any replaces the shipped defaults as a whole.
-    pub rules: Vec<trackside_wire::Rule>,
-}
-
-impl Default for ExceptionsConfig {
-    fn default() -> Self {
-        Self {
-            queue: 8_192,
-            tick_ms: 500,
-            realarm_after_s: Some(1_800.0),
-            webhook_url: None,
-            webhook_queue: 1_024,
-            webhook_attempts: 6,
-            rules: crate::exceptions::defaults::rules(),
-        }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -299,7 +260,7 @@ impl Default for Config {
             },
             ingest: IngestConfig::default(),
             demo: DemoConfig::default(),
-            exceptions: ExceptionsConfig::default(),
+            exceptions: crate::exceptions::ExceptionsConfig::default(),
             history: HistoryConfig::default(),
             forecast: ForecastConfig::default(),
         }
@@ -360,9 +321,9 @@ impl Default for DemoConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            circuits: 12,
-            gateways: 3,
-            rate_hz: 2.0,
+            circuits: crate::sim::DEFAULT_CIRCUITS,
+            gateways: crate::sim::DEFAULT_GATEWAYS,
+            rate_hz: crate::sim::DEFAULT_RATE_HZ,
             faults: true,
         }
     }
@@ -457,29 +418,7 @@ impl Config {
             self.demo.rate_hz > 0.0 && self.demo.rate_hz <= 1000.0,
             "demo.rate_hz must be in (0, 1000]"
         );
-        anyhow::ensure!(
-            self.exceptions.queue >= 1 && self.exceptions.webhook_queue >= 1,
-            "exceptions.queue and exceptions.webhook_queue must be at least 1"
-        );
-        anyhow::ensure!(
-            (50..=10_000).contains(&self.exceptions.tick_ms),
-            "exceptions.tick_ms must be between 50 and 10000"
-        );
-        anyhow::ensure!(
-            self.exceptions.webhook_attempts >= 1,
-            "exceptions.webhook_attempts must be at least 1"
-        );
-        anyhow::ensure!(
-            self.exceptions.realarm_after_s.is_none_or(|s| s > 0.0),
-            "exceptions.realarm_after_s must be positive (leave it out to never re-alarm)"
-        );
-        if let Some(url) = &self.exceptions.webhook_url {
-            anyhow::ensure!(
-                url.starts_with("http://"),
-                "exceptions.webhook_url must be an http:// URL (for https, send it through a local proxy)"
-            );
-        }
-        crate::exceptions::engine::validate(&self.exceptions.rules).map_err(anyhow::Error::msg)?;
+        self.exceptions.validate()?;
         self.history.validate()?;
         Ok(())
     }

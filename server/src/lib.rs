@@ -5,26 +5,27 @@
 //! MQTT broker link -> [`ingest::Pipeline`] -> live fan-out, store writer and
 //! rejection store, and serves HTTP beside it. See ARCHITECTURE.md.
 
-pub mod broker;
+// Shared below every stage.
 pub mod config;
-pub mod credentials;
-pub mod decode;
-pub mod drill;
-pub mod embedded_pg;
+pub mod metrics;
+pub mod reading;
+pub mod socket_table;
+pub mod time;
+
+// The reading path, in the order data flows.
 pub mod exceptions;
+pub mod ingest;
+pub mod live;
+pub mod store;
+
+// The read path.
 pub mod export;
 pub mod forecast;
 pub mod history;
 pub mod http;
-pub mod ingest;
-pub mod live;
-pub mod metrics;
-pub mod pki;
-pub mod registry;
-pub mod rollup;
+
+// Tools: the simulated yard, the demo and the fault drill.
 pub mod sim;
-pub mod spool;
-pub mod store;
 
 use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
@@ -34,7 +35,6 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use anyhow::Context as _;
 use chrono::TimeDelta;
 use sqlx::PgPool;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -87,7 +87,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     config.validate()?;
     let metrics = Arc::new(metrics::Metrics::default());
     let registry = Arc::new(
-        registry::Registry::load(&pool)
+        live::registry::Registry::load(&pool)
             .await
             .context("loading channels")?,
     );
@@ -96,31 +96,28 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
 
     let spool_dir = config.database.data_dir.join("spool");
     let spool = Arc::new(
-        tokio::task::spawn_blocking(move || spool::Spool::open(&spool_dir))
+        tokio::task::spawn_blocking(move || store::spool::Spool::open(&spool_dir))
             .await
             .context("opening the spool")??,
     );
-    // Every message carries at least one reading, so the channel never
-    // fills before the readings bound does.
-    let (store_tx, store_rx) = mpsc::channel(config.ingest.store_queue_readings);
-    let store_room_size = u32::try_from(config.ingest.store_queue_readings)
-        .context("ingest.store_queue_readings is too large")?;
-    let store_room = Arc::new(tokio::sync::Semaphore::new(store_room_size as usize));
+    let (store_queue, store_queue_rx) =
+        store::queue::StoreQueue::new(config.ingest.store_queue_readings, metrics.clone());
     let store = tokio::spawn(
-        store::StoreWriter::new(
+        store::writer::StoreWriter::new(
             pool.clone(),
             metrics.clone(),
             spool.clone(),
             shutdown.clone(),
             config.ingest.store_batch_rows,
         )
-        .run(store_rx),
+        .run(store_queue_rx),
     );
-    let (rejections_tx, rejections_rx) = mpsc::channel(1024);
-    let rejections = tokio::spawn(store::run_rejection_writer(
+    let (rejection_queue, rejection_queue_rx) =
+        store::rejections::RejectionQueue::new(metrics.clone());
+    let rejections = tokio::spawn(store::rejections::run_writer(
         pool.clone(),
         metrics.clone(),
-        rejections_rx,
+        rejection_queue_rx,
     ));
 
     let exceptions = exceptions::start(
@@ -148,10 +145,8 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         live: live.clone(),
         metrics: metrics.clone(),
         spool: spool.clone(),
-        store: store_tx,
-        store_room,
-        store_room_size,
-        rejections: rejections_tx,
+        store: store_queue,
+        rejections: rejection_queue,
         max_future: TimeDelta::seconds(config.ingest.max_future_secs),
         exceptions: exceptions.feed,
     });
@@ -178,7 +173,11 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
             let _ = metrics.mqtt_external.set(external.address.clone());
             let task = {
                 let running = ingest_running.clone();
-                let link = ingest::run_external_link(external.clone(), pipeline, shutdown.clone());
+                let link = ingest::external::run_external_link(
+                    external.clone(),
+                    pipeline,
+                    shutdown.clone(),
+                );
                 tokio::spawn(async move {
                     link.await;
                     running.store(false, Relaxed);
@@ -196,10 +195,10 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         }
     };
 
-    let storage = rollup::prepare(&pool, &config.history).await?;
+    let storage = store::rollup::prepare(&pool, &config.history).await?;
     // TimescaleDB keeps its aggregates and retention with its own jobs.
-    let rollup = (storage == rollup::StoragePath::Plain).then(|| {
-        tokio::spawn(rollup::run(
+    let rollup = (storage == store::rollup::StoragePath::Plain).then(|| {
+        tokio::spawn(store::rollup::run(
             pool.clone(),
             config.history.clone(),
             shutdown.clone(),
@@ -286,16 +285,16 @@ async fn start_embedded_ingest(
 ) -> anyhow::Result<(JoinHandle<()>, MqttAddresses)> {
     let mqtt_config = config.mqtt.clone();
     let checker = (!config.mqtt.allow_anonymous)
-        .then(|| credentials::spawn_checker(pool.clone(), metrics.clone()));
+        .then(|| ingest::credentials::spawn_checker(pool.clone(), metrics.clone()));
     let tls_dir = config.tls_dir();
     let server_names = tls_server_names(&config.mqtt.tls_server_names);
     let broker = tokio::task::spawn_blocking(move || {
         let tls_files = mqtt_config
             .tls_listen
-            .map(|_| pki::prepare(&tls_dir, &server_names))
+            .map(|_| ingest::pki::prepare(&tls_dir, &server_names))
             .transpose()
             .context("preparing the MQTT TLS certificates")?;
-        broker::start(&mqtt_config, tls_files.as_ref(), checker)
+        ingest::broker::start(&mqtt_config, tls_files.as_ref(), checker)
     })
     .await
     .context("starting the MQTT broker")??;
@@ -310,7 +309,7 @@ async fn start_embedded_ingest(
         .map(|(name, addr)| (name, addr.port()))
         .collect(),
     );
-    tokio::spawn(broker::follow_meters(
+    tokio::spawn(ingest::broker::follow_meters(
         broker.meters,
         broker.alerts,
         metrics.clone(),
@@ -322,7 +321,7 @@ async fn start_embedded_ingest(
         // drops the subscription.
         let link_tx = broker.link_tx;
         tokio::spawn(async move {
-            ingest::run_embedded_link(broker.link_rx, pipeline, shutdown).await;
+            ingest::broker::run_embedded_link(broker.link_rx, pipeline, shutdown).await;
             running.store(false, Relaxed);
             drop(link_tx);
         })

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::decode::RejectionKind;
+use crate::reading::RejectionKind;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -316,7 +316,7 @@ impl Metrics {
 fn established_connections(ports: impl Iterator<Item = u16>) -> Vec<u64> {
     let ports: Vec<String> = ports.map(|port| format!(":{port:04X}")).collect();
     let mut counts = vec![0; ports.len()];
-    crate::broker::visit_tcp_sockets(|local, state| {
+    crate::socket_table::visit_tcp_sockets(|local, state| {
         if state == "01"
             && let Some(index) = ports.iter().position(|port| local.ends_with(port.as_str()))
         {

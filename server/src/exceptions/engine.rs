@@ -17,7 +17,7 @@ use trackside_wire::{
     pattern_matches,
 };
 
-use crate::decode::DecodedReading;
+use crate::reading::DecodedReading;
 
 /// Unix milliseconds.
 pub type Ms = i64;

@@ -91,9 +91,7 @@ async fn list(
         to: time("to", query.to)?,
         limit,
     };
-    let list = store::list(&state.pool, &filter)
-        .await
-        .map_err(AppError::Internal)?;
+    let list = store::list(&state.pool, &filter).await?;
     Ok(Json(list))
 }
 
@@ -110,7 +108,7 @@ async fn detail(
     match store::get(&state.pool, id).await {
         Ok(Some(detail)) => Ok(Json(detail)),
         Ok(None) => Err(AppError::NotFound(format!("no exception {id}"))),
-        Err(err) => Err(AppError::Internal(err)),
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -147,7 +145,7 @@ async fn acknowledge(
             "exception {id} is already acknowledged{}",
             by.map(|b| format!(" by {b}")).unwrap_or_default()
         ))),
-        Err(AckFailure::Internal(err)) => Err(AppError::Internal(err)),
+        Err(AckFailure::Internal(err)) => Err(err.into()),
     }
 }
 

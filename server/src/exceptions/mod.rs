@@ -8,6 +8,7 @@
 //! transitions in one transaction, then pushes them to the live hub and the
 //! webhook. See ARCHITECTURE.md.
 
+mod config;
 pub mod defaults;
 pub mod engine;
 pub mod http;
@@ -25,12 +26,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use trackside_wire::{ExceptionEvent, ExceptionInfo, Rule, TransitionInfo};
 
-use crate::config::ExceptionsConfig;
-use crate::decode::GatewayStatus;
 use crate::live::LiveHub;
 use crate::metrics::Metrics;
-use crate::store::ReadingBatch;
+use crate::reading::GatewayStatus;
+use crate::reading::ReadingBatch;
 use engine::{AckError, Engine, Key, Ms, Transition};
+
+pub use config::ExceptionsConfig;
 
 /// What the ingest path tells the engine.
 #[derive(Debug)]
@@ -193,7 +195,7 @@ pub async fn start(
         None => (None, None),
     };
     let (tx, inputs) = mpsc::channel(config.queue);
-    let (commands_tx, commands) = mpsc::channel(64);
+    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let mut service = Service {
         engine,
         pool,
@@ -232,6 +234,12 @@ struct Service {
 
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Acknowledgements waiting for the engine's task. A full queue makes the
+/// HTTP request wait, never the ingest path.
+const COMMAND_QUEUE: usize = 64;
+/// Inputs judged in one engine step, whose transitions are stored in one
+/// transaction.
+const INPUTS_PER_STEP: usize = 256;
 
 impl Service {
     async fn run(
@@ -246,7 +254,7 @@ impl Service {
         loop {
             let mut out = Vec::new();
             tokio::select! {
-                received = inputs.recv_many(&mut pending, 256) => {
+                received = inputs.recv_many(&mut pending, INPUTS_PER_STEP) => {
                     if received == 0 {
                         break;
                     }

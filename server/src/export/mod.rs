@@ -30,15 +30,13 @@ use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use trackside_wire::{ChannelName, HistorySource, pattern_matches};
+use trackside_wire::{ChannelName, pattern_matches};
 
-use crate::history::{dirty_split, parse_time};
 use crate::http::{AppError, AppState};
+use crate::store::rollup::{self, Tier};
+use crate::time::{HOUR_MS, MINUTE_MS, parse_time};
 
 use cells::{Clock, float, text};
-
-const MINUTE_MS: i64 = 60_000;
-const HOUR_MS: i64 = 3_600_000;
 
 /// Most channels one export may name or match. Each is one branch of the
 /// query's merge; at this count planning still takes milliseconds.
@@ -304,8 +302,7 @@ pub async fn resolve(
     let all: Vec<(i32, String, String, String, Option<String>)> =
         sqlx::query_as("SELECT id, name, circuit, parameter, unit FROM channels ORDER BY name")
             .fetch_all(&mut *conn)
-            .await
-            .map_err(internal)?;
+            .await?;
     let mut taken = vec![false; all.len()];
     let mut channels = Vec::new();
     let mut unmatched = Vec::new();
@@ -343,10 +340,6 @@ pub async fn resolve(
         )));
     }
     Ok(channels)
-}
-
-fn internal(err: sqlx::Error) -> AppError {
-    AppError::Internal(err.into())
 }
 
 fn ms_to_time(ms: i64) -> DateTime<Utc> {
@@ -430,7 +423,7 @@ async fn export(
                 "{CONCURRENT_EXPORTS} exports are running; try again when one has finished"
             ))
         })?;
-    let mut conn = state.pool.acquire().await.map_err(internal)?;
+    let mut conn = state.pool.acquire().await?;
     let prepared = prepare(&mut conn, &request).await;
     let channels = match prepared {
         Ok(channels) => channels,
@@ -469,12 +462,8 @@ async fn export(
 async fn prepare(conn: &mut PgConnection, request: &Request) -> Result<Vec<Channel>, AppError> {
     sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *conn)
-        .await
-        .map_err(internal)?;
-    sqlx::query(SESSION_SETTINGS)
-        .execute(&mut *conn)
-        .await
-        .map_err(internal)?;
+        .await?;
+    sqlx::query(SESSION_SETTINGS).execute(&mut *conn).await?;
     resolve(conn, &request.patterns).await
 }
 
@@ -563,13 +552,13 @@ impl Job {
                 layout.finish(&mut out);
             }
             Resolution::Minute | Resolution::Hour => {
-                let source = match request.resolution {
-                    Resolution::Minute => HistorySource::Minute,
-                    _ => HistorySource::Hour,
+                let tier = match request.resolution {
+                    Resolution::Minute => Tier::Minute,
+                    _ => Tier::Hour,
                 };
-                let split = dirty_split(&mut *conn, source, &ids, lo, hi)
+                let split = rollup::dirty_split(&mut *conn, tier, &ids, lo, hi)
                     .await
-                    .map_err(|e| Stop::Database(format!("{e:?}")))?;
+                    .map_err(database)?;
                 let mut rows = sqlx::query_as::<_, BucketRow>(AssertSqlSafe(sql))
                     .persistent(false)
                     .bind(lo)

@@ -6,7 +6,7 @@
 //! Nothing here is on the ingest path: the forecaster is a task of its own
 //! that reads the minute rollups once a minute and runs the network on a
 //! blocking thread; training runs on a blocking thread too, one job at a
-//! time. See ARCHITECTURE.md, "Forecasts".
+//! time. See docs/design/forecasting.md.
 
 pub mod data;
 pub mod eval;

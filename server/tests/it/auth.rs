@@ -12,7 +12,7 @@ async fn secured() -> TestServer {
 async fn only_a_gateway_with_its_own_credentials_gets_in() {
     let server = secured().await;
     let port = server.running.mqtt_addr.port();
-    let password = trackside::credentials::add(&server.pool, "gw-north", None)
+    let password = trackside::ingest::credentials::add(&server.pool, "gw-north", None)
         .await
         .unwrap();
     assert_eq!(password.len(), 24);
@@ -53,30 +53,35 @@ async fn only_a_gateway_with_its_own_credentials_gets_in() {
 async fn a_revoked_gateway_is_refused_and_a_new_password_replaces_the_old() {
     let server = secured().await;
     let port = server.running.mqtt_addr.port();
-    let old = trackside::credentials::add(&server.pool, "gw-7", None)
+    let old = trackside::ingest::credentials::add(&server.pool, "gw-7", None)
         .await
         .unwrap();
     assert!(
-        trackside::credentials::revoke(&server.pool, "gw-7")
+        trackside::ingest::credentials::revoke(&server.pool, "gw-7")
             .await
             .unwrap()
     );
     assert!(!mqtt_accepts(port, "gw-7", Some(("gw-7", &old))).await);
     assert!(
-        !trackside::credentials::revoke(&server.pool, "gw-7")
+        !trackside::ingest::credentials::revoke(&server.pool, "gw-7")
             .await
             .unwrap()
     );
 
-    let new =
-        trackside::credentials::add(&server.pool, "gw-7", Some("a-long-enough-secret".into()))
-            .await
-            .unwrap();
+    let new = trackside::ingest::credentials::add(
+        &server.pool,
+        "gw-7",
+        Some("a-long-enough-secret".into()),
+    )
+    .await
+    .unwrap();
     assert_eq!(new, "a-long-enough-secret");
     assert!(!mqtt_accepts(port, "gw-7", Some(("gw-7", &old))).await);
     assert!(mqtt_accepts(port, "gw-7", Some(("gw-7", &new))).await);
 
-    let listed = trackside::credentials::list(&server.pool).await.unwrap();
+    let listed = trackside::ingest::credentials::list(&server.pool)
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].revoked_at.is_none());
     let stored: (String,) = sqlx::query_as("SELECT password_hash FROM gateway_credentials")
@@ -93,9 +98,10 @@ async fn a_revoked_gateway_is_refused_and_a_new_password_replaces_the_old() {
 #[tokio::test]
 async fn weak_or_malformed_credentials_are_not_provisioned() {
     let server = secured().await;
-    let short = trackside::credentials::add(&server.pool, "gw-1", Some("short".into())).await;
+    let short =
+        trackside::ingest::credentials::add(&server.pool, "gw-1", Some("short".into())).await;
     assert!(short.unwrap_err().to_string().contains("at least 12"));
-    let bad_id = trackside::credentials::add(&server.pool, "gw 1", None).await;
+    let bad_id = trackside::ingest::credentials::add(&server.pool, "gw 1", None).await;
     assert!(bad_id.unwrap_err().to_string().contains("gateway id"));
 }
 
@@ -165,13 +171,13 @@ async fn publishing_to_another_gateways_topic_is_refused() {
     let server = secured().await;
     let tls_port = server.running.mqtt_tls_addr.expect("TLS listener").port();
     let pki = server.config.tls_dir();
-    let north = trackside::credentials::add(&server.pool, "north", None)
+    let north = trackside::ingest::credentials::add(&server.pool, "north", None)
         .await
         .unwrap();
-    trackside::credentials::add(&server.pool, "south", None)
+    trackside::ingest::credentials::add(&server.pool, "south", None)
         .await
         .unwrap();
-    let north_cert = trackside::pki::issue_gateway(&pki, "north", 30).unwrap();
+    let north_cert = trackside::ingest::pki::issue_gateway(&pki, "north", 30).unwrap();
 
     // A certificate alone is not enough, and no certificate gets no session.
     let with_cert = crate::harness::tls_transport(&north_cert);
@@ -278,7 +284,7 @@ async fn publishing_to_another_gateways_topic_is_refused() {
 async fn the_gateway_command_issues_certificates_the_tls_listener_accepts() {
     let server = secured().await;
     let tls_port = server.running.mqtt_tls_addr.expect("TLS listener").port();
-    let password = trackside::credentials::add(&server.pool, "east3", None)
+    let password = trackside::ingest::credentials::add(&server.pool, "east3", None)
         .await
         .unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -302,7 +308,7 @@ async fn the_gateway_command_issues_certificates_the_tls_listener_accepts() {
         String::from_utf8_lossy(&issued.stderr)
     );
     let read = |name: &str| std::fs::read_to_string(out.path().join(name)).unwrap();
-    let certificate = trackside::pki::GatewayCertificate {
+    let certificate = trackside::ingest::pki::GatewayCertificate {
         cert_pem: read("east3.crt"),
         key_pem: read("east3.key"),
         ca_pem: read("ca.crt"),

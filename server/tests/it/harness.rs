@@ -15,7 +15,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite};
 use trackside::config::Config;
-use trackside::embedded_pg::{Durability, EmbeddedPostgres};
+use trackside::store::embedded_pg::{Durability, EmbeddedPostgres};
 use trackside_wire::{ClientMessage, ServerMessage};
 
 /// Long enough for a loaded CI machine, short enough to fail a hung test.
@@ -229,7 +229,7 @@ impl Gateway {
         port: u16,
         id: &str,
         password: &str,
-        certificate: &trackside::pki::GatewayCertificate,
+        certificate: &trackside::ingest::pki::GatewayCertificate,
     ) -> Self {
         let transport = tls_transport(certificate);
         let (id, password) = (id.to_owned(), password.to_owned());
@@ -407,7 +407,9 @@ impl OwnCluster {
 
 /// The TLS transport of a gateway with this certificate; without one, a
 /// client that trusts the server but shows no certificate of its own.
-pub fn tls_transport(certificate: &trackside::pki::GatewayCertificate) -> rumqttc::Transport {
+pub fn tls_transport(
+    certificate: &trackside::ingest::pki::GatewayCertificate,
+) -> rumqttc::Transport {
     rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
         ca: certificate.ca_pem.clone().into_bytes(),
         alpn: None,
@@ -523,7 +525,7 @@ pub async fn dirty_marks(pool: &sqlx::PgPool) -> i64 {
 pub async fn rolled_up(server: &TestServer) {
     let config = trackside::config::HistoryConfig::default();
     eventually("no dirty minute left", || async {
-        trackside::rollup::refresh_dirty(&server.pool, &config, 1_000)
+        trackside::store::rollup::refresh_dirty(&server.pool, &config, 1_000)
             .await
             .expect("a rollup pass");
         (dirty_marks(&server.pool).await == 0).then_some(())

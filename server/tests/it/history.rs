@@ -633,7 +633,7 @@ async fn a_failed_rollup_pass_keeps_its_dirty_marks() {
         .execute(&pool)
         .await
         .unwrap();
-    let failed = trackside::rollup::refresh_dirty(&pool, &config, 100).await;
+    let failed = trackside::store::rollup::refresh_dirty(&pool, &config, 100).await;
     assert!(failed.is_err(), "the hour upsert must fail");
     assert_eq!(dirty_marks(&pool).await, 1, "the claimed mark is restored");
     assert_eq!(
@@ -647,7 +647,7 @@ async fn a_failed_rollup_pass_keeps_its_dirty_marks() {
         .await
         .unwrap();
     assert_eq!(
-        trackside::rollup::refresh_dirty(&pool, &config, 100)
+        trackside::store::rollup::refresh_dirty(&pool, &config, 100)
             .await
             .unwrap(),
         1
@@ -673,7 +673,7 @@ async fn a_minute_written_during_a_pass_is_rolled_up_again_after_the_commit() {
         .await
         .unwrap();
     assert_eq!(
-        trackside::rollup::refresh_dirty(&pool, &config, 100)
+        trackside::store::rollup::refresh_dirty(&pool, &config, 100)
             .await
             .unwrap(),
         1,
@@ -683,7 +683,7 @@ async fn a_minute_written_during_a_pass_is_rolled_up_again_after_the_commit() {
     writer.commit().await.unwrap();
     assert_eq!(dirty_marks(&pool).await, 1);
     assert_eq!(
-        trackside::rollup::refresh_dirty(&pool, &config, 100)
+        trackside::store::rollup::refresh_dirty(&pool, &config, 100)
             .await
             .unwrap(),
         1
@@ -756,13 +756,13 @@ async fn past_raw_retention_the_minute_rollup_answers() {
     // Rolled up while they were recent (no retention then): a mark older
     // than the horizon is dropped, not rolled up.
     let then = trackside::config::HistoryConfig::default();
-    while trackside::rollup::refresh_dirty(&pool, &then, 1_000)
+    while trackside::store::rollup::refresh_dirty(&pool, &then, 1_000)
         .await
         .unwrap()
         > 0
     {}
     let server = TestServer::start_on(config.clone(), pool).await;
-    trackside::rollup::apply_retention(&server.pool, &config.history, Utc::now())
+    trackside::store::rollup::apply_retention(&server.pool, &config.history, Utc::now())
         .await
         .unwrap();
     assert_eq!(

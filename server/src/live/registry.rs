@@ -12,7 +12,7 @@ use trackside_wire::{
     ChannelInfo, ChannelName, GatewayInfo, Latest, Reading, parameter_info, pattern_matches,
 };
 
-use crate::decode::{DecodedReading, GatewayStatus};
+use crate::reading::{DecodedReading, GatewayStatus};
 
 #[derive(Debug, Clone)]
 struct ChannelState {

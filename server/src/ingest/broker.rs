@@ -22,11 +22,16 @@ use rumqttd::{
     TlsConfig,
 };
 
+use rumqttd::Notification;
+use tokio_util::sync::CancellationToken;
+
+use super::Pipeline;
+use super::credentials::Checker;
+use super::decode::ingest_filters;
+use super::pki::ListenerFiles;
 use crate::config::MqttConfig;
-use crate::credentials::Checker;
-use crate::decode::ingest_filters;
 use crate::metrics::Metrics;
-use crate::pki::ListenerFiles;
+use crate::socket_table::is_listening;
 
 pub struct EmbeddedBroker {
     /// The plain MQTT 3.1.1 address.
@@ -220,30 +225,6 @@ fn wait_until_listening(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether a TCP socket of this machine listens on `port` (state `0A`).
-fn is_listening(port: u16) -> bool {
-    let wanted = format!(":{port:04X}");
-    let mut found = false;
-    visit_tcp_sockets(|local, state| found |= state == "0A" && local.ends_with(&wanted));
-    found
-}
-
-/// Calls `visit(local address, state)` for every TCP socket in the kernel's
-/// tables (/proc/net/tcp{,6}; addresses `ADDR:PORT` in hex, states in hex).
-pub(crate) fn visit_tcp_sockets(mut visit: impl FnMut(&str, &str)) {
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let mut fields = line.split_whitespace();
-            let local = fields.nth(1).unwrap_or_default();
-            let state = fields.nth(1).unwrap_or_default();
-            visit(local, state);
-        }
-    }
-}
-
 fn path_string(path: &std::path::Path) -> anyhow::Result<String> {
     path.to_str()
         .map(str::to_owned)
@@ -255,14 +236,37 @@ fn reserve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     Ok(probe.local_addr()?)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sees_a_listening_port_in_the_socket_table() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        assert!(super::is_listening(port));
-        drop(listener);
-        assert!(!super::is_listening(port));
+/// Reads the embedded broker's link until shutdown.
+pub async fn run_embedded_link(
+    mut link_rx: LinkRx,
+    pipeline: Arc<Pipeline>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let notification = tokio::select! {
+            next = link_rx.next() => next,
+            () = shutdown.cancelled() => break,
+        };
+        match notification {
+            Ok(Some(Notification::Forward(forward))) => {
+                pipeline
+                    .handle(&forward.publish.topic, &forward.publish.payload)
+                    .await;
+            }
+            // The router pauses a link whose buffer filled up and waits to be
+            // told it is being read again; without this the link stalls for
+            // good after a few hundred messages.
+            Ok(Some(Notification::Unschedule)) => {
+                if let Err(err) = link_rx.wake().await {
+                    tracing::error!("MQTT ingest link lost: {err}");
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::error!("MQTT ingest link lost: {err}");
+                break;
+            }
+        }
     }
 }

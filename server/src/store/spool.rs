@@ -28,8 +28,7 @@ use anyhow::Context as _;
 use chrono::DateTime;
 use trackside_wire::ChannelName;
 
-use crate::decode::DecodedReading;
-use crate::store::ReadingBatch;
+use crate::reading::{DecodedReading, ReadingBatch};
 
 /// Truncate the file once everything in it is stored and it is this big, so
 /// a long-running server does not keep an ever-growing file.

@@ -13,17 +13,25 @@
 //! exception rule shows up in the demo; `trackside fault-drill` runs the
 //! same yard in simulated time against the rule engine.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+pub mod drill;
+mod faults;
+mod publisher;
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rumqttc::{AsyncClient, MqttOptions, QoS};
-use serde_json::json;
-use tokio_util::sync::CancellationToken;
+
+pub use faults::{Effect, Fault, FaultKind, FaultPlan};
+pub use publisher::run;
+
+/// The demo yard: every command that simulates a yard (`--demo`,
+/// `simulate`, `fault-drill`) starts from this size, rate and seed.
+pub const DEFAULT_CIRCUITS: usize = 12;
+pub const DEFAULT_GATEWAYS: usize = 3;
+/// Readings per second of each analogue parameter.
+pub const DEFAULT_RATE_HZ: f64 = 2.0;
+pub const DEFAULT_SEED: u64 = 1;
 
 #[derive(Debug, Clone)]
 pub struct YardOptions {
@@ -62,40 +70,6 @@ struct Circuit {
     relay_current: f64,
     carrier_hz: f64,
     rx_level: f64,
-}
-
-/// Runs the yard until `shutdown`: one MQTT client per gateway.
-pub async fn run(options: YardOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
-    anyhow::ensure!(options.gateways >= 1, "a yard needs at least one gateway");
-    anyhow::ensure!(options.circuits >= 1, "a yard needs at least one circuit");
-    let yard = Arc::new(Yard::new(&options));
-    let mut tasks = Vec::new();
-    for model in yard.gateway_models(options.seed) {
-        let (client, eventloop) = connect(&options, &model.gateway);
-        // While the plan has this gateway "drop off", its event loop is not
-        // polled: no pings, so the broker ends the session at 1.5 x
-        // keep-alive and publishes the will, as with a real dead gateway.
-        let paused = Arc::new(AtomicBool::new(false));
-        tasks.push(tokio::spawn(drive_eventloop(
-            client.clone(),
-            eventloop,
-            model.gateway.clone(),
-            paused.clone(),
-            shutdown.clone(),
-        )));
-        tasks.push(tokio::spawn(publish_gateway(
-            client,
-            model,
-            yard.clone(),
-            paused,
-            (options.rate_hz, options.start_at_s),
-            shutdown.clone(),
-        )));
-    }
-    for task in tasks {
-        task.await.context("simulated gateway task panicked")??;
-    }
-    Ok(())
 }
 
 /// How many gateways a yard of these sizes has (the last may own fewer
@@ -229,121 +203,6 @@ fn build_circuits(count: usize, seed: u64) -> Vec<Circuit> {
         .collect()
 }
 
-fn connect(options: &YardOptions, gateway: &str) -> (AsyncClient, rumqttc::EventLoop) {
-    // Client id = username = gateway id, as Trackside's broker requires.
-    let mut mqtt = MqttOptions::new(gateway, &options.host, options.port);
-    if let Some(password) = &options.password {
-        mqtt.set_credentials(gateway, password);
-    }
-    // rumqttd refuses keep-alive 0, and a short one lets the server notice a
-    // vanished gateway quickly.
-    mqtt.set_keep_alive(Duration::from_secs(5));
-    mqtt.set_max_packet_size(256 * 1024, 256 * 1024);
-    // The broker publishes this when the session ends without a clean
-    // DISCONNECT, which is how Trackside learns a gateway dropped off.
-    mqtt.set_last_will(rumqttc::LastWill::new(
-        status_topic(gateway),
-        "offline",
-        QoS::AtLeastOnce,
-        true,
-    ));
-    AsyncClient::new(mqtt, 64)
-}
-
-fn status_topic(gateway: &str) -> String {
-    format!("trackside/{gateway}/status")
-}
-
-/// rumqttc does its network I/O only while the event loop is polled. Every
-/// (re)connection announces the gateway online, as a real one does.
-async fn drive_eventloop(
-    client: AsyncClient,
-    mut eventloop: rumqttc::EventLoop,
-    gateway: String,
-    paused: Arc<AtomicBool>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut reported = false;
-    loop {
-        if paused.load(Relaxed) {
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                () = shutdown.cancelled() => return Ok(()),
-            }
-        }
-        tokio::select! {
-            event = eventloop.poll() => match event {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
-                    reported = false;
-                    let _ = client.try_publish(status_topic(&gateway), QoS::AtLeastOnce, true, "online");
-                }
-                Ok(_) => reported = false,
-                Err(err) => {
-                    if !reported {
-                        tracing::warn!(%gateway, "simulated gateway lost its broker, retrying: {err}");
-                        reported = true;
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            },
-            () = shutdown.cancelled() => return Ok(()),
-        }
-    }
-}
-
-async fn publish_gateway(
-    client: AsyncClient,
-    mut model: GatewayModel,
-    yard: Arc<Yard>,
-    paused: Arc<AtomicBool>,
-    (rate_hz, start_at_s): (f64, f64),
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let topic = format!("trackside/{}/readings", model.gateway);
-    let period = Duration::from_secs_f64(1.0 / rate_hz);
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let started = tokio::time::Instant::now();
-    let mut last_ts = 0;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            () = shutdown.cancelled() => {
-                // A clean goodbye: the will does not fire, so say it here.
-                paused.store(false, Relaxed);
-                let _ = client.publish(status_topic(&model.gateway), QoS::AtLeastOnce, true, "offline").await;
-                let _ = client.disconnect().await;
-                return Ok(());
-            }
-        }
-        let now_s = start_at_s + started.elapsed().as_secs_f64();
-        let Some(samples) = model.sample(&yard, now_s) else {
-            if !paused.swap(true, Relaxed) {
-                tracing::info!(gateway = %model.gateway, "simulated fault: gateway drops off the network");
-            }
-            continue;
-        };
-        paused.store(false, Relaxed);
-        // Strictly increasing even when ticks come faster than the clock's
-        // millisecond, so every sample is a distinct reading.
-        let ts = chrono::Utc::now().timestamp_millis().max(last_ts + 1);
-        last_ts = ts;
-        let readings: Vec<serde_json::Value> = samples
-            .into_iter()
-            .map(|(channel, value)| json!({ "channel": channel, "value": value, "ts": ts }))
-            .collect();
-        let payload = json!({ "ts": ts, "readings": readings }).to_string();
-        // A full client queue means the broker is unreachable; the sample is
-        // dropped like a real gateway without buffering would.
-        if client
-            .try_publish(&topic, QoS::AtLeastOnce, false, payload)
-            .is_err()
-        {
-            tracing::debug!(gateway = %model.gateway, "simulated sample dropped: client queue full");
-        }
-    }
-}
-
 impl Circuit {
     /// A clear circuit's relay voltage reading.
     fn relay_voltage(&self, relay_factor: f64, rng: &mut StdRng) -> f64 {
@@ -429,7 +288,7 @@ fn gaussian(rng: &mut StdRng) -> f64 {
 
 /// Train departures: the same seed gives every gateway the same timetable,
 /// so gateways agree where the trains are without talking to each other.
-struct Trains {
+pub(crate) struct Trains {
     departures: Vec<f64>,
     line_m: f64,
 }
@@ -451,7 +310,7 @@ impl Trains {
     }
 
     /// The timetable repeats every day, so a run of any length has trains.
-    fn occupies(&self, circuit: usize, now_s: f64) -> bool {
+    pub(crate) fn occupies(&self, circuit: usize, now_s: f64) -> bool {
         let now_s = now_s.rem_euclid(86_400.0);
         let start = circuit as f64 * CIRCUIT_M;
         let end = start + CIRCUIT_M;
@@ -578,212 +437,9 @@ impl Yard {
     }
 }
 
-/// A fault the simulated yard can inject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum FaultKind {
-    /// The relay drops for 0.6 s every 8 s while no train is on the circuit.
-    Flick,
-    /// The circuit shows occupied for longer than the long-occupation limit.
-    StuckOccupied,
-    /// The relay-end values sag slowly (wet ballast) below the low limit.
-    VoltageSag,
-    /// The relay-end values step down by a third within 2 s (a failing bond).
-    VoltageStep,
-    /// One sensor (feed current) stops reporting; the gateway goes on.
-    StaleSensor,
-    /// A gateway falls silent without a goodbye: its session times out.
-    GatewayDrop,
-}
-
-impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
-        FaultKind::Flick,
-        FaultKind::StuckOccupied,
-        FaultKind::VoltageSag,
-        FaultKind::VoltageStep,
-        FaultKind::StaleSensor,
-        FaultKind::GatewayDrop,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            FaultKind::Flick => "flicks",
-            FaultKind::StuckOccupied => "stuck occupied",
-            FaultKind::VoltageSag => "relay voltage sag",
-            FaultKind::VoltageStep => "relay voltage step",
-            FaultKind::StaleSensor => "silent sensor",
-            FaultKind::GatewayDrop => "gateway drops off",
-        }
-    }
-
-    /// The exception kind that must report this fault, and the parameter of
-    /// the channel it must name (`None`: the gateway itself).
-    pub fn expected(self) -> (trackside_wire::ExceptionKind, Option<&'static str>) {
-        use trackside_wire::ExceptionKind as K;
-        match self {
-            FaultKind::Flick => (K::Flick, Some("relay_state")),
-            FaultKind::StuckOccupied => (K::LongOccupation, Some("relay_state")),
-            FaultKind::VoltageSag => (K::Limit, Some("relay_voltage")),
-            FaultKind::VoltageStep => (K::RateOfChange, Some("relay_voltage")),
-            FaultKind::StaleSensor => (K::Stale, Some("feed_current")),
-            FaultKind::GatewayDrop => (K::GatewayOffline, None),
-        }
-    }
-}
-
-/// One injected fault, in seconds from the start of the run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Fault {
-    pub kind: FaultKind,
-    pub circuit: usize,
-    pub gateway: usize,
-    pub start_s: f64,
-    pub end_s: f64,
-}
-
-/// The faults of a run, sorted and never overlapping: one at a time, so an
-/// operator (and the drill) can tell them apart.
-#[derive(Debug, Clone, Default)]
-pub struct FaultPlan {
-    pub faults: Vec<Fault>,
-}
-
-/// What the current fault does to one circuit at one moment.
-#[derive(Debug, Clone, Copy)]
-pub struct Effect {
-    pub stuck: bool,
-    pub dropped: bool,
-    pub relay_factor: f64,
-    pub silent: Option<&'static str>,
-}
-
-const HEALTHY: Effect = Effect {
-    stuck: false,
-    dropped: false,
-    relay_factor: 1.0,
-    silent: None,
-};
-
-/// Every kind once per cycle: (kind, offset in the cycle, duration), in
-/// seconds. The first comes a minute after start, so a demo shows it soon.
-const CYCLE_S: f64 = 2_100.0;
-const SCHEDULE: [(FaultKind, f64, f64); 6] = [
-    (FaultKind::Flick, 60.0, 40.0),
-    (FaultKind::StaleSensor, 240.0, 60.0),
-    (FaultKind::VoltageStep, 400.0, 120.0),
-    (FaultKind::GatewayDrop, 700.0, 45.0),
-    // Long enough below the limit to be seen between trains in a busy yard.
-    (FaultKind::VoltageSag, 800.0, 480.0),
-    (FaultKind::StuckOccupied, 1_340.0, 630.0),
-];
-
-impl FaultPlan {
-    /// The repeating schedule up to `horizon_s`, on a different circuit and
-    /// gateway each cycle. Flicks and steps start at a moment their circuit
-    /// is clear, since under a train they would not show at all.
-    fn cycle(circuits: usize, gateways: usize, trains: &Trains, horizon_s: f64) -> Self {
-        let mut faults = Vec::new();
-        let mut cycle = 0usize;
-        while (cycle as f64) * CYCLE_S < horizon_s {
-            let base = cycle as f64 * CYCLE_S;
-            for (k, (kind, offset, duration)) in SCHEDULE.into_iter().enumerate() {
-                let mut circuit = (cycle * 5 + k * 7 + 1) % circuits;
-                let mut start_s = base + offset;
-                let needs_clear = match kind {
-                    FaultKind::Flick => Some((1.0, 3.0)),
-                    FaultKind::VoltageStep => Some((3.0, 3.0)),
-                    _ => None,
-                };
-                if let Some((before, after)) = needs_clear {
-                    let clear = |circuit: usize, t: f64| {
-                        let mut probe = t - before;
-                        while probe <= t + after {
-                            if trains.occupies(circuit, probe) {
-                                return false;
-                            }
-                            probe += 0.25;
-                        }
-                        true
-                    };
-                    // The first circuit, in rotation, that is clear around
-                    // the moment, else a little later. The schedule leaves
-                    // 2 minutes after these two, so they never run into the
-                    // next fault.
-                    let latest = start_s + 120.0;
-                    'search: while start_s < latest {
-                        for candidate in (0..circuits).map(|i| (circuit + i) % circuits) {
-                            if clear(candidate, start_s) {
-                                circuit = candidate;
-                                break 'search;
-                            }
-                        }
-                        start_s += 0.5;
-                    }
-                }
-                faults.push(Fault {
-                    kind,
-                    circuit,
-                    gateway: cycle % gateways,
-                    start_s,
-                    end_s: start_s + duration,
-                });
-            }
-            cycle += 1;
-        }
-        faults.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
-        Self { faults }
-    }
-
-    /// The fault under way at `now_s`, if any.
-    pub fn current(&self, now_s: f64) -> Option<&Fault> {
-        let after = self.faults.partition_point(|f| f.start_s <= now_s);
-        after
-            .checked_sub(1)
-            .map(|i| &self.faults[i])
-            .filter(|f| now_s < f.end_s)
-    }
-
-    pub fn gateway_down(&self, gateway: usize, now_s: f64) -> bool {
-        self.current(now_s)
-            .is_some_and(|f| f.kind == FaultKind::GatewayDrop && f.gateway == gateway)
-    }
-
-    pub fn effect(&self, circuit: usize, now_s: f64) -> Effect {
-        let Some(fault) = self.current(now_s).filter(|f| f.circuit == circuit) else {
-            return HEALTHY;
-        };
-        let into = now_s - fault.start_s;
-        let left = fault.end_s - now_s;
-        match fault.kind {
-            FaultKind::Flick => Effect {
-                dropped: into % 8.0 < 0.6,
-                ..HEALTHY
-            },
-            FaultKind::StuckOccupied => Effect {
-                stuck: true,
-                ..HEALTHY
-            },
-            // Down to 40 % over 2 minutes, held 4.5 minutes, back over 90 s.
-            FaultKind::VoltageSag => Effect {
-                relay_factor: 1.0 - 0.6 * (into / 120.0).min(1.0).min(left / 90.0),
-                ..HEALTHY
-            },
-            // Down by 35 % within 2 s, held, back slowly over the last minute.
-            FaultKind::VoltageStep => Effect {
-                relay_factor: 1.0 - 0.35 * (into / 2.0).min(1.0).min(left / 60.0),
-                ..HEALTHY
-            },
-            FaultKind::StaleSensor => Effect {
-                silent: Some("feed_current"),
-                ..HEALTHY
-            },
-            FaultKind::GatewayDrop => HEALTHY,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::faults::CYCLE_S;
     use super::*;
 
     #[test]

@@ -15,8 +15,8 @@ use std::fmt;
 use chrono::DateTime;
 use trackside_wire::{ChannelName, ExceptionKind, Rule, TransitionKind};
 
-use crate::decode::DecodedReading;
 use crate::exceptions::engine::{Engine, Ms};
+use crate::reading::DecodedReading;
 use crate::sim::{self, FaultKind, Yard, YardOptions};
 
 #[derive(Debug, Clone)]
@@ -28,14 +28,17 @@ pub struct DrillOptions {
     pub seed: u64,
 }
 
+/// Simulated hours a drill runs unless told otherwise.
+pub const DEFAULT_HOURS: f64 = 6.0;
+
 impl Default for DrillOptions {
     fn default() -> Self {
         Self {
-            hours: 6.0,
-            circuits: 12,
-            gateways: 3,
-            rate_hz: 2.0,
-            seed: 1,
+            hours: DEFAULT_HOURS,
+            circuits: sim::DEFAULT_CIRCUITS,
+            gateways: sim::DEFAULT_GATEWAYS,
+            rate_hz: sim::DEFAULT_RATE_HZ,
+            seed: sim::DEFAULT_SEED,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! of about `points` pixels needs, answered from the cheapest stored data
 //! that is fine enough.
 //!
-//! Resolution (see ARCHITECTURE.md, "History"): the bucket width is the
+//! Resolution (see docs/design/history.md): the bucket width is the
 //! smallest step of [`LADDER_MS`] that is at least `(to - from) / points`.
 //! Widths of a minute or more read the minute rollup, an hour or more the
 //! hour rollup, anything finer the readings; a channel with at most
@@ -11,6 +11,9 @@
 //! wall clock, so a day bucket runs from local midnight to local midnight.
 //! Every bucket on the grid is in the answer, with `count` 0 when empty,
 //! so a chart breaks its line at an outage.
+
+mod plan;
+mod sql;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,23 +33,11 @@ use trackside_wire::{
 
 use crate::config::HistoryConfig;
 use crate::http::{AppError, AppState};
-use crate::rollup;
+use crate::store::rollup::{self, Tier};
+use crate::time::{DAY_MS, MINUTE_MS, parse_time};
 
-const MINUTE_MS: i64 = 60_000;
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 86_400_000;
-
-/// The bucket widths a chart can get, in milliseconds. Each divides the
-/// next larger unit (second, minute, hour, day), so buckets line up with
-/// the clock and every rollup-backed width is a whole number of rollup
-/// buckets.
-pub const LADDER_MS: &[i64] = &[
-    10, 20, 50, 100, 200, 500, // sub-second
-    1_000, 2_000, 5_000, 10_000, 15_000, 30_000, // seconds
-    60_000, 120_000, 300_000, 600_000, 900_000, 1_800_000, // minutes
-    3_600_000, 7_200_000, 10_800_000, 21_600_000, 43_200_000, // hours
-    86_400_000, // a day
-];
+pub use plan::{LADDER_MS, Plan, utc_grid};
+pub use sql::BucketQuery;
 
 /// The `points` a request gets when it names none.
 pub const DEFAULT_POINTS: u32 = 1_000;
@@ -186,98 +177,6 @@ impl Request {
     }
 }
 
-/// RFC 3339 (`2026-11-28T14:00:00Z`, any offset) or integer Unix
-/// milliseconds.
-pub fn parse_time(name: &str, text: &str) -> Result<i64, String> {
-    let text = text.trim();
-    let ms = if !text.is_empty()
-        && text
-            .trim_start_matches('-')
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-    {
-        text.parse::<i64>().ok()
-    } else {
-        DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|t| t.timestamp_millis())
-    };
-    ms.filter(|&ms| DateTime::from_timestamp_millis(ms).is_some() && ms >= 0)
-        .ok_or_else(|| {
-            format!(
-                "{name}={text:?} is not a time: give RFC 3339 (2026-11-28T14:00:00Z) \
-                 or Unix milliseconds, after 1970"
-            )
-        })
-}
-
-/// How a request is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Plan {
-    pub bucket_ms: i64,
-    pub source: HistorySource,
-}
-
-impl Plan {
-    /// Chooses the width and the source. `raw_from` and `minute_from` are
-    /// the retention horizons (Unix ms): a range reaching before one is
-    /// answered from the next coarser data, which still exists there.
-    pub fn choose(
-        from: i64,
-        to: i64,
-        points: u32,
-        raw_from: Option<i64>,
-        minute_from: Option<i64>,
-    ) -> Self {
-        let points = i64::from(points.max(1));
-        // Ceiling division; the range is positive.
-        let ideal = (to - from + points - 1) / points;
-        let width = LADDER_MS
-            .iter()
-            .copied()
-            .find(|&w| w >= ideal)
-            .unwrap_or(DAY_MS);
-        let mut plan = Self::for_width(width);
-        if plan.source == HistorySource::Raw && raw_from.is_some_and(|h| from < h) {
-            plan = Self::for_width(MINUTE_MS);
-        }
-        if plan.source == HistorySource::Minute && minute_from.is_some_and(|h| from < h) {
-            plan = Self::for_width(plan.bucket_ms.max(HOUR_MS));
-        }
-        plan
-    }
-
-    fn for_width(bucket_ms: i64) -> Self {
-        let source = if bucket_ms >= HOUR_MS {
-            HistorySource::Hour
-        } else if bucket_ms >= MINUTE_MS {
-            HistorySource::Minute
-        } else {
-            HistorySource::Raw
-        };
-        Self { bucket_ms, source }
-    }
-
-    /// Buckets wider than an hour follow the yard's wall clock. Narrower
-    /// ones cannot: in the hour a clock repeats in autumn, two stretches of
-    /// time would share one local bucket.
-    pub fn follows_wall_clock(&self) -> bool {
-        self.bucket_ms > HOUR_MS
-    }
-}
-
-/// Bucket starts from `from` (its bucket included) to before `to`, on the
-/// UTC grid of `width`, plus the end of the last bucket.
-pub fn utc_grid(from: i64, to: i64, width: i64) -> (Vec<i64>, i64) {
-    let first = from.div_euclid(width) * width;
-    let starts: Vec<i64> = (0..)
-        .map(|i| first + i * width)
-        .take_while(|&t| t < to)
-        .collect();
-    let end = starts.last().map_or(first, |last| last + width);
-    (starts, end)
-}
-
 /// A channel as the request names it, with what the database says of it.
 #[derive(Debug, Clone)]
 struct Channel {
@@ -316,11 +215,10 @@ pub async fn answer(
         raw_from,
         minute_from,
     );
-    let mut tx = pool.begin().await.map_err(internal)?;
+    let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
     // JIT compilation costs tens of milliseconds on these short queries
     // and never pays back; the timeout bounds a request gone wrong.
     // A custom plan per execution: the planner must see how many rows the
@@ -331,8 +229,7 @@ pub async fn answer(
                 set_config('statement_timeout', '20s', true)",
     )
     .execute(&mut *tx)
-    .await
-    .map_err(internal)?;
+    .await?;
     let channels = resolve_channels(&mut tx, &request.channels).await?;
 
     let mut readings: Vec<(usize, Vec<(i64, f64)>)> = Vec::new();
@@ -374,7 +271,7 @@ pub async fn answer(
         )
         .await?
     };
-    tx.commit().await.map_err(internal)?;
+    tx.commit().await?;
 
     let mut series: Vec<Option<HistorySeries>> = vec![None; channels.len()];
     for (index, points) in readings {
@@ -404,10 +301,6 @@ pub async fn answer(
     })
 }
 
-fn internal(err: sqlx::Error) -> AppError {
-    AppError::Internal(err.into())
-}
-
 async fn resolve_channels(
     conn: &mut PgConnection,
     names: &[String],
@@ -416,8 +309,7 @@ async fn resolve_channels(
         sqlx::query_as("SELECT name, id, unit FROM channels WHERE name = ANY($1)")
             .bind(names)
             .fetch_all(&mut *conn)
-            .await
-            .map_err(internal)?;
+            .await?;
     let mut channels = Vec::with_capacity(names.len());
     let mut unknown = Vec::new();
     for name in names {
@@ -460,8 +352,7 @@ async fn raw_counts(
     .bind(lo)
     .bind(hi)
     .fetch_all(&mut *conn)
-    .await
-    .map_err(internal)?;
+    .await?;
     Ok(channels
         .iter()
         .map(|c| {
@@ -500,8 +391,7 @@ async fn fetch_readings(
     .bind(ms_to_time(request.to)?)
     .bind(cap)
     .fetch_all(&mut *conn)
-    .await
-    .map_err(internal)?;
+    .await?;
     let mut by_channel: HashMap<i32, Vec<(i64, f64)>> = HashMap::new();
     for (id, ts, value) in rows {
         by_channel
@@ -539,209 +429,13 @@ async fn local_grid(
     .bind(width)
     .bind(zone)
     .fetch_all(&mut *conn)
-    .await
-    .map_err(internal)?;
+    .await?;
     let mut starts: Vec<i64> = starts.iter().map(DateTime::timestamp_millis).collect();
     let end_index = starts.iter().position(|&t| t >= to).unwrap_or(starts.len());
     let end = starts.get(end_index).copied();
     starts.truncate(end_index);
     let end = end.unwrap_or_else(|| starts.last().map_or(to, |&t| t + width));
     Ok((starts, end))
-}
-
-/// The bucket query for raw readings: per channel (so each channel's rows
-/// arrive in index order and its plan stays small whatever the channel
-/// count), its readings binned into `b`, with `first` and `last` taken from
-/// the rows that open and close each bin. `{rows}` yields, for channel `c.id`, the columns
-/// bucket (row time), min, max, sum, count, first, last, last_ts and b.
-macro_rules! bucket_query {
-    ($rows:expr) => {
-        concat!(
-            "SELECT c.id, s.b, s.min, s.max, s.sum, s.count, s.first, s.last, s.newest
-FROM unnest($1::integer[]) AS c (id)
-CROSS JOIN LATERAL (
-    SELECT b, min(min) AS min, max(max) AS max, sum(sum) AS sum,
-           sum(count)::bigint AS count,
-           max(first) FILTER (WHERE opens) AS first,
-           max(last) FILTER (WHERE closes) AS last,
-           max(last_ts) AS newest
-    FROM (
-        SELECT *, b IS DISTINCT FROM lag(b) OVER w AS opens,
-                  b IS DISTINCT FROM lead(b) OVER w AS closes
-        FROM (",
-            $rows,
-            ") AS x
-        WINDOW w AS (ORDER BY bucket)
-    ) AS y
-    GROUP BY b
-) AS s"
-        )
-    };
-}
-
-/// Bins on the UTC grid (`$4` ms wide, aligned to the epoch).
-macro_rules! utc_bin {
-    ($column:literal) => {
-        concat!(
-            "date_bin($4 * interval '1 millisecond', ",
-            $column,
-            ", timestamptz 'epoch')"
-        )
-    };
-}
-
-/// Bins on the wall clock of zone `$6`: from local midnight, `$4` ms wide.
-macro_rules! local_bin {
-    ($column:literal) => {
-        concat!(
-            "(date_bin($4 * interval '1 millisecond', ",
-            $column,
-            " AT TIME ZONE $6, timestamp '2000-01-01') AT TIME ZONE $6)"
-        )
-    };
-}
-
-/// Rollup rows of channel `c.id` in `[$2, $3)`. Before `$5` (the earliest
-/// dirty minute of the request, or `$3`) the rollup table is current and
-/// read directly; from `$5` on, the exact view, which reads dirty minutes
-/// from raw rows. Reading the whole range through the view would cost an
-/// anti-join per row.
-macro_rules! rollup_rows {
-    ($table:literal, $view:literal, $bin:expr) => {
-        concat!(
-            "SELECT bucket, min, max, sum, count, first, last, last_ts, ",
-            $bin,
-            " AS b FROM ",
-            $table,
-            " WHERE channel_id = c.id AND bucket >= $2 AND bucket < $5
-            UNION ALL
-            SELECT bucket, min, max, sum, count, first, last, last_ts, ",
-            $bin,
-            " AS b FROM ",
-            $view,
-            " WHERE channel_id = c.id AND bucket >= $5 AND bucket < $3"
-        )
-    };
-}
-
-/// The bucket query for a rollup: per channel, its rows binned into `b`.
-/// `first` and `last` come from the rows at the bin's nominal first and
-/// last minute (or hour), a cheap filter; only where data has a hole at a
-/// bin's edge is the real first or last row looked up, one index probe in
-/// the exact view. (A window over every row to find the edges cost twice
-/// as much; see ARCHITECTURE.md.)
-macro_rules! rollup_query {
-    ($table:literal, $view:literal, $resolution_ms:literal, $bin:expr) => {
-        concat!(
-            "SELECT c.id, g.b, g.min, g.max, g.sum, g.count,
-       CASE WHEN g.first_at = g.b THEN g.first_nominal
-            ELSE (SELECT v.first FROM ",
-            $view,
-            " AS v WHERE v.channel_id = c.id AND v.bucket = g.first_at) END,
-       CASE WHEN g.last_at = g.b + ($4 - ",
-            $resolution_ms,
-            ") * interval '1 millisecond' THEN g.last_nominal
-            ELSE (SELECT v.last FROM ",
-            $view,
-            " AS v WHERE v.channel_id = c.id AND v.bucket = g.last_at) END,
-       g.newest
-FROM unnest($1::integer[]) AS c (id)
-CROSS JOIN LATERAL (
-    SELECT b, min(min) AS min, max(max) AS max, sum(sum) AS sum,
-           sum(count)::bigint AS count,
-           min(bucket) AS first_at, max(bucket) AS last_at,
-           max(first) FILTER (WHERE bucket = b) AS first_nominal,
-           max(last) FILTER (WHERE bucket = b + ($4 - ",
-            $resolution_ms,
-            ") * interval '1 millisecond') AS last_nominal,
-           max(last_ts) AS newest
-    FROM (",
-            rollup_rows!($table, $view, $bin),
-            ") AS x
-    GROUP BY b
-) AS g"
-        )
-    };
-}
-
-const FROM_READINGS: &str = bucket_query!(concat!(
-    "SELECT ts AS bucket, value AS min, value AS max, value AS sum, 1::bigint AS count,
-            value AS first, value AS last, ts AS last_ts, ",
-    utc_bin!("ts"),
-    " AS b FROM readings WHERE channel_id = c.id AND ts >= $2 AND ts < $3"
-));
-const FROM_MINUTES: &str = rollup_query!("readings_1m", "history_1m", "60000", utc_bin!("bucket"));
-const FROM_HOURS: &str = rollup_query!("readings_1h", "history_1h", "3600000", utc_bin!("bucket"));
-const FROM_HOURS_WALL_CLOCK: &str =
-    rollup_query!("readings_1h", "history_1h", "3600000", local_bin!("bucket"));
-
-/// Which bucket query a plan runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BucketQuery {
-    /// `$1` ids, `$2` from, `$3` to, `$4` width ms.
-    Readings,
-    /// As `Readings`, plus `$5` the start of the exact (dirty) range.
-    Minutes,
-    Hours,
-    /// As `Hours`, plus `$6` the yard's zone.
-    HoursWallClock,
-}
-
-impl BucketQuery {
-    pub fn for_plan(plan: Plan, zone: Option<&str>) -> Self {
-        match plan.source {
-            HistorySource::Raw => Self::Readings,
-            HistorySource::Minute => Self::Minutes,
-            HistorySource::Hour if plan.follows_wall_clock() && zone.is_some() => {
-                Self::HoursWallClock
-            }
-            HistorySource::Hour => Self::Hours,
-        }
-    }
-
-    /// The statement, exactly as the API runs it (the benchmark runs it
-    /// bare to measure what the API adds).
-    pub fn sql(self) -> &'static str {
-        match self {
-            Self::Readings => FROM_READINGS,
-            Self::Minutes => FROM_MINUTES,
-            Self::Hours => FROM_HOURS,
-            Self::HoursWallClock => FROM_HOURS_WALL_CLOCK,
-        }
-    }
-}
-
-/// Where the exact range of a rollup query starts: the earliest dirty
-/// minute of these channels in `[lo, hi)` (floored to its hour for the
-/// hour rollup), or `hi` when every rollup row is current. Always `hi` on
-/// TimescaleDB, which keeps no marks.
-pub async fn dirty_split(
-    conn: &mut PgConnection,
-    source: HistorySource,
-    ids: &[i32],
-    lo: DateTime<Utc>,
-    hi: DateTime<Utc>,
-) -> Result<DateTime<Utc>, AppError> {
-    let earliest: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT min(minute) FROM rollup_dirty
-         WHERE channel_id = ANY($1) AND minute >= $2 AND minute < $3",
-    )
-    .bind(ids)
-    .bind(lo)
-    .bind(hi)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(internal)?;
-    let Some(earliest) = earliest else {
-        return Ok(hi);
-    };
-    let split = match source {
-        HistorySource::Hour => {
-            ms_to_time(earliest.timestamp_millis().div_euclid(HOUR_MS) * HOUR_MS)?
-        }
-        HistorySource::Raw | HistorySource::Minute => earliest,
-    };
-    Ok(split.clamp(lo, hi))
 }
 
 async fn bucket_rows(
@@ -756,7 +450,12 @@ async fn bucket_rows(
     let (lo, hi) = (ms_to_time(lo)?, ms_to_time(hi)?);
     let split = match query {
         BucketQuery::Readings => None,
-        _ => Some(dirty_split(&mut *conn, plan.source, ids, lo, hi).await?),
+        BucketQuery::Minutes => {
+            Some(rollup::dirty_split(&mut *conn, Tier::Minute, ids, lo, hi).await?)
+        }
+        BucketQuery::Hours | BucketQuery::HoursWallClock => {
+            Some(rollup::dirty_split(&mut *conn, Tier::Hour, ids, lo, hi).await?)
+        }
     };
     let mut statement = sqlx::query_as(query.sql())
         .bind(ids)
@@ -769,7 +468,7 @@ async fn bucket_rows(
     if query == BucketQuery::HoursWallClock {
         statement = statement.bind(zone);
     }
-    statement.fetch_all(conn).await.map_err(internal)
+    Ok(statement.fetch_all(conn).await?)
 }
 
 fn ms_to_time(ms: i64) -> Result<DateTime<Utc>, AppError> {
@@ -849,6 +548,7 @@ pub fn readings_with_gaps(points: &[(i64, f64)]) -> SeriesData {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::HOUR_MS;
 
     fn params(channels: &str, from: &str, to: &str, points: Option<u32>) -> Params {
         Params {

@@ -19,32 +19,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolCopyExt as _;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use trackside_wire::parameter_info;
 
-use crate::decode::{DecodedReading, Rejection};
+use super::queue::{Spooled, StoreQueueReceiver};
+use super::spool::Spool;
 use crate::metrics::Metrics;
-use crate::spool::Spool;
-
-/// One decoded message's readings, shared with the live fan-out.
-#[derive(Debug)]
-pub struct ReadingBatch {
-    pub gateway: String,
-    pub readings: Vec<DecodedReading>,
-}
-
-/// A batch on its way to the writer, with its place in the spool.
-#[derive(Debug)]
-pub struct Spooled {
-    /// Logical `(start, end)` in the spool; `None` when the spool could not
-    /// be written (the disk is full), so the queue is its only copy.
-    pub offsets: Option<(u64, u64)>,
-    pub batch: Arc<ReadingBatch>,
-    /// The batch's share of the writer's memory bound, given back once the
-    /// writer is done with it.
-    pub room: OwnedSemaphorePermit,
-}
+use crate::reading::{DecodedReading, ReadingBatch};
 
 pub struct StoreWriter {
     pool: PgPool,
@@ -65,8 +46,8 @@ struct Abandoned;
 /// How much of the spool one catch-up step reads into memory.
 const CATCH_UP_BYTES: u64 = 8 * 1024 * 1024;
 
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+pub(super) const RETRY_FIRST: Duration = Duration::from_millis(100);
+pub(super) const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl StoreWriter {
     pub fn new(
@@ -92,7 +73,7 @@ impl StoreWriter {
     /// Writes what an earlier run left in the spool, then runs until the
     /// queue is closed and everything the spool holds is stored (or, during
     /// shutdown, until the database refuses and the rest must wait).
-    pub async fn run(mut self, mut queue: mpsc::Receiver<Spooled>) {
+    pub async fn run(mut self, mut queue: StoreQueueReceiver) {
         let outcome = self.run_inner(&mut queue).await;
         if let Err(err) = self.spool.record_position() {
             tracing::warn!("recording the spool's stored position failed: {err:#}");
@@ -107,7 +88,7 @@ impl StoreWriter {
         }
     }
 
-    async fn run_inner(&mut self, queue: &mut mpsc::Receiver<Spooled>) -> Result<(), Abandoned> {
+    async fn run_inner(&mut self, queue: &mut StoreQueueReceiver) -> Result<(), Abandoned> {
         self.catch_up(self.spool.end()).await?;
         let mut pending: Vec<Spooled> = Vec::new();
         // Enough messages to fill a statement when each carries a few readings.
@@ -115,9 +96,6 @@ impl StoreWriter {
         let mut run: Vec<Arc<ReadingBatch>> = Vec::new();
         let mut held_room = Vec::new();
         while queue.recv_many(&mut pending, drain_limit).await > 0 {
-            self.metrics
-                .store_queue_depth
-                .fetch_sub(pending.len() as i64, Relaxed);
             let mut run_end = None;
             for item in pending.drain(..) {
                 if let Some((start, end)) = item.offsets {
@@ -405,48 +383,4 @@ impl Chunk {
 fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .is_some_and(|err| err.code().as_deref() == Some("23505"))
-}
-
-/// Keeps rejected payloads for inspection. Its queue is small and separate:
-/// a flood of garbage is counted, and what does not fit is not kept, but it
-/// never delays good readings.
-pub async fn run_rejection_writer(
-    pool: PgPool,
-    metrics: Arc<Metrics>,
-    mut queue: mpsc::Receiver<Rejection>,
-) {
-    let mut pending = Vec::new();
-    while queue.recv_many(&mut pending, 256).await > 0 {
-        let mut delay = RETRY_FIRST;
-        loop {
-            match insert_rejections(&pool, &pending).await {
-                Ok(()) => break,
-                Err(err) => {
-                    metrics.store_errors.fetch_add(1, Relaxed);
-                    tracing::error!(retry_in = ?delay, "storing rejected messages failed: {err:#}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(RETRY_MAX);
-                }
-            }
-        }
-        pending.clear();
-    }
-}
-
-async fn insert_rejections(pool: &PgPool, rejections: &[Rejection]) -> anyhow::Result<()> {
-    let topics: Vec<&str> = rejections.iter().map(|r| r.topic.as_str()).collect();
-    let gateways: Vec<Option<&str>> = rejections.iter().map(|r| r.gateway.as_deref()).collect();
-    let payloads: Vec<&[u8]> = rejections.iter().map(|r| r.payload.as_slice()).collect();
-    let reasons: Vec<&str> = rejections.iter().map(|r| r.reason.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO rejected_messages (topic, gateway_id, payload, reason)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::text[])",
-    )
-    .bind(topics)
-    .bind(gateways)
-    .bind(payloads)
-    .bind(reasons)
-    .execute(pool)
-    .await?;
-    Ok(())
 }

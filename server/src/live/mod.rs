@@ -10,6 +10,9 @@
 //! replay. A client whose socket accepts nothing for the configured send
 //! timeout is dropped. Both are counted in the metrics.
 
+pub mod http;
+pub mod registry;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -21,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use trackside_wire::{ClientMessage, Reading, ServerMessage, pattern_matches};
 
 use crate::metrics::Metrics;
-use crate::registry::Registry;
-use crate::store::ReadingBatch;
+use crate::reading::ReadingBatch;
+use registry::Registry;
 
 /// Well inside the app's 40 s watchdog, so one late frame never trips it.
 const HEARTBEAT: Duration = Duration::from_secs(15);

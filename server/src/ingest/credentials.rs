@@ -18,7 +18,7 @@ use rand::distr::{Alphanumeric, SampleString as _};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::decode::valid_gateway_id;
+use super::decode::valid_gateway_id;
 use crate::metrics::Metrics;
 
 /// Adds (or replaces) a gateway's password and returns it. Without one, a
@@ -142,6 +142,7 @@ struct Check {
 #[derive(Clone)]
 pub struct Checker {
     requests: mpsc::Sender<Check>,
+    metrics: Arc<Metrics>,
 }
 
 impl Checker {
@@ -156,15 +157,24 @@ impl Checker {
         // A full queue (a reconnect storm) or a stopped server refuses: the
         // gateway retries, which is better than an unbounded backlog.
         if self.requests.try_send(check).is_err() {
+            self.metrics.mqtt_refused_connects.fetch_add(1, Relaxed);
             return false;
         }
         answer.await.unwrap_or(false)
     }
 }
 
+/// CONNECT checks waiting for the task that answers them; a full queue
+/// refuses the connection.
+pub const CHECK_QUEUE: usize = 256;
+
 /// Starts the task that answers the broker's checks on this runtime.
 pub fn spawn_checker(pool: PgPool, metrics: Arc<Metrics>) -> Checker {
-    let (requests, mut incoming) = mpsc::channel::<Check>(256);
+    let (requests, mut incoming) = mpsc::channel::<Check>(CHECK_QUEUE);
+    let checker = Checker {
+        requests,
+        metrics: metrics.clone(),
+    };
     tokio::spawn(async move {
         while let Some(check) = incoming.recv().await {
             let pool = pool.clone();
@@ -190,5 +200,5 @@ pub fn spawn_checker(pool: PgPool, metrics: Arc<Metrics>) -> Checker {
             });
         }
     });
-    Checker { requests }
+    checker
 }

@@ -3,9 +3,10 @@
 //!
 //! Two storage paths, chosen once at start-up by [`prepare`]:
 //!
-//! - **Plain PostgreSQL** (migrations `20261128000002_history.sql` and
-//!   `20261128000005_rollup_marks_log.sql`): tables `readings_1m` and
-//!   `readings_1h` kept by this module. A statement trigger on `readings`
+//! - **Plain PostgreSQL** (migrations 2, 5 and 6): tables `readings_1m`
+//!   and `readings_1h` kept by this module, their aggregates defined once
+//!   by the SQL functions `rollup_minutes` and `rollup_hours` (migration 6)
+//!   that the job, [`rebuild`] and the exact views all call. A statement trigger on `readings`
 //!   appends a mark to `rollup_dirty` for each (channel, minute) a write
 //!   touched (a log, so a writer never waits for the job);
 //!   [`refresh_dirty`] claims marks, recomputes those minutes
@@ -28,10 +29,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{HistoryConfig, TimescaleMode};
+use crate::time::floor_to_hour;
 
 /// Which storage path serves history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +59,62 @@ pub const REFRESH_BATCH: i64 = 20_000;
 /// lock before refreshing, so two jobs never recompute the same hour from
 /// each other's uncommitted minutes. The value is arbitrary and fixed.
 const REFRESH_LOCK: i64 = 0x7472_6b5f_726f_6c6c; // "trk_roll"
+
+/// A rollup table: per-minute or per-hour aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Minute,
+    Hour,
+}
+
+/// Where the exact range of a rollup read starts: the earliest dirty
+/// minute of these channels in `[lo, hi)` (floored to its hour for the
+/// hour tier), or `hi` when every rollup row is current. Before it a
+/// reader may take rollup rows as they are; from it on it must read the
+/// `history_1m`/`history_1h` views, which compute dirty buckets from raw
+/// rows. Always `hi` on TimescaleDB, which keeps no marks.
+pub async fn dirty_split(
+    conn: &mut PgConnection,
+    tier: Tier,
+    ids: &[i32],
+    lo: DateTime<Utc>,
+    hi: DateTime<Utc>,
+) -> sqlx::Result<DateTime<Utc>> {
+    let earliest: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT min(minute) FROM rollup_dirty
+         WHERE channel_id = ANY($1) AND minute >= $2 AND minute < $3",
+    )
+    .bind(ids)
+    .bind(lo)
+    .bind(hi)
+    .fetch_one(conn)
+    .await?;
+    let split = match (earliest, tier) {
+        (None, _) => hi,
+        (Some(minute), Tier::Minute) => minute,
+        (Some(minute), Tier::Hour) => floor_to_hour(minute).unwrap_or(minute),
+    };
+    Ok(split.clamp(lo, hi))
+}
+
+/// `INSERT INTO {table} ... {rows} ON CONFLICT ...`: stores recomputed
+/// buckets, each replacing the stored one whole. `rows` yields the channel
+/// id, then the columns of `rollup_minutes` or `rollup_hours` (migration 6,
+/// the aggregates' one definition) in their order.
+macro_rules! upsert_buckets {
+    ($table:literal, $rows:literal) => {
+        concat!(
+            "INSERT INTO ",
+            $table,
+            " (channel_id, bucket, min, max, sum, count, first_ts, first, last_ts, last) ",
+            $rows,
+            " ON CONFLICT (channel_id, bucket) DO UPDATE SET
+                min = EXCLUDED.min, max = EXCLUDED.max, sum = EXCLUDED.sum,
+                count = EXCLUDED.count, first_ts = EXCLUDED.first_ts,
+                first = EXCLUDED.first, last_ts = EXCLUDED.last_ts, last = EXCLUDED.last"
+        )
+    };
+}
 
 /// How often retention runs on the plain path.
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
@@ -132,9 +190,7 @@ fn horizon(days: u32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     if days == 0 {
         return None;
     }
-    let cutoff = now - TimeDelta::days(i64::from(days));
-    let hour_ms = 3_600_000;
-    DateTime::from_timestamp_millis(cutoff.timestamp_millis().div_euclid(hour_ms) * hour_ms)
+    floor_to_hour(now - TimeDelta::days(i64::from(days)))
 }
 
 /// The plain path's background work until `shutdown`: roll up dirty
@@ -248,57 +304,27 @@ async fn refresh_in(
     // Each statement below sees what the earlier ones wrote (same
     // transaction) and every reading committed before it started, which
     // includes every writer whose mark this pass claimed.
-    sqlx::query(
-        "INSERT INTO readings_1m AS m
-             (channel_id, bucket, min, max, sum, count, first_ts, first, last_ts, last)
-         SELECT d.channel_id, d.minute, r.min, r.max, r.sum, r.count,
-                r.first_ts, r.first, r.last_ts, r.last
+    sqlx::query(upsert_buckets!(
+        "readings_1m",
+        "SELECT d.channel_id, r.*
          FROM unnest($1::integer[], $2::timestamptz[]) AS d (channel_id, minute)
-         CROSS JOIN LATERAL (
-             SELECT min(value) AS min, max(value) AS max, sum(value) AS sum,
-                    count(*) AS count,
-                    min(ts) AS first_ts, (array_agg(value ORDER BY ts))[1] AS first,
-                    max(ts) AS last_ts, (array_agg(value ORDER BY ts DESC))[1] AS last
-             FROM readings
-             WHERE channel_id = d.channel_id
-               AND ts >= d.minute AND ts < d.minute + interval '1 minute'
-             HAVING count(*) > 0
-         ) r
-         ON CONFLICT (channel_id, bucket) DO UPDATE SET
-             min = EXCLUDED.min, max = EXCLUDED.max, sum = EXCLUDED.sum,
-             count = EXCLUDED.count, first_ts = EXCLUDED.first_ts,
-             first = EXCLUDED.first, last_ts = EXCLUDED.last_ts, last = EXCLUDED.last",
-    )
+         CROSS JOIN LATERAL rollup_minutes(d.channel_id, d.minute, d.minute + interval '1 minute') r"
+    ))
     .bind(&channels)
     .bind(&minutes)
     .execute(&mut **tx)
     .await
     .context("recomputing minute rollups")?;
-    sqlx::query(
-        "INSERT INTO readings_1h AS h
-             (channel_id, bucket, min, max, sum, count, first_ts, first, last_ts, last)
-         SELECT d.channel_id, d.hour, m.min, m.max, m.sum, m.count,
-                m.first_ts, m.first, m.last_ts, m.last
+    sqlx::query(upsert_buckets!(
+        "readings_1h",
+        "SELECT d.channel_id, r.*
          FROM (
              SELECT DISTINCT channel_id,
                     date_bin('1 hour', minute, timestamptz 'epoch') AS hour
              FROM unnest($1::integer[], $2::timestamptz[]) AS u (channel_id, minute)
          ) d
-         CROSS JOIN LATERAL (
-             SELECT min(min) AS min, max(max) AS max, sum(sum) AS sum,
-                    sum(count)::bigint AS count,
-                    min(first_ts) AS first_ts, (array_agg(first ORDER BY bucket))[1] AS first,
-                    max(last_ts) AS last_ts, (array_agg(last ORDER BY bucket DESC))[1] AS last
-             FROM readings_1m
-             WHERE channel_id = d.channel_id
-               AND bucket >= d.hour AND bucket < d.hour + interval '1 hour'
-             HAVING count(*) > 0
-         ) m
-         ON CONFLICT (channel_id, bucket) DO UPDATE SET
-             min = EXCLUDED.min, max = EXCLUDED.max, sum = EXCLUDED.sum,
-             count = EXCLUDED.count, first_ts = EXCLUDED.first_ts,
-             first = EXCLUDED.first, last_ts = EXCLUDED.last_ts, last = EXCLUDED.last",
-    )
+         CROSS JOIN LATERAL rollup_hours(d.channel_id, d.hour, d.hour + interval '1 hour') r"
+    ))
     .bind(&channels)
     .bind(&minutes)
     .execute(&mut **tx)
@@ -371,45 +397,23 @@ async fn delete_before(
 /// ranges, every hour's scan reads the whole table.
 pub async fn rebuild(pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> anyhow::Result<()> {
     let hour = TimeDelta::hours(1);
-    let start_ms = from.timestamp_millis().div_euclid(3_600_000) * 3_600_000;
-    let mut start = DateTime::from_timestamp_millis(start_ms).context("rebuild start")?;
+    let mut start = floor_to_hour(from).context("rebuild start")?;
     while start < to {
         let end = start + hour;
         let mut tx = pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO readings_1m AS m
-                 (channel_id, bucket, min, max, sum, count, first_ts, first, last_ts, last)
-             SELECT channel_id, date_bin('1 minute', ts, timestamptz 'epoch'),
-                    min(value), max(value), sum(value), count(*),
-                    min(ts), (array_agg(value ORDER BY ts))[1],
-                    max(ts), (array_agg(value ORDER BY ts DESC))[1]
-             FROM readings
-             WHERE ts >= $1 AND ts < $2
-             GROUP BY 1, 2
-             ON CONFLICT (channel_id, bucket) DO UPDATE SET
-                 min = EXCLUDED.min, max = EXCLUDED.max, sum = EXCLUDED.sum,
-                 count = EXCLUDED.count, first_ts = EXCLUDED.first_ts,
-                 first = EXCLUDED.first, last_ts = EXCLUDED.last_ts, last = EXCLUDED.last",
-        )
+        sqlx::query(upsert_buckets!(
+            "readings_1m",
+            "SELECT c.id, r.* FROM channels c CROSS JOIN LATERAL rollup_minutes(c.id, $1, $2) r"
+        ))
         .bind(start)
         .bind(end)
         .execute(&mut *tx)
         .await
         .context("rebuilding minute rollups")?;
-        sqlx::query(
-            "INSERT INTO readings_1h AS h
-                 (channel_id, bucket, min, max, sum, count, first_ts, first, last_ts, last)
-             SELECT channel_id, $1, min(min), max(max), sum(sum), sum(count)::bigint,
-                    min(first_ts), (array_agg(first ORDER BY bucket))[1],
-                    max(last_ts), (array_agg(last ORDER BY bucket DESC))[1]
-             FROM readings_1m
-             WHERE bucket >= $1 AND bucket < $2
-             GROUP BY channel_id
-             ON CONFLICT (channel_id, bucket) DO UPDATE SET
-                 min = EXCLUDED.min, max = EXCLUDED.max, sum = EXCLUDED.sum,
-                 count = EXCLUDED.count, first_ts = EXCLUDED.first_ts,
-                 first = EXCLUDED.first, last_ts = EXCLUDED.last_ts, last = EXCLUDED.last",
-        )
+        sqlx::query(upsert_buckets!(
+            "readings_1h",
+            "SELECT c.id, r.* FROM channels c CROSS JOIN LATERAL rollup_hours(c.id, $1, $2) r"
+        ))
         .bind(start)
         .bind(end)
         .execute(&mut *tx)
@@ -434,13 +438,13 @@ pub async fn rebuild(pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> a
 mod timescale {
     use super::*;
 
-    pub async fn is_hypertable(pool: &PgPool) -> anyhow::Result<bool> {
-        Ok(sqlx::query_scalar(
+    pub async fn is_hypertable(pool: &PgPool) -> sqlx::Result<bool> {
+        sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
                             WHERE hypertable_name = 'readings')",
         )
         .fetch_one(pool)
-        .await?)
+        .await
     }
 
     pub async fn set_up(pool: &PgPool, config: &HistoryConfig) -> anyhow::Result<()> {
@@ -580,14 +584,14 @@ mod timescale {
         Ok(())
     }
 
-    async fn is_aggregate(pool: &PgPool, name: &str) -> anyhow::Result<bool> {
-        Ok(sqlx::query_scalar(
+    async fn is_aggregate(pool: &PgPool, name: &str) -> sqlx::Result<bool> {
+        sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM timescaledb_information.continuous_aggregates
                             WHERE view_name = $1)",
         )
         .bind(name)
         .fetch_one(pool)
-        .await?)
+        .await
     }
 
     /// Creates a real-time continuous aggregate: its newest buckets, not

@@ -22,6 +22,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use trackside_wire::ChannelName;
 
+use crate::reading::{DecodedReading, GatewayStatus, Rejection, RejectionKind};
+
 #[cfg(test)]
 mod props;
 mod senml;
@@ -40,51 +42,6 @@ pub fn ingest_filters() -> [String; 2] {
     ]
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecodedReading {
-    pub channel: ChannelName,
-    /// Truncated to microseconds, PostgreSQL's resolution, so that the
-    /// in-memory identity of a reading equals the stored one.
-    pub ts: DateTime<Utc>,
-    pub value: f64,
-}
-
-/// Something that could not be decoded, kept whole for inspection.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
-    pub topic: String,
-    pub gateway: Option<String>,
-    pub payload: Vec<u8>,
-    pub reason: String,
-    pub kind: RejectionKind,
-}
-
-/// What was wrong, for counting; `reason` says it in words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectionKind {
-    /// A topic Trackside does not know.
-    Topic,
-    /// A certificate-identified gateway publishing under another's id.
-    Acl,
-    /// A whole payload that does not decode.
-    Payload,
-    /// One element of a batch or pack.
-    Reading,
-}
-
-impl RejectionKind {
-    pub const ALL: [Self; 4] = [Self::Topic, Self::Acl, Self::Payload, Self::Reading];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Topic => "topic",
-            Self::Acl => "acl",
-            Self::Payload => "payload",
-            Self::Reading => "reading",
-        }
-    }
-}
-
 /// What one publish decoded to: the readings that are good, and one
 /// rejection per element that is not.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -94,12 +51,6 @@ pub struct Decoded {
     pub rejections: Vec<Rejection>,
     /// Set by a message on the gateway's status topic.
     pub status: Option<GatewayStatus>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GatewayStatus {
-    Online,
-    Offline,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,50 @@
+//! The `trackside` command line: one module per command family, each with
+//! its arguments and what it runs. The server itself lives in the library.
+
+mod forecast;
+mod gateway;
+mod serve;
+mod simulate;
+
+use clap::{Parser, Subcommand};
+
+pub use forecast::{forecast_eval, train};
+pub use gateway::gateway;
+pub use serve::serve;
+pub use simulate::{fault_drill, simulate};
+
+use forecast::{EvalArgs, TrainArgs};
+use gateway::GatewayArgs;
+use serve::ServeArgs;
+use simulate::{DrillArgs, SimulateArgs};
+
+#[derive(Parser)]
+#[command(version, about = "Real-time telemetry for railway-yard track circuits")]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Publish a simulated yard to an MQTT broker (demo data, load tests).
+    Simulate(SimulateArgs),
+    /// Manage gateway credentials (uses the same database as `serve`).
+    Gateway(GatewayArgs),
+    /// Run the simulated yard with injected faults in simulated time through
+    /// the exception rules, and print injected versus detected faults.
+    FaultDrill(DrillArgs),
+    /// Train (or retrain) the forecasting model of one parameter kind on a
+    /// range of the logged history; a running server picks it up within a
+    /// forecast interval.
+    Train(TrainArgs),
+    /// Train on a simulated week and print forecast errors on held-out
+    /// simulated days against baselines, and the warning that predicted
+    /// exceedances gave before slow sags crossed the limit.
+    ForecastEval(EvalArgs),
+}

@@ -1,0 +1,227 @@
+//! `trackside [serve]`: configuration, the database, the server, signals.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use rand::distr::{Alphanumeric, SampleString as _};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+use trackside::config::Config;
+use trackside::sim::{self, YardOptions};
+use trackside::store::embedded_pg::{Durability, EmbeddedPostgres};
+
+/// Flags override the environment, which overrides the config file.
+#[derive(Args, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "TRACKSIDE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Also run a simulated yard publishing to the embedded broker.
+    #[arg(long, env = "TRACKSIDE_DEMO")]
+    demo: bool,
+    /// HTTP address for the app, the API and the WebSocket.
+    #[arg(long, env = "TRACKSIDE_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// MQTT 3.1.1 address gateways connect to.
+    #[arg(long, env = "TRACKSIDE_MQTT_LISTEN")]
+    mqtt_listen: Option<SocketAddr>,
+    /// MQTT 5 address.
+    #[arg(long, env = "TRACKSIDE_MQTT_LISTEN_V5")]
+    mqtt_listen_v5: Option<SocketAddr>,
+    /// MQTT over mutual TLS, for gateways with certificates.
+    #[arg(long, env = "TRACKSIDE_MQTT_TLS_LISTEN")]
+    mqtt_tls_listen: Option<SocketAddr>,
+    /// A name or address gateways use to reach the TLS listener (repeat, or
+    /// comma-separated in the environment).
+    #[arg(long, env = "TRACKSIDE_MQTT_TLS_SERVER_NAMES", value_delimiter = ',')]
+    mqtt_tls_server_name: Vec<String>,
+    /// PostgreSQL URL; without one a private cluster runs under --data-dir.
+    #[arg(long, env = "TRACKSIDE_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Directory for the private PostgreSQL cluster and other state.
+    #[arg(long, env = "TRACKSIDE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Directory holding the built operator app.
+    #[arg(long, env = "TRACKSIDE_ASSETS_DIR")]
+    assets_dir: Option<PathBuf>,
+    /// The yard's name, shown in the app.
+    #[arg(long, env = "TRACKSIDE_YARD_NAME")]
+    yard_name: Option<String>,
+    /// The yard's IANA time zone, for example Europe/London.
+    #[arg(long, env = "TRACKSIDE_TIMEZONE")]
+    timezone: Option<String>,
+}
+
+pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if args.demo {
+        config.demo.enabled = true;
+    }
+    if let Some(addr) = args.http_listen {
+        config.http.listen = addr;
+    }
+    if let Some(addr) = args.mqtt_listen {
+        config.mqtt.listen = addr;
+    }
+    if let Some(addr) = args.mqtt_listen_v5 {
+        config.mqtt.listen_v5 = Some(addr);
+    }
+    if let Some(addr) = args.mqtt_tls_listen {
+        config.mqtt.tls_listen = Some(addr);
+    }
+    if !args.mqtt_tls_server_name.is_empty() {
+        config.mqtt.tls_server_names = args.mqtt_tls_server_name.clone();
+    }
+    if let Some(url) = &args.database_url {
+        config.database.url = Some(url.clone());
+    }
+    if let Some(dir) = &args.data_dir {
+        config.database.data_dir = dir.clone();
+    }
+    if let Some(dir) = &args.assets_dir {
+        config.http.assets_dir = dir.clone();
+    }
+    if let Some(name) = &args.yard_name {
+        config.yard.name = name.clone();
+    }
+    if let Some(zone) = &args.timezone {
+        config.yard.timezone = zone.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Connects to the configured database, or starts the private cluster,
+/// and applies the migrations. The cluster handle, when there is one, must
+/// live as long as the pool.
+pub async fn open_database(config: &Config) -> anyhow::Result<(PgPool, Option<EmbeddedPostgres>)> {
+    let mut private_pg = None;
+    let connect: PgConnectOptions = match &config.database.url {
+        Some(url) => url.parse().context("parsing the database URL")?,
+        None => {
+            let data_dir = config.database.data_dir.clone();
+            let bin_dir = config.database.pg_bin_dir.clone();
+            let pg = tokio::task::spawn_blocking(move || {
+                EmbeddedPostgres::start(&data_dir, bin_dir.as_deref(), Durability::Durable)
+            })
+            .await??;
+            let options = pg.connect_options("postgres");
+            private_pg = Some(pg);
+            options
+        }
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .connect_with(connect)
+        .await
+        .context("connecting to PostgreSQL")?;
+    trackside::migrate(&pool).await?;
+    Ok((pool, private_pg))
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    let (pool, private_pg) = open_database(&config).await?;
+    // The simulated gateways get credentials like real ones, made afresh at
+    // every start and never shown: nothing outside this process needs them.
+    let demo_password = if config.demo.enabled && !config.mqtt.allow_anonymous {
+        let password = Alphanumeric.sample_string(&mut rand::rng(), 24);
+        for index in 0..sim::gateway_count(config.demo.circuits, config.demo.gateways) {
+            trackside::ingest::credentials::add(
+                &pool,
+                &sim::gateway_name(index),
+                Some(password.clone()),
+            )
+            .await?;
+        }
+        Some(password)
+    } else {
+        None
+    };
+    let running = trackside::start(&config, pool.clone()).await?;
+
+    let demo = CancellationToken::new();
+    let demo_task = config.demo.enabled.then(|| {
+        let options = YardOptions {
+            host: "127.0.0.1".into(),
+            port: running.mqtt_addr.port(),
+            circuits: config.demo.circuits,
+            gateways: config.demo.gateways,
+            rate_hz: config.demo.rate_hz,
+            seed: sim::DEFAULT_SEED,
+            password: demo_password,
+            faults: config.demo.faults,
+            start_at_s: 0.0,
+        };
+        tokio::spawn(sim::run(options, demo.clone()))
+    });
+
+    let http_port = running.http_addr.port();
+    println!();
+    println!("  Trackside is running: open http://localhost:{http_port}/");
+    if let Some(external) = &config.mqtt.external {
+        println!(
+            "  Readings from the MQTT broker at {} (session {:?}); gateways connect there",
+            external.address, external.client_id
+        );
+    } else {
+        print_listeners(&running, config.demo.enabled);
+    }
+    println!("  Stop with Ctrl-C.");
+    println!();
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: flushing readings to the database");
+    demo.cancel();
+    if let Some(task) = demo_task {
+        let _ = task.await;
+    }
+    running.shutdown().await;
+    pool.close().await;
+    if let Some(mut pg) = private_pg {
+        tokio::task::spawn_blocking(move || pg.stop()).await??;
+    }
+    Ok(())
+}
+
+fn print_listeners(running: &trackside::Running, demo: bool) {
+    if let Some(addr) = running.mqtt_tls_addr {
+        println!("  MQTT for gateways: {addr} (v3.1.1 over mutual TLS: `trackside gateway cert`)");
+    }
+    println!(
+        "  MQTT without TLS: {} (v3.1.1){}{}",
+        running.mqtt_addr,
+        running
+            .mqtt_v5_addr
+            .map(|a| format!(", {a} (v5)"))
+            .unwrap_or_default(),
+        if demo {
+            ", with a simulated yard publishing"
+        } else {
+            ""
+        }
+    );
+}
+
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(err) => {
+                tracing::error!("cannot watch SIGTERM: {err}");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+}

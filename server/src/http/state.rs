@@ -1,0 +1,32 @@
+//! What every handler can reach: the pool, the live hub and the handles of
+//! the long-running parts, built once by [`crate::start`].
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::YardConfig;
+use crate::live::LiveHub;
+use crate::live::registry::Registry;
+use crate::metrics::Metrics;
+use crate::store::spool::Spool;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub registry: Arc<Registry>,
+    pub live: LiveHub,
+    pub metrics: Arc<Metrics>,
+    pub spool: Arc<Spool>,
+    pub yard: Arc<YardConfig>,
+    pub ingest_running: Arc<AtomicBool>,
+    pub shutdown: CancellationToken,
+    pub live_send_timeout: Duration,
+    pub exceptions: crate::exceptions::Handle,
+    pub history: Arc<crate::history::HistorySettings>,
+    pub export: Arc<crate::export::ExportSettings>,
+    pub forecast: Arc<crate::forecast::Forecasting>,
+}

@@ -1,0 +1,22 @@
+//! The ingest path: from a gateway's MQTT publish to the decoded batch that
+//! every consumer receives.
+//!
+//! - [`broker`]: the embedded rumqttd, its listeners, and the in-process
+//!   link Trackside reads; [`external`]: the same link to another broker.
+//! - [`credentials`] and [`pki`]: who may connect, and the certificates that
+//!   tie a TLS connection to one gateway.
+//! - [`decode`]: topic and payload to readings and rejections (pure).
+//! - [`pipeline`]: the one path every publish takes, handing the result to
+//!   the live view, the exception engine, the spool and the store queue.
+//!
+//! Data flows one way: this module imports the consumers it feeds
+//! (`live`, `exceptions`, `store`), and none of them imports it.
+
+pub mod broker;
+pub mod credentials;
+pub mod decode;
+pub mod external;
+pub mod pipeline;
+pub mod pki;
+
+pub use pipeline::Pipeline;

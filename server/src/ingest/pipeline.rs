@@ -1,0 +1,106 @@
+//! [`Pipeline::handle`]: the one path every MQTT publish takes, whatever
+//! its source. It decodes the message and hands the result to the
+//! independent consumers (latest values, live fan-out, the exception
+//! engine, the spool and store queue, the rejection store), none of which
+//! it ever waits for.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use chrono::{TimeDelta, Utc};
+
+use super::decode::{self, DecodeContext};
+use crate::live::LiveHub;
+use crate::live::registry::Registry;
+use crate::metrics::Metrics;
+use crate::reading::{ReadingBatch, Rejection, RejectionKind};
+use crate::store::queue::StoreQueue;
+use crate::store::rejections::RejectionQueue;
+use crate::store::spool::Spool;
+
+pub struct Pipeline {
+    pub registry: Arc<Registry>,
+    pub live: LiveHub,
+    pub metrics: Arc<Metrics>,
+    pub spool: Arc<Spool>,
+    pub store: StoreQueue,
+    pub rejections: RejectionQueue,
+    pub max_future: TimeDelta,
+    pub exceptions: crate::exceptions::Feed,
+}
+
+impl Pipeline {
+    pub async fn handle(&self, topic: &[u8], payload: &[u8]) {
+        self.metrics.mqtt_messages.fetch_add(1, Relaxed);
+        let cx = DecodeContext {
+            received_at: Utc::now(),
+            max_future: self.max_future,
+        };
+        let decoded = match std::str::from_utf8(topic) {
+            Ok(topic) => decode::decode(topic, payload, &cx),
+            Err(_) => decode::Decoded {
+                rejections: vec![Rejection {
+                    topic: String::from_utf8_lossy(topic).into_owned(),
+                    gateway: None,
+                    payload: payload.to_vec(),
+                    reason: "topic is not UTF-8".into(),
+                    kind: RejectionKind::Topic,
+                }],
+                ..Default::default()
+            },
+        };
+
+        if let (false, Some(status)) = (decoded.gateway.is_empty(), decoded.status) {
+            self.exceptions
+                .status(&decoded.gateway, status, cx.received_at);
+        }
+        if !decoded.gateway.is_empty()
+            && self
+                .registry
+                .observe_gateway(&decoded.gateway, cx.received_at, decoded.status)
+        {
+            tracing::info!(gateway = %decoded.gateway, status = ?decoded.status, "gateway status changed");
+        }
+
+        let whole_payload_rejected = decoded.readings.is_empty() && !decoded.rejections.is_empty();
+        for rejection in decoded.rejections {
+            tracing::warn!(topic = %rejection.topic, reason = %rejection.reason, "rejected MQTT payload");
+            self.metrics.rejected(rejection.kind);
+            if whole_payload_rejected {
+                self.metrics.rejected_payloads.fetch_add(1, Relaxed);
+            } else {
+                self.metrics.rejected_readings.fetch_add(1, Relaxed);
+            }
+            self.rejections.keep(rejection);
+        }
+        if decoded.readings.is_empty() {
+            return;
+        }
+
+        Metrics::add(&self.metrics.readings_received, decoded.readings.len());
+        let batch = Arc::new(ReadingBatch {
+            gateway: decoded.gateway,
+            readings: decoded.readings,
+        });
+        self.registry.observe(&batch.gateway, &batch.readings);
+        self.live.publish(&batch);
+        self.exceptions.readings(&batch, cx.received_at);
+        // Spool first, then queue, never wait: when the writer is behind,
+        // the spool alone holds the message and the writer reads it back.
+        let spooled = self.spool.append(&batch, |start, end| {
+            self.store.try_push(Some((start, end)), &batch)
+        });
+        if let Err(err) = spooled {
+            self.metrics.spool_errors.fetch_add(1, Relaxed);
+            tracing::error!("cannot write the spool (is the disk full?): {err}");
+            if !self.store.try_push(None, &batch) {
+                let readings = batch.readings.len();
+                Metrics::add(&self.metrics.readings_lost, readings);
+                tracing::error!(
+                    readings,
+                    "store queue full and spool unwritable: readings lost"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! What flows down the reading path: readings as decoded from a gateway's
+//! message, the batch that carries one message's readings to every
+//! consumer, and what could not be decoded.
+//!
+//! These types sit below every stage (decode produces them; live fan-out,
+//! the exception engine, the spool and the store writer consume them), so
+//! no stage has to import another to name what it is handed.
+
+use chrono::{DateTime, Utc};
+use trackside_wire::ChannelName;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedReading {
+    pub channel: ChannelName,
+    /// Truncated to microseconds, PostgreSQL's resolution, so that the
+    /// in-memory identity of a reading equals the stored one.
+    pub ts: DateTime<Utc>,
+    pub value: f64,
+}
+
+/// Something that could not be decoded, kept whole for inspection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub topic: String,
+    pub gateway: Option<String>,
+    pub payload: Vec<u8>,
+    pub reason: String,
+    pub kind: RejectionKind,
+}
+
+/// What was wrong, for counting; `reason` says it in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// A topic Trackside does not know.
+    Topic,
+    /// A certificate-identified gateway publishing under another's id.
+    Acl,
+    /// A whole payload that does not decode.
+    Payload,
+    /// One element of a batch or pack.
+    Reading,
+}
+
+impl RejectionKind {
+    pub const ALL: [Self; 4] = [Self::Topic, Self::Acl, Self::Payload, Self::Reading];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Topic => "topic",
+            Self::Acl => "acl",
+            Self::Payload => "payload",
+            Self::Reading => "reading",
+        }
+    }
+}
+
+/// One decoded message's readings, shared with the live fan-out.
+#[derive(Debug)]
+pub struct ReadingBatch {
+    pub gateway: String,
+    pub readings: Vec<DecodedReading>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayStatus {
+    Online,
+    Offline,
+}
