@@ -7,6 +7,7 @@
 mod frontend;
 mod fuzz;
 mod setup;
+mod tidy;
 mod util;
 
 use std::io::{BufRead as _, BufReader};
@@ -37,6 +38,8 @@ commands:
                    seed 10 million readings in a private PostgreSQL and export
                    them as CSV from a release server against psql's COPY, with
                    the server's peak memory (--reuse keeps the seed, --help)
+  modules          print which server modules import which (the layering
+                   that the tidy tests hold)
   fuzz [target] [--seconds N]
                    run each decoder's fuzz target (or the named one) for
                    N seconds (default 60), installing cargo-fuzz if missing
@@ -77,6 +80,10 @@ fn dispatch(args: Vec<String>) -> Result<()> {
         "bench-history" => bench_history(&root, rest),
         "bench-export" => bench_export(&root, rest),
         "fuzz" => fuzz::run_targets(&root, rest),
+        "modules" => {
+            print_module_graph(&root);
+            Ok(())
+        }
         "help" | "-h" | "--help" => {
             println!("{HELP}");
             Ok(())
@@ -154,6 +161,19 @@ impl TestCounts {
         self.passed += other.passed;
         self.failed += other.failed;
         self.ignored += other.ignored;
+    }
+}
+
+/// One line per server module: what it imports of the crate's own.
+fn print_module_graph(root: &Path) {
+    let graph = tidy::server_module_graph(root);
+    for (module, targets) in &graph {
+        let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+        println!("{module:>13} -> {}", targets.join(", "));
+    }
+    match tidy::layering_cycle(&graph) {
+        Some(cycle) => println!("circle: {}", cycle.join(" -> ")),
+        None => println!("no circles but http and the handlers it mounts"),
     }
 }
 
