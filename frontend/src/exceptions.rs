@@ -528,12 +528,6 @@ fn AckDialog(
     }
 }
 
-/// The board card's `data-exception-severity`: each card asks
-/// [`Exceptions::worst_for`], cheap at the tens of exceptions a yard has open.
-pub fn severity_attr(severity: Option<Severity>) -> &'static str {
-    severity.map_or("none", Severity::as_str)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,11 +12,8 @@ mod exceptions;
 mod header;
 mod history;
 mod live;
-mod state;
 mod time;
 mod uplot;
-
-use std::time::Duration;
 
 use leptos::prelude::*;
 use leptos_router::components::{Route, Router, Routes};
@@ -24,16 +21,12 @@ use leptos_router::path;
 use trackside_wire::YardInfo;
 
 use crate::api::ApiFailure;
-use crate::board::CircuitGrid;
+use crate::board::{Board, BoardPage};
 use crate::exceptions::{Exceptions, ExceptionsPage};
 use crate::header::Header;
 use crate::history::HistoryPage;
 use crate::live::Connection;
-use crate::state::Board;
 use crate::time::Clock;
-
-/// How long after a failed snapshot the board asks again.
-const SNAPSHOT_RETRY: Duration = Duration::from_secs(5);
 
 #[component]
 pub fn App() -> impl IntoView {
@@ -67,24 +60,7 @@ pub fn App() -> impl IntoView {
             <Routes fallback=|| view! { <NotFound /> }>
                 <Route
                     path=path!("/")
-                    view=move || {
-                        view! {
-                            <main class="board">
-                                <Transition fallback=move || board.is_empty().then(Loading)>
-                                    {move || Suspend::new(async move {
-                                        match snapshot.await {
-                                            Ok(()) => view! { <EmptyNotice board /> }.into_any(),
-                                            Err(failure) => {
-                                                view! { <Problem failure retry=move || snapshot.refetch() /> }
-                                                    .into_any()
-                                            }
-                                        }
-                                    })}
-                                </Transition>
-                                <CircuitGrid board clock exceptions />
-                            </main>
-                        }
-                    }
+                    view=move || view! { <BoardPage board clock exceptions snapshot /> }
                 />
                 <Route path=path!("/history") view=move || view! { <HistoryPage board yard clock /> } />
                 <Route path=path!("/exceptions") view=move || view! { <ExceptionsPage exceptions clock /> } />
@@ -118,43 +94,4 @@ async fn load_snapshot(
     clock.sync(info.server_time);
     yard.set(Some(info));
     merged
-}
-
-#[component]
-fn Loading() -> impl IntoView {
-    view! {
-        <div class="notice loading" role="status">
-            <span class="spinner" aria-hidden="true"></span>
-            <p class="notice-title">"Loading circuits…"</p>
-        </div>
-    }
-}
-
-#[component]
-fn EmptyNotice(board: Board) -> impl IntoView {
-    move || {
-        board.is_empty().then(|| {
-            view! {
-                <div class="notice empty" role="status">
-                    <p class="notice-title">"No circuits yet"</p>
-                    <p class="notice-text">"Waiting for the first reading from a gateway."</p>
-                </div>
-            }
-        })
-    }
-}
-
-/// The snapshot failed: say so, keep whatever the board already shows, and
-/// try again on a timer (the live feed also retries on its own schedule).
-#[component]
-fn Problem(failure: ApiFailure, retry: impl Fn() + Send + Sync + 'static) -> impl IntoView {
-    if let Ok(handle) = set_timeout_with_handle(retry, SNAPSHOT_RETRY) {
-        on_cleanup(move || handle.clear());
-    }
-    view! {
-        <div class="notice problem" role="alert">
-            <p class="notice-title">"Cannot load the yard"</p>
-            <p class="notice-text">{failure.to_string()}</p>
-        </div>
-    }
 }

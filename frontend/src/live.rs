@@ -7,7 +7,7 @@ use gloo_net::websocket::{Message, futures::WebSocket};
 use leptos::prelude::*;
 use trackside_wire::{ExceptionEvent, ServerMessage};
 
-use crate::state::Board;
+use crate::board::Board;
 use crate::time::Clock;
 
 /// What the header's connection pill shows.

@@ -26,8 +26,8 @@ use self::export::ExportBar;
 use self::forecast::{ForecastData, ForecastPanel};
 use self::model::{PRESETS, PageState, Range, Series, join, points_for_width};
 use crate::api::{self, ApiFailure};
+use crate::board::Board;
 use crate::live::socket_url;
-use crate::state::Board;
 use crate::time::{Clock, utc_beside, wall_input, wall_to_utc, zoned_stamp};
 
 /// Where the page stands with its data.
