@@ -46,7 +46,7 @@ pub fn App() -> impl IntoView {
         connection,
         move || {
             snapshot.refetch();
-            exceptions.load(js_sys::Date::now() as i64);
+            exceptions::load(exceptions, js_sys::Date::now() as i64);
         },
         move || snapshot.refetch(),
         move |event| exceptions.apply(event),
