@@ -7,7 +7,7 @@ use trackside_wire::YardInfo;
 
 use crate::board::Board;
 use crate::exceptions::Exceptions;
-use crate::live::Connection;
+use crate::feed::Connection;
 use crate::time::{Clock, utc_time, zoned_time};
 
 #[component]

@@ -9,23 +9,23 @@
 mod api;
 mod board;
 mod exceptions;
+mod feed;
 mod header;
 mod history;
-mod live;
 mod time;
 mod uplot;
 
 use leptos::prelude::*;
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
-use trackside_wire::YardInfo;
+use trackside_wire::{ServerMessage, YardInfo};
 
 use crate::api::ApiFailure;
 use crate::board::{Board, BoardPage};
 use crate::exceptions::{Exceptions, ExceptionsPage};
+use crate::feed::{Connection, Event, Feed, Subscription};
 use crate::header::Header;
 use crate::history::HistoryPage;
-use crate::live::Connection;
 use crate::time::Clock;
 
 #[component]
@@ -40,17 +40,36 @@ pub fn App() -> impl IntoView {
     let exceptions = Exceptions::new();
 
     let snapshot = LocalResource::new(move || load_snapshot(board, clock, yard));
-    live::start(
-        board,
-        clock,
-        connection,
-        move || {
-            snapshot.refetch();
-            exceptions::load(exceptions, js_sys::Date::now() as i64);
-        },
-        move || snapshot.refetch(),
-        move |event| exceptions.apply(event),
-    );
+    // After a gap in the feed, what it did not say is fetched again.
+    let catch_up = move || {
+        snapshot.refetch();
+        crate::exceptions::load(exceptions, js_sys::Date::now() as i64);
+    };
+    let feed = Feed::open(Subscription::AllChannels, move |event| match event {
+        Event::State(state) => connection.set(state),
+        // Every greeting, the first included: readings that arrived between
+        // the snapshot and the subscription would otherwise be missing, and
+        // a channel that reports only on change (a relay) could show a
+        // wrong state until its next change.
+        Event::Frame(ServerMessage::Hello { server_time }) => {
+            clock.sync(server_time);
+            catch_up();
+        }
+        Event::Frame(ServerMessage::Heartbeat { server_time }) => clock.sync(server_time),
+        Event::Frame(ServerMessage::Readings { readings }) => {
+            // Only the channel list says which gateway a new channel
+            // belongs to.
+            if board.merge_readings(&readings) {
+                snapshot.refetch();
+            }
+        }
+        // The server sends every channel's latest value right after this,
+        // but exception frames missed are not replayed.
+        Event::Frame(ServerMessage::Lagged { .. }) => catch_up(),
+        Event::Frame(ServerMessage::Exception(event)) => exceptions.apply(*event),
+    });
+    // The app lives as long as the page, and its feed with it.
+    on_cleanup(move || drop(feed));
 
     // The pages share the header, the snapshot and the live feed; each
     // page is one route here and one link in `header::Header`.
