@@ -92,6 +92,8 @@ pub struct Feed {
 }
 
 impl Feed {
+    /// Starts following `/ws` on the page's host; `on_event` hears every
+    /// state and frame until the feed is dropped.
     pub fn open(subscription: Subscription, on_event: impl FnMut(Event) + 'static) -> Self {
         let location = window().location();
         let url = socket_url(

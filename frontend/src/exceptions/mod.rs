@@ -8,7 +8,7 @@
 //! The `data-*` attributes are the browser tests' hooks (frontend/README.md).
 
 mod ack_dialog;
-pub mod model;
+mod model;
 
 use leptos::prelude::*;
 use trackside_wire::{ExceptionInfo, Severity};
