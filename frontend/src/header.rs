@@ -5,9 +5,9 @@ use leptos::prelude::*;
 use leptos_router::components::A;
 use trackside_wire::YardInfo;
 
+use crate::board::Board;
 use crate::exceptions::Exceptions;
-use crate::live::Connection;
-use crate::state::Board;
+use crate::feed::Connection;
 use crate::time::{Clock, utc_time, zoned_time};
 
 #[component]

@@ -9,31 +9,24 @@
 mod api;
 mod board;
 mod exceptions;
+mod feed;
 mod header;
 mod history;
-mod live;
-mod state;
 mod time;
 mod uplot;
-
-use std::time::Duration;
 
 use leptos::prelude::*;
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
-use trackside_wire::YardInfo;
+use trackside_wire::{ServerMessage, YardInfo};
 
 use crate::api::ApiFailure;
-use crate::board::CircuitGrid;
+use crate::board::{Board, BoardPage};
 use crate::exceptions::{Exceptions, ExceptionsPage};
+use crate::feed::{Connection, Event, Feed, Subscription};
 use crate::header::Header;
 use crate::history::HistoryPage;
-use crate::live::Connection;
-use crate::state::Board;
 use crate::time::Clock;
-
-/// How long after a failed snapshot the board asks again.
-const SNAPSHOT_RETRY: Duration = Duration::from_secs(5);
 
 #[component]
 pub fn App() -> impl IntoView {
@@ -47,17 +40,36 @@ pub fn App() -> impl IntoView {
     let exceptions = Exceptions::new();
 
     let snapshot = LocalResource::new(move || load_snapshot(board, clock, yard));
-    live::start(
-        board,
-        clock,
-        connection,
-        move || {
-            snapshot.refetch();
-            exceptions.load(js_sys::Date::now() as i64);
-        },
-        move || snapshot.refetch(),
-        move |event| exceptions.apply(event),
-    );
+    // After a gap in the feed, what it did not say is fetched again.
+    let catch_up = move || {
+        snapshot.refetch();
+        crate::exceptions::load(exceptions, js_sys::Date::now() as i64);
+    };
+    let feed = Feed::open(Subscription::AllChannels, move |event| match event {
+        Event::State(state) => connection.set(state),
+        // Every greeting, the first included: readings that arrived between
+        // the snapshot and the subscription would otherwise be missing, and
+        // a channel that reports only on change (a relay) could show a
+        // wrong state until its next change.
+        Event::Frame(ServerMessage::Hello { server_time }) => {
+            clock.sync(server_time);
+            catch_up();
+        }
+        Event::Frame(ServerMessage::Heartbeat { server_time }) => clock.sync(server_time),
+        Event::Frame(ServerMessage::Readings { readings }) => {
+            // Only the channel list says which gateway a new channel
+            // belongs to.
+            if board.merge_readings(&readings) {
+                snapshot.refetch();
+            }
+        }
+        // The server sends every channel's latest value right after this,
+        // but exception frames missed are not replayed.
+        Event::Frame(ServerMessage::Lagged { .. }) => catch_up(),
+        Event::Frame(ServerMessage::Exception(event)) => exceptions.apply(*event),
+    });
+    // The app lives as long as the page, and its feed with it.
+    on_cleanup(move || drop(feed));
 
     // The pages share the header, the snapshot and the live feed; each
     // page is one route here and one link in `header::Header`.
@@ -67,24 +79,7 @@ pub fn App() -> impl IntoView {
             <Routes fallback=|| view! { <NotFound /> }>
                 <Route
                     path=path!("/")
-                    view=move || {
-                        view! {
-                            <main class="board">
-                                <Transition fallback=move || board.is_empty().then(Loading)>
-                                    {move || Suspend::new(async move {
-                                        match snapshot.await {
-                                            Ok(()) => view! { <EmptyNotice board /> }.into_any(),
-                                            Err(failure) => {
-                                                view! { <Problem failure retry=move || snapshot.refetch() /> }
-                                                    .into_any()
-                                            }
-                                        }
-                                    })}
-                                </Transition>
-                                <CircuitGrid board clock exceptions />
-                            </main>
-                        }
-                    }
+                    view=move || view! { <BoardPage board clock exceptions snapshot /> }
                 />
                 <Route path=path!("/history") view=move || view! { <HistoryPage board yard clock /> } />
                 <Route path=path!("/exceptions") view=move || view! { <ExceptionsPage exceptions clock /> } />
@@ -118,43 +113,4 @@ async fn load_snapshot(
     clock.sync(info.server_time);
     yard.set(Some(info));
     merged
-}
-
-#[component]
-fn Loading() -> impl IntoView {
-    view! {
-        <div class="notice loading" role="status">
-            <span class="spinner" aria-hidden="true"></span>
-            <p class="notice-title">"Loading circuits…"</p>
-        </div>
-    }
-}
-
-#[component]
-fn EmptyNotice(board: Board) -> impl IntoView {
-    move || {
-        board.is_empty().then(|| {
-            view! {
-                <div class="notice empty" role="status">
-                    <p class="notice-title">"No circuits yet"</p>
-                    <p class="notice-text">"Waiting for the first reading from a gateway."</p>
-                </div>
-            }
-        })
-    }
-}
-
-/// The snapshot failed: say so, keep whatever the board already shows, and
-/// try again on a timer (the live feed also retries on its own schedule).
-#[component]
-fn Problem(failure: ApiFailure, retry: impl Fn() + Send + Sync + 'static) -> impl IntoView {
-    if let Ok(handle) = set_timeout_with_handle(retry, SNAPSHOT_RETRY) {
-        on_cleanup(move || handle.clear());
-    }
-    view! {
-        <div class="notice problem" role="alert">
-            <p class="notice-title">"Cannot load the yard"</p>
-            <p class="notice-text">{failure.to_string()}</p>
-        </div>
-    }
 }

@@ -13,7 +13,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
 
 use super::model::{Cell, Columns, Range};
-use crate::state::format_value;
+use crate::board::model::format_value;
 use crate::time::{utc_beside, zoned_stamp, zoned_time};
 use crate::uplot::UPlot;
 

@@ -2,8 +2,8 @@
 //! seconds. The page keeps its state in the URL, asks `GET /api/history`
 //! for about one point per pixel column of the plot, fetches finer data
 //! when the operator drags a range (double-click steps back out), and in
-//! live mode appends readings from its own `/ws` subscription to the right
-//! edge without fetching again.
+//! live mode appends readings from its own feed of the charted channels
+//! (`crate::feed`) to the right edge without fetching again.
 //!
 //! The `data-*` attributes are the browser tests' hooks (frontend/README.md).
 
@@ -14,20 +14,17 @@ pub mod model;
 
 use std::collections::HashMap;
 
-use futures::StreamExt;
-use futures::future::Either;
-use gloo_net::websocket::{Message, futures::WebSocket};
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
-use trackside_wire::{ClientMessage, History, HistorySource, Reading, ServerMessage, YardInfo};
+use trackside_wire::{History, HistorySource, Reading, ServerMessage, YardInfo};
 
 use self::chart::{Chart, Frame, Shape, colour};
 use self::export::ExportBar;
 use self::forecast::{ForecastData, ForecastPanel};
 use self::model::{PRESETS, PageState, Range, Series, join, points_for_width};
 use crate::api::{self, ApiFailure};
-use crate::live::socket_url;
-use crate::state::Board;
+use crate::board::Board;
+use crate::feed::{Connection, Event, Feed, Subscription};
 use crate::time::{Clock, utc_beside, wall_input, wall_to_utc, zoned_stamp};
 
 /// Where the page stands with its data.
@@ -207,17 +204,36 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
         let Some(channels) = to_follow.get().filter(|c| !c.is_empty()) else {
             return;
         };
-        let (stop, stopped) = futures::channel::oneshot::channel::<()>();
-        let feed = Feed {
-            loaded,
-            early,
-            following,
+        let mut greeted_before = false;
+        let feed = Feed::open(Subscription::Channels(channels), move |event| match event {
+            Event::State(state) => following.set(state == Connection::Live),
             // After a reconnect the answer may miss what was said while
             // disconnected: ask again, once.
-            reload,
-        };
-        leptos::task::spawn_local(follow(channels, feed, stopped));
-        on_cleanup(move || drop(stop));
+            Event::Frame(ServerMessage::Hello { .. }) => {
+                if greeted_before {
+                    reload.update(|n| *n += 1);
+                }
+                greeted_before = true;
+            }
+            // To the answer on show, and to the request in flight.
+            Event::Frame(ServerMessage::Readings { readings }) => {
+                early.update_value(|e| {
+                    if let Some(e) = e {
+                        e.extend(readings.iter().cloned());
+                    }
+                });
+                loaded.update(|l| {
+                    if let Some(l) = l {
+                        l.append(&readings);
+                    }
+                });
+            }
+            Event::Frame(_) => {}
+        });
+        on_cleanup(move || {
+            drop(feed);
+            following.set(false);
+        });
     });
 
     // In live mode the window slides with the clock; what scrolls out is
@@ -435,86 +451,6 @@ pub fn human_span(ms: i64) -> String {
             || format!("{ms} ms"),
             |(unit, name)| format!("{} {name}", ms / unit),
         )
-}
-
-/// Where the live feed delivers.
-#[derive(Clone, Copy)]
-struct Feed {
-    loaded: RwSignal<Option<Loaded>>,
-    early: StoredValue<Option<Vec<Reading>>>,
-    following: RwSignal<bool>,
-    reload: RwSignal<u32>,
-}
-
-/// Follows `/ws` for `channels` until `stopped`, reconnecting with a pause;
-/// readings go to the current answer, and to the request in flight.
-async fn follow(
-    channels: Vec<String>,
-    feed: Feed,
-    stopped: futures::channel::oneshot::Receiver<()>,
-) {
-    let Feed {
-        loaded,
-        early,
-        following,
-        reload,
-    } = feed;
-    let location = window().location();
-    let url = socket_url(
-        &location.protocol().unwrap_or_default(),
-        &location.host().unwrap_or_default(),
-    );
-    let mut stopped = stopped;
-    let mut first = true;
-    loop {
-        let Ok(mut socket) = WebSocket::open(&url) else {
-            return;
-        };
-        let subscribe = ClientMessage::Subscribe {
-            channels: channels.clone(),
-        };
-        if let Ok(text) = serde_json::to_string(&subscribe) {
-            use futures::SinkExt;
-            let _ = socket.send(Message::Text(text)).await;
-        }
-        following.set(true);
-        if !first {
-            reload.update(|n| *n += 1);
-        }
-        first = false;
-        loop {
-            let next = socket.next();
-            futures::pin_mut!(next);
-            match futures::future::select(next, &mut stopped).await {
-                Either::Right(_) => {
-                    following.set(false);
-                    return;
-                }
-                Either::Left((Some(Ok(Message::Text(text))), _)) => {
-                    if let Ok(ServerMessage::Readings { readings }) = serde_json::from_str(&text) {
-                        early.update_value(|e| {
-                            if let Some(e) = e {
-                                e.extend(readings.iter().cloned());
-                            }
-                        });
-                        loaded.update(|l| {
-                            if let Some(l) = l {
-                                l.append(&readings);
-                            }
-                        });
-                    }
-                }
-                Either::Left((Some(Ok(_)), _)) => {}
-                Either::Left(_) => break,
-            }
-        }
-        following.set(false);
-        let pause = gloo_timers::future::sleep(std::time::Duration::from_secs(2));
-        futures::pin_mut!(pause);
-        if let Either::Right(_) = futures::future::select(pause, &mut stopped).await {
-            return;
-        }
-    }
 }
 
 #[component]

@@ -1,12 +1,13 @@
-//! The live board: one card per circuit.
+//! The board's cards: one per circuit, a row per channel.
 //!
 //! The `data-*` attributes here are the browser tests' hooks; their names
 //! and values are a contract with those tests, not styling details.
 
 use leptos::prelude::*;
+use trackside_wire::Severity;
 
-use crate::exceptions::{Exceptions, severity_attr};
-use crate::state::{Board, Channel, Circuit, CircuitState, format_value};
+use super::model::{Board, Channel, Circuit, CircuitState, format_value};
+use crate::exceptions::Exceptions;
 use crate::time::{Clock, STALE_AFTER_MS, format_age, utc_timestamp};
 
 #[component]
@@ -114,4 +115,10 @@ fn ParameterRow(channel: Channel, clock: Clock) -> impl IntoView {
             <span class="age" title=taken_at>{age}</span>
         </li>
     }
+}
+
+/// The card's `data-exception-severity`: each card asks
+/// [`Exceptions::worst_for`], cheap at the tens of exceptions a yard has open.
+fn severity_attr(severity: Option<Severity>) -> &'static str {
+    severity.map_or("none", Severity::as_str)
 }

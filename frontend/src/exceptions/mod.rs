@@ -1,0 +1,227 @@
+//! Exceptions: the page that lists, filters and acknowledges them.
+//!
+//! The app loads the list at start and after every (re)connection or lag of
+//! the live feed, since exception frames missed are not replayed; the feed's
+//! `exception` frames keep it current in between. What the app believes
+//! (merging, order, filters) is the model's (`model.rs`); this module and
+//! the acknowledge dialog (`ack_dialog.rs`) only show it and act on it.
+//! The `data-*` attributes are the browser tests' hooks (frontend/README.md).
+
+mod ack_dialog;
+mod model;
+
+use leptos::prelude::*;
+use trackside_wire::{ExceptionInfo, Severity};
+
+use self::ack_dialog::AckDialog;
+pub use self::model::Exceptions;
+use self::model::{Filter, Show, progress};
+use crate::api;
+use crate::time::{Clock, format_age, utc_timestamp};
+
+/// How far back the page looks for exceptions that are already closed.
+const RECENT_MS: i64 = 24 * 3600 * 1000;
+
+/// Loads the open exceptions and the last day's into `exceptions`; a
+/// failure is kept for the page to show, and the next (re)connection of
+/// the feed tries again.
+pub fn load(exceptions: Exceptions, now_ms: i64) {
+    leptos::task::spawn_local(async move {
+        let recent = format!("/api/exceptions?from={}&limit=2000", now_ms - RECENT_MS);
+        let (open, recent) = futures::join!(
+            api::exceptions("/api/exceptions?open=true&limit=5000"),
+            api::exceptions(&recent)
+        );
+        exceptions.loaded(open.and_then(|mut open| {
+            open.extend(recent?);
+            Ok(open)
+        }));
+    });
+}
+
+#[component]
+pub fn ExceptionsPage(exceptions: Exceptions, clock: Clock) -> impl IntoView {
+    let show = RwSignal::new(Show::Open);
+    let severity = RwSignal::new(None::<Severity>);
+    let circuit = RwSignal::new(String::new());
+    let acknowledging = RwSignal::new(None::<ExceptionInfo>);
+    let filter = Memo::new(move |_| Filter {
+        show: show.get(),
+        severity: severity.get(),
+        circuit: circuit.get(),
+    });
+    let list = Memo::new(move |_| exceptions.filtered(&filter.get()));
+
+    view! {
+        <main class="exceptions-page">
+            <section class="filters" aria-label="Filters">
+                <label class="filter">
+                    <span class="filter-label">"Show"</span>
+                    <select
+                        data-testid="filter-show"
+                        on:change=move |ev| {
+                            let value = event_target_value(&ev);
+                            if let Some(s) = Show::ALL.into_iter().find(|s| s.value() == value) {
+                                show.set(s);
+                            }
+                        }
+                    >
+                        {Show::ALL
+                            .into_iter()
+                            .map(|s| {
+                                view! {
+                                    <option value=s.value() selected=move || show.get() == s>
+                                        {s.label()}
+                                    </option>
+                                }
+                            })
+                            .collect_view()}
+                    </select>
+                </label>
+                <label class="filter">
+                    <span class="filter-label">"Severity"</span>
+                    <select
+                        data-testid="filter-severity"
+                        on:change=move |ev| severity.set(Severity::parse(&event_target_value(&ev)))
+                    >
+                        <option value="any">"Any"</option>
+                        <option value="critical">"Critical"</option>
+                        <option value="major">"Major and above"</option>
+                        <option value="warning">"Warning and above"</option>
+                    </select>
+                </label>
+                <label class="filter">
+                    <span class="filter-label">"Circuit or gateway"</span>
+                    <input
+                        type="search"
+                        data-testid="filter-circuit"
+                        placeholder="e.g. T101"
+                        prop:value=move || circuit.get()
+                        on:input=move |ev| circuit.set(event_target_value(&ev))
+                    />
+                </label>
+                <p class="shown" aria-live="polite">
+                    {move || match list.with(Vec::len) {
+                        1 => "1 exception".to_owned(),
+                        n => format!("{n} exceptions"),
+                    }}
+                </p>
+            </section>
+            {move || {
+                exceptions
+                    .failure()
+                    .map(|failure| {
+                        view! {
+                            <div class="notice problem" role="alert">
+                                <p class="notice-title">"Cannot load the exceptions"</p>
+                                <p class="notice-text">{failure.to_string()}</p>
+                            </div>
+                        }
+                    })
+            }}
+            <Show when=move || list.with(Vec::is_empty)>
+                <div class="notice empty" role="status" data-testid="exceptions-empty">
+                    <p class="notice-title">
+                        {move || if show.get() == Show::Open { "No open exceptions" } else { "Nothing matches" }}
+                    </p>
+                    <p class="notice-text">
+                        {move || if show.get() == Show::Open {
+                            "All clear. New exceptions appear here the moment they are raised."
+                        } else {
+                            "Change the filters above to see more."
+                        }}
+                    </p>
+                </div>
+            </Show>
+            <ul class="exception-list" data-testid="exceptions-list">
+                <For
+                    each=move || list.get()
+                    key=|e| (e.id, progress(e), e.open)
+                    children=move |e| view! { <ExceptionRow exception=e clock acknowledging /> }
+                />
+            </ul>
+            <AckDialog exceptions acknowledging />
+        </main>
+    }
+}
+
+#[component]
+fn ExceptionRow(
+    exception: ExceptionInfo,
+    clock: Clock,
+    acknowledging: RwSignal<Option<ExceptionInfo>>,
+) -> impl IntoView {
+    let e = exception.clone();
+    let state = match (e.active, e.acknowledged) {
+        (true, false) => "active-unacknowledged",
+        (false, false) => "cleared-unacknowledged",
+        (true, true) => "active-acknowledged",
+        (false, true) => "closed",
+    };
+    let place = e.circuit.clone().unwrap_or_else(|| e.subject.clone());
+    let what = match (&e.circuit, e.subject.split_once('/')) {
+        (Some(_), Some((_, parameter))) => format!("{} · {}", e.kind.label(), parameter),
+        _ => e.kind.label().to_owned(),
+    };
+    let raised_at = e.raised_at;
+    let since = move || format!("Raised {}", format_age(clock.now() - raised_at));
+    let repeats = (e.occurrences > 1).then(|| format!(" · {}×", e.occurrences));
+    let cleared = e
+        .cleared_at
+        .filter(|_| !e.active)
+        .map(|at| move || format!("cleared {}", format_age(clock.now() - at)));
+    let acked = e.acked_at.map(|at| {
+        let by = e.acked_by.clone().unwrap_or_default();
+        let comment = e.ack_comment.clone().unwrap_or_default();
+        view! {
+            <p class="ack-note">
+                {move || format!("Acknowledged by {by}, {}: ", format_age(clock.now() - at))}
+                <q>{comment.clone()}</q>
+            </p>
+        }
+    });
+    let can_ack = e.open && !e.acknowledged;
+    let for_dialog = exception.clone();
+    view! {
+        <li
+            class="exception"
+            data-exception-id=e.id
+            data-exception-state=state
+            data-severity=e.severity.as_str()
+            data-active=e.active.to_string()
+            data-acknowledged=e.acknowledged.to_string()
+        >
+            <span class="severity-badge">{e.severity.as_str().to_uppercase()}</span>
+            <div class="exception-main">
+                <p class="exception-title">
+                    <span class="place">{place}</span>
+                    <span class="what">{what}</span>
+                </p>
+                <p class="exception-message">{e.message.clone()}</p>
+                <p class="exception-meta">
+                    <span class="since" title=format!("Raised {}", utc_timestamp(raised_at))>{since}</span>
+                    {repeats}
+                    {cleared.map(|c| view! { <span class="cleared">" · "{c}</span> })}
+                </p>
+                {acked}
+            </div>
+            <div class="exception-state">
+                <span class="state-chip" class:active=e.active>
+                    {if e.active { "ACTIVE" } else { "CLEARED" }}
+                </span>
+                <span class="ack-chip" class:unacked=!e.acknowledged>
+                    {if e.acknowledged { "ACKNOWLEDGED" } else { "UNACKNOWLEDGED" }}
+                </span>
+                {can_ack.then(|| view! {
+                    <button
+                        class="ack-button"
+                        data-testid="ack-open"
+                        on:click=move |_| acknowledging.set(Some(for_dialog.clone()))
+                    >
+                        "Acknowledge…"
+                    </button>
+                })}
+            </div>
+        </li>
+    }
+}

@@ -1,0 +1,298 @@
+//! What the app knows of exceptions (the open ones, and the last day's),
+//! and the rules that order and filter them for the page.
+//!
+//! Snapshots over HTTP and `exception` frames from the live feed arrive in
+//! either order, so merging must never roll an exception back; those rules
+//! and the page's order are what an operator relies on, and they are
+//! tested here, natively, apart from the components.
+
+use std::collections::BTreeMap;
+
+use leptos::prelude::*;
+use trackside_wire::{ExceptionEvent, ExceptionInfo, ExceptionKind, Severity};
+
+use crate::api::ApiFailure;
+
+#[derive(Clone, Copy)]
+pub struct Exceptions {
+    all: RwSignal<BTreeMap<i64, ExceptionInfo>>,
+    /// Why the last load failed, while it stays failed.
+    failure: RwSignal<Option<ApiFailure>>,
+}
+
+/// Grows with every transition: a snapshot that arrives after a live frame
+/// must not roll an exception back.
+pub fn progress(e: &ExceptionInfo) -> (i32, i64, i64) {
+    (
+        e.occurrences,
+        e.last_raised_at,
+        e.cleared_at.max(e.acked_at).unwrap_or(0),
+    )
+}
+
+impl Default for Exceptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Exceptions {
+    pub fn new() -> Self {
+        Self {
+            all: RwSignal::new(BTreeMap::new()),
+            failure: RwSignal::new(None),
+        }
+    }
+
+    pub fn merge(&self, list: Vec<ExceptionInfo>) {
+        self.all.update(|all| {
+            for incoming in list {
+                merge_one(all, incoming);
+            }
+        });
+    }
+
+    pub fn apply(&self, event: ExceptionEvent) {
+        self.all.update(|all| merge_one(all, event.exception));
+    }
+
+    /// Open and not acknowledged (tracked): the header's counter.
+    pub fn unacknowledged(&self) -> usize {
+        self.all
+            .with(|all| all.values().filter(|e| e.open && !e.acknowledged).count())
+    }
+
+    /// The most severe active exception of a circuit, counting its
+    /// gateways being offline (tracked).
+    pub fn worst_for(&self, circuit: &str, gateways: &[String]) -> Option<Severity> {
+        self.all.with(|all| {
+            all.values()
+                .filter(|e| e.active)
+                .filter(|e| {
+                    e.circuit.as_deref() == Some(circuit)
+                        || (e.kind == ExceptionKind::GatewayOffline
+                            && gateways.contains(&e.subject))
+                })
+                .map(|e| e.severity)
+                .max()
+        })
+    }
+
+    /// Takes the result of a load: what arrived is merged, and a failure
+    /// is kept for the page to show until a later load succeeds. A failed
+    /// load keeps what the app already knew.
+    pub fn loaded(&self, result: Result<Vec<ExceptionInfo>, ApiFailure>) {
+        match result {
+            Ok(list) => {
+                self.merge(list);
+                self.failure.set(None);
+            }
+            Err(failure) => self.failure.set(Some(failure)),
+        }
+    }
+
+    /// Why the last load failed, while it stays failed (tracked).
+    pub fn failure(&self) -> Option<ApiFailure> {
+        self.failure.get()
+    }
+
+    /// What the page shows for `filter`, in its order (tracked).
+    pub fn filtered(&self, filter: &Filter) -> Vec<ExceptionInfo> {
+        self.all.with(|all| visible(all.values(), filter))
+    }
+}
+
+fn merge_one(all: &mut BTreeMap<i64, ExceptionInfo>, incoming: ExceptionInfo) {
+    match all.get(&incoming.id) {
+        Some(held) if progress(held) > progress(&incoming) => {}
+        _ => {
+            all.insert(incoming.id, incoming);
+        }
+    }
+}
+
+/// Which exceptions the page shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    Open,
+    Unacknowledged,
+    Active,
+    All,
+}
+
+impl Show {
+    pub const ALL: [Show; 4] = [Show::Open, Show::Unacknowledged, Show::Active, Show::All];
+
+    /// The `<option>` value (`filter-show` in the browser tests).
+    pub fn value(self) -> &'static str {
+        match self {
+            Show::Open => "open",
+            Show::Unacknowledged => "unacknowledged",
+            Show::Active => "active",
+            Show::All => "all",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Show::Open => "Open (not yet cleared and acknowledged)",
+            Show::Unacknowledged => "Unacknowledged",
+            Show::Active => "Active now",
+            Show::All => "All of the last 24 hours",
+        }
+    }
+
+    fn keeps(self, e: &ExceptionInfo) -> bool {
+        match self {
+            Show::Open => e.open,
+            Show::Unacknowledged => e.open && !e.acknowledged,
+            Show::Active => e.active,
+            Show::All => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub show: Show,
+    /// At least this severe.
+    pub severity: Option<Severity>,
+    /// Circuit or gateway name, case-insensitive prefix.
+    pub circuit: String,
+}
+
+/// Unacknowledged first (active before cleared), then acknowledged active,
+/// then closed; within each, the most severe, then the most recent.
+pub fn state_rank(e: &ExceptionInfo) -> u8 {
+    match (e.open && !e.acknowledged, e.active) {
+        (true, true) => 0,
+        (true, false) => 1,
+        (false, true) => 2,
+        (false, false) => 3,
+    }
+}
+
+pub fn visible<'a>(
+    all: impl Iterator<Item = &'a ExceptionInfo>,
+    filter: &Filter,
+) -> Vec<ExceptionInfo> {
+    let needle = filter.circuit.trim().to_ascii_lowercase();
+    let mut list: Vec<ExceptionInfo> = all
+        .filter(|e| filter.show.keeps(e))
+        .filter(|e| filter.severity.is_none_or(|min| e.severity >= min))
+        .filter(|e| {
+            needle.is_empty()
+                || e.circuit
+                    .as_deref()
+                    .unwrap_or(&e.subject)
+                    .to_ascii_lowercase()
+                    .starts_with(&needle)
+        })
+        .cloned()
+        .collect();
+    list.sort_by(|a, b| {
+        state_rank(a)
+            .cmp(&state_rank(b))
+            .then(b.severity.cmp(&a.severity))
+            .then(b.last_raised_at.cmp(&a.last_raised_at))
+            .then(b.id.cmp(&a.id))
+    });
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(
+        id: i64,
+        severity: Severity,
+        active: bool,
+        acknowledged: bool,
+        raised: i64,
+    ) -> ExceptionInfo {
+        ExceptionInfo {
+            id,
+            rule: "r".into(),
+            kind: ExceptionKind::Limit,
+            severity,
+            subject: format!("T{id}/relay_voltage"),
+            circuit: Some(format!("T{id}")),
+            gateway: Some("gw".into()),
+            message: "m".into(),
+            value: None,
+            active,
+            acknowledged,
+            open: active || !acknowledged,
+            raised_at: raised,
+            last_raised_at: raised,
+            cleared_at: (!active).then_some(raised + 1),
+            acked_at: acknowledged.then_some(raised + 2),
+            acked_by: None,
+            ack_comment: None,
+            occurrences: 1,
+        }
+    }
+
+    fn ids(list: &[ExceptionInfo]) -> Vec<i64> {
+        list.iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn unacknowledged_come_first_then_by_severity_then_newest() {
+        let all = [
+            info(1, Severity::Critical, false, true, 10), // closed
+            info(2, Severity::Warning, true, false, 10),
+            info(3, Severity::Critical, true, true, 10), // acknowledged, active
+            info(4, Severity::Major, true, false, 10),
+            info(5, Severity::Critical, false, false, 10), // cleared, unacknowledged
+            info(6, Severity::Major, true, false, 20),
+        ];
+        let filter = Filter {
+            show: Show::All,
+            severity: None,
+            circuit: String::new(),
+        };
+        assert_eq!(ids(&visible(all.iter(), &filter)), [6, 4, 2, 5, 3, 1]);
+        let open = Filter {
+            show: Show::Open,
+            ..filter.clone()
+        };
+        assert_eq!(ids(&visible(all.iter(), &open)), [6, 4, 2, 5, 3]);
+        let serious = Filter {
+            severity: Some(Severity::Major),
+            show: Show::Unacknowledged,
+            ..filter.clone()
+        };
+        assert_eq!(ids(&visible(all.iter(), &serious)), [6, 4, 5]);
+        let one = Filter {
+            circuit: "t4".into(),
+            ..filter
+        };
+        assert_eq!(ids(&visible(all.iter(), &one)), [4]);
+    }
+
+    #[test]
+    fn an_older_snapshot_never_rolls_an_exception_back() {
+        let mut all = BTreeMap::new();
+        let raised = info(1, Severity::Major, true, false, 10);
+        let mut acked = raised.clone();
+        acked.acknowledged = true;
+        acked.acked_at = Some(50);
+        merge_one(&mut all, acked.clone());
+        merge_one(&mut all, raised);
+        assert_eq!(all[&1], acked);
+    }
+
+    #[test]
+    fn a_failed_load_keeps_what_was_known_until_one_succeeds() {
+        let exceptions = Exceptions::new();
+        exceptions.loaded(Ok(vec![info(1, Severity::Major, true, false, 10)]));
+        exceptions.loaded(Err(ApiFailure::Unreachable));
+        assert_eq!(exceptions.failure(), Some(ApiFailure::Unreachable));
+        assert_eq!(exceptions.unacknowledged(), 1);
+        exceptions.loaded(Ok(vec![info(2, Severity::Warning, true, false, 20)]));
+        assert_eq!(exceptions.failure(), None);
+        assert_eq!(exceptions.unacknowledged(), 2);
+    }
+}
