@@ -215,6 +215,9 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
                 }
                 greeted_before = true;
             }
+            // The server skipped readings this page was behind on: the
+            // answer on show has a hole only a new request fills.
+            Event::Frame(ServerMessage::Lagged { .. }) => reload.update(|n| *n += 1),
             // To the answer on show, and to the request in flight.
             Event::Frame(ServerMessage::Readings { readings }) => {
                 early.update_value(|e| {

@@ -17,3 +17,4 @@ mod http;
 mod ingest;
 mod live;
 mod outage;
+mod reconnect;
