@@ -6,8 +6,8 @@ use std::fmt;
 use gloo_net::http::{Request, Response};
 use serde::de::DeserializeOwned;
 use trackside_wire::{
-    AckRequest, ApiError, ChannelInfo, ExceptionInfo, Forecast, ForecastStatus, History, TrainJob,
-    TrainRequest, YardInfo,
+    AckRequest, ApiError, ChannelInfo, ExceptionInfo, Forecast, ForecastStatus, History, Layout,
+    Movements, Replay, TrainJob, TrainRequest, YardInfo,
 };
 
 /// Why a request gave no usable answer.
@@ -82,6 +82,40 @@ pub async fn acknowledge(id: i64, request: &AckRequest) -> Result<ExceptionInfo,
         is_json(&response),
         &body,
     )
+}
+
+/// The yard's layout; `None` when the server has none (its 404).
+pub async fn layout() -> Result<Option<Layout>, ApiFailure> {
+    match get_json("/api/layout").await {
+        Ok(layout) => Ok(Some(layout)),
+        Err(ApiFailure::Rejected { status: 404, .. }) => Ok(None),
+        Err(failure) => Err(failure),
+    }
+}
+
+/// The server's explanation when it has no layout (the 404's message).
+pub async fn layout_missing() -> Option<String> {
+    match get_json::<Layout>("/api/layout").await {
+        Err(ApiFailure::Rejected {
+            status: 404,
+            message,
+        }) => Some(message),
+        _ => None,
+    }
+}
+
+/// `GET /api/replay` of `[from, to)`.
+pub async fn replay(from: i64, to: i64) -> Result<Replay, ApiFailure> {
+    get_json_at("/api/replay", &format!("/api/replay?from={from}&to={to}")).await
+}
+
+/// Movements through `circuit` within `[from, to)`.
+pub async fn movements(circuit: &str, from: i64, to: i64) -> Result<Movements, ApiFailure> {
+    get_json_at(
+        "/api/movements",
+        &format!("/api/movements?from={from}&to={to}&circuit={circuit}"),
+    )
+    .await
 }
 
 /// `GET /api/history?{query}`.

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Simulate(args)) => cli::simulate(args).await,
             Some(Command::Gateway(args)) => cli::gateway(args).await,
+            Some(Command::Layout(args)) => cli::layout(args).await,
             Some(Command::FaultDrill(args)) => cli::fault_drill(args),
             Some(Command::Train(args)) => cli::train(args).await,
             Some(Command::ForecastEval(args)) => cli::forecast_eval(args),

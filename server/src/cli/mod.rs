@@ -1,8 +1,10 @@
 //! The `trackside` command line: one module per command family, each with
 //! its arguments and what it runs. The server itself lives in the library.
 
+mod demo;
 mod forecast;
 mod gateway;
+mod layout;
 mod serve;
 mod simulate;
 
@@ -10,11 +12,13 @@ use clap::{Parser, Subcommand};
 
 pub use forecast::{forecast_eval, train};
 pub use gateway::gateway;
+pub use layout::layout;
 pub use serve::serve;
 pub use simulate::{fault_drill, simulate};
 
 use forecast::{EvalArgs, TrainArgs};
 use gateway::GatewayArgs;
+use layout::LayoutArgs;
 use serve::ServeArgs;
 use simulate::{DrillArgs, SimulateArgs};
 
@@ -36,6 +40,8 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Manage gateway credentials (uses the same database as `serve`).
     Gateway(GatewayArgs),
+    /// Work with yard layout files (the diagram's schematic).
+    Layout(LayoutArgs),
     /// Run the simulated yard with injected faults in simulated time through
     /// the exception rules, and print injected versus detected faults.
     FaultDrill(DrillArgs),

@@ -29,4 +29,5 @@ pub struct AppState {
     pub history: Arc<crate::history::HistorySettings>,
     pub export: Arc<crate::export::ExportSettings>,
     pub forecast: Arc<crate::forecast::Forecasting>,
+    pub layout: Arc<crate::yard::YardLayout>,
 }
