@@ -84,23 +84,15 @@ pub async fn acknowledge(id: i64, request: &AckRequest) -> Result<ExceptionInfo,
     )
 }
 
-/// The yard's layout; `None` when the server has none (its 404).
-pub async fn layout() -> Result<Option<Layout>, ApiFailure> {
+/// The yard's layout, or the server's word on why it has none (its 404).
+pub async fn layout() -> Result<Result<Layout, String>, ApiFailure> {
     match get_json("/api/layout").await {
-        Ok(layout) => Ok(Some(layout)),
-        Err(ApiFailure::Rejected { status: 404, .. }) => Ok(None),
-        Err(failure) => Err(failure),
-    }
-}
-
-/// The server's explanation when it has no layout (the 404's message).
-pub async fn layout_missing() -> Option<String> {
-    match get_json::<Layout>("/api/layout").await {
+        Ok(layout) => Ok(Ok(layout)),
         Err(ApiFailure::Rejected {
             status: 404,
             message,
-        }) => Some(message),
-        _ => None,
+        }) => Ok(Err(message)),
+        Err(failure) => Err(failure),
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod api;
 mod board;
+mod diagram;
 mod exceptions;
 mod feed;
 mod header;
@@ -22,6 +23,7 @@ use trackside_wire::{ServerMessage, YardInfo};
 
 use crate::api::ApiFailure;
 use crate::board::{Board, BoardPage};
+use crate::diagram::DiagramPage;
 use crate::exceptions::{Exceptions, ExceptionsPage};
 use crate::feed::{Connection, Event, Feed, Subscription};
 use crate::header::Header;
@@ -81,6 +83,10 @@ pub fn App() -> impl IntoView {
                     path=path!("/")
                     view=move || view! { <BoardPage board clock exceptions snapshot /> }
                 />
+                <Route
+                    path=path!("/diagram")
+                    view=move || view! { <DiagramPage board exceptions clock yard /> }
+                />
                 <Route path=path!("/history") view=move || view! { <HistoryPage board yard clock /> } />
                 <Route path=path!("/exceptions") view=move || view! { <ExceptionsPage exceptions clock /> } />
             </Routes>
@@ -94,7 +100,7 @@ fn NotFound() -> impl IntoView {
         <main class="board">
             <div class="notice" role="status">
                 <p class="notice-title">"No such page"</p>
-                <p class="notice-text">"Use the links at the top: Board, History or Exceptions."</p>
+                <p class="notice-text">"Use the links at the top: Diagram, Board, History or Exceptions."</p>
             </div>
         </main>
     }

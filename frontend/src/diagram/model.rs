@@ -299,12 +299,9 @@ impl Playback {
         }
     }
 
-    pub fn cursor(&self) -> i64 {
+    #[cfg(test)]
+    fn cursor(&self) -> i64 {
         self.cursor
-    }
-
-    pub fn change_count(&self) -> usize {
-        self.changes.len()
     }
 
     /// Moves the cursor to `at` (clamped to the interval); returns the
@@ -337,11 +334,6 @@ impl Playback {
         changed
     }
 
-    /// The relay state of circuit `i` at the cursor.
-    pub fn relay(&self, i: usize) -> Option<f64> {
-        self.relay[i]
-    }
-
     /// The first change after the cursor, if any.
     pub fn next_change(&self) -> Option<i64> {
         let after = self.changes.partition_point(|c| c.0 <= self.cursor);
@@ -354,39 +346,50 @@ impl Playback {
         before.checked_sub(1).map(|i| self.changes[i].0)
     }
 
-    /// What circuit `i` shows at the cursor.
-    pub fn shown(&self, i: usize) -> Shown {
-        let circuit = &self.circuits[i];
-        let gateway = &self.gateways[i];
+    /// What every circuit shows at the cursor, in [`Playback::circuits`]
+    /// order: one pass over the exceptions and the movements, however
+    /// many circuits there are (this runs every animation frame).
+    pub fn frame(&self) -> Vec<Shown> {
         let at = self.cursor;
-        let active: Vec<Active<'_>> = self
-            .exceptions
+        let index: HashMap<&str, usize> = self
+            .circuits
             .iter()
-            .filter(|e| e.spans.iter().any(|&(s, end)| s <= at && at < end))
-            .filter(|e| match e.exception.kind {
-                ExceptionKind::GatewayOffline => &e.exception.subject == gateway,
-                _ => e.exception.circuit.as_deref() == Some(circuit),
-            })
-            .map(|e| Active {
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i))
+            .collect();
+        let mut active: Vec<Vec<Active<'_>>> = vec![Vec::new(); self.circuits.len()];
+        for e in &self.exceptions {
+            if !e.spans.iter().any(|&(s, end)| s <= at && at < end) {
+                continue;
+            }
+            let weighed = Active {
                 kind: e.exception.kind,
                 severity: e.exception.severity,
                 subject: &e.exception.subject,
-            })
-            .collect();
-        let mut shown = classify(circuit, self.relay[i], &active);
-        shown.trail = self.trail(circuit);
-        shown
-    }
-
-    /// How strongly the trail of a recent movement covers `circuit`: the
-    /// last [`TRAIL_CIRCUITS`] circuits a movement under way (or just
-    /// ended) has left, fading over [`TRAIL_MS`].
-    fn trail(&self, circuit: &str) -> f64 {
-        let at = self.cursor;
-        let mut strongest: f64 = 0.0;
+            };
+            match e.exception.kind {
+                ExceptionKind::GatewayOffline => {
+                    for (i, gateway) in self.gateways.iter().enumerate() {
+                        if gateway == &e.exception.subject {
+                            active[i].push(weighed);
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(&i) = e.exception.circuit.as_deref().and_then(|c| index.get(c)) {
+                        active[i].push(weighed);
+                    }
+                }
+            }
+        }
+        let mut trails = vec![0.0f64; self.circuits.len()];
         for movement in &self.movements {
             if movement.start() > at {
                 break;
+            }
+            // Only movements under way or just ended leave a trail.
+            if movement.end().is_some_and(|end| end < at - TRAIL_MS) {
+                continue;
             }
             let left: Vec<(usize, i64)> = movement
                 .steps
@@ -394,19 +397,36 @@ impl Playback {
                 .enumerate()
                 .filter_map(|(k, s)| s.left.filter(|&l| l <= at).map(|l| (k, l)))
                 .collect();
-            let recent = left.iter().rev().take(TRAIL_CIRCUITS);
-            for &(k, left_at) in recent {
-                if movement.steps[k].circuit != circuit {
-                    continue;
-                }
-                // Not while a train is on it again.
+            for &(k, left_at) in left.iter().rev().take(TRAIL_CIRCUITS) {
                 let age = at - left_at;
-                if age < TRAIL_MS {
-                    strongest = strongest.max(1.0 - age as f64 / TRAIL_MS as f64);
+                if let Some(&i) = index.get(movement.steps[k].circuit.as_str())
+                    && age < TRAIL_MS
+                {
+                    trails[i] = trails[i].max(1.0 - age as f64 / TRAIL_MS as f64);
                 }
             }
         }
-        strongest
+        self.circuits
+            .iter()
+            .enumerate()
+            .map(|(i, circuit)| {
+                let mut shown = classify(circuit, self.relay[i], &active[i]);
+                // A train back on the circuit hides the trail under it.
+                if !matches!(
+                    shown.state,
+                    SectionState::Occupied | SectionState::OccupiedAlarm
+                ) {
+                    shown.trail = trails[i];
+                }
+                shown
+            })
+            .collect()
+    }
+
+    /// What circuit `i` shows at the cursor.
+    #[cfg(test)]
+    fn shown(&self, i: usize) -> Shown {
+        self.frame()[i]
     }
 
     /// Every exception's spans, for the timeline: (severity, start, end,
@@ -567,8 +587,9 @@ mod tests {
         assert_eq!(states(&playback), ["occupied-alarm", "clear", "clear"]);
         playback.seek(7_000);
         assert_eq!(states(&playback), ["clear", "clear", "clear"]);
-        // Back to the start: rebuilt, and the changed circuits reported.
-        assert_eq!(playback.seek(1_500), [0, 1, 2]);
+        // Back to the start: rebuilt, and the circuits whose relay state
+        // differs reported (A is clear again, as at the start).
+        assert_eq!(playback.seek(1_500), [1, 2]);
         assert_eq!(states(&playback), ["clear", "occupied", "unknown"]);
     }
 

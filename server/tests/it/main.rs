@@ -4,6 +4,7 @@
 
 mod auth;
 mod browser;
+mod diagram_page;
 mod exceptions;
 mod export;
 mod export_page;

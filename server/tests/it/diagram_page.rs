@@ -1,0 +1,342 @@
+//! The diagram in a real headless Chromium: live colours, the circuit
+//! panel, and replay of a recorded interval.
+
+use fantoccini::actions::{InputSource as _, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
+use fantoccini::{Client, Locator};
+use serde_json::json;
+
+use crate::browser::{attribute, browser, screenshot_to, text};
+use crate::harness::{Gateway, TestServer, eventually, test_config};
+use crate::yard::server_with_layout;
+
+async fn wait_attribute(client: &Client, css: &str, name: &str, want: &str) {
+    let what = format!("{css} to have {name}={want:?}");
+    eventually(&what, || async {
+        (attribute(client, css, name).await.as_deref() == Some(want)).then_some(())
+    })
+    .await;
+}
+
+async fn send(gateway: &mut Gateway, ts: i64, readings: &[(&str, f64)]) {
+    let readings: Vec<_> = readings
+        .iter()
+        .map(|(channel, value)| json!({"channel": channel, "value": value}))
+        .collect();
+    gateway
+        .publish(
+            "trackside/gw-diagram/readings",
+            json!({"ts": ts, "readings": readings}).to_string(),
+        )
+        .await;
+}
+
+/// Clicks an element as a person would, after scrolling it to the middle
+/// of the window (the sticky header covers the top).
+async fn click(client: &Client, css: &str) {
+    let element = client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    let argument = serde_json::to_value(&element).expect("an element as a script argument");
+    client
+        .execute(
+            "arguments[0].scrollIntoView({block: 'center'});",
+            vec![argument],
+        )
+        .await
+        .expect("scrolling to the element");
+    element
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
+async fn open_live(server: &TestServer, client: &Client) {
+    client
+        .goto(&server.url("/diagram"))
+        .await
+        .expect("open the diagram");
+    wait_attribute(client, "[data-testid=connection-state]", "data-state", "live").await;
+    wait_attribute(client, ".diagram-body", "data-mode", "live").await;
+}
+
+/// Clicks a section with the mouse: WebDriver's element click refuses a
+/// line, whose box has no height, as "not interactable".
+async fn click_section(client: &Client, circuit: &str) {
+    let css = format!("g.section[data-circuit={circuit}] polyline.track");
+    let element = client
+        .find(Locator::Css(&css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    let mouse = MouseActions::new("mouse".into())
+        .then(PointerAction::MoveToElement {
+            element,
+            duration: None,
+            x: 0.0,
+            y: 0.0,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        })
+        .then(PointerAction::Up {
+            button: MOUSE_BUTTON_LEFT,
+        });
+    client
+        .perform_actions(mouse)
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
+#[tokio::test]
+async fn the_diagram_colours_a_section_when_its_relay_drops() {
+    let (server, _layout) = server_with_layout(test_config()).await;
+    let (_driver, client) = browser().await;
+    open_live(&server, &client).await;
+    // Nothing heard yet: unknown.
+    wait_attribute(&client, "g.section[data-circuit=B]", "data-state", "unknown").await;
+
+    let mut gateway = server.gateway("gw-diagram").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    send(
+        &mut gateway,
+        now,
+        &[("A/relay_state", 1.0), ("B/relay_state", 1.0), ("C/relay_state", 1.0)],
+    )
+    .await;
+    wait_attribute(&client, "g.section[data-circuit=B]", "data-state", "clear").await;
+    // A train: B's relay drops.
+    send(&mut gateway, now + 1_000, &[("B/relay_state", 0.0)]).await;
+    wait_attribute(&client, "g.section[data-circuit=B]", "data-state", "occupied").await;
+    assert_eq!(
+        attribute(&client, "g.section[data-circuit=A]", "data-state")
+            .await
+            .as_deref(),
+        Some("clear")
+    );
+    if let Ok(png) = client.screenshot().await {
+        screenshot_to("diagram-live.png", png);
+    }
+    // And picks up again.
+    send(&mut gateway, now + 30_000, &[("B/relay_state", 1.0)]).await;
+    wait_attribute(&client, "g.section[data-circuit=B]", "data-state", "clear").await;
+    client.close().await.expect("closing the browser session");
+}
+
+#[tokio::test]
+async fn clicking_a_section_opens_its_panel_with_its_values_and_trains() {
+    let (server, _layout) = server_with_layout(test_config()).await;
+    let mut gateway = server.gateway("gw-diagram").await;
+    let t0 = chrono::Utc::now().timestamp_millis() - 600_000;
+    // A train through A, B and C ten minutes ago.
+    for (offset, channel, value) in [
+        (0, "A/relay_state", 1.0),
+        (0, "B/relay_state", 1.0),
+        (0, "C/relay_state", 1.0),
+        (10_000, "A/relay_state", 0.0),
+        (30_000, "B/relay_state", 0.0),
+        (40_000, "A/relay_state", 1.0),
+        (60_000, "C/relay_state", 0.0),
+        (70_000, "B/relay_state", 1.0),
+        (100_000, "C/relay_state", 1.0),
+    ] {
+        send(&mut gateway, t0 + offset, &[(channel, value)]).await;
+    }
+    send(
+        &mut gateway,
+        chrono::Utc::now().timestamp_millis(),
+        &[("B/relay_voltage", 1.482)],
+    )
+    .await;
+    eventually("the script stored", || async {
+        (server.stored("C/relay_state").await.len() == 3).then_some(())
+    })
+    .await;
+
+    let (_driver, client) = browser().await;
+    open_live(&server, &client).await;
+    wait_attribute(&client, "g.section[data-circuit=B]", "data-state", "clear").await;
+    click_section(&client, "B").await;
+    if let Ok(png) = client.screenshot().await {
+        screenshot_to("diagram-click-debug.png", png);
+    }
+    wait_attribute(&client, "[data-testid=circuit-panel]", "data-circuit", "B").await;
+    let value = eventually("B's relay voltage in the panel", || async {
+        text(&client, "[data-panel-channel='B/relay_voltage']")
+            .await
+            .filter(|t| t == "1.482")
+    })
+    .await;
+    assert_eq!(value, "1.482");
+    let movement = eventually("the train in the panel", || async {
+        text(&client, "[data-testid=panel-movements] [data-testid=movement]").await
+    })
+    .await;
+    assert!(movement.contains("A → B → C"), "{movement}");
+    assert!(movement.contains("40 s"), "B occupied 40 s: {movement}");
+    assert_eq!(
+        attribute(
+            &client,
+            "[data-testid=panel-movements] [data-testid=movement]",
+            "data-entered"
+        )
+        .await,
+        Some((t0 + 30_000).to_string())
+    );
+    let history = attribute(&client, "[data-testid=panel-history]", "href")
+        .await
+        .unwrap_or_default();
+    assert!(history.contains("channels=B/relay_state"), "{history}");
+    if let Ok(png) = client.screenshot().await {
+        screenshot_to("diagram-panel.png", png);
+    }
+    click(&client, "[data-testid=panel-close]").await;
+    eventually("the panel closed", || async {
+        client
+            .find(Locator::Css("[data-testid=circuit-panel]"))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    client.close().await.expect("closing the browser session");
+}
+
+#[tokio::test]
+async fn replay_shows_the_recorded_states_at_the_right_times() {
+    let (server, _layout) = server_with_layout(test_config()).await;
+    let mut gateway = server.gateway("gw-diagram").await;
+    let t0 = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    for (offset, channel, value) in [
+        (0, "A/relay_state", 1.0),
+        (0, "B/relay_state", 0.0),
+        (0, "C/relay_state", 1.0),
+        (20_000, "A/relay_state", 0.0),
+        (25_000, "A/relay_state", 0.0),
+        (40_000, "B/relay_state", 1.0),
+        (60_000, "C/relay_state", 0.0),
+        (80_000, "A/relay_state", 1.0),
+    ] {
+        send(&mut gateway, t0 + offset, &[(channel, value)]).await;
+    }
+    eventually("the script stored", || async {
+        (server.stored("A/relay_state").await.len() == 4).then_some(())
+    })
+    .await;
+    // Live now: A occupied, which replay must not show.
+    send(
+        &mut gateway,
+        chrono::Utc::now().timestamp_millis(),
+        &[("A/relay_state", 0.0)],
+    )
+    .await;
+
+    let (_driver, client) = browser().await;
+    let (from, to) = (t0 + 10_000, t0 + 120_000);
+    client
+        .goto(&server.url(&format!(
+            "/diagram?from={from}&to={to}&at={from}&speed=600"
+        )))
+        .await
+        .expect("open the replay");
+    wait_attribute(&client, "[data-testid=replay-bar]", "data-state", "ready").await;
+    let states = |expected: [&'static str; 3]| {
+        let client = client.clone();
+        async move {
+            let what = format!("A, B, C to be {expected:?}");
+            eventually(&what, || async {
+                let mut now = Vec::new();
+                for circuit in ["A", "B", "C"] {
+                    now.push(
+                        attribute(
+                            &client,
+                            &format!("g.section[data-circuit={circuit}]"),
+                            "data-state",
+                        )
+                        .await?,
+                    );
+                }
+                (now == expected).then_some(())
+            })
+            .await;
+        }
+    };
+    states(["clear", "occupied", "clear"]).await;
+    assert_eq!(
+        attribute(&client, "[data-testid=replay-time]", "data-at").await,
+        Some(from.to_string())
+    );
+    // Step from change to change: the re-sent A at 25 s is not one.
+    for (at, expected) in [
+        (20_000, ["occupied", "occupied", "clear"]),
+        (40_000, ["occupied", "clear", "clear"]),
+        (60_000, ["occupied", "clear", "occupied"]),
+    ] {
+        click(&client, "[data-testid=replay-next]").await;
+        wait_attribute(
+            &client,
+            "[data-testid=replay-time]",
+            "data-at",
+            &(t0 + at).to_string(),
+        )
+        .await;
+        states(expected).await;
+    }
+    click(&client, "[data-testid=replay-prev]").await;
+    wait_attribute(
+        &client,
+        "[data-testid=replay-time]",
+        "data-at",
+        &(t0 + 40_000).to_string(),
+    )
+    .await;
+    states(["occupied", "clear", "clear"]).await;
+    if let Ok(png) = client.screenshot().await {
+        screenshot_to("diagram-replay.png", png);
+    }
+    // Played at 600× to the end (70 s of yard time is well under a second).
+    click(&client, "[data-testid=replay-play]").await;
+    wait_attribute(&client, "[data-testid=replay-time]", "data-at", &to.to_string()).await;
+    wait_attribute(&client, "[data-testid=replay-bar]", "data-playing", "false").await;
+    states(["clear", "clear", "occupied"]).await;
+    // Back to live: the live state again.
+    click(&client, "[data-testid=mode-live]").await;
+    wait_attribute(&client, "g.section[data-circuit=A]", "data-state", "occupied").await;
+    client.close().await.expect("closing the browser session");
+}
+
+#[tokio::test]
+async fn an_exception_row_opens_the_replay_around_it() {
+    let mut config = test_config();
+    config.exceptions.tick_ms = 100;
+    let (server, _layout) = server_with_layout(config).await;
+    let mut gateway = server.gateway("gw-diagram").await;
+    let now = chrono::Utc::now().timestamp_millis();
+    // A flick (shipped rules: under 2 s occupied).
+    send(&mut gateway, now - 3_000, &[("C/relay_state", 1.0)]).await;
+    send(&mut gateway, now - 2_000, &[("C/relay_state", 0.0)]).await;
+    send(&mut gateway, now - 1_500, &[("C/relay_state", 1.0)]).await;
+    let (_driver, client) = browser().await;
+    client
+        .goto(&server.url("/exceptions"))
+        .await
+        .expect("open the exceptions");
+    let link = "[data-testid=exceptions-list] [data-testid=exception-replay]";
+    eventually("the flick listed", || async {
+        client.find(Locator::Css(link)).await.ok().map(drop)
+    })
+    .await;
+    click(&client, link).await;
+    wait_attribute(&client, "[data-testid=replay-bar]", "data-state", "ready").await;
+    let url = client.current_url().await.expect("the URL");
+    assert!(url.path() == "/diagram", "{url}");
+    // The raise is inside the replayed interval, on the timeline.
+    eventually("the flick on the timeline", || async {
+        client
+            .find(Locator::Css("[data-testid=replay-timeline] rect.span[data-severity=major]"))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    client.close().await.expect("closing the browser session");
+}
