@@ -197,7 +197,6 @@ fn Diagram(
         replayer.load(ReplayQuery::around(at), shown);
     });
 
-    let name = layout.name.clone();
     let panel_layout = layout.clone();
     let panel = move || {
         selected.get().map(|circuit| {
@@ -226,7 +225,6 @@ fn Diagram(
             }
         >
             <div class="diagram-bar">
-                <h1 class="diagram-title">{name}</h1>
                 <div class="mode-switch" role="group" aria-label="Mode">
                     <button
                         type="button"

@@ -102,7 +102,9 @@ pub struct Active<'a> {
 /// it (`gateway_offline` ones included when they name its gateway).
 pub fn classify(circuit: &str, relay: Option<f64>, active: &[Active<'_>]) -> Shown {
     let relay_channel = format!("{circuit}/relay_state");
-    let offline = active.iter().any(|a| a.kind == ExceptionKind::GatewayOffline);
+    let offline = active
+        .iter()
+        .any(|a| a.kind == ExceptionKind::GatewayOffline);
     let stale = active
         .iter()
         .any(|a| a.kind == ExceptionKind::Stale && a.subject == relay_channel);
@@ -164,7 +166,10 @@ impl Viewport {
     }
 
     pub fn view_box(&self) -> String {
-        format!("{:.1} {:.1} {:.1} {:.1}", self.x, self.y, self.width, self.height)
+        format!(
+            "{:.1} {:.1} {:.1} {:.1}",
+            self.x, self.y, self.width, self.height
+        )
     }
 
     /// Zoomed by `factor` (above 1 zooms in) about the point at fractions
@@ -203,7 +208,10 @@ pub fn midpoint(path: &[[f64; 2]]) -> [f64; 2] {
     for (w, length) in path.windows(2).zip(&lengths) {
         if walked + length >= half && *length > 0.0 {
             let f = (half - walked) / length;
-            return [w[0][0] + f * (w[1][0] - w[0][0]), w[0][1] + f * (w[1][1] - w[0][1])];
+            return [
+                w[0][0] + f * (w[1][0] - w[0][0]),
+                w[0][1] + f * (w[1][1] - w[0][1]),
+            ];
         }
         walked += length;
     }
@@ -522,7 +530,11 @@ mod tests {
         Replay {
             from: 1_000,
             to: 10_000,
-            start: vec![start("A", Some(1.0)), start("B", Some(0.0)), start("C", None)],
+            start: vec![
+                start("A", Some(1.0)),
+                start("B", Some(0.0)),
+                start("C", None),
+            ],
             changes: vec![
                 change(2_000, "A", 0.0),
                 change(3_000, "B", 1.0),
@@ -617,7 +629,11 @@ mod tests {
         assert_eq!(playback.shown(1).trail, 1.0);
         playback.seek(3_000 + TRAIL_MS / 2);
         assert!((playback.shown(1).trail - 0.5).abs() < 1e-9);
-        assert!((playback.shown(0).trail - (1.0 - (TRAIL_MS / 2 - 3_000) as f64 / TRAIL_MS as f64)).abs() < 1e-9);
+        assert!(
+            (playback.shown(0).trail - (1.0 - (TRAIL_MS / 2 - 3_000) as f64 / TRAIL_MS as f64))
+                .abs()
+                < 1e-9
+        );
         playback.seek(9_999);
         assert!(playback.shown(1).trail > 0.0);
     }
@@ -648,10 +664,17 @@ mod tests {
             (Some(0.5), &[], "unknown"),
         ];
         for (relay, active, expected) in cases {
-            assert_eq!(classify("T1", relay, active).state.as_str(), expected, "{relay:?} {active:?}");
+            assert_eq!(
+                classify("T1", relay, active).state.as_str(),
+                expected,
+                "{relay:?} {active:?}"
+            );
         }
         // A clear circuit keeps its marker.
-        assert_eq!(classify("T1", Some(1.0), &[stale_other]).alarm, Some(Severity::Warning));
+        assert_eq!(
+            classify("T1", Some(1.0), &[stale_other]).alarm,
+            Some(Severity::Warning)
+        );
     }
 
     #[test]
@@ -678,6 +701,9 @@ mod tests {
         assert_eq!(ReplayQuery::from_query(|_| None), None);
         assert_eq!(advanced(0, 16.7, 60, 10_000), 1_002);
         assert_eq!(advanced(9_990, 1_000.0, 600, 10_000), 10_000);
-        assert_eq!(midpoint(&[[0.0, 0.0], [10.0, 0.0], [10.0, 10.0]]), [10.0, 0.0]);
+        assert_eq!(
+            midpoint(&[[0.0, 0.0], [10.0, 0.0], [10.0, 10.0]]),
+            [10.0, 0.0]
+        );
     }
 }

@@ -155,7 +155,12 @@ impl Replayer {
             let Some((_, to)) = self.range.get_untracked() else {
                 return;
             };
-            let at = advanced(self.cursor.get_untracked(), elapsed, self.speed.get_untracked(), to);
+            let at = advanced(
+                self.cursor.get_untracked(),
+                elapsed,
+                self.speed.get_untracked(),
+                to,
+            );
             self.cursor.set(at);
             self.show(shown);
             self.frames.update(|n| *n += 1);
@@ -197,7 +202,11 @@ pub fn ReplayBar(
     clock: Clock,
     zone: Memo<Option<String>>,
 ) -> impl IntoView {
-    let wall = move |ms: i64| zone.get().and_then(|z| wall_input(ms, &z)).unwrap_or_default();
+    let wall = move |ms: i64| {
+        zone.get()
+            .and_then(|z| wall_input(ms, &z))
+            .unwrap_or_default()
+    };
     let from_text = RwSignal::new(String::new());
     let to_text = RwSignal::new(String::new());
     // The inputs follow the loaded interval.

@@ -93,7 +93,9 @@ pub fn Schematic(
     // One label per circuit, on its longest section.
     let mut longest: HashMap<&str, (&[[f64; 2]], f64)> = HashMap::new();
     for section in &layout.sections {
-        let entry = longest.entry(&section.circuit).or_insert((&section.path, 0.0));
+        let entry = longest
+            .entry(&section.circuit)
+            .or_insert((&section.path, 0.0));
         if section.length_m > entry.1 {
             *entry = (&section.path, section.length_m);
         }

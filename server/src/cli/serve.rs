@@ -174,7 +174,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let http_port = running.http_addr.port();
     println!();
-    println!("  Trackside is running: open http://localhost:{http_port}/");
+    let page = if config.demo.enabled { "diagram" } else { "" };
+    println!("  Trackside is running: open http://localhost:{http_port}/{page}");
     if let Some(external) = &config.mqtt.external {
         println!(
             "  Readings from the MQTT broker at {} (session {:?}); gateways connect there",

@@ -9,8 +9,10 @@
 //! binary `COPY` (the store writer's encoding) and one row in
 //! `demo_backfill`, in one transaction: an interrupted backfill resumes
 //! where it stopped, and a second start writes only the gap since the last
-//! run. The rollup trigger marks the minutes as any write does, so the
-//! rollup job catches up behind it.
+//! run. The same transaction rolls the hour up and drops the marks the
+//! rollup trigger made, so a week of history leaves the rollup job no
+//! backlog (at its pace of a few thousand minutes a second it would take
+//! many minutes to work through a week of every channel).
 
 use std::collections::HashMap;
 
@@ -22,8 +24,9 @@ use sqlx::PgPool;
 use trackside_wire::ChannelName;
 
 use super::{SlowSag, Yard, ballast_factor};
+use crate::store::rollup::roll_up_written;
 use crate::store::writer::{COPY_READINGS, Chunk, register_channel, register_gateway, send_chunk};
-use crate::time::HOUR_MS;
+use crate::time::{HOUR_MS, MINUTE_MS};
 
 /// Seconds between analogue readings in the history.
 pub const ANALOGUE_EVERY_S: i64 = 15;
@@ -105,6 +108,7 @@ pub async fn write(
         return Ok(0);
     };
     let channels = register(pool, yard).await?;
+    let channel_ids: Vec<i32> = channels.values().copied().collect();
     let mut generator = Generator {
         yard,
         zero,
@@ -125,6 +129,15 @@ pub async fn write(
         send_chunk(copy, &chunk)
             .await
             .with_context(|| format!("writing the demo history from {}", time(start)))?;
+        // Whole minutes only: the last one may be shared with the live
+        // yard's first readings, whose writer marks it for the rollup job.
+        let (minute_from, minute_to) = (
+            start.div_euclid(MINUTE_MS) * MINUTE_MS,
+            end.div_euclid(MINUTE_MS) * MINUTE_MS,
+        );
+        if minute_from < minute_to {
+            roll_up_written(&mut tx, &channel_ids, time(minute_from), time(minute_to)).await?;
+        }
         sqlx::query(
             "INSERT INTO demo_backfill (epoch, from_ts, to_ts, readings) VALUES ($1, $2, $3, $4)",
         )

@@ -122,7 +122,13 @@ pub struct Yard {
 
 impl Yard {
     pub fn new(options: &YardOptions) -> anyhow::Result<Self> {
-        let layout = layout::check(&options.layout_text(), &|_| false)
+        Self::with_layout(&options.layout_text(), options)
+    }
+
+    /// The yard of a layout file's text (its routes give the timetable);
+    /// `options.circuits` is not used.
+    pub fn with_layout(text: &str, options: &YardOptions) -> anyhow::Result<Self> {
+        let layout = layout::check(text, &|_| false)
             .map_err(|problems| anyhow::anyhow!(layout::describe(&problems)))
             .context("the simulated yard's layout")?;
         let names: Vec<String> = layout.circuits.iter().map(|c| c.id.clone()).collect();

@@ -56,7 +56,13 @@ async fn open_live(server: &TestServer, client: &Client) {
         .goto(&server.url("/diagram"))
         .await
         .expect("open the diagram");
-    wait_attribute(client, "[data-testid=connection-state]", "data-state", "live").await;
+    wait_attribute(
+        client,
+        "[data-testid=connection-state]",
+        "data-state",
+        "live",
+    )
+    .await;
     wait_attribute(client, ".diagram-body", "data-mode", "live").await;
 }
 
@@ -93,20 +99,36 @@ async fn the_diagram_colours_a_section_when_its_relay_drops() {
     let (_driver, client) = browser().await;
     open_live(&server, &client).await;
     // Nothing heard yet: unknown.
-    wait_attribute(&client, "g.section[data-circuit=B]", "data-state", "unknown").await;
+    wait_attribute(
+        &client,
+        "g.section[data-circuit=B]",
+        "data-state",
+        "unknown",
+    )
+    .await;
 
     let mut gateway = server.gateway("gw-diagram").await;
     let now = chrono::Utc::now().timestamp_millis();
     send(
         &mut gateway,
         now,
-        &[("A/relay_state", 1.0), ("B/relay_state", 1.0), ("C/relay_state", 1.0)],
+        &[
+            ("A/relay_state", 1.0),
+            ("B/relay_state", 1.0),
+            ("C/relay_state", 1.0),
+        ],
     )
     .await;
     wait_attribute(&client, "g.section[data-circuit=B]", "data-state", "clear").await;
     // A train: B's relay drops.
     send(&mut gateway, now + 1_000, &[("B/relay_state", 0.0)]).await;
-    wait_attribute(&client, "g.section[data-circuit=B]", "data-state", "occupied").await;
+    wait_attribute(
+        &client,
+        "g.section[data-circuit=B]",
+        "data-state",
+        "occupied",
+    )
+    .await;
     assert_eq!(
         attribute(&client, "g.section[data-circuit=A]", "data-state")
             .await
@@ -168,7 +190,11 @@ async fn clicking_a_section_opens_its_panel_with_its_values_and_trains() {
     .await;
     assert_eq!(value, "1.482");
     let movement = eventually("the train in the panel", || async {
-        text(&client, "[data-testid=panel-movements] [data-testid=movement]").await
+        text(
+            &client,
+            "[data-testid=panel-movements] [data-testid=movement]",
+        )
+        .await
     })
     .await;
     assert!(movement.contains("A → B → C"), "{movement}");
@@ -233,9 +259,7 @@ async fn replay_shows_the_recorded_states_at_the_right_times() {
     let (_driver, client) = browser().await;
     let (from, to) = (t0 + 10_000, t0 + 120_000);
     client
-        .goto(&server.url(&format!(
-            "/diagram?from={from}&to={to}&at={from}&speed=600"
-        )))
+        .goto(&server.url(&format!("/diagram?from={from}&to={to}&at={from}&speed=600")))
         .await
         .expect("open the replay");
     wait_attribute(&client, "[data-testid=replay-bar]", "data-state", "ready").await;
@@ -295,12 +319,24 @@ async fn replay_shows_the_recorded_states_at_the_right_times() {
     }
     // Played at 600× to the end (70 s of yard time is well under a second).
     click(&client, "[data-testid=replay-play]").await;
-    wait_attribute(&client, "[data-testid=replay-time]", "data-at", &to.to_string()).await;
+    wait_attribute(
+        &client,
+        "[data-testid=replay-time]",
+        "data-at",
+        &to.to_string(),
+    )
+    .await;
     wait_attribute(&client, "[data-testid=replay-bar]", "data-playing", "false").await;
     states(["clear", "clear", "occupied"]).await;
     // Back to live: the live state again.
     click(&client, "[data-testid=mode-live]").await;
-    wait_attribute(&client, "g.section[data-circuit=A]", "data-state", "occupied").await;
+    wait_attribute(
+        &client,
+        "g.section[data-circuit=A]",
+        "data-state",
+        "occupied",
+    )
+    .await;
     client.close().await.expect("closing the browser session");
 }
 
@@ -332,7 +368,9 @@ async fn an_exception_row_opens_the_replay_around_it() {
     // The raise is inside the replayed interval, on the timeline.
     eventually("the flick on the timeline", || async {
         client
-            .find(Locator::Css("[data-testid=replay-timeline] rect.span[data-severity=major]"))
+            .find(Locator::Css(
+                "[data-testid=replay-timeline] rect.span[data-severity=major]",
+            ))
             .await
             .ok()
             .map(drop)

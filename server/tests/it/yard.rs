@@ -460,6 +460,17 @@ async fn the_backfill_writes_its_hours_once_and_later_only_the_gap() {
     let analogue = channels - 20;
     assert_eq!(total, analogue * 480 + relay_total(&pool).await);
 
+    // Rolled up as written: no backlog for the rollup job.
+    assert_eq!(crate::harness::dirty_marks(&pool).await, 0);
+    let (minutes, per_minute): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT count(*), min(m.count) FROM readings_1m m JOIN channels c ON c.id = m.channel_id
+         WHERE c.name = 'T101/relay_voltage'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((minutes, per_minute), (120, Some(4)));
+
     // A second start at the same moment writes nothing.
     let again = backfill::plan(&pool, &yard, now, span).await.unwrap();
     assert_eq!(again.range, None);
