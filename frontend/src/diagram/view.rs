@@ -157,7 +157,7 @@ pub fn Schematic(
                     class="marker"
                     data-marker=circuit.clone()
                     data-severity=move || alarm().map_or("none", Severity::as_str)
-                    transform=format!("translate({x:.1},{:.1})", y + 26.0)
+                    transform=format!("translate({:.1},{:.1})", x + 38.0, y - 21.0)
                     style:display=move || if alarm().is_some() { "inline" } else { "none" }
                 >
                     <title>"Active exception on this circuit"</title>
