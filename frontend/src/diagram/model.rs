@@ -492,7 +492,7 @@ impl ReplayQuery {
         })
     }
 
-    pub fn to_query(&self) -> String {
+    pub fn to_query(self) -> String {
         format!(
             "from={}&to={}&at={}&speed={}",
             self.from, self.to, self.at, self.speed
