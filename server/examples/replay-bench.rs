@@ -128,13 +128,14 @@ async fn main() -> anyhow::Result<()> {
     let mut json_bytes = 0;
     for i in 0..args.iterations + 2 {
         let started = Instant::now();
-        let body = client
-            .get(&url)
-            .send()
-            .await?
-            .error_for_status()?
-            .bytes()
-            .await?;
+        let response = client.get(&url).send().await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        anyhow::ensure!(
+            status.is_success(),
+            "{status}: {}",
+            String::from_utf8_lossy(&body)
+        );
         let replay: Replay = serde_json::from_slice(&body)?;
         if i >= 2 {
             api.push(started.elapsed());

@@ -410,7 +410,10 @@ impl Playback {
                 if let Some(&i) = index.get(movement.steps[k].circuit.as_str())
                     && age < TRAIL_MS
                 {
-                    trails[i] = trails[i].max(1.0 - age as f64 / TRAIL_MS as f64);
+                    // In tenths: the trail fades in steps, so a frame
+                    // redraws a trail only when its step changes.
+                    let fade = ((1.0 - age as f64 / TRAIL_MS as f64) * 10.0).ceil() / 10.0;
+                    trails[i] = trails[i].max(fade);
                 }
             }
         }
@@ -629,11 +632,8 @@ mod tests {
         assert_eq!(playback.shown(1).trail, 1.0);
         playback.seek(3_000 + TRAIL_MS / 2);
         assert!((playback.shown(1).trail - 0.5).abs() < 1e-9);
-        assert!(
-            (playback.shown(0).trail - (1.0 - (TRAIL_MS / 2 - 3_000) as f64 / TRAIL_MS as f64))
-                .abs()
-                < 1e-9
-        );
+        // A left 57 s before: 0.525, shown in tenths.
+        assert!((playback.shown(0).trail - 0.6).abs() < 1e-9);
         playback.seek(9_999);
         assert!(playback.shown(1).trail > 0.0);
     }
