@@ -7,12 +7,18 @@
 
 use serde::{Deserialize, Serialize};
 
+mod auth;
 mod channel;
 mod exceptions;
 mod forecast;
 mod history;
 mod parameter;
 
+pub use auth::{
+    AuditEntry, CertificateRequest, GatewayCertificateFiles, GatewayCredentialInfo,
+    IssuedGatewayPassword, IssuedPassword, IssuedToken, LinkSignInRequest, Me, NewGateway,
+    NewToken, NewUser, PasswordChange, Role, SignInRequest, TokenInfo, UserChange, UserInfo,
+};
 pub use channel::{ChannelName, ChannelNameError, pattern_matches};
 pub use exceptions::{
     AckRequest, Check, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Rule,
