@@ -8,6 +8,7 @@
 
 mod api;
 mod board;
+mod download;
 mod exceptions;
 mod feed;
 mod header;
