@@ -3,11 +3,12 @@
 
 use std::fmt;
 
-use gloo_net::http::{Request, Response};
+use gloo_net::http::{Method, Request, RequestBuilder, Response};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trackside_wire::{
-    AckRequest, ApiError, ChannelInfo, ExceptionInfo, Forecast, ForecastStatus, History, TrainJob,
-    TrainRequest, YardInfo,
+    AckRequest, ApiError, ChannelInfo, ExceptionInfo, Forecast, ForecastStatus, History,
+    LinkSignInRequest, Me, PasswordChange, SignInRequest, TrainJob, TrainRequest, YardInfo,
 };
 
 /// Why a request gave no usable answer.
@@ -66,22 +67,13 @@ pub async fn exceptions(url: &str) -> Result<Vec<ExceptionInfo>, ApiFailure> {
 
 pub async fn acknowledge(id: i64, request: &AckRequest) -> Result<ExceptionInfo, ApiFailure> {
     let url = format!("/api/exceptions/{id}/ack");
-    let request = Request::post(&url)
-        .header("Accept", "application/json")
-        .json(request)
-        .map_err(|e| ApiFailure::Unexpected {
-            path: "/api/exceptions/{id}/ack",
-            detail: e.to_string(),
-        })?;
-    let response = request.send().await.map_err(|_| ApiFailure::Unreachable)?;
-    let status = response.status();
-    let body = response.text().await.map_err(|_| ApiFailure::Unreachable)?;
-    interpret(
+    send(
+        Method::POST,
         "/api/exceptions/{id}/ack",
-        status,
-        is_json(&response),
-        &body,
+        &url,
+        Some(request),
     )
+    .await
 }
 
 /// `GET /api/history?{query}`.
@@ -106,17 +98,41 @@ pub async fn forecast_status() -> Result<ForecastStatus, ApiFailure> {
 
 pub async fn train(request: &TrainRequest) -> Result<TrainJob, ApiFailure> {
     let path = "/api/forecast/train";
-    let request = Request::post(path)
+    send(Method::POST, path, path, Some(request)).await
+}
+
+/// Who is signed in; a 401 here is the answer "nobody", not a session that
+/// ended under the app.
+pub async fn me() -> Result<Me, ApiFailure> {
+    let response = Request::get("/api/me")
         .header("Accept", "application/json")
-        .json(request)
-        .map_err(|e| ApiFailure::Unexpected {
-            path,
-            detail: e.to_string(),
-        })?;
-    let response = request.send().await.map_err(|_| ApiFailure::Unreachable)?;
-    let status = response.status();
-    let body = response.text().await.map_err(|_| ApiFailure::Unreachable)?;
-    interpret(path, status, is_json(&response), &body)
+        .send()
+        .await
+        .map_err(|_| ApiFailure::Unreachable)?;
+    read("/api/me", response, false).await
+}
+
+pub async fn sign_in(request: &SignInRequest) -> Result<Me, ApiFailure> {
+    send_quietly(Method::POST, "/api/session", "/api/session", Some(request)).await
+}
+
+pub async fn sign_in_with_link(request: &LinkSignInRequest) -> Result<Me, ApiFailure> {
+    send_quietly(
+        Method::POST,
+        "/api/session/link",
+        "/api/session/link",
+        Some(request),
+    )
+    .await
+}
+
+pub async fn sign_out() -> Result<(), ApiFailure> {
+    send_quietly(Method::DELETE, "/api/session", "/api/session", None::<&()>).await
+}
+
+pub async fn change_password(request: &PasswordChange) -> Result<Me, ApiFailure> {
+    let path = "/api/me/password";
+    send(Method::POST, path, path, Some(request)).await
 }
 
 async fn get_json<T: DeserializeOwned>(path: &'static str) -> Result<T, ApiFailure> {
@@ -130,9 +146,76 @@ async fn get_json_at<T: DeserializeOwned>(path: &'static str, url: &str) -> Resu
         .send()
         .await
         .map_err(|_| ApiFailure::Unreachable)?;
+    read(path, response, true).await
+}
+
+/// A request with an optional JSON body; a 401 ends the app's session.
+async fn send<T: DeserializeOwned>(
+    method: Method,
+    path: &'static str,
+    url: &str,
+    body: Option<&impl Serialize>,
+) -> Result<T, ApiFailure> {
+    let response = request(method, path, url, body).await?;
+    read(path, response, true).await
+}
+
+/// The same, for the sign-in itself: its 401 is a wrong password, not the
+/// end of a session.
+async fn send_quietly<T: DeserializeOwned>(
+    method: Method,
+    path: &'static str,
+    url: &str,
+    body: Option<&impl Serialize>,
+) -> Result<T, ApiFailure> {
+    let response = request(method, path, url, body).await?;
+    read(path, response, false).await
+}
+
+async fn request(
+    method: Method,
+    path: &'static str,
+    url: &str,
+    body: Option<&impl Serialize>,
+) -> Result<Response, ApiFailure> {
+    let builder = RequestBuilder::new(url)
+        .method(method)
+        .header("Accept", "application/json");
+    let request = match body {
+        Some(body) => builder.json(body),
+        None => builder.build(),
+    }
+    .map_err(|e| ApiFailure::Unexpected {
+        path,
+        detail: e.to_string(),
+    })?;
+    request.send().await.map_err(|_| ApiFailure::Unreachable)
+}
+
+async fn read<T: DeserializeOwned>(
+    path: &'static str,
+    response: Response,
+    session_may_end: bool,
+) -> Result<T, ApiFailure> {
     let status = response.status();
+    let json = is_json(&response);
     let body = response.text().await.map_err(|_| ApiFailure::Unreachable)?;
-    interpret(path, status, is_json(&response), &body)
+    // No content: the unit answer.
+    let body = if status == 204 && body.is_empty() {
+        "null".to_owned()
+    } else {
+        body
+    };
+    let answer = interpret(path, status, json, &body);
+    if session_may_end
+        && let Err(ApiFailure::Rejected {
+            status: 401,
+            message,
+        }) = &answer
+    {
+        crate::session::ended(message);
+    }
+    answer
 }
 
 fn is_json(response: &Response) -> bool {

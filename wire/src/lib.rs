@@ -123,6 +123,10 @@ pub enum ServerMessage {
     /// An exception was raised, cleared, acknowledged or re-alarmed. Sent to
     /// every client whatever its channel subscription.
     Exception(Box<ExceptionEvent>),
+    /// The session or token this feed was opened with has ended: signed
+    /// out, expired, or its user disabled or changed by an administrator.
+    /// The server closes the socket after this frame; sign in again.
+    SessionEnded { reason: String },
 }
 
 #[cfg(test)]
