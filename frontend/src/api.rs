@@ -7,8 +7,11 @@ use gloo_net::http::{Method, Request, RequestBuilder, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trackside_wire::{
-    AckRequest, ApiError, ChannelInfo, ExceptionInfo, Forecast, ForecastStatus, History,
-    LinkSignInRequest, Me, PasswordChange, SignInRequest, TrainJob, TrainRequest, YardInfo,
+    AckRequest, ApiError, AuditEntry, CertificateRequest, ChannelInfo, ExceptionInfo, Forecast,
+    ForecastStatus, GatewayCertificateFiles, GatewayCredentialInfo, History, IssuedGatewayPassword,
+    IssuedPassword, IssuedToken, LinkSignInRequest, Me, NewGateway, NewToken, NewUser,
+    PasswordChange, SignInRequest, TokenInfo, TrainJob, TrainRequest, UserChange, UserInfo,
+    YardInfo,
 };
 
 /// Why a request gave no usable answer.
@@ -133,6 +136,76 @@ pub async fn sign_out() -> Result<(), ApiFailure> {
 pub async fn change_password(request: &PasswordChange) -> Result<Me, ApiFailure> {
     let path = "/api/me/password";
     send(Method::POST, path, path, Some(request)).await
+}
+
+pub async fn users() -> Result<Vec<UserInfo>, ApiFailure> {
+    get_json("/api/users").await
+}
+
+pub async fn add_user(request: &NewUser) -> Result<IssuedPassword, ApiFailure> {
+    send(Method::POST, "/api/users", "/api/users", Some(request)).await
+}
+
+pub async fn change_user(name: &str, change: &UserChange) -> Result<IssuedPassword, ApiFailure> {
+    let url = format!("/api/users/{}", encode(name));
+    send(Method::PATCH, "/api/users/{name}", &url, Some(change)).await
+}
+
+pub async fn tokens() -> Result<Vec<TokenInfo>, ApiFailure> {
+    get_json("/api/tokens").await
+}
+
+pub async fn issue_token(request: &NewToken) -> Result<IssuedToken, ApiFailure> {
+    send(Method::POST, "/api/tokens", "/api/tokens", Some(request)).await
+}
+
+pub async fn revoke_token(id: i64) -> Result<TokenInfo, ApiFailure> {
+    let url = format!("/api/tokens/{id}");
+    send(Method::DELETE, "/api/tokens/{id}", &url, None::<&()>).await
+}
+
+pub async fn gateway_credentials() -> Result<Vec<GatewayCredentialInfo>, ApiFailure> {
+    get_json("/api/gateway-credentials").await
+}
+
+pub async fn add_gateway(request: &NewGateway) -> Result<IssuedGatewayPassword, ApiFailure> {
+    let path = "/api/gateway-credentials";
+    send(Method::POST, path, path, Some(request)).await
+}
+
+pub async fn revoke_gateway(id: &str) -> Result<(), ApiFailure> {
+    let url = format!("/api/gateway-credentials/{}", encode(id));
+    send(
+        Method::DELETE,
+        "/api/gateway-credentials/{id}",
+        &url,
+        None::<&()>,
+    )
+    .await
+}
+
+pub async fn gateway_certificate(
+    id: &str,
+    request: &CertificateRequest,
+) -> Result<GatewayCertificateFiles, ApiFailure> {
+    let url = format!("/api/gateway-credentials/{}/certificate", encode(id));
+    send(
+        Method::POST,
+        "/api/gateway-credentials/{id}/certificate",
+        &url,
+        Some(request),
+    )
+    .await
+}
+
+/// `url` is `/api/audit` with its filters.
+pub async fn audit(url: &str) -> Result<Vec<AuditEntry>, ApiFailure> {
+    get_json_at("/api/audit", url).await
+}
+
+/// A path segment, percent-encoded.
+pub fn encode(segment: &str) -> String {
+    js_sys::encode_uri_component(segment).into()
 }
 
 async fn get_json<T: DeserializeOwned>(path: &'static str) -> Result<T, ApiFailure> {

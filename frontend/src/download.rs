@@ -1,5 +1,5 @@
-//! Saving what the app made (a CSV export) as a file, through a Blob and
-//! a download link.
+//! Saving what the app made (a CSV export, a gateway's certificate) as a
+//! file, through a Blob and a download link.
 
 use js_sys::Array;
 use leptos::prelude::document;
@@ -22,4 +22,9 @@ pub fn save(parts: &Array, name: &str, mime: &str) -> Result<(), JsValue> {
         let _ = Url::revoke_object_url(&href);
     });
     Ok(())
+}
+
+/// Saves one text as a file.
+pub fn save_text(text: &str, name: &str, mime: &str) -> Result<(), JsValue> {
+    save(&Array::of1(&JsValue::from_str(text)), name, mime)
 }

@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 use leptos_router::components::A;
-use trackside_wire::YardInfo;
+use trackside_wire::{Role, YardInfo};
 
 use crate::board::Board;
 use crate::exceptions::Exceptions;
@@ -21,6 +21,7 @@ pub fn Header(
     session: Session,
 ) -> impl IntoView {
     let unacked = Memo::new(move |_| exceptions.unacknowledged());
+    let admin = move || session.may(Role::Admin);
     let yard_name = move || yard.with(|y| y.as_ref().map(|y| y.name.clone()));
     view! {
         <header class="topbar">
@@ -45,6 +46,9 @@ pub fn Header(
                         {move || unacked.get()}
                     </span>
                 </A>
+                <Show when=admin>
+                    <A href="/admin">"Admin"</A>
+                </Show>
             </nav>
             <YardClock yard clock />
             <Occupancy board />

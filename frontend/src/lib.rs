@@ -10,6 +10,7 @@
 //! (`/ws`). The snapshot is fetched at load and again whenever the feed
 //! (re)connects, so nothing missed while disconnected stays stale.
 
+mod admin;
 mod api;
 mod board;
 mod download;
@@ -27,6 +28,7 @@ use leptos_router::components::{Redirect, Route, Router, Routes};
 use leptos_router::path;
 use trackside_wire::{ServerMessage, YardInfo};
 
+use crate::admin::AdminPage;
 use crate::api::ApiFailure;
 use crate::board::{Board, BoardPage};
 use crate::exceptions::{Exceptions, ExceptionsPage};
@@ -148,6 +150,8 @@ fn Workspace(session: Session) -> impl IntoView {
             <Routes fallback=|| view! { <NotFound /> }>
                 // After signing in at a one-time link's address.
                 <Route path=path!("/signin") view=|| view! { <Redirect path="/" /> } />
+                <Route path=path!("/admin") view=|| view! { <Redirect path="/admin/users" /> } />
+                <Route path=path!("/admin/:tab") view=move || view! { <AdminPage clock yard /> } />
                 <Route
                     path=path!("/")
                     view=move || view! { <BoardPage board clock exceptions snapshot /> }

@@ -3,6 +3,7 @@
 //! and (in `browser`) a real headless Chromium.
 
 mod access;
+mod admin_page;
 mod auth;
 mod browser;
 mod exceptions;
