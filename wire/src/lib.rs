@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+mod auth;
 mod channel;
 mod exceptions;
 mod forecast;
@@ -14,6 +15,11 @@ mod history;
 mod parameter;
 mod yard;
 
+pub use auth::{
+    AuditEntry, CertificateRequest, GatewayCertificateFiles, GatewayCredentialInfo,
+    IssuedGatewayPassword, IssuedPassword, IssuedToken, LinkSignInRequest, Me, NewGateway,
+    NewToken, NewUser, PasswordChange, Role, SignInRequest, TokenInfo, UserChange, UserInfo,
+};
 pub use channel::{ChannelName, ChannelNameError, pattern_matches};
 pub use exceptions::{
     AckRequest, Check, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Rule,
@@ -123,6 +129,10 @@ pub enum ServerMessage {
     /// An exception was raised, cleared, acknowledged or re-alarmed. Sent to
     /// every client whatever its channel subscription.
     Exception(Box<ExceptionEvent>),
+    /// The session or token this feed was opened with has ended: signed
+    /// out, expired, or its user disabled or changed by an administrator.
+    /// The server closes the socket after this frame; sign in again.
+    SessionEnded { reason: String },
 }
 
 #[cfg(test)]

@@ -209,7 +209,13 @@ async fn train_missing(
             kind,
             "demo: training the forecasting model in the background"
         );
-        let job = match forecast.start_training(kind.to_owned(), from, to, None) {
+        let job = match forecast.start_training(
+            kind.to_owned(),
+            from,
+            to,
+            None,
+            trackside::audit::Actor::server(),
+        ) {
             Ok(job) => job,
             Err(refusal) => {
                 tracing::warn!(kind, "demo: training not started: {refusal:?}");

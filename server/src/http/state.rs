@@ -30,4 +30,7 @@ pub struct AppState {
     pub export: Arc<crate::export::ExportSettings>,
     pub forecast: Arc<crate::forecast::Forecasting>,
     pub layout: Arc<crate::yard::YardLayout>,
+    pub auth: Arc<crate::auth::Auth>,
+    /// Where the gateway CA lives (`mqtt.tls_dir`).
+    pub pki_dir: std::path::PathBuf,
 }

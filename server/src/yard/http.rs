@@ -14,6 +14,8 @@ use trackside_wire::{ChannelName, Layout, LayoutRejected, Movements, Replay};
 
 use super::layout::{self, MAX_LAYOUT_BYTES};
 use super::replay::{self, ReplayError};
+use crate::audit::{self, action};
+use crate::auth::Principal;
 use crate::http::{AppError, AppState};
 use crate::time::{DAY_MS, parse_time};
 
@@ -67,7 +69,11 @@ async fn layout_source(State(state): State<AppState>) -> Result<Response, AppErr
 /// Replaces the layout with the TOML in the body, checked as
 /// `trackside layout check` does (circuits the server has seen count as
 /// declared).
-async fn layout_put(State(state): State<AppState>, body: Bytes) -> Result<Response, AppError> {
+async fn layout_put(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Bytes,
+) -> Result<Response, AppError> {
     if body.len() > MAX_LAYOUT_BYTES {
         return Err(AppError::BadRequest(format!(
             "the layout is {} bytes; at most {MAX_LAYOUT_BYTES} are taken",
@@ -82,7 +88,19 @@ async fn layout_put(State(state): State<AppState>, body: Bytes) -> Result<Respon
         .replace(text, &|circuit| known.contains(circuit))
         .await?;
     match result {
-        Ok(layout) => Ok(Json((*layout).clone()).into_response()),
+        Ok(layout) => {
+            let sections = layout.sections.len().to_string();
+            let circuits = layout.circuits.len().to_string();
+            audit::record(
+                &state.pool,
+                &principal.actor(),
+                action::LAYOUT_REPLACE,
+                layout.name.as_deref(),
+                &[("sections", &sections), ("circuits", &circuits)],
+            )
+            .await;
+            Ok(Json((*layout).clone()).into_response())
+        }
         Err(problems) => {
             let error = format!(
                 "the layout was not replaced: {} problem{} ({}); fix them and send it again",

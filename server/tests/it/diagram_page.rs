@@ -5,9 +5,10 @@ use fantoccini::actions::{InputSource as _, MOUSE_BUTTON_LEFT, MouseActions, Poi
 use fantoccini::{Client, Locator};
 use serde_json::json;
 
-use crate::browser::{attribute, browser, screenshot_to, text};
+use crate::browser::{attribute, csp_violations, screenshot_to, signed_in_browser, text};
 use crate::harness::{Gateway, TestServer, eventually, test_config};
 use crate::yard::server_with_layout;
+use trackside_wire::Role;
 
 async fn wait_attribute(client: &Client, css: &str, name: &str, want: &str) {
     let what = format!("{css} to have {name}={want:?}");
@@ -96,7 +97,7 @@ async fn click_section(client: &Client, circuit: &str) {
 #[tokio::test]
 async fn the_diagram_colours_a_section_when_its_relay_drops() {
     let (server, _layout) = server_with_layout(test_config()).await;
-    let (_driver, client) = browser().await;
+    let (_driver, client) = signed_in_browser(&server, "Vera Viewer", Role::Viewer).await;
     open_live(&server, &client).await;
     // Nothing heard yet: unknown.
     wait_attribute(
@@ -174,13 +175,10 @@ async fn clicking_a_section_opens_its_panel_with_its_values_and_trains() {
     })
     .await;
 
-    let (_driver, client) = browser().await;
+    let (_driver, client) = signed_in_browser(&server, "Vera Viewer", Role::Viewer).await;
     open_live(&server, &client).await;
     wait_attribute(&client, "g.section[data-circuit=B]", "data-state", "clear").await;
     click_section(&client, "B").await;
-    if let Ok(png) = client.screenshot().await {
-        screenshot_to("diagram-click-debug.png", png);
-    }
     wait_attribute(&client, "[data-testid=circuit-panel]", "data-circuit", "B").await;
     let value = eventually("B's relay voltage in the panel", || async {
         text(&client, "[data-panel-channel='B/relay_voltage']")
@@ -256,7 +254,7 @@ async fn replay_shows_the_recorded_states_at_the_right_times() {
     )
     .await;
 
-    let (_driver, client) = browser().await;
+    let (_driver, client) = signed_in_browser(&server, "Vera Viewer", Role::Viewer).await;
     let (from, to) = (t0 + 10_000, t0 + 120_000);
     client
         .goto(&server.url(&format!("/diagram?from={from}&to={to}&at={from}&speed=600")))
@@ -351,7 +349,7 @@ async fn an_exception_row_opens_the_replay_around_it() {
     send(&mut gateway, now - 3_000, &[("C/relay_state", 1.0)]).await;
     send(&mut gateway, now - 2_000, &[("C/relay_state", 0.0)]).await;
     send(&mut gateway, now - 1_500, &[("C/relay_state", 1.0)]).await;
-    let (_driver, client) = browser().await;
+    let (_driver, client) = signed_in_browser(&server, "Vera Viewer", Role::Viewer).await;
     client
         .goto(&server.url("/exceptions"))
         .await
@@ -376,5 +374,155 @@ async fn an_exception_row_opens_the_replay_around_it() {
             .map(drop)
     })
     .await;
+    client.close().await.expect("closing the browser session");
+}
+
+/// Sets a text area's value as typing would (an `input` event), in one step.
+async fn fill(client: &Client, css: &str, value: &str) {
+    let element = client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    let argument = serde_json::to_value(&element).expect("an element as a script argument");
+    client
+        .execute(
+            "arguments[0].value = arguments[1];
+             arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
+            vec![argument, json!(value)],
+        )
+        .await
+        .expect("filling the text area");
+}
+
+#[tokio::test]
+async fn an_admin_replaces_the_layout_from_the_app() {
+    let (server, dir) = server_with_layout(test_config()).await;
+    let (_driver, client) = signed_in_browser(&server, "Ada Admin", Role::Admin).await;
+    client
+        .goto(&server.url("/admin/layout"))
+        .await
+        .expect("open the layout tab");
+    wait_attribute(&client, "[data-testid=layout-status]", "data-state", "ok").await;
+    let status = text(&client, "[data-testid=layout-status]").await.unwrap();
+    assert!(
+        status.contains("Test line") && status.contains("4 sections"),
+        "{status}"
+    );
+    // The file in force is in the editor, and nothing is sent unedited.
+    let editor = "[data-testid=layout-text]";
+    eventually("the file in the editor", || async {
+        let element = client.find(Locator::Css(editor)).await.ok()?;
+        let value = element.prop("value").await.ok()??;
+        (value == crate::yard::LINE_LAYOUT).then_some(())
+    })
+    .await;
+    assert_eq!(
+        attribute(&client, "[data-testid=layout-replace]", "disabled")
+            .await
+            .as_deref(),
+        Some("true")
+    );
+
+    // A file with problems, opened from disk: refused, line by line.
+    let broken = crate::yard::LINE_LAYOUT
+        .replacen("circuit = \"C\"\npath", "circuit = \"Z\"\npath", 1)
+        .replacen("reverse = \"D\"", "reverse = \"Q\"", 1);
+    let file = dir.path().join("broken.toml");
+    std::fs::write(&file, &broken).unwrap();
+    client
+        .find(Locator::Css("[data-testid=layout-file]"))
+        .await
+        .expect("the file input")
+        .send_keys(&file.display().to_string())
+        .await
+        .expect("choosing the file");
+    eventually("the file read into the editor", || async {
+        let element = client.find(Locator::Css(editor)).await.ok()?;
+        (element.prop("value").await.ok()?? == broken).then_some(())
+    })
+    .await;
+    click(&client, "[data-testid=layout-replace]").await;
+    eventually("the problems listed", || async {
+        client
+            .find(Locator::Css(
+                "[data-testid=layout-problems] li[data-line='33']",
+            ))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    let problems = text(&client, "[data-testid=layout-problems]")
+        .await
+        .unwrap();
+    assert!(
+        problems.contains("Line 25: ") && problems.contains("circuit Z is neither declared"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("Line 33: ") && problems.contains("no section Q"),
+        "{problems}"
+    );
+    if let Ok(png) = client.screenshot().await {
+        screenshot_to("layout-refused.png", png);
+    }
+    // A problem's line is one click away: its entry is selected.
+    click(
+        &client,
+        "[data-testid=layout-problems] li[data-line='25'] button",
+    )
+    .await;
+    let selected = client
+        .execute(
+            "const t = document.querySelector('[data-testid=layout-text]');
+             return t.value.slice(t.selectionStart, t.selectionEnd);",
+            vec![],
+        )
+        .await
+        .expect("the selection");
+    assert_eq!(
+        selected,
+        json!("[[section]]\ncircuit = \"Z\"\npath = [[200, 0], [300, 0]]")
+    );
+    // The refused file changed nothing.
+    let on_disk = std::fs::read_to_string(dir.path().join("yard.toml")).unwrap();
+    assert_eq!(on_disk, crate::yard::LINE_LAYOUT);
+
+    // Fixed and extended in the editor: in force, and on the Diagram.
+    let extended = format!(
+        "{}\n[[circuit]]\nid = \"E\"\n\n[[section]]\ncircuit = \"E\"\npath = [[300, 0], [400, 0]]\n",
+        crate::yard::LINE_LAYOUT
+    );
+    fill(&client, editor, &extended).await;
+    click(&client, "[data-testid=layout-replace]").await;
+    let replaced = eventually("the layout replaced", || async {
+        text(&client, "[data-testid=layout-replaced]").await
+    })
+    .await;
+    assert!(replaced.contains("5 sections on 5 circuits"), "{replaced}");
+    eventually("the layout in force updated", || async {
+        let status = text(&client, "[data-testid=layout-status]").await?;
+        status.contains("5 sections").then_some(())
+    })
+    .await;
+    if let Ok(png) = client.screenshot().await {
+        screenshot_to("layout-replaced.png", png);
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("yard.toml")).unwrap(),
+        extended
+    );
+    client
+        .goto(&server.url("/diagram"))
+        .await
+        .expect("open the diagram");
+    wait_attribute(
+        &client,
+        "g.section[data-circuit=E]",
+        "data-state",
+        "unknown",
+    )
+    .await;
+    assert_eq!(csp_violations(&client).await, None);
     client.close().await.expect("closing the browser session");
 }

@@ -4,7 +4,9 @@
 use serde_json::json;
 use trackside::config::Config;
 use trackside::sim::{Yard, YardOptions, backfill};
-use trackside_wire::{ExceptionKind, Layout, LayoutRejected, Movements, Replay, TransitionKind};
+use trackside_wire::{
+    AuditEntry, ExceptionKind, Layout, LayoutRejected, Movements, Replay, Role, TransitionKind,
+};
 
 use crate::harness::{TestServer, eventually, test_config};
 
@@ -91,7 +93,7 @@ async fn publish_script(server: &TestServer, t0: i64, script: &[(i64, &str, f64)
 }
 
 async fn get<T: serde::de::DeserializeOwned>(server: &TestServer, path: &str) -> T {
-    let response = reqwest::get(server.url(path)).await.expect("GET");
+    let response = server.get(server.url(path)).await.expect("GET");
     assert_eq!(response.status(), 200, "{path}");
     response.json().await.expect("JSON")
 }
@@ -173,7 +175,8 @@ async fn replay_gives_the_state_at_from_then_exactly_the_changes() {
         (format!("from={from}&to={to}&circuits=T 1"), "not allowed"),
         (format!("from={from}"), "missing field `to`"),
     ] {
-        let response = reqwest::get(server.url(&format!("/api/replay?{query}")))
+        let response = server
+            .get(server.url(&format!("/api/replay?{query}")))
             .await
             .unwrap();
         assert_eq!(response.status(), 400, "{query}");
@@ -303,7 +306,8 @@ async fn the_layout_is_served_and_replaced_only_when_it_checks_out() {
     let layout: Layout = get(&server, "/api/layout").await;
     assert_eq!(layout.name.as_deref(), Some("Test line"));
     assert_eq!(layout.sections.len(), 4);
-    let client = reqwest::Client::new();
+    // Replacing it is an admin's, signed in as the app does.
+    let client = server.sign_in("Ada Admin", Role::Admin).await.client;
 
     // A file with problems is refused with every problem and its line.
     let broken = LINE_LAYOUT
@@ -357,6 +361,20 @@ async fn the_layout_is_served_and_replaced_only_when_it_checks_out() {
     .await;
     let replaced: Layout = accepted.json().await.unwrap();
     assert_eq!(replaced.sections.len(), 5);
+    // The replacement is in the audit trail, under the admin's name.
+    let trail: Vec<AuditEntry> = get(&server, "/api/audit?action=layout.replace").await;
+    assert_eq!(trail.len(), 1, "{trail:?}");
+    assert_eq!(trail[0].actor.as_deref(), Some("Ada Admin"));
+    assert_eq!(trail[0].target.as_deref(), Some("Test line"));
+    // An operator may read the layout but not replace it.
+    let operator = server.sign_in("Otto Operator", Role::Operator).await.client;
+    let response = operator
+        .put(server.url("/api/layout"))
+        .body(LINE_LAYOUT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
     assert_eq!(get::<Layout>(&server, "/api/layout").await, replaced);
     let on_disk = std::fs::read_to_string(dir.path().join("yard.toml")).unwrap();
     assert_eq!(on_disk, extended);
@@ -392,7 +410,7 @@ async fn the_layout_is_served_and_replaced_only_when_it_checks_out() {
 #[tokio::test]
 async fn without_a_layout_the_api_says_how_to_get_one() {
     let server = TestServer::start().await;
-    let response = reqwest::get(server.url("/api/layout")).await.unwrap();
+    let response = server.get(server.url("/api/layout")).await.unwrap();
     assert_eq!(response.status(), 404);
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(
