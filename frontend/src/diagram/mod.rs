@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
-use trackside_wire::{Layout, YardInfo};
+use trackside_wire::{Layout, Role, YardInfo};
 
 use self::model::{Active, ReplayQuery, Shown, classify};
 use self::panel::CircuitPanel;
@@ -28,6 +28,7 @@ use self::view::{Legend, Schematic, ShownSignals};
 use crate::api::{self, ApiFailure};
 use crate::board::Board;
 use crate::exceptions::Exceptions;
+use crate::session::Session;
 use crate::time::Clock;
 
 /// Live from the feed, or a recorded interval.
@@ -45,6 +46,7 @@ pub fn DiagramPage(
     yard: RwSignal<Option<YardInfo>>,
 ) -> impl IntoView {
     let layout = LocalResource::new(api::layout);
+    let session = expect_context::<Session>();
     view! {
         <main class="diagram" data-testid="diagram-page">
             <Transition fallback=|| view! {
@@ -64,6 +66,11 @@ pub fn DiagramPage(
                                 <p class="notice-text">
                                     "The Board shows every circuit meanwhile. A layout is a TOML file: see docs/layout.md."
                                 </p>
+                                <Show when=move || session.may(Role::Admin)>
+                                    <p class="notice-text">
+                                        <a href="/admin/layout" data-testid="diagram-load-layout">"Load or fix the layout in Admin → Yard layout"</a>
+                                    </p>
+                                </Show>
                             </div>
                         }
                         .into_any(),

@@ -42,13 +42,14 @@ async fn layout_get(State(state): State<AppState>) -> Result<Json<Layout>, AppEr
     match current.layout {
         Some(layout) => Ok(Json((*layout).clone())),
         None if !current.problems.is_empty() => Err(AppError::NotFound(format!(
-            "the yard layout {} has problems and is not shown: {} (fix the file and restart, or replace it)",
+            "the yard layout {} has problems and is not shown: {} (fix the file and restart, or \
+             replace it in Admin → Yard layout)",
             state.layout.path().display(),
             layout::describe(&current.problems).replace('\n', "; ")
         ))),
         None => Err(AppError::NotFound(format!(
-            "no yard layout yet: an admin can upload one (PUT /api/layout), or set yard.layout \
-             in the configuration (it is read from {})",
+            "no yard layout yet: an admin can load one in Admin → Yard layout (PUT /api/layout), \
+             or set yard.layout in the configuration (it is read from {})",
             state.layout.path().display()
         ))),
     }
