@@ -18,3 +18,5 @@ mod ingest;
 mod live;
 mod outage;
 mod reconnect;
+mod rollup;
+mod timescale;
