@@ -74,6 +74,8 @@ pub struct Running {
     pub mqtt_v5_addr: Option<SocketAddr>,
     pub mqtt_tls_addr: Option<SocketAddr>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Which storage path serves history.
+    pub storage: store::rollup::StoragePath,
     shutdown: CancellationToken,
     http: JoinHandle<()>,
     ingest: JoinHandle<()>,
@@ -81,7 +83,7 @@ pub struct Running {
     rejections: JoinHandle<()>,
     exceptions: JoinHandle<()>,
     webhook: Option<JoinHandle<()>>,
-    rollup: Option<JoinHandle<()>>,
+    rollup: JoinHandle<()>,
     forecaster: JoinHandle<()>,
 }
 
@@ -97,6 +99,8 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     let live = live::LiveHub::new(config.ingest.live_queue);
     let shutdown = CancellationToken::new();
 
+    // Before the store writer, which marks late readings on TimescaleDB.
+    let storage = store::rollup::prepare(&pool, &config.history).await?;
     let spool_dir = config.database.data_dir.join("spool");
     let spool = Arc::new(
         tokio::task::spawn_blocking(move || store::spool::Spool::open(&spool_dir))
@@ -112,6 +116,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
             spool.clone(),
             shutdown.clone(),
             config.ingest.store_batch_rows,
+            storage,
         )
         .run(store_queue_rx),
     );
@@ -198,15 +203,13 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         }
     };
 
-    let storage = store::rollup::prepare(&pool, &config.history).await?;
-    // TimescaleDB keeps its aggregates and retention with its own jobs.
-    let rollup = (storage == store::rollup::StoragePath::Plain).then(|| {
-        tokio::spawn(store::rollup::run(
-            pool.clone(),
-            config.history.clone(),
-            shutdown.clone(),
-        ))
-    });
+    let rollup = tokio::spawn(store::rollup::run(
+        pool.clone(),
+        config.history.clone(),
+        storage,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let history =
         history::HistorySettings::new(&pool, config.history.clone(), &config.yard.timezone).await;
 
@@ -280,6 +283,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         mqtt_v5_addr: mqtt.v5,
         mqtt_tls_addr: mqtt.tls,
         metrics,
+        storage,
         shutdown,
         http,
         ingest,
@@ -380,8 +384,6 @@ impl Running {
         if let Some(webhook) = self.webhook {
             let _ = webhook.await;
         }
-        if let Some(rollup) = self.rollup {
-            let _ = rollup.await;
-        }
+        let _ = self.rollup.await;
     }
 }

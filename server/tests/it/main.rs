@@ -20,3 +20,5 @@ mod ingest;
 mod live;
 mod outage;
 mod reconnect;
+mod rollup;
+mod timescale;
