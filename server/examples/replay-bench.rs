@@ -27,6 +27,7 @@ use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use trackside::sim::{Yard, YardOptions, backfill};
 use trackside::store::embedded_pg::{Durability, EmbeddedPostgres};
+use trackside::store::rollup::StoragePath;
 use trackside_wire::Replay;
 
 #[derive(Parser)]
@@ -100,7 +101,8 @@ async fn main() -> anyhow::Result<()> {
     flush();
     let started = Instant::now();
     let plan = backfill::plan(&pool, &yard, to, to - from).await?;
-    let written = backfill::write(&pool, &yard, plan, to, 1, |_| {}).await?;
+    // The benchmark seeds plain tables (its own private cluster).
+    let written = backfill::write(&pool, StoragePath::Plain, &yard, plan, to, 1, |_| {}).await?;
     sqlx::query("VACUUM ANALYZE readings")
         .execute(&pool)
         .await?;

@@ -77,6 +77,8 @@ pub struct Running {
     pub metrics: Arc<metrics::Metrics>,
     /// The forecasting models and jobs: the demo trains its models here.
     pub forecast: Arc<forecast::Forecasting>,
+    /// Which storage path serves history.
+    pub storage: store::rollup::StoragePath,
     shutdown: CancellationToken,
     http: JoinHandle<()>,
     ingest: JoinHandle<()>,
@@ -84,7 +86,7 @@ pub struct Running {
     rejections: JoinHandle<()>,
     exceptions: JoinHandle<()>,
     webhook: Option<JoinHandle<()>>,
-    rollup: Option<JoinHandle<()>>,
+    rollup: JoinHandle<()>,
     forecaster: JoinHandle<()>,
 }
 
@@ -100,6 +102,8 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     let live = live::LiveHub::new(config.ingest.live_queue);
     let shutdown = CancellationToken::new();
 
+    // Before the store writer, which marks late readings on TimescaleDB.
+    let storage = store::rollup::prepare(&pool, &config.history).await?;
     let spool_dir = config.database.data_dir.join("spool");
     let spool = Arc::new(
         tokio::task::spawn_blocking(move || store::spool::Spool::open(&spool_dir))
@@ -115,6 +119,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
             spool.clone(),
             shutdown.clone(),
             config.ingest.store_batch_rows,
+            storage,
         )
         .run(store_queue_rx),
     );
@@ -201,15 +206,13 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         }
     };
 
-    let storage = store::rollup::prepare(&pool, &config.history).await?;
-    // TimescaleDB keeps its aggregates and retention with its own jobs.
-    let rollup = (storage == store::rollup::StoragePath::Plain).then(|| {
-        tokio::spawn(store::rollup::run(
-            pool.clone(),
-            config.history.clone(),
-            shutdown.clone(),
-        ))
-    });
+    let rollup = tokio::spawn(store::rollup::run(
+        pool.clone(),
+        config.history.clone(),
+        storage,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let history =
         history::HistorySettings::new(&pool, config.history.clone(), &config.yard.timezone).await;
 
@@ -298,6 +301,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         mqtt_tls_addr: mqtt.tls,
         metrics,
         forecast,
+        storage,
         shutdown,
         http,
         ingest,
@@ -398,8 +402,6 @@ impl Running {
         if let Some(webhook) = self.webhook {
             let _ = webhook.await;
         }
-        if let Some(rollup) = self.rollup {
-            let _ = rollup.await;
-        }
+        let _ = self.rollup.await;
     }
 }

@@ -18,6 +18,7 @@ use trackside_wire::TrainState;
 use trackside::config::DemoConfig;
 use trackside::forecast::Forecasting;
 use trackside::sim::{self, Yard, YardOptions, backfill};
+use trackside::store::rollup::StoragePath;
 use trackside::time::DAY_MS;
 
 /// The kinds the demo trains models for, in order: the relay end first,
@@ -87,6 +88,7 @@ impl Demo {
     pub async fn run(
         mut self,
         pool: PgPool,
+        storage: StoragePath,
         forecast: Arc<Forecasting>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
@@ -105,7 +107,8 @@ impl Demo {
 
         let history = async {
             if let Some((from, to)) = plan.range {
-                let readings = write_history(&pool, &yard, plan, now, self.options.seed).await?;
+                let readings =
+                    write_history(&pool, storage, &yard, plan, now, self.options.seed).await?;
                 tracing::info!(
                     readings,
                     days = format!("{:.1}", (to - from) as f64 / DAY_MS as f64),
@@ -131,6 +134,7 @@ impl Demo {
 
 async fn write_history(
     pool: &PgPool,
+    storage: StoragePath,
     yard: &Yard,
     plan: backfill::Plan,
     zero: i64,
@@ -151,7 +155,7 @@ async fn write_history(
     );
     let started = std::time::Instant::now();
     let mut last_log = std::time::Instant::now();
-    let written = backfill::write(pool, yard, plan, zero, seed, |p| {
+    let written = backfill::write(pool, storage, yard, plan, zero, seed, |p| {
         let done = (p.written_to - from) as f64 / DAY_MS as f64;
         bar.set_position((p.written_to - from) as u64);
         bar.set_message(format!(

@@ -197,6 +197,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let yard = Demo::new(&config.demo, running.mqtt_addr.port(), demo_password)?;
         Some(tokio::spawn(yard.run(
             pool.clone(),
+            running.storage,
             running.forecast.clone(),
             demo.clone(),
         )))

@@ -24,8 +24,9 @@ use sqlx::PgPool;
 use trackside_wire::ChannelName;
 
 use super::{SlowSag, Yard, ballast_factor};
+use crate::store::rollup::StoragePath;
 use crate::store::rollup::roll_up_written;
-use crate::store::writer::{COPY_READINGS, Chunk, register_channel, register_gateway, send_chunk};
+use crate::store::writer::{Chunk, copy, register_channel, register_gateway};
 use crate::time::{HOUR_MS, MINUTE_MS};
 
 /// Seconds between analogue readings in the history.
@@ -95,9 +96,12 @@ pub async fn plan(pool: &PgPool, yard: &Yard, now: i64, span_ms: i64) -> anyhow:
 }
 
 /// Writes `[from, to)` of `yard` (whose second 0 is `zero`, Unix ms), an
-/// hour per transaction; returns how many readings were written.
+/// hour per transaction with its rollups (on TimescaleDB the aggregates
+/// are refreshed over the whole range at the end); returns how many
+/// readings were written.
 pub async fn write(
     pool: &PgPool,
+    storage: StoragePath,
     yard: &Yard,
     plan: Plan,
     zero: i64,
@@ -125,8 +129,7 @@ pub async fn write(
         generator.hour(start, end, &channels, &mut chunk);
         let rows = chunk.len() as u64;
         let mut tx = pool.begin().await?;
-        let copy = tx.copy_in_raw(COPY_READINGS).await?;
-        send_chunk(copy, &chunk)
+        copy(&mut tx, &chunk)
             .await
             .with_context(|| format!("writing the demo history from {}", time(start)))?;
         // Whole minutes only: the last one may be shared with the live
@@ -135,7 +138,7 @@ pub async fn write(
             start.div_euclid(MINUTE_MS) * MINUTE_MS,
             end.div_euclid(MINUTE_MS) * MINUTE_MS,
         );
-        if minute_from < minute_to {
+        if minute_from < minute_to && storage == StoragePath::Plain {
             roll_up_written(&mut tx, &channel_ids, time(minute_from), time(minute_to)).await?;
         }
         sqlx::query(
@@ -154,6 +157,9 @@ pub async fn write(
             readings: written,
         });
         start = end;
+    }
+    if storage == StoragePath::Timescale {
+        crate::store::rollup::timescale::refresh_range(pool, time(from), time(to)).await?;
     }
     Ok(written)
 }

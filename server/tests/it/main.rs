@@ -21,4 +21,6 @@ mod ingest;
 mod live;
 mod outage;
 mod reconnect;
+mod rollup;
+mod timescale;
 mod yard;

@@ -422,6 +422,10 @@ async fn without_a_layout_the_api_says_how_to_get_one() {
 #[tokio::test]
 async fn the_backfill_writes_its_hours_once_and_later_only_the_gap() {
     let pool = crate::harness::fresh_database().await;
+    // Plain tables here; TimescaleDB with TRACKSIDE_TEST_DATABASE_URL.
+    let storage = trackside::store::rollup::prepare(&pool, &test_config().history)
+        .await
+        .unwrap();
     let yard = Yard::new(&YardOptions {
         host: String::new(),
         port: 0,
@@ -440,9 +444,11 @@ async fn the_backfill_writes_its_hours_once_and_later_only_the_gap() {
     let plan = backfill::plan(&pool, &yard, now, span).await.unwrap();
     assert_eq!(plan.range, Some((now - span, now)));
     let mut seen = Vec::new();
-    let written = backfill::write(&pool, &yard, plan, now, 1, |p| seen.push(p.written_to))
-        .await
-        .unwrap();
+    let written = backfill::write(&pool, storage, &yard, plan, now, 1, |p| {
+        seen.push(p.written_to)
+    })
+    .await
+    .unwrap();
     assert_eq!(seen, [now - 3_600_000, now], "an hour per step");
 
     let stored = |channel: &'static str| {
@@ -494,7 +500,7 @@ async fn the_backfill_writes_its_hours_once_and_later_only_the_gap() {
     assert_eq!(again.range, None);
     assert_eq!(again.epoch, now);
     assert_eq!(
-        backfill::write(&pool, &yard, again, now, 1, |_| {})
+        backfill::write(&pool, storage, &yard, again, now, 1, |_| {})
             .await
             .unwrap(),
         0
@@ -505,7 +511,7 @@ async fn the_backfill_writes_its_hours_once_and_later_only_the_gap() {
         .unwrap();
     assert_eq!(later.range, Some((now, now + 1_800_000)));
     assert_eq!(later.epoch, now, "the demo keeps its first start");
-    backfill::write(&pool, &yard, later, now, 1, |_| {})
+    backfill::write(&pool, storage, &yard, later, now, 1, |_| {})
         .await
         .unwrap();
     assert_eq!(stored("T101/relay_voltage").await, 480 + 120);
