@@ -28,7 +28,7 @@ use sqlx::postgres::PgPoolOptions;
 use trackside::sim::{Yard, YardOptions, backfill};
 use trackside::store::embedded_pg::{Durability, EmbeddedPostgres};
 use trackside::store::rollup::StoragePath;
-use trackside_wire::Replay;
+use trackside_wire::{Replay, Role};
 
 #[derive(Parser)]
 #[command(about = "Measure GET /api/replay and playback at 60x in Chromium")]
@@ -121,7 +121,25 @@ async fn main() -> anyhow::Result<()> {
     config.yard.layout = Some(layout_path);
     let server = trackside::start(&config, pool.clone()).await?;
     let base = format!("http://{}", server.http_addr);
-    let client = reqwest::Client::new();
+    // A viewer, as a control-room screen signs in: a token for the API
+    // requests, a one-time sign-in link for the browser.
+    let hash = trackside::auth::password::hash_now(&trackside::auth::users::one_time_password())?;
+    let viewer = trackside::auth::users::add(&pool, "replay bench", Role::Viewer, &hash, true)
+        .await
+        .map_err(|e| anyhow::anyhow!("adding the benchmark's viewer: {e:?}"))?;
+    let (token, _) =
+        trackside::auth::tokens::issue(&pool, &viewer, "replay bench", Role::Viewer, 1)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?;
+    let link = trackside::auth::tokens::issue_link(&pool, viewer.id).await?;
 
     // The API, the same read bare, and every stored relay reading.
     let url = format!("{base}/api/replay?from={from}&to={to}");
@@ -179,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
     let (api, bare, every) = (stats(api), stats(bare), stats(every));
 
     // Playback in Chromium.
-    let frames = playback(&base, from, to, args.seconds).await;
+    let frames = playback(&base, &link, from, to, args.seconds).await;
 
     println!();
     println!(
@@ -295,6 +313,7 @@ fn frame_stats(times: &[f64]) -> Frames {
 
 async fn playback(
     base: &str,
+    link: &str,
     from: i64,
     to: i64,
     seconds: u64,
@@ -340,7 +359,7 @@ async fn playback(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let browser = browser.context("chromedriver did not accept a session")?;
-    let result = measure(&browser, base, from, to, seconds).await;
+    let result = measure(&browser, base, link, from, to, seconds).await;
     let _ = browser.close().await;
     result
 }
@@ -348,10 +367,21 @@ async fn playback(
 async fn measure(
     browser: &Client,
     base: &str,
+    link: &str,
     from: i64,
     to: i64,
     seconds: u64,
 ) -> anyhow::Result<(Frames, Frames)> {
+    browser.goto(&format!("{base}/signin#link={link}")).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while browser
+        .find(Locator::Css("[data-testid=user-name]"))
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the sign-in link did not sign in");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     browser
         .goto(&format!(
             "{base}/diagram?from={from}&to={to}&at={from}&speed=60"

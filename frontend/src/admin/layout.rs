@@ -151,7 +151,7 @@ pub fn LayoutTab() -> impl IntoView {
                  labels, each circuit's criticality and the demo's train routes (docs/layout.md \
                  describes the file). A new file is checked as `trackside layout check` does; \
                  one with problems is refused and the current layout stays. The replaced file \
-                 is kept beside the new one as yard.toml.previous."
+                 is kept beside the new one, its name ending in .previous."
             </p>
             <Suspense fallback=|| view! { <p class="muted">"Loading the layout…"</p> }>
                 {move || Suspend::new(async move {
