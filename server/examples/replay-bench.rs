@@ -379,7 +379,10 @@ async fn measure(
         .await
         .is_err()
     {
-        anyhow::ensure!(Instant::now() < deadline, "the sign-in link did not sign in");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the sign-in link did not sign in"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     browser
