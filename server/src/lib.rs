@@ -7,6 +7,7 @@
 
 // Shared below every stage.
 pub mod config;
+pub mod durable;
 pub mod metrics;
 pub mod reading;
 pub mod socket_table;
@@ -95,10 +96,27 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
 
     let spool_dir = config.database.data_dir.join("spool");
+    let spool_config = store::spool::SpoolConfig {
+        max_bytes: config.ingest.spool_max_bytes,
+        fsync_window: config
+            .ingest
+            .spool_fsync_ms
+            .map(std::time::Duration::from_millis),
+        // The embedded broker acknowledges a publish before Trackside sees
+        // it: refusing at the bound would lose the newest readings, so the
+        // oldest go. An external broker keeps what is not acknowledged.
+        when_full: if config.mqtt.external.is_some() {
+            durable::WhenFull::Refuse
+        } else {
+            durable::WhenFull::DropOldest
+        },
+    };
     let spool = Arc::new(
-        tokio::task::spawn_blocking(move || store::spool::Spool::open(&spool_dir))
-            .await
-            .context("opening the spool")??,
+        tokio::task::spawn_blocking(move || {
+            store::spool::Spool::open(&spool_dir, &spool_config, Arc::default())
+        })
+        .await
+        .context("opening the spool")??,
     );
     let (store_queue, store_queue_rx) =
         store::queue::StoreQueue::new(config.ingest.store_queue_readings, metrics.clone());
@@ -149,6 +167,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         rejections: rejection_queue,
         max_future: TimeDelta::seconds(config.ingest.max_future_secs),
         exceptions: exceptions.feed,
+        redelivers: config.mqtt.external.is_some(),
     });
     let ingest_running = Arc::new(AtomicBool::new(true));
     let (ingest, mqtt) = match &config.mqtt.external {
@@ -219,6 +238,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         spool,
         yard: Arc::new(config.yard.clone()),
         ingest_running,
+        redelivers: config.mqtt.external.is_some(),
         shutdown: shutdown.clone(),
         live_send_timeout: std::time::Duration::from_secs(config.ingest.live_send_timeout_secs),
         exceptions: exceptions.handle,

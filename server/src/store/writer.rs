@@ -95,9 +95,11 @@ impl StoreWriter {
         let drain_limit = self.batch_rows.max(64);
         let mut run: Vec<Arc<ReadingBatch>> = Vec::new();
         let mut held_room = Vec::new();
+        let mut waiting = Vec::new();
         while queue.recv_many(&mut pending, drain_limit).await > 0 {
             let mut run_end = None;
             for item in pending.drain(..) {
+                waiting.extend(item.stored);
                 if let Some((start, end)) = item.offsets {
                     if end <= self.stored_to {
                         // A catch-up already read this one from the spool.
@@ -116,6 +118,10 @@ impl StoreWriter {
             }
             self.flush(&mut run, run_end).await?;
             held_room.clear();
+            // Batches the spool could not take are safe now.
+            for stored in waiting.drain(..) {
+                let _ = stored.send(());
+            }
             if queue.is_empty() {
                 // Overflow only happens while the queue is full, so once it
                 // is empty whatever lives in the spool alone is behind us:
@@ -149,14 +155,14 @@ impl StoreWriter {
             let from = self.stored_to;
             let read =
                 tokio::task::spawn_blocking(move || spool.read(from, to, CATCH_UP_BYTES)).await;
-            let records = match read {
-                Ok(Ok(records)) if !records.is_empty() => records,
-                Ok(Ok(_)) => return Ok(()),
+            let replay = match read {
+                Ok(Ok(replay)) => replay,
                 Ok(Err(err)) => {
-                    // A corrupt spool cannot be repaired by retrying; skip
-                    // to what arrives next rather than stall ingest forever.
+                    // Damaged records are skipped by the read itself; this
+                    // is the disk refusing to read. Retrying would stall
+                    // ingest for good, so skip to what arrives next.
                     tracing::error!(
-                        "unreadable spool between {from} and {to}, skipping it: {err:#}"
+                        "cannot read the spool between {from} and {to}, skipping it: {err}"
                     );
                     self.metrics.spool_errors.fetch_add(1, Relaxed);
                     self.mark_stored(to);
@@ -167,13 +173,20 @@ impl StoreWriter {
                     return Ok(());
                 }
             };
-            let end = records.last().map_or(to, |r| r.end);
-            let readings: usize = records.iter().map(|r| r.batch.readings.len()).sum();
-            let batches: Vec<Arc<ReadingBatch>> =
-                records.into_iter().map(|r| Arc::new(r.batch)).collect();
-            self.write_with_retry(&batches).await?;
+            if replay.reached <= from {
+                return Ok(());
+            }
+            let readings: usize = replay.records.iter().map(|r| r.batch.readings.len()).sum();
+            let batches: Vec<Arc<ReadingBatch>> = replay
+                .records
+                .into_iter()
+                .map(|r| Arc::new(r.batch))
+                .collect();
+            if !batches.is_empty() {
+                self.write_with_retry(&batches).await?;
+            }
             Metrics::add(&self.metrics.readings_replayed, readings);
-            self.mark_stored(end);
+            self.mark_stored(replay.reached);
         }
         Ok(())
     }
