@@ -19,6 +19,7 @@ pub fn Header(
     exceptions: Exceptions,
 ) -> impl IntoView {
     let unacked = Memo::new(move |_| exceptions.unacknowledged());
+    let unstored = Memo::new(move |_| exceptions.unstored());
     let yard_name = move || yard.with(|y| y.as_ref().map(|y| y.name.clone()));
     view! {
         <header class="topbar">
@@ -44,6 +45,21 @@ pub fn Header(
                     </span>
                 </A>
             </nav>
+            <Show when=move || { unstored.get() > 0 }>
+                <div
+                    class="pill warn"
+                    role="status"
+                    data-testid="unstored-alarms"
+                    title="Alarms raised while the database is unreachable are held by the server and stored when it is back; acknowledgements wait until then."
+                >
+                    <span class="pill-label">
+                        {move || match unstored.get() {
+                            1 => "Database away: 1 alarm not yet stored".to_owned(),
+                            n => format!("Database away: {n} alarms not yet stored"),
+                        }}
+                    </span>
+                </div>
+            </Show>
             <YardClock yard clock />
             <Occupancy board />
             <div

@@ -78,7 +78,10 @@ pub struct Running {
     store: JoinHandle<()>,
     rejections: JoinHandle<()>,
     exceptions: JoinHandle<()>,
-    webhook: Option<JoinHandle<()>>,
+    journal: JoinHandle<()>,
+    webhooks: Vec<JoinHandle<()>>,
+    spool_watch: JoinHandle<()>,
+    spool: Arc<store::spool::Spool>,
     rollup: Option<JoinHandle<()>>,
     forecaster: JoinHandle<()>,
 }
@@ -136,16 +139,32 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         pool.clone(),
         metrics.clone(),
         rejection_queue_rx,
+        shutdown.clone(),
     ));
 
     let exceptions = exceptions::start(
         &config.exceptions,
-        pool.clone(),
-        live.clone(),
-        metrics.clone(),
+        exceptions::Environment {
+            pool: pool.clone(),
+            live: live.clone(),
+            metrics: metrics.clone(),
+            data_dir: config.database.data_dir.clone(),
+            fsync_window: config
+                .ingest
+                .spool_fsync_ms
+                .map(std::time::Duration::from_millis),
+            shutdown: shutdown.clone(),
+        },
     )
     .await
     .context("starting the exception engine")?;
+    let spool_handle = spool.clone();
+    let spool_watch = tokio::spawn(watch_spool(
+        spool.clone(),
+        exceptions.feed.clone(),
+        config.mqtt.external.is_some(),
+        shutdown.clone(),
+    ));
 
     let forecast = forecast::Forecasting::new(
         pool.clone(),
@@ -280,10 +299,45 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         store,
         rejections,
         exceptions: exceptions.task,
-        webhook: exceptions.webhook,
+        journal: exceptions.journal,
+        webhooks: exceptions.webhooks,
+        spool_watch,
+        spool: spool_handle,
         rollup,
         forecaster,
     })
+}
+
+/// Tells the exception engine how full the spool is, once a second, until
+/// shutdown.
+async fn watch_spool(
+    spool: Arc<store::spool::Spool>,
+    feed: exceptions::Feed,
+    external: bool,
+    shutdown: CancellationToken,
+) {
+    let at_bound_policy = if external {
+        "new messages are left unacknowledged at the external broker"
+    } else {
+        "the oldest unstored readings are dropped"
+    };
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let health = spool.health();
+        let state = exceptions::SpoolState {
+            fill: health.fill(),
+            bytes: health.bytes,
+            max_bytes: health.max_bytes,
+            error: health.error,
+            at_bound_policy,
+        };
+        feed.spool(state, chrono::Utc::now());
+    }
 }
 
 /// Where gateways connect: the embedded broker's listeners, or the external
@@ -354,28 +408,55 @@ async fn start_embedded_ingest(
     Ok((ingest, addresses))
 }
 
+/// How long [`Running::shutdown`] lets the writers drain before it stops
+/// waiting. Whatever is not stored by then is in the spool (readings) or
+/// the journal (exception transitions), and the next start writes it.
+pub const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Running {
     /// Stops taking new messages, then waits until everything decoded so far
-    /// is written. The broker thread stays until the process exits: rumqttd
-    /// has no stop.
+    /// is written, or for [`SHUTDOWN_DRAIN`] at most, so a dead database or
+    /// a webhook receiver that never answers cannot hold a shutdown. The
+    /// broker thread stays until the process exits: rumqttd has no stop.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
         // The pipeline (and with it the queues' senders) is dropped when the
         // ingest task ends, which lets the writers drain and finish.
-        let _ = self.ingest.await;
-        let _ = self.http.await;
-        let _ = self.store.await;
-        let _ = self.rejections.await;
-        // The forecaster holds a feed of the engine: it must end first.
-        let _ = self.forecaster.await;
-        // The engine stops once the pipeline (its feed) is gone, after
-        // storing what it decided; then the webhook sends what it holds.
-        let _ = self.exceptions.await;
-        if let Some(webhook) = self.webhook {
-            let _ = webhook.await;
+        finish("ingest", self.ingest, deadline).await;
+        finish("HTTP", self.http, deadline).await;
+        finish("store writer", self.store, deadline).await;
+        finish("rejection writer", self.rejections, deadline).await;
+        // The forecaster and the spool watch hold feeds of the engine: they
+        // end first.
+        finish("forecaster", self.forecaster, deadline).await;
+        finish("spool watch", self.spool_watch, deadline).await;
+        // The engine stops once every feed is gone; its journal's writer
+        // after it, and the webhooks within their grace period.
+        finish("exception engine", self.exceptions, deadline).await;
+        finish("exception journal", self.journal, deadline).await;
+        for webhook in self.webhooks {
+            finish("webhook", webhook, deadline).await;
         }
         if let Some(rollup) = self.rollup {
-            let _ = rollup.await;
+            finish("rollup", rollup, deadline).await;
         }
+        // What the spool holds is on disk before the process goes.
+        let spool = self.spool;
+        if let Err(err) = tokio::task::spawn_blocking(move || spool.flush()).await {
+            tracing::error!("flushing the spool at shutdown failed: {err}");
+        }
+    }
+}
+
+/// Waits for a task until `deadline`, then stops it.
+async fn finish(what: &str, mut task: JoinHandle<()>, deadline: tokio::time::Instant) {
+    if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+        tracing::warn!(
+            "{what} did not stop within {} s of shutdown; stopped (what it held is in the spool or the journal)",
+            SHUTDOWN_DRAIN.as_secs()
+        );
+        task.abort();
+        let _ = task.await;
     }
 }

@@ -525,6 +525,28 @@ impl Log {
         &self.inner.stats
     }
 
+    /// Fsyncs everything written so far, now, on the caller's thread.
+    pub fn flush(&self) -> io::Result<()> {
+        let inner = &self.inner;
+        let (target, files) = {
+            let mut state = inner.lock();
+            let mut files = std::mem::take(&mut state.unsynced);
+            files.extend(state.active.clone());
+            (state.end, files)
+        };
+        for file in &files {
+            file.sync_data()?;
+        }
+        File::open(&inner.dir)?.sync_all()?;
+        let mut state = inner.lock();
+        if state.stored >= state.poisoned {
+            state.synced = state.synced.max(target);
+            state.synced_unbelieved = state.synced_unbelieved.max(target);
+        }
+        inner.publish(&state);
+        Ok(())
+    }
+
     /// Fsyncs what is written, stops the syncer and records the position.
     /// Dropping the log does the same.
     pub fn close(&mut self) {

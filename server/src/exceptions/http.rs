@@ -145,6 +145,7 @@ async fn acknowledge(
             "exception {id} is already acknowledged{}",
             by.map(|b| format!(" by {b}")).unwrap_or_default()
         ))),
+        Err(AckFailure::Unavailable(message)) => Err(AppError::Unavailable(message)),
         Err(AckFailure::Internal(err)) => Err(err.into()),
     }
 }

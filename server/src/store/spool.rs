@@ -184,6 +184,17 @@ impl Spool {
         self.log.stats()
     }
 
+    /// Fsyncs everything appended so far and records the stored position:
+    /// the last thing a shutdown does.
+    pub fn flush(&self) {
+        if let Err(err) = self.log.flush() {
+            tracing::error!("fsyncing the spool failed: {err}");
+        }
+        if let Err(err) = self.log.record_position() {
+            tracing::warn!("recording the spool's stored position failed: {err}");
+        }
+    }
+
     /// Records the stored position now: at shutdown, so a clean restart
     /// replays nothing.
     pub fn record_position(&self) -> io::Result<()> {

@@ -468,7 +468,7 @@ async fn the_webhook_gets_every_transition_and_retries_a_failure() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let mut config = fast_config();
-    config.exceptions.webhook_url = Some(format!("http://{hook}/hook"));
+    config.exceptions.webhook_urls = vec![format!("http://{hook}/hook")];
     let server = TestServer::start_with(config).await;
     let mut gateway = server.gateway("gw-hook").await;
     let t = now_ms();
