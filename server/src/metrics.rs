@@ -417,8 +417,8 @@ impl Metrics {
             .min();
         let _ = writeln!(
             out,
-            "# HELP trackside_webhook_oldest_undelivered_seconds Age of the oldest webhook notification not yet delivered (0: none).
-             # TYPE trackside_webhook_oldest_undelivered_seconds gauge
+            "# HELP trackside_webhook_oldest_undelivered_seconds Age of the oldest webhook notification not yet delivered (0: none).\n\
+             # TYPE trackside_webhook_oldest_undelivered_seconds gauge\n\
              trackside_webhook_oldest_undelivered_seconds {:.3}",
             oldest.map_or(0.0, |queued| (now - queued).max(0) as f64 / 1000.0)
         );

@@ -152,3 +152,159 @@ async fn a_restart_during_an_outage_replays_the_spool() {
     assert_eq!(stored, (0..600).collect::<Vec<_>>());
     restarted.shutdown().await;
 }
+
+/// Alarms keep working without PostgreSQL: a channel goes out of its limit
+/// and back during a 30-second outage. The exception is raised and cleared
+/// live at once (marked not stored), an acknowledgement meanwhile gets a
+/// 503 within seconds, and afterwards the database holds the exception
+/// with the times the engine judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_raised_while_postgres_is_down_reach_the_browser_and_are_stored_afterwards() {
+    use crate::exceptions::{ack, batch, exception_frame, fast_config, now_ms};
+    use serde_json::json;
+    use trackside_wire::{ServerMessage, TransitionKind};
+
+    let mut cluster = OwnCluster::start().await;
+    let pool = cluster.pool().await;
+    let server = TestServer::start_on(fast_config(), pool.clone()).await;
+    let mut browser = server.websocket().await;
+    let mut gateway = server.gateway("gw-alarm").await;
+
+    // One exception raised and stored before the outage.
+    let t = now_ms();
+    gateway
+        .publish(
+            "trackside/gw-alarm/readings",
+            batch(t, &[("T1/relay_voltage", 0.5)]),
+        )
+        .await;
+    let before = exception_frame(&mut browser, |e| e.exception.subject == "T1/relay_voltage").await;
+    assert!(before.exception.stored);
+
+    cluster.stop().await;
+    let outage = tokio::time::Instant::now();
+
+    // T2 goes out of its limit and comes back while the database is away.
+    let t = now_ms();
+    for (offset, value) in [(0, 1.5), (1_000, 0.5), (2_000, 1.5)] {
+        gateway
+            .publish(
+                "trackside/gw-alarm/readings",
+                batch(t + offset, &[("T2/relay_voltage", value)]),
+            )
+            .await;
+    }
+    let published = tokio::time::Instant::now();
+    let raised = exception_frame(&mut browser, |e| {
+        e.exception.subject == "T2/relay_voltage" && e.transition.kind == TransitionKind::Raised
+    })
+    .await;
+    let cleared = exception_frame(&mut browser, |e| {
+        e.exception.subject == "T2/relay_voltage" && e.transition.kind == TransitionKind::Cleared
+    })
+    .await;
+    assert!(
+        published.elapsed() < Duration::from_secs(3),
+        "shown at once, not when the database returns: {:?}",
+        published.elapsed()
+    );
+    assert!(!raised.exception.stored && !cleared.exception.stored);
+    assert!(raised.exception.id > 0, "numbered from the reserved ids");
+    assert_eq!(cleared.exception.id, raised.exception.id);
+    // Stamped when judged (the engine's clock is the receive time).
+    let (raised_at, cleared_at) = (raised.transition.at, cleared.transition.at);
+    assert!(t <= raised_at && raised_at <= cleared_at && cleared_at <= now_ms());
+    assert_eq!(raised.exception.raised_at, raised_at);
+    assert_eq!(cleared.exception.cleared_at, Some(cleared_at));
+
+    // An acknowledgement cannot be recorded now: a 503 that says why.
+    let asked = tokio::time::Instant::now();
+    let (status, body) = ack(
+        &server,
+        before.exception.id,
+        json!({"by": "ann", "comment": "seen during the outage"}),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(message.contains("database"), "{message}");
+    let ready = reqwest::get(server.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    // Later in the outage the engine still judges every reading.
+    let late = now_ms();
+    gateway
+        .publish(
+            "trackside/gw-alarm/readings",
+            batch(late, &[("T3/relay_voltage", 0.4)]),
+        )
+        .await;
+    exception_frame(&mut browser, |e| e.exception.subject == "T3/relay_voltage").await;
+
+    tokio::time::sleep_until(outage + Duration::from_secs(30)).await;
+    cluster.restart().await;
+
+    // The browser hears that what it was shown is stored now.
+    let stored = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let ServerMessage::Stored { exceptions } = browser.next().await
+                && let Some(info) = exceptions
+                    .into_iter()
+                    .find(|e| e.id == raised.exception.id && e.cleared_at.is_some())
+            {
+                return info;
+            }
+        }
+    })
+    .await
+    .expect("a stored frame once the database is back");
+    assert!(stored.stored);
+    let detail: trackside_wire::ExceptionDetail = eventually("stored with its times", || async {
+        let response =
+            reqwest::get(server.url(&format!("/api/exceptions/{}", raised.exception.id)))
+                .await
+                .ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        response.json().await.ok()
+    })
+    .await;
+    assert_eq!(detail.exception.raised_at, raised_at);
+    assert_eq!(detail.exception.cleared_at, Some(cleared_at));
+    let kinds: Vec<(TransitionKind, i64)> = detail
+        .transitions
+        .iter()
+        .map(|tr| (tr.kind, tr.at))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (TransitionKind::Raised, raised_at),
+            (TransitionKind::Cleared, cleared_at)
+        ]
+    );
+    assert!(
+        server
+            .metric("trackside_exception_acks_refused_total")
+            .await
+            >= 1.0
+    );
+    eventually("the journal written", || async {
+        (server.metric("trackside_exception_journal_pending").await == 0.0).then_some(())
+    })
+    .await;
+    // And acknowledging works again.
+    let (status, body) = ack(
+        &server,
+        before.exception.id,
+        json!({"by": "ann", "comment": "after the outage"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
