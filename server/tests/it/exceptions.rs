@@ -585,13 +585,13 @@ async fn the_simulated_gateway_drop_fires_its_will_without_stale_channels() {
 
 /// A webhook receiver that accepts connections and reads every request but
 /// never answers, remembering what it was sent and when.
-struct SilentReceiver {
-    url: String,
+pub(crate) struct SilentReceiver {
+    pub(crate) url: String,
     seen: Arc<Mutex<Vec<(Instant, ExceptionEvent)>>>,
 }
 
 impl SilentReceiver {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         use tokio::io::AsyncReadExt as _;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -640,7 +640,7 @@ impl SilentReceiver {
     }
 
     /// When each notification about `subject` of this kind arrived.
-    fn arrivals(&self, subject: &str, kind: TransitionKind) -> Vec<Instant> {
+    pub(crate) fn arrivals(&self, subject: &str, kind: TransitionKind) -> Vec<Instant> {
         self.seen
             .lock()
             .unwrap()

@@ -390,6 +390,21 @@ impl OwnCluster {
         pool
     }
 
+    /// A URL of the cluster's `postgres` database, for a `trackside`
+    /// process of its own.
+    pub fn url(&self) -> String {
+        let options = self.pg.connect_options("postgres");
+        let socket = options
+            .get_socket()
+            .expect("the test cluster uses a socket");
+        format!(
+            "postgres://{}@localhost/postgres?host={}&port={}",
+            options.get_username(),
+            socket.display(),
+            options.get_port()
+        )
+    }
+
     pub async fn stop(&mut self) {
         tokio::task::block_in_place(|| self.pg.stop()).expect("stopping the cluster");
     }
@@ -531,4 +546,12 @@ pub async fn rolled_up(server: &TestServer) {
         (dirty_marks(&server.pool).await == 0).then_some(())
     })
     .await;
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("a free port")
+        .port()
 }

@@ -18,3 +18,4 @@ mod ingest;
 mod live;
 mod outage;
 mod reconnect;
+mod shutdown;

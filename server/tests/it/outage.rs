@@ -8,10 +8,10 @@ use sqlx::PgPool;
 use crate::harness::{DEADLINE, OwnCluster, TestServer, eventually, test_config};
 
 const T0: i64 = 1_795_850_000_000;
-const PER_MESSAGE: i64 = 10;
+pub(crate) const PER_MESSAGE: i64 = 10;
 
 /// Message `m` of the known sequence: ten readings with distinct stamps.
-fn message(m: i64) -> String {
+pub(crate) fn message(m: i64) -> String {
     let readings: Vec<serde_json::Value> = (0..PER_MESSAGE)
         .map(|i| {
             let n = m * PER_MESSAGE + i;
@@ -31,7 +31,7 @@ async fn stored_values(pool: &PgPool) -> Vec<i64> {
         .collect()
 }
 
-async fn wait_for_all(pool: &PgPool, total: i64) -> Vec<i64> {
+pub(crate) async fn wait_for_all(pool: &PgPool, total: i64) -> Vec<i64> {
     let deadline = tokio::time::Instant::now() + DEADLINE * 3;
     loop {
         if let Ok(rows) = sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM readings")
