@@ -192,6 +192,8 @@ struct State {
     consumed: u64,
     /// What the consumer said it holds (for tickets; dropping does not count).
     stored: u64,
+    /// The end of the last segment dropped at the bound.
+    dropped_mark: u64,
     recorded: u64,
     recorded_at: Instant,
     error: Option<String>,
@@ -294,6 +296,7 @@ impl Log {
                 total,
                 consumed,
                 stored: consumed,
+                dropped_mark: 0,
                 recorded,
                 recorded_at: Instant::now(),
                 error: None,
@@ -475,8 +478,34 @@ impl Log {
 
     /// Everything before `upto` is consumed: its segments may go.
     pub fn consume(&self, upto: u64) -> io::Result<()> {
+        self.consume_holding(upto, &[])
+    }
+
+    /// Like [`Log::consume`], where the consumer stored `held` (`(start,
+    /// end, units)`) from copies of its own: any of them in a segment
+    /// dropped at the bound were counted as dropped, and are not lost.
+    /// Under the log's lock, so a drop cannot slip between the check and
+    /// the consumption.
+    pub fn consume_holding(&self, upto: u64, held: &[(u64, u64, u64)]) -> io::Result<()> {
         let inner = &self.inner;
         let mut state = inner.lock();
+        let (mut bytes, mut units) = (0, 0);
+        for &(start, end, count) in held {
+            if end <= state.dropped_mark && start >= state.stored {
+                bytes += end - start;
+                units += count;
+            }
+        }
+        if units > 0 {
+            let less = |by: u64| move |n: u64| Some(n.saturating_sub(by));
+            let stats = &inner.stats;
+            let _ = stats
+                .dropped_bytes
+                .fetch_update(Relaxed, Relaxed, less(bytes));
+            let _ = stats
+                .dropped_units
+                .fetch_update(Relaxed, Relaxed, less(units));
+        }
         let upto = upto.min(state.end);
         state.stored = state.stored.max(upto);
         state.consumed = state.consumed.max(upto);
@@ -639,7 +668,10 @@ impl Inner {
                 max_bytes: self.config.max_bytes,
             });
         }
-        state.at_bound = dropped;
+        if dropped {
+            // Until consuming makes a segment's room (see `health`).
+            state.at_bound = true;
+        }
         Ok(())
     }
 
@@ -662,6 +694,7 @@ impl Inner {
         }
         state.total -= segment.len;
         state.consumed = state.consumed.max(segment.end());
+        state.dropped_mark = state.dropped_mark.max(segment.end());
         self.stats.dropped_bytes.fetch_add(bytes, Relaxed);
         self.stats.dropped_units.fetch_add(units, Relaxed);
         if bytes > 0 {

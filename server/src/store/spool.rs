@@ -171,6 +171,13 @@ impl Spool {
         self.log.end()
     }
 
+    /// Records that everything before `upto` is stored, `held` among it:
+    /// the `(start, end, readings)` of batches stored from the store queue,
+    /// which a full spool may have dropped (and counted) meanwhile.
+    pub fn commit_stored(&self, upto: u64, held: &[(u64, u64, u64)]) -> io::Result<()> {
+        self.log.consume_holding(upto, held)
+    }
+
     /// Bytes written but not yet stored.
     pub fn backlog(&self) -> u64 {
         self.log.health().backlog

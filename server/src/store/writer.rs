@@ -37,6 +37,8 @@ pub struct StoreWriter {
     channel_ids: HashMap<String, i32>,
     /// Where the spool is stored up to: the next message the writer expects.
     stored_to: u64,
+    /// The spool ranges and readings of the queued batches being written.
+    held: Vec<(u64, u64, u64)>,
 }
 
 /// The writer stopped retrying because the server is shutting down; what it
@@ -67,6 +69,7 @@ impl StoreWriter {
             gateways: HashSet::new(),
             channel_ids: HashMap::new(),
             stored_to,
+            held: Vec::new(),
         }
     }
 
@@ -105,6 +108,8 @@ impl StoreWriter {
                         // A catch-up already read this one from the spool.
                         continue;
                     }
+                    self.held
+                        .push((start, end, item.batch.readings.len() as u64));
                     if start > self.stored_to.max(run_end.unwrap_or(0)) {
                         // Messages between here and `start` overflowed the
                         // queue and live only in the spool: they go first.
@@ -149,7 +154,11 @@ impl StoreWriter {
     }
 
     /// Reads the spool from where it is stored up to `to` and writes it.
+    /// A failed write reads again before it retries rather than hold what
+    /// it read: while the database is away a full spool may drop it, and
+    /// then it must be gone, as counted.
     async fn catch_up(&mut self, to: u64) -> Result<(), Abandoned> {
+        let mut delay = RETRY_FIRST;
         while self.stored_to < to {
             let spool = self.spool.clone();
             let from = self.stored_to;
@@ -182,9 +191,13 @@ impl StoreWriter {
                 .into_iter()
                 .map(|r| Arc::new(r.batch))
                 .collect();
-            if !batches.is_empty() {
-                self.write_with_retry(&batches).await?;
+            if !batches.is_empty()
+                && let Err(err) = self.write(&batches).await
+            {
+                self.failed(err, &mut delay).await?;
+                continue;
             }
+            delay = RETRY_FIRST;
             Metrics::add(&self.metrics.readings_replayed, readings);
             self.mark_stored(replay.reached);
         }
@@ -193,7 +206,10 @@ impl StoreWriter {
 
     fn mark_stored(&mut self, end: u64) {
         self.stored_to = self.stored_to.max(end);
-        if let Err(err) = self.spool.commit(self.stored_to) {
+        // Queued batches just stored may lie in a segment a full spool has
+        // dropped meanwhile (and counted): the spool takes them off the count.
+        let held = std::mem::take(&mut self.held);
+        if let Err(err) = self.spool.commit_stored(self.stored_to, &held) {
             // Only costs a replay of stored readings at the next start.
             tracing::warn!("recording the spool's stored position failed: {err:#}");
         }
@@ -204,20 +220,25 @@ impl StoreWriter {
         loop {
             match self.write(batches).await {
                 Ok(()) => return Ok(()),
-                Err(err) => {
-                    self.metrics.store_errors.fetch_add(1, Relaxed);
-                    if self.shutdown.is_cancelled() {
-                        return Err(Abandoned);
-                    }
-                    tracing::error!(retry_in = ?delay, "store write failed, will retry: {err:#}");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.shutdown.cancelled() => {}
-                    }
-                    delay = (delay * 2).min(RETRY_MAX);
-                }
+                Err(err) => self.failed(err, &mut delay).await?,
             }
         }
+    }
+
+    /// Counts a failed write and waits before the next try, unless the
+    /// server is shutting down.
+    async fn failed(&mut self, err: anyhow::Error, delay: &mut Duration) -> Result<(), Abandoned> {
+        self.metrics.store_errors.fetch_add(1, Relaxed);
+        if self.shutdown.is_cancelled() {
+            return Err(Abandoned);
+        }
+        tracing::error!(retry_in = ?*delay, "store write failed, will retry: {err:#}");
+        tokio::select! {
+            () = tokio::time::sleep(*delay) => {}
+            () = self.shutdown.cancelled() => {}
+        }
+        *delay = (*delay * 2).min(RETRY_MAX);
+        Ok(())
     }
 
     async fn write(&mut self, batches: &[Arc<ReadingBatch>]) -> anyhow::Result<()> {

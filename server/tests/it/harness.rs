@@ -108,7 +108,7 @@ pub struct TestServer {
     /// The configuration it runs with, including its own data directory, so
     /// a test can start it again on the same state.
     pub config: Config,
-    _data_dir: tempfile::TempDir,
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -134,7 +134,20 @@ impl TestServer {
             pool,
             running,
             config,
-            _data_dir: data_dir,
+            _data_dir: Some(data_dir),
+        }
+    }
+
+    /// A server on this database with the data directory `config` names.
+    pub async fn start_in_place(config: Config, pool: PgPool) -> Self {
+        let running = trackside::start(&config, pool.clone())
+            .await
+            .expect("starting the server");
+        Self {
+            pool,
+            running,
+            config,
+            _data_dir: None,
         }
     }
 
@@ -554,4 +567,16 @@ pub fn free_port() -> u16 {
         .and_then(|probe| probe.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// A process a test started, killed if the test ends before it does.
+pub struct ChildProcess(pub std::process::Child);
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }

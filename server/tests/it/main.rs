@@ -19,3 +19,4 @@ mod live;
 mod outage;
 mod reconnect;
 mod shutdown;
+mod spool;

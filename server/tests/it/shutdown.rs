@@ -9,7 +9,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::exceptions::{FAST_RULES, SilentReceiver, batch, now_ms};
-use crate::harness::{Gateway, OwnCluster, eventually, free_port, site_dir};
+use crate::harness::{ChildProcess, Gateway, OwnCluster, eventually, free_port, site_dir};
 use crate::outage::{PER_MESSAGE, message, wait_for_all};
 
 /// The bound docs/api.md states for SIGTERM to exit.
@@ -39,7 +39,7 @@ async fn sigterm_with_the_database_stopped_ends_within_the_bound() {
     )
     .unwrap();
     let log = work.path().join("trackside.log");
-    let mut child = Process(
+    let mut child = ChildProcess(
         Command::new(env!("CARGO_BIN_EXE_trackside"))
             .arg("--config")
             .arg(&config_path)
@@ -161,16 +161,4 @@ async fn sigterm_with_the_database_stopped_ends_within_the_bound() {
     .unwrap();
     assert_eq!(open, 1, "the transition judged during the outage is stored");
     restarted.shutdown().await;
-}
-
-/// The child process, killed if the test ends before it does.
-struct Process(std::process::Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
