@@ -16,7 +16,14 @@
 //! `--batched N` (readings sent in batches of 1000, default 2000000),
 //! `--rate N` and `--seconds S` (latency run, default 20000/s for 5 s),
 //! `--clients N` (WebSocket clients, default 50), `--idle N` (idle MQTT
-//! connections, default 1000).
+//! connections, default 1000), `--external N` (single-reading messages
+//! through Mosquitto to a Trackside subscribed to it, default 50000).
+//!
+//! The spool's group commit is measured against a Trackside with
+//! `spool_fsync_ms = "off"`: once with the embedded broker (which
+//! acknowledges before the spool) and once through an external broker,
+//! where each publish is acknowledged only after the fsync that covers it,
+//! so the broker's window of unacknowledged messages bounds the rate.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -40,6 +47,15 @@ struct Options {
     seconds: u64,
     clients: usize,
     idle: usize,
+    external: usize,
+}
+
+/// Whether a Trackside fsyncs its spool: the default group commit, or
+/// never (the baseline of what the fsync costs).
+#[derive(Clone, Copy, PartialEq)]
+enum Fsync {
+    GroupCommit,
+    Off,
 }
 
 const BATCH: usize = 1_000;
@@ -89,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
     // The same idle connections in external-broker mode: a fresh Mosquitto
     // holds them and a Trackside subscribes to it; both processes count.
     let mosquitto = Mosquitto::start(work.path())?;
-    let external = Server::start(work.path(), Some(mosquitto.port)).await?;
+    let external = Server::start(work.path(), Some(mosquitto.port), Fsync::GroupCommit).await?;
     external.wait_external_link(mosquitto.port).await?;
     let external_idle = idle_memory(
         mosquitto.port,
@@ -100,10 +116,25 @@ async fn main() -> anyhow::Result<()> {
     drop(external);
     drop(mosquitto);
 
-    let server = Server::start(work.path(), None).await?;
+    // The spool's fsync cost through an external broker: acknowledged
+    // only once fsynced (or stored), against the same with fsync off.
+    let mut external_rates = Vec::new();
+    for fsync in [Fsync::Off, Fsync::GroupCommit] {
+        let mosquitto = Mosquitto::start(work.path())?;
+        let external = Server::start(work.path(), Some(mosquitto.port), fsync).await?;
+        external.wait_external_link(mosquitto.port).await?;
+        let fsyncs = external.fsyncs().await?;
+        let rate = stored_rate(&external, options.external, 1).await?;
+        external.print_fsyncs(fsyncs, options.external).await?;
+        external_rates.push(rate);
+    }
+
+    let server = Server::start(work.path(), None, Fsync::GroupCommit).await?;
 
     // Single-reading messages, stored durably (fsync on commit).
+    let fsyncs = server.fsyncs().await?;
     let single_rate = stored_rate(&server, options.messages, 1).await?;
+    server.print_fsyncs(fsyncs, options.messages).await?;
     rows.push(Row::ratio(
         "single-reading msgs/s stored",
         single_rate,
@@ -111,6 +142,27 @@ async fn main() -> anyhow::Result<()> {
         mosquitto_rate,
         "≥ 50,000 and ≥ 1.0×",
         single_rate >= 50_000.0 && single_rate >= mosquitto_rate,
+    ));
+
+    // The same on a Trackside that never fsyncs its spool.
+    let unsynced = Server::start(work.path(), None, Fsync::Off).await?;
+    let unsynced_rate = stored_rate(&unsynced, options.messages, 1).await?;
+    drop(unsynced);
+    rows.push(Row::ratio(
+        "the same, spool fsynced every 5 ms",
+        single_rate,
+        "spool_fsync_ms = \"off\"",
+        unsynced_rate,
+        "≥ 0.9×",
+        single_rate >= 0.9 * unsynced_rate,
+    ));
+    rows.push(Row::ratio(
+        "external broker msgs/s stored, acked after fsync",
+        external_rates[1],
+        "spool_fsync_ms = \"off\"",
+        external_rates[0],
+        "≥ 0.5×",
+        external_rates[1] >= 0.5 * external_rates[0],
     ));
 
     // Batches of 1000 readings, against psql's copy of the same rows into
@@ -185,6 +237,7 @@ fn parse_args() -> anyhow::Result<Options> {
         seconds: 5,
         clients: 50,
         idle: 1_000,
+        external: 50_000,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -200,6 +253,7 @@ fn parse_args() -> anyhow::Result<Options> {
             "--seconds" => options.seconds = value as u64,
             "--clients" => options.clients = value,
             "--idle" => options.idle = value,
+            "--external" => options.external = value,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -263,13 +317,28 @@ struct Server {
 impl Server {
     /// A Trackside with its own broker, or with `external_broker` (a
     /// port on loopback) as its `[mqtt.external]`.
-    async fn start(work: &Path, external_broker: Option<u16>) -> anyhow::Result<Self> {
+    async fn start(
+        work: &Path,
+        external_broker: Option<u16>,
+        fsync: Fsync,
+    ) -> anyhow::Result<Self> {
         let (http_port, mut mqtt_port, mqtt5_port, mqtts_port) =
             (free_port()?, free_port()?, free_port()?, free_port()?);
-        let name = if external_broker.is_some() {
-            "trackside-external"
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "trackside{}{}-{}",
+            if external_broker.is_some() {
+                "-external"
+            } else {
+                ""
+            },
+            if fsync == Fsync::Off { "-nofsync" } else { "" },
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        );
+        let ingest = if fsync == Fsync::Off {
+            "[ingest]\nspool_fsync_ms = \"off\"\n"
         } else {
-            "trackside"
+            ""
         };
         let data_dir = work.join(format!("{name}-data"));
         let config = work.join(format!("{name}.toml"));
@@ -288,6 +357,7 @@ impl Server {
                  tls_listen = \"127.0.0.1:{mqtts_port}\"\n\
                  allow_anonymous = true\n\
                  {external}\
+                 {ingest}\
                  [database]\ndata_dir = \"{}\"\n",
                 data_dir.display()
             ),
@@ -315,6 +385,29 @@ impl Server {
 
     fn rss_kib(&self) -> anyhow::Result<f64> {
         rss_kib(self.process.0.id())
+    }
+
+    /// The spool's fsync count and time so far.
+    async fn fsyncs(&self) -> anyhow::Result<(f64, f64)> {
+        Ok((
+            self.metric("trackside_spool_fsyncs_total").await?,
+            self.metric("trackside_spool_fsync_microseconds_total")
+                .await?,
+        ))
+    }
+
+    /// Prints how many messages each fsync covered since `before`.
+    async fn print_fsyncs(&self, before: (f64, f64), messages: usize) -> anyhow::Result<()> {
+        let (count, micros) = self.fsyncs().await?;
+        let (count, micros) = (count - before.0, micros - before.1);
+        if count > 0.0 {
+            println!(
+                "    {count:.0} spool fsyncs: {:.0} messages each, {:.2} ms each",
+                messages as f64 / count,
+                micros / count / 1000.0
+            );
+        }
+        Ok(())
     }
 
     /// Waits until an external-broker Trackside holds its session.

@@ -241,7 +241,7 @@ fn spool_rule() -> Rule {
 }
 
 /// Ids reserved ahead, and the level below which more are taken.
-const RESERVE: usize = 2_048;
+pub const RESERVE: usize = 2_048;
 const RESERVE_LOW: usize = 1_024;
 /// How often a reserve below its low level is topped up at most.
 const RESERVE_RETRY: Duration = Duration::from_secs(10);

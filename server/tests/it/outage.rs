@@ -308,3 +308,73 @@ async fn alarms_raised_while_postgres_is_down_reach_the_browser_and_are_stored_a
     .await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// More new exceptions during an outage than ids were reserved ahead:
+/// those beyond the reserve are numbered when the database takes them,
+/// and shown then; none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_beyond_the_reserved_ids_are_numbered_and_shown_once_stored() {
+    use crate::exceptions::{batch, fast_config, now_ms};
+    use std::collections::HashSet;
+    use trackside_wire::{ClientMessage, ServerMessage};
+
+    let more = trackside::exceptions::RESERVE + 52;
+    let mut cluster = OwnCluster::start().await;
+    let pool = cluster.pool().await;
+    let mut config = fast_config();
+    // Room on the live ring for every frame of the burst.
+    config.ingest.live_queue = 4 * more;
+    let server = TestServer::start_on(config, pool.clone()).await;
+    let mut browser = server.websocket().await;
+    browser
+        .send(&ClientMessage::Subscribe {
+            channels: Vec::new(),
+        })
+        .await;
+    let mut gateway = server.gateway("gw-many").await;
+    cluster.stop().await;
+
+    let channels: Vec<String> = (0..more).map(|i| format!("T{i}/relay_voltage")).collect();
+    let readings: Vec<(&str, f64)> = channels.iter().map(|c| (c.as_str(), 0.5)).collect();
+    gateway
+        .publish("trackside/gw-many/readings", batch(now_ms(), &readings))
+        .await;
+    let mut shown = HashSet::new();
+    let raised = tokio::time::timeout(DEADLINE, async {
+        while shown.len() < trackside::exceptions::RESERVE {
+            if let ServerMessage::Exception(event) = browser.next().await {
+                assert!(!event.exception.stored);
+                assert!(shown.insert(event.exception.id), "ids are unique");
+            }
+        }
+    })
+    .await;
+    assert!(raised.is_ok(), "{} shown during the outage", shown.len());
+
+    cluster.restart().await;
+    let late = tokio::time::timeout(DEADLINE * 3, async {
+        let mut late = HashSet::new();
+        while late.len() < more - trackside::exceptions::RESERVE {
+            if let ServerMessage::Exception(event) = browser.next().await {
+                assert!(event.exception.stored, "shown once stored");
+                assert!(!shown.contains(&event.exception.id));
+                late.insert(event.exception.id);
+            }
+        }
+        late
+    })
+    .await
+    .expect("the rest shown once stored");
+    assert_eq!(late.len(), 52);
+    let (open, ids): (i64, i64) = eventually("all stored", || async {
+        let counts: (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT id) FROM exceptions WHERE open AND rule_id = 'rv-low'",
+        )
+        .fetch_one(&pool)
+        .await
+        .ok()?;
+        (counts.0 == more as i64).then_some(counts)
+    })
+    .await;
+    assert_eq!((open, ids), (more as i64, more as i64));
+}
