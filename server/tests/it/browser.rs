@@ -347,3 +347,82 @@ async fn an_exception_appears_live_and_is_acknowledged_through_the_dialog() {
     }
     client.close().await.expect("closing the browser session");
 }
+
+/// While PostgreSQL is down an alarm is still shown at once, marked as not
+/// yet stored (and not offered for acknowledgement), with the header
+/// saying why; once the database is back it is stored and can be
+/// acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_raised_while_the_database_is_down_shows_as_not_yet_stored() {
+    let mut cluster = crate::harness::OwnCluster::start().await;
+    let pool = cluster.pool().await;
+    let server = TestServer::start_on(crate::exceptions::fast_config(), pool).await;
+    let (_driver, client) = browser().await;
+    client
+        .goto(&server.url("/exceptions"))
+        .await
+        .expect("open the exception page");
+    wait_for_attribute(
+        &client,
+        "[data-testid=connection-state]",
+        "data-state",
+        "live",
+    )
+    .await;
+    wait_for_text(&client, "[data-testid=unacked-count]", "0").await;
+
+    cluster.stop().await;
+    let mut gateway = server.gateway("gw-away").await;
+    gateway
+        .publish(
+            "trackside/gw-away/readings",
+            crate::exceptions::batch(
+                chrono::Utc::now().timestamp_millis(),
+                &[("T301/relay_voltage", 0.52)],
+            ),
+        )
+        .await;
+    let row = "[data-testid=exceptions-list] [data-exception-id]";
+    wait_for_attribute(&client, row, "data-stored", "false").await;
+    wait_for_text(
+        &client,
+        &format!("{row} [data-testid=not-stored]"),
+        "NOT YET STORED",
+    )
+    .await;
+    wait_for_text(
+        &client,
+        "[data-testid=unstored-alarms] .pill-label",
+        "Database away: 1 alarm not yet stored",
+    )
+    .await;
+    assert!(
+        client
+            .find(Locator::Css(&format!("{row} [data-testid=ack-open]")))
+            .await
+            .is_err(),
+        "no acknowledgement offered before it is stored"
+    );
+    screenshot_to(
+        "exception-not-stored.png",
+        client.screenshot().await.expect("screenshot"),
+    );
+
+    cluster.restart().await;
+    wait_for_attribute(&client, row, "data-stored", "true").await;
+    eventually("the acknowledge button", || async {
+        client
+            .find(Locator::Css(&format!("{row} [data-testid=ack-open]")))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    assert!(
+        client
+            .find(Locator::Css("[data-testid=unstored-alarms]"))
+            .await
+            .is_err()
+    );
+    client.close().await.expect("closing the browser session");
+}
