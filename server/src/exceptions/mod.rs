@@ -149,12 +149,17 @@ enum Command {
         id: i64,
         by: String,
         comment: String,
+        /// Started later than this, it could not finish within
+        /// [`ACK_DEADLINE`]: refused unrecorded.
+        start_by: tokio::time::Instant,
         reply: oneshot::Sender<Result<ExceptionInfo, AckFailure>>,
     },
 }
 
-/// How long an acknowledgement may take, whatever the database does.
-const ACK_DEADLINE: Duration = Duration::from_secs(5);
+/// How long an acknowledgement may take, whatever the database does: the
+/// engine's check and store take at most `2 * STORE_WAIT`, and it starts
+/// one only while that still fits.
+const ACK_DEADLINE: Duration = Duration::from_secs(6);
 /// How long the engine waits for the database before it journals a step,
 /// and how long the check before an acknowledgement may take.
 const STORE_WAIT: Duration = Duration::from_secs(2);
@@ -180,23 +185,26 @@ impl Handle {
     ) -> Result<ExceptionInfo, AckFailure> {
         let (reply, answer) = oneshot::channel();
         let gone = || AckFailure::Internal(anyhow::anyhow!("the exception engine has stopped"));
+        let start_by = tokio::time::Instant::now() + ACK_DEADLINE - 2 * STORE_WAIT;
         let asked = async {
             self.commands
                 .send(Command::Ack {
                     id,
                     by,
                     comment,
+                    start_by,
                     reply,
                 })
                 .await
                 .map_err(|_| gone())?;
             answer.await.map_err(|_| gone())?
         };
-        match tokio::time::timeout(ACK_DEADLINE, asked).await {
+        // The engine answers within the deadline; this is the backstop.
+        match tokio::time::timeout(ACK_DEADLINE + Duration::from_secs(1), asked).await {
             Ok(answer) => answer,
             Err(_) => Err(AckFailure::Unavailable(format!(
                 "the exception engine did not answer within {} s (is the database slow?); \
-                 nothing was recorded: try again",
+                 reload the exception to see whether the acknowledgement was recorded",
                 ACK_DEADLINE.as_secs()
             ))),
         }
@@ -447,8 +455,17 @@ impl Service {
                     }
                 }
                 Some(command) = commands.recv() => match command {
-                    Command::Ack { id, by, comment, reply } => {
-                        let answer = self.acknowledge(id, &by, &comment).await;
+                    Command::Ack { id, by, comment, start_by, reply } => {
+                        let answer = if tokio::time::Instant::now() > start_by || reply.is_closed() {
+                            self.metrics.exception_acks_refused.fetch_add(1, Relaxed);
+                            Err(AckFailure::Unavailable(
+                                "the exception engine is busy (is the database slow?): nothing \
+                                 was recorded, try again"
+                                    .into(),
+                            ))
+                        } else {
+                            self.acknowledge(id, &by, &comment).await
+                        };
                         let _ = reply.send(answer);
                         continue;
                     }
