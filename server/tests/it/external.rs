@@ -34,20 +34,7 @@ async fn readings_from_an_external_broker_are_stored_and_sent_live() {
         (server.running.mqtt_v5_addr, server.running.mqtt_tls_addr),
         (None, None)
     );
-    let connected = "trackside_mqtt_external_connected{broker=\"127.0.0.1:";
-    eventually("the session with Mosquitto is up", || async {
-        let metrics = reqwest::get(server.url("/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        metrics
-            .lines()
-            .any(|line| line.starts_with(connected) && line.ends_with("} 1"))
-            .then_some(())
-    })
-    .await;
+    server.external_session_up().await;
 
     let mut browser = server.websocket().await;
     let mut gateway = Gateway::connect(mosquitto.port, "gw-ext").await;

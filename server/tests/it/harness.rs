@@ -127,15 +127,9 @@ impl TestServer {
             .tempdir()
             .expect("creating a data directory");
         config.database.data_dir = data_dir.path().to_path_buf();
-        let running = trackside::start(&config, pool.clone())
-            .await
-            .expect("starting the server");
-        Self {
-            pool,
-            running,
-            config,
-            _data_dir: Some(data_dir),
-        }
+        let mut server = Self::start_in_place(config, pool).await;
+        server._data_dir = Some(data_dir);
+        server
     }
 
     /// A server on this database with the data directory `config` names.
@@ -173,6 +167,22 @@ impl TestServer {
         .fetch_all(&self.pool)
         .await
         .expect("reading stored readings")
+    }
+
+    /// Waits until the link to an external broker is up.
+    pub async fn external_session_up(&self) {
+        eventually("the session with the external broker up", || async {
+            let text = reqwest::get(self.url("/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.lines()
+                .any(|l| l.starts_with("trackside_mqtt_external_connected{") && l.ends_with("} 1"))
+                .then_some(())
+        })
+        .await;
     }
 
     pub async fn metric(&self, name: &str) -> f64 {
@@ -567,6 +577,44 @@ pub fn free_port() -> u16 {
         .and_then(|probe| probe.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// The `trackside` binary run with a configuration file (after `wrapper`,
+/// such as `prlimit`), its log kept in `log`.
+pub struct Binary {
+    pub process: ChildProcess,
+    log: PathBuf,
+}
+
+impl Binary {
+    pub fn spawn(config: &std::path::Path, log: PathBuf, wrapper: &[&str]) -> Self {
+        let binary = env!("CARGO_BIN_EXE_trackside");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = std::process::Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => std::process::Command::new(binary),
+        };
+        let child = command
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info,sqlx=warn,rumqttd=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("the log file"))
+            .spawn()
+            .expect("starting trackside");
+        Self {
+            process: ChildProcess(child),
+            log,
+        }
+    }
+
+    /// What it logged so far, for a failure's message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 /// A process a test started, killed if the test ends before it does.

@@ -2,14 +2,13 @@
 //! the database and the webhook receivers do, and what it could not store
 //! is on disk for the next start.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::exceptions::{FAST_RULES, SilentReceiver, batch, now_ms};
-use crate::harness::{ChildProcess, Gateway, OwnCluster, eventually, free_port, site_dir};
+use crate::harness::{Binary, Gateway, OwnCluster, eventually, free_port, site_dir};
 use crate::outage::{PER_MESSAGE, message, wait_for_all};
 
 /// The bound docs/api.md states for SIGTERM to exit.
@@ -38,18 +37,7 @@ async fn sigterm_with_the_database_stopped_ends_within_the_bound() {
         ),
     )
     .unwrap();
-    let log = work.path().join("trackside.log");
-    let mut child = ChildProcess(
-        Command::new(env!("CARGO_BIN_EXE_trackside"))
-            .arg("--config")
-            .arg(&config_path)
-            .env("RUST_LOG", "info,sqlx=warn,rumqttd=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("starting trackside"),
-    );
-    let server_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut binary = Binary::spawn(&config_path, work.path().join("trackside.log"), &[]);
     eventually("trackside ready", || async {
         let ready = reqwest::get(format!("http://127.0.0.1:{http}/readyz"))
             .await
@@ -108,16 +96,16 @@ async fn sigterm_with_the_database_stopped_ends_within_the_bound() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let asked = Instant::now();
-    kill(Pid::from_raw(child.0.id() as i32), Signal::SIGTERM).expect("sending SIGTERM");
+    kill(Pid::from_raw(binary.process.0.id() as i32), Signal::SIGTERM).expect("sending SIGTERM");
     let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
+        if let Some(status) = binary.process.0.try_wait().unwrap() {
             break status;
         }
         if asked.elapsed() > SIGTERM_BOUND * 2 {
             panic!(
                 "trackside still running {:?} after SIGTERM:\n{}",
                 asked.elapsed(),
-                server_log()
+                binary.log()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -127,9 +115,9 @@ async fn sigterm_with_the_database_stopped_ends_within_the_bound() {
     assert!(
         took < SIGTERM_BOUND,
         "SIGTERM took {took:?}:\n{}",
-        server_log()
+        binary.log()
     );
-    assert!(status.success(), "exit {status}:\n{}", server_log());
+    assert!(status.success(), "exit {status}:\n{}", binary.log());
 
     // What it could not store is on disk: with the database back, the
     // next start stores every reading once, and the journalled exception.

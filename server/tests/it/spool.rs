@@ -1,7 +1,7 @@
 //! The spool under faults, through real parts: a spool larger than the
 //! server's memory cap, the bound with each broker, and a full disk.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use trackside_wire::{ChannelName, ExceptionKind};
 
 use crate::exceptions::exception_frame;
 use crate::harness::{
-    ChildProcess, DEADLINE, Gateway, OwnCluster, TestServer, eventually, free_port, test_config,
+    Binary, DEADLINE, Gateway, OwnCluster, TestServer, eventually, free_port, test_config,
 };
 
 const T0: i64 = 1_795_850_000_000;
@@ -112,26 +112,19 @@ async fn a_spool_larger_than_the_memory_cap_replays_within_it() {
         ),
     )
     .unwrap();
-    let log = work.path().join("trackside.log");
-    let mut child = ChildProcess(
-        Command::new("prlimit")
-            .arg(format!("--data={CAP}"))
-            .arg(env!("CARGO_BIN_EXE_trackside"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info,sqlx=warn,rumqttd=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("running trackside under prlimit (util-linux)"),
+    // prlimit is util-linux's, on every Debian.
+    let limit = format!("--data={CAP}");
+    let mut binary = Binary::spawn(
+        &config,
+        work.path().join("trackside.log"),
+        &["prlimit", &limit],
     );
-    let server_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
     loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
+        if let Some(status) = binary.process.0.try_wait().unwrap() {
             panic!(
                 "trackside ended ({status}) replaying the spool:\n{}",
-                server_log()
+                binary.log()
             );
         }
         if count(&pool).await == written {
@@ -141,11 +134,12 @@ async fn a_spool_larger_than_the_memory_cap_replays_within_it() {
             tokio::time::Instant::now() < deadline,
             "{} of {written} readings replayed in time:\n{}",
             count(&pool).await,
-            server_log()
+            binary.log()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", binary.process.0.id())).unwrap();
     let peak = status
         .lines()
         .filter(|l| l.starts_with("VmHWM") || l.starts_with("VmData"))
@@ -310,20 +304,7 @@ async fn at_its_bound_the_external_spool_leaves_publishes_with_the_broker() {
         password: None,
     });
     let server = TestServer::start_on(config, pool.clone()).await;
-    eventually("subscribed to the broker", || async {
-        let text = reqwest::get(server.url("/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.contains("trackside_mqtt_external_connected{")
-            .then_some(())?;
-        text.lines()
-            .any(|l| l.starts_with("trackside_mqtt_external_connected{") && l.ends_with(" 1"))
-            .then_some(())
-    })
-    .await;
+    server.external_session_up().await;
     // Subscriptions are set up right after the session; give them a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut gateway = Gateway::connect(mosquitto.port, "gw-ext-full").await;
