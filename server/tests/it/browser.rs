@@ -181,6 +181,20 @@ pub(crate) fn screenshot_to(name: &str, png: Vec<u8>) {
     let _ = std::fs::write(dir.join(name), png);
 }
 
+/// A browser on `path`, once its live feed is up.
+async fn live_page(server: &TestServer, path: &str) -> (ChromeDriver, Client) {
+    let (driver, client) = browser().await;
+    client.goto(&server.url(path)).await.expect("open the page");
+    wait_for_attribute(
+        &client,
+        "[data-testid=connection-state]",
+        "data-state",
+        "live",
+    )
+    .await;
+    (driver, client)
+}
+
 async fn wait_for_attribute(client: &Client, css: &str, name: &str, want: &str) {
     let what = format!("{css} to have {name}={want:?}");
     eventually(&what, || async {
@@ -210,18 +224,7 @@ async fn an_exception_appears_live_and_is_acknowledged_through_the_dialog() {
         },
     }];
     let server = TestServer::start_with(config).await;
-    let (_driver, client) = browser().await;
-    client
-        .goto(&server.url("/exceptions"))
-        .await
-        .expect("open the exception page");
-    wait_for_attribute(
-        &client,
-        "[data-testid=connection-state]",
-        "data-state",
-        "live",
-    )
-    .await;
+    let (_driver, client) = live_page(&server, "/exceptions").await;
     wait_for_text(
         &client,
         "[data-testid=exceptions-empty] .notice-title",
@@ -357,18 +360,7 @@ async fn an_alarm_raised_while_the_database_is_down_shows_as_not_yet_stored() {
     let mut cluster = crate::harness::OwnCluster::start().await;
     let pool = cluster.pool().await;
     let server = TestServer::start_on(crate::exceptions::fast_config(), pool).await;
-    let (_driver, client) = browser().await;
-    client
-        .goto(&server.url("/exceptions"))
-        .await
-        .expect("open the exception page");
-    wait_for_attribute(
-        &client,
-        "[data-testid=connection-state]",
-        "data-state",
-        "live",
-    )
-    .await;
+    let (_driver, client) = live_page(&server, "/exceptions").await;
     wait_for_text(&client, "[data-testid=unacked-count]", "0").await;
 
     cluster.stop().await;
