@@ -441,10 +441,16 @@ impl Running {
         if let Some(rollup) = self.rollup {
             finish("rollup", rollup, deadline).await;
         }
-        // What the spool holds is on disk before the process goes.
+        // What the spool holds is on disk before the process goes, unless
+        // the disk takes longer than a shutdown may.
         let spool = self.spool;
-        if let Err(err) = tokio::task::spawn_blocking(move || spool.flush()).await {
-            tracing::error!("flushing the spool at shutdown failed: {err}");
+        let flushed = tokio::task::spawn_blocking(move || spool.flush());
+        match tokio::time::timeout(std::time::Duration::from_secs(2), flushed).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!("flushing the spool at shutdown failed: {err}"),
+            Err(_) => tracing::error!(
+                "the spool's last fsync did not finish within 2 s; leaving it to the page cache"
+            ),
         }
     }
 }

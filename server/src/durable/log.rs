@@ -212,6 +212,8 @@ struct State {
     /// `poisoned`.
     synced_unbelieved: u64,
     closing: bool,
+    /// The syncer has returned.
+    syncer_done: bool,
 }
 
 impl State {
@@ -228,6 +230,8 @@ impl State {
 
 /// How often the consumed position is written to disk while it moves.
 const RECORD_EVERY: Duration = Duration::from_secs(1);
+/// How long closing waits for the last fsync.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 impl Log {
     /// Opens (or creates) the log `name` in `dir`, cutting a torn record off
@@ -272,9 +276,12 @@ impl Log {
                 if valid < last.len {
                     torn = last.len - valid;
                     file.set_len(valid)?;
-                    file.sync_all()?;
                     last.len = valid;
                 }
+                // After a process crash the last appends may still be only
+                // in the page cache: make what is there durable, as the
+                // state below says it is.
+                file.sync_all()?;
                 Some(Arc::new(file))
             }
             None => None,
@@ -303,12 +310,13 @@ impl Log {
                 at_bound: false,
                 unsynced: Vec::new(),
                 dir_dirty: false,
-                // What is on disk at open counts as durable: it survived.
+                // Fsynced above.
                 sync_attempted: end,
                 synced: end,
                 poisoned: 0,
                 synced_unbelieved: end,
                 closing: false,
+                syncer_done: false,
             }),
             wake: Condvar::new(),
             durable,
@@ -368,7 +376,7 @@ impl Log {
                     state.synced_unbelieved = state.end;
                     inner.publish(&state);
                 } else {
-                    inner.wake.notify_one();
+                    inner.wake.notify_all();
                 }
                 Ok(then(start, state.end))
             }
@@ -577,17 +585,31 @@ impl Log {
     }
 
     /// Fsyncs what is written, stops the syncer and records the position.
-    /// Dropping the log does the same.
+    /// Dropping the log does the same. An fsync can hang on a sick disk
+    /// (minutes were seen under heavy shared I/O): the syncer gets
+    /// [`CLOSE_WAIT`], then is left to finish on its own.
     pub fn close(&mut self) {
-        {
-            let mut state = self.inner.lock();
+        if let Some(syncer) = self.syncer.take() {
+            let state = self.inner.lock();
+            let mut state = state;
             state.closing = true;
-            self.inner.wake.notify_one();
-        }
-        if let Some(syncer) = self.syncer.take()
-            && syncer.join().is_err()
-        {
-            tracing::error!(log = self.inner.name, "the fsync thread panicked");
+            self.inner.wake.notify_all();
+            let (state, _) = self
+                .inner
+                .wake
+                .wait_timeout_while(state, CLOSE_WAIT, |s| !s.syncer_done)
+                .unwrap_or_else(|e| e.into_inner());
+            let done = state.syncer_done;
+            drop(state);
+            if !done {
+                tracing::error!(
+                    log = self.inner.name,
+                    "the last fsync did not finish within {} s; leaving it (what was written is in the page cache)",
+                    CLOSE_WAIT.as_secs()
+                );
+            } else if syncer.join().is_err() {
+                tracing::error!(log = self.inner.name, "the fsync thread panicked");
+            }
         }
         if let Err(err) = self.record_position() {
             // Costs a replay of consumed records at the next start.
@@ -774,6 +796,8 @@ impl Inner {
                 state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner());
             }
             if !has_unsynced(&state) {
+                state.syncer_done = true;
+                self.wake.notify_all();
                 return;
             }
             if !state.closing && !window.is_zero() {

@@ -260,9 +260,12 @@ impl Journal {
             }
         }
         outlets.live.publish_stored(stored);
-        self.metrics
+        // Saturating: what an earlier run journalled was never counted here.
+        let written = events.len() as i64;
+        let _ = self
+            .metrics
             .exception_journal_pending
-            .fetch_sub(events.len() as i64, Relaxed);
+            .fetch_update(Relaxed, Relaxed, |n| Some((n - written).max(0)));
         Ok(())
     }
 }
