@@ -7,12 +7,18 @@
 
 use serde::{Deserialize, Serialize};
 
+mod auth;
 mod channel;
 mod exceptions;
 mod forecast;
 mod history;
 mod parameter;
 
+pub use auth::{
+    AuditEntry, CertificateRequest, GatewayCertificateFiles, GatewayCredentialInfo,
+    IssuedGatewayPassword, IssuedPassword, IssuedToken, LinkSignInRequest, Me, NewGateway,
+    NewToken, NewUser, PasswordChange, Role, SignInRequest, TokenInfo, UserChange, UserInfo,
+};
 pub use channel::{ChannelName, ChannelNameError, pattern_matches};
 pub use exceptions::{
     AckRequest, Check, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Rule,
@@ -121,6 +127,10 @@ pub enum ServerMessage {
     /// Exceptions sent with `stored` false are now stored, as given here
     /// (a later, still unstored state of the same exception supersedes it).
     Stored { exceptions: Vec<ExceptionInfo> },
+    /// The session or token this feed was opened with has ended: signed
+    /// out, expired, or its user disabled or changed by an administrator.
+    /// The server closes the socket after this frame; sign in again.
+    SessionEnded { reason: String },
 }
 
 #[cfg(test)]

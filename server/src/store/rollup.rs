@@ -268,6 +268,15 @@ async fn refresh_in(
     config: &HistoryConfig,
     limit: i64,
 ) -> anyhow::Result<usize> {
+    // One snapshot for the whole pass. Hours are computed from fresh
+    // minutes (`rollup_hours` reads `history_1m`), and marks that writers
+    // append while the pass runs would otherwise send each of their
+    // minutes back to raw rows, to be recomputed again by the next pass.
+    // Only refreshers write the rollup tables, and they hold REFRESH_LOCK,
+    // so this isolation costs no serialization failures.
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut **tx)
+        .await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
         .bind(REFRESH_LOCK)
         .fetch_one(&mut **tx)
@@ -302,8 +311,9 @@ async fn refresh_in(
         .copied()
         .unzip();
     // Each statement below sees what the earlier ones wrote (same
-    // transaction) and every reading committed before it started, which
-    // includes every writer whose mark this pass claimed.
+    // transaction) and every reading committed before the pass's snapshot,
+    // which includes every writer whose mark this pass claimed: a mark
+    // becomes visible together with its writer's rows.
     sqlx::query(upsert_buckets!(
         "readings_1m",
         "SELECT d.channel_id, r.*
@@ -410,6 +420,13 @@ pub async fn rebuild(pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> a
         .execute(&mut *tx)
         .await
         .context("rebuilding minute rollups")?;
+        // The minutes are current now; without their marks, the hours are
+        // built from the minute rows instead of from raw rows again.
+        sqlx::query("DELETE FROM rollup_dirty WHERE minute >= $1 AND minute < $2")
+            .bind(start)
+            .bind(end)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(upsert_buckets!(
             "readings_1h",
             "SELECT c.id, r.* FROM channels c CROSS JOIN LATERAL rollup_hours(c.id, $1, $2) r"
@@ -419,11 +436,6 @@ pub async fn rebuild(pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> a
         .execute(&mut *tx)
         .await
         .context("rebuilding hour rollups")?;
-        sqlx::query("DELETE FROM rollup_dirty WHERE minute >= $1 AND minute < $2")
-            .bind(start)
-            .bind(end)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         start = end;
     }

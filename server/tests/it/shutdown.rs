@@ -68,6 +68,13 @@ async fn sigterm_with_the_database_stopped_ends_within_the_bound() {
     })
     .await;
 
+    let token = crate::harness::metrics_token(&pool).await;
+    assert!(
+        crate::harness::scrape(&format!("http://127.0.0.1:{http}/metrics"), &token)
+            .await
+            .is_some(),
+        "a scrape with the metrics token"
+    );
     cluster.stop().await;
     for m in 10..40 {
         gateway
@@ -82,8 +89,10 @@ async fn sigterm_with_the_database_stopped_ends_within_the_bound() {
         )
         .await;
     let metrics = format!("http://127.0.0.1:{http}/metrics");
+    // A scrape keeps working while the database is away: the token was
+    // checked before it stopped.
     eventually("everything decoded", || async {
-        let text = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+        let text = crate::harness::scrape(&metrics, &token).await?;
         let received = text.lines().find_map(|l| {
             l.strip_prefix("trackside_readings_received_total ")?
                 .parse::<f64>()

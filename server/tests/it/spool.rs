@@ -145,12 +145,10 @@ async fn a_spool_larger_than_the_memory_cap_replays_within_it() {
         .filter(|l| l.starts_with("VmHWM") || l.starts_with("VmData"))
         .collect::<Vec<_>>();
     eprintln!("replayed {written} readings ({SPOOL} bytes of spool) under --data={CAP}: {peak:?}");
-    let metrics = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
+    let token = crate::harness::metrics_token(&pool).await;
+    let metrics = crate::harness::scrape(&format!("http://127.0.0.1:{http}/metrics"), &token)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .expect("a scrape of /metrics");
     assert!(
         metrics.contains(&format!("trackside_readings_replayed_total {written}")),
         "{metrics}"
@@ -208,6 +206,9 @@ async fn at_its_bound_the_embedded_spool_keeps_the_newest_and_counts_what_it_dro
         })
         .await;
     let mut gateway = server.gateway("gw-full").await;
+    // Prometheus has scraped before the outage, so it may go on (auth's
+    // RecentScrapes).
+    server.metric("trackside_spool_bytes").await;
     cluster.stop().await;
 
     for m in 0..MESSAGES {
@@ -275,13 +276,13 @@ async fn at_its_bound_the_embedded_spool_keeps_the_newest_and_counts_what_it_dro
     );
     // The warning clears once the spool has drained.
     eventually("the spool warning cleared", || async {
-        let list: Vec<trackside_wire::ExceptionInfo> =
-            reqwest::get(server.url("/api/exceptions?rule=server-spool"))
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+        let list: Vec<trackside_wire::ExceptionInfo> = server
+            .get(server.url("/api/exceptions?rule=server-spool"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         list.first().is_some_and(|e| !e.active).then_some(())
     })
     .await;
