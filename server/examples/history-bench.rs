@@ -468,7 +468,7 @@ async fn bare_sql(
         DateTime<Utc>,
         f64,
         f64,
-        f64,
+        Option<f64>,
         i64,
         f64,
         f64,

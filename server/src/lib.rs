@@ -75,6 +75,8 @@ pub struct Running {
     pub mqtt_v5_addr: Option<SocketAddr>,
     pub mqtt_tls_addr: Option<SocketAddr>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Which storage path serves history.
+    pub storage: store::rollup::StoragePath,
     shutdown: CancellationToken,
     http: JoinHandle<()>,
     ingest: JoinHandle<()>,
@@ -85,7 +87,7 @@ pub struct Running {
     webhooks: Vec<JoinHandle<()>>,
     spool_watch: JoinHandle<()>,
     spool: Arc<store::spool::Spool>,
-    rollup: Option<JoinHandle<()>>,
+    rollup: JoinHandle<()>,
     forecaster: JoinHandle<()>,
 }
 
@@ -101,6 +103,8 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     let live = live::LiveHub::new(config.ingest.live_queue);
     let shutdown = CancellationToken::new();
 
+    // Before the store writer, which marks late readings on TimescaleDB.
+    let storage = store::rollup::prepare(&pool, &config.history).await?;
     let spool_dir = config.database.data_dir.join("spool");
     let spool_config = store::spool::SpoolConfig {
         max_bytes: config.ingest.spool_max_bytes,
@@ -133,6 +137,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
             spool.clone(),
             shutdown.clone(),
             config.ingest.store_batch_rows,
+            storage,
         )
         .run(store_queue_rx),
     );
@@ -236,15 +241,13 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         }
     };
 
-    let storage = store::rollup::prepare(&pool, &config.history).await?;
-    // TimescaleDB keeps its aggregates and retention with its own jobs.
-    let rollup = (storage == store::rollup::StoragePath::Plain).then(|| {
-        tokio::spawn(store::rollup::run(
-            pool.clone(),
-            config.history.clone(),
-            shutdown.clone(),
-        ))
-    });
+    let rollup = tokio::spawn(store::rollup::run(
+        pool.clone(),
+        config.history.clone(),
+        storage,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let history =
         history::HistorySettings::new(&pool, config.history.clone(), &config.yard.timezone).await;
 
@@ -320,6 +323,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         mqtt_v5_addr: mqtt.v5,
         mqtt_tls_addr: mqtt.tls,
         metrics,
+        storage,
         shutdown,
         http,
         ingest,
@@ -465,9 +469,7 @@ impl Running {
         for webhook in self.webhooks {
             finish("webhook", webhook, deadline).await;
         }
-        if let Some(rollup) = self.rollup {
-            finish("rollup", rollup, deadline).await;
-        }
+        finish("rollup", self.rollup, deadline).await;
         // What the spool holds is on disk before the process goes, unless
         // the disk takes longer than a shutdown may.
         let spool = self.spool;

@@ -94,6 +94,13 @@ pub struct Metrics {
     pub ws_sessions_ended: AtomicU64,
     /// TLS handshakes of the HTTPS listener that failed or timed out.
     pub https_handshake_failures: AtomicU64,
+    /// Rollup units (a channel's minute; on TimescaleDB a refresh range)
+    /// that failed and were set aside to be retried alone.
+    pub rollup_failed_minutes: AtomicU64,
+    /// Minute rollups whose readings' sum is beyond the double range.
+    pub rollup_overflows: AtomicU64,
+    /// Minutes set aside after failing, waiting for their retry.
+    pub rollup_set_aside: AtomicI64,
 }
 
 /// The spool's figures at scrape time: the spool lives in `store`, above
@@ -358,6 +365,16 @@ impl Metrics {
             "TLS handshakes on the HTTPS listener that failed or timed out.",
             self.https_handshake_failures.load(Relaxed),
         );
+        counter(
+            "trackside_rollup_failures_total",
+            "Rollup units (a channel's minute, or a refresh range on TimescaleDB) that failed; each is set aside and retried alone while history answers it from raw readings.",
+            self.rollup_failed_minutes.load(Relaxed),
+        );
+        counter(
+            "trackside_rollup_overflows_total",
+            "Minute rollups computed whose readings sum beyond the double range (stored as +-Infinity; averages come from the readings).",
+            self.rollup_overflows.load(Relaxed),
+        );
         let name = "trackside_rejections_total";
         let _ = writeln!(
             out,
@@ -436,6 +453,11 @@ impl Metrics {
             "trackside_exceptions_open",
             "Exceptions not yet both cleared and acknowledged.",
             self.exceptions_open.load(Relaxed),
+        );
+        gauge(
+            "trackside_rollup_set_aside_minutes",
+            "Minutes whose rollup failed and waits for a retry.",
+            self.rollup_set_aside.load(Relaxed),
         );
         gauge(
             "trackside_ws_clients",

@@ -191,7 +191,7 @@ type BucketRow = (
     DateTime<Utc>, // bucket start
     f64,           // min
     f64,           // max
-    f64,           // sum
+    Option<f64>,   // avg (none once the readings of an overflowing sum are gone)
     i64,           // count
     f64,           // first
     f64,           // last
@@ -487,7 +487,7 @@ fn fill_grid<'a>(
     let (mut min, mut max, mut avg) = (vec![None; n], vec![None; n], vec![None; n]);
     let (mut first, mut last) = (vec![None; n], vec![None; n]);
     let mut newest: Option<i64> = None;
-    for &(_, b, lo, hi, sum, n_readings, f, l, latest) in rows {
+    for &(_, b, lo, hi, mean, n_readings, f, l, latest) in rows {
         let Ok(i) = grid.binary_search(&b.timestamp_millis()) else {
             // Cannot happen while the grid and the query bin alike; a
             // bucket off the grid is left out rather than misplaced.
@@ -497,7 +497,8 @@ fn fill_grid<'a>(
         count[i] = n_readings.max(0) as u64;
         min[i] = Some(lo);
         max[i] = Some(hi);
-        avg[i] = (n_readings > 0).then(|| sum / n_readings as f64);
+        // Rounding may put a mean a hair outside its extremes.
+        avg[i] = mean.filter(|m| m.is_finite()).map(|m| m.max(lo).min(hi));
         first[i] = Some(f);
         last[i] = Some(l);
         let latest = latest.timestamp_millis();

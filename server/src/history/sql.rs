@@ -1,7 +1,12 @@
 //! The bucket statements, one per source, written as `macro_rules!`
 //! fragments so that each is one `&'static str` the benchmark can run bare.
+//!
+//! Sums are `sum_of!` (overflow-free for any finite reading), and a
+//! bucket's average is `rollup_avg`: sum / count, or the raw readings' mean
+//! where the sum is beyond the double range (migration 20261207100000).
 
 use super::plan::Plan;
+use crate::store::rollup::sum_of;
 use trackside_wire::HistorySource;
 
 /// The bucket query for raw readings: per channel (so each channel's rows
@@ -12,10 +17,14 @@ use trackside_wire::HistorySource;
 macro_rules! bucket_query {
     ($rows:expr) => {
         concat!(
-            "SELECT c.id, s.b, s.min, s.max, s.sum, s.count, s.first, s.last, s.newest
+            "SELECT c.id, s.b, s.min, s.max,
+       rollup_avg(s.sum, s.count, c.id, s.b, s.b + $4 * interval '1 millisecond'),
+       s.count, s.first, s.last, s.newest
 FROM unnest($1::integer[]) AS c (id)
 CROSS JOIN LATERAL (
-    SELECT b, min(min) AS min, max(max) AS max, sum(sum) AS sum,
+    SELECT b, min(min) AS min, max(max) AS max, ",
+            sum_of!("sum"),
+            " AS sum,
            sum(count)::bigint AS count,
            max(first) FILTER (WHERE opens) AS first,
            max(last) FILTER (WHERE closes) AS last,
@@ -56,6 +65,21 @@ macro_rules! local_bin {
     };
 }
 
+/// The end of the UTC bin starting at `g.b`.
+macro_rules! utc_bin_end {
+    () => {
+        "g.b + $4 * interval '1 millisecond'"
+    };
+}
+
+/// The end of the wall-clock bin starting at `g.b`: its local start plus
+/// the width on the wall clock (a day bucket may be 23 or 25 hours long).
+macro_rules! local_bin_end {
+    () => {
+        "((g.b AT TIME ZONE $6) + $4 * interval '1 millisecond') AT TIME ZONE $6"
+    };
+}
+
 /// Rollup rows of channel `c.id` in `[$2, $3)`. Before `$5` (the earliest
 /// dirty minute of the request, or `$3`) the rollup table is current and
 /// read directly; from `$5` on, the exact view, which reads dirty minutes
@@ -86,9 +110,11 @@ macro_rules! rollup_rows {
 /// the exact view. (A window over every row to find the edges cost twice
 /// as much; see docs/design/history.md.)
 macro_rules! rollup_query {
-    ($table:literal, $view:literal, $resolution_ms:literal, $bin:expr) => {
+    ($table:literal, $view:literal, $resolution_ms:literal, $bin:expr, $bin_end:expr) => {
         concat!(
-            "SELECT c.id, g.b, g.min, g.max, g.sum, g.count,
+            "SELECT c.id, g.b, g.min, g.max, rollup_avg(g.sum, g.count, c.id, g.b, ",
+            $bin_end,
+            "), g.count,
        CASE WHEN g.first_at = g.b THEN g.first_nominal
             ELSE (SELECT v.first FROM ",
             $view,
@@ -102,7 +128,9 @@ macro_rules! rollup_query {
        g.newest
 FROM unnest($1::integer[]) AS c (id)
 CROSS JOIN LATERAL (
-    SELECT b, min(min) AS min, max(max) AS max, sum(sum) AS sum,
+    SELECT b, min(min) AS min, max(max) AS max, ",
+            sum_of!("sum"),
+            " AS sum,
            sum(count)::bigint AS count,
            min(bucket) AS first_at, max(bucket) AS last_at,
            max(first) FILTER (WHERE bucket = b) AS first_nominal,
@@ -125,10 +153,27 @@ const FROM_READINGS: &str = bucket_query!(concat!(
     utc_bin!("ts"),
     " AS b FROM readings WHERE channel_id = c.id AND ts >= $2 AND ts < $3"
 ));
-const FROM_MINUTES: &str = rollup_query!("readings_1m", "history_1m", "60000", utc_bin!("bucket"));
-const FROM_HOURS: &str = rollup_query!("readings_1h", "history_1h", "3600000", utc_bin!("bucket"));
-const FROM_HOURS_WALL_CLOCK: &str =
-    rollup_query!("readings_1h", "history_1h", "3600000", local_bin!("bucket"));
+const FROM_MINUTES: &str = rollup_query!(
+    "readings_1m",
+    "history_1m",
+    "60000",
+    utc_bin!("bucket"),
+    utc_bin_end!()
+);
+const FROM_HOURS: &str = rollup_query!(
+    "readings_1h",
+    "history_1h",
+    "3600000",
+    utc_bin!("bucket"),
+    utc_bin_end!()
+);
+const FROM_HOURS_WALL_CLOCK: &str = rollup_query!(
+    "readings_1h",
+    "history_1h",
+    "3600000",
+    local_bin!("bucket"),
+    local_bin_end!()
+);
 
 /// Which bucket query a plan runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,6 +10,12 @@
 //! rare (a gateway retrying, a replay after a crash), so the slower statement
 //! is paid only then. A failed write is retried, with backoff, until it
 //! succeeds.
+//!
+//! On TimescaleDB the writer also leaves the dirty marks that the plain
+//! path's trigger leaves (a hypertable cannot run it), for readings old
+//! enough to belong to a materialised minute only: one comparison per
+//! reading, and a mark per late (channel, minute), committed together with
+//! the rows, so a reader never sees late rows without their marks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,12 +23,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolCopyExt as _;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use trackside_wire::parameter_info;
 
 use super::queue::{Spooled, StoreQueueReceiver};
+use super::rollup::{StoragePath, timescale};
 use super::spool::Spool;
 use crate::metrics::Metrics;
 use crate::reading::{DecodedReading, ReadingBatch};
@@ -39,6 +45,8 @@ pub struct StoreWriter {
     stored_to: u64,
     /// The spool ranges and readings of the queued batches being written.
     held: Vec<(u64, u64, u64)>,
+    /// Whether this writer marks late readings (TimescaleDB).
+    marks_late: bool,
 }
 
 /// The writer stopped retrying because the server is shutting down; what it
@@ -58,6 +66,7 @@ impl StoreWriter {
         spool: Arc<Spool>,
         shutdown: CancellationToken,
         batch_rows: usize,
+        storage: StoragePath,
     ) -> Self {
         let stored_to = spool.committed();
         Self {
@@ -70,6 +79,7 @@ impl StoreWriter {
             channel_ids: HashMap::new(),
             stored_to,
             held: Vec::new(),
+            marks_late: storage == StoragePath::Timescale,
         }
     }
 
@@ -242,7 +252,12 @@ impl StoreWriter {
     }
 
     async fn write(&mut self, batches: &[Arc<ReadingBatch>]) -> anyhow::Result<()> {
-        let mut chunk = Chunk::default();
+        let mut chunk = Chunk {
+            late_before: self
+                .marks_late
+                .then(|| (Utc::now() - timescale::LATE_AFTER).timestamp_micros()),
+            ..Chunk::default()
+        };
         for batch in batches {
             for reading in &batch.readings {
                 let channel_id = self.channel_id(&batch.gateway, reading).await?;
@@ -261,10 +276,25 @@ impl StoreWriter {
 
     async fn store(&self, chunk: &Chunk) -> anyhow::Result<()> {
         let started = Instant::now();
-        let stored = match self.copy(chunk).await {
-            Ok(stored) => stored,
-            Err(err) if is_unique_violation(&err) => self.insert_new(chunk).await?,
-            Err(err) => return Err(err.into()),
+        let stored = if chunk.late.is_empty() {
+            let mut conn = self.pool.acquire().await?;
+            write_rows(&mut conn, chunk, false).await?
+        } else {
+            // Late rows and their marks commit together.
+            let mut tx = self.pool.begin().await?;
+            let stored = write_rows(&mut tx, chunk, true).await?;
+            let (channels, minutes): (Vec<i32>, Vec<i64>) = chunk.late.iter().copied().unzip();
+            sqlx::query(
+                "INSERT INTO rollup_dirty (channel_id, minute)
+                 SELECT c, timestamptz 'epoch' + us * interval '1 microsecond'
+                 FROM unnest($1::integer[], $2::bigint[]) AS m (c, us)",
+            )
+            .bind(channels)
+            .bind(minutes)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            stored
         };
         // Each chunk is atomic. When a later chunk of the same drain fails,
         // the retry sends the committed chunks again; they go through the
@@ -277,36 +307,6 @@ impl StoreWriter {
             started.elapsed().as_micros() as usize,
         );
         Ok(())
-    }
-
-    async fn copy(&self, chunk: &Chunk) -> Result<usize, sqlx::Error> {
-        let mut copy = self
-            .pool
-            .copy_in_raw("COPY readings (channel_id, ts, value) FROM STDIN (FORMAT binary)")
-            .await?;
-        copy.send(chunk.binary_copy.as_slice()).await?;
-        copy.send(COPY_TRAILER.as_slice()).await?;
-        Ok(copy.finish().await? as usize)
-    }
-
-    /// The chunk's rows not stored yet; returns how many that was. The
-    /// columns are read back from the `COPY` stream: this path is rare, and
-    /// keeping them beside it would cost every reading.
-    async fn insert_new(&self, chunk: &Chunk) -> anyhow::Result<usize> {
-        let (channel_ids, micros, values) = chunk.columns();
-        let stored = sqlx::query(
-            "INSERT INTO readings (channel_id, ts, value)
-             SELECT id, timestamptz '2000-01-01 00:00:00+00' + us * interval '1 microsecond', v
-             FROM UNNEST($1::integer[], $2::bigint[], $3::double precision[]) AS r (id, us, v)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(channel_ids)
-        .bind(micros)
-        .bind(values)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(stored as usize)
     }
 
     /// The channel's id, registering the gateway and the channel on first
@@ -345,11 +345,70 @@ impl StoreWriter {
     }
 }
 
+/// Writes the chunk's rows with one binary `COPY`, or, when a row is
+/// already stored, those not stored yet; returns how many were stored.
+/// Inside a transaction (`in_transaction`) a savepoint keeps the failed
+/// `COPY` from aborting it.
+async fn write_rows(
+    conn: &mut PgConnection,
+    chunk: &Chunk,
+    in_transaction: bool,
+) -> anyhow::Result<usize> {
+    if in_transaction {
+        sqlx::raw_sql("SAVEPOINT copy").execute(&mut *conn).await?;
+    }
+    match copy(conn, chunk).await {
+        Ok(stored) => Ok(stored),
+        Err(err) if is_unique_violation(&err) => {
+            if in_transaction {
+                sqlx::raw_sql("ROLLBACK TO SAVEPOINT copy")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            insert_new(conn, chunk).await
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn copy(conn: &mut PgConnection, chunk: &Chunk) -> Result<usize, sqlx::Error> {
+    let mut copy = conn
+        .copy_in_raw("COPY readings (channel_id, ts, value) FROM STDIN (FORMAT binary)")
+        .await?;
+    copy.send(chunk.binary_copy.as_slice()).await?;
+    copy.send(COPY_TRAILER.as_slice()).await?;
+    Ok(copy.finish().await? as usize)
+}
+
+/// The chunk's rows not stored yet; returns how many that was. The
+/// columns are read back from the `COPY` stream: this path is rare, and
+/// keeping them beside it would cost every reading.
+async fn insert_new(conn: &mut PgConnection, chunk: &Chunk) -> anyhow::Result<usize> {
+    let (channel_ids, micros, values) = chunk.columns();
+    let stored = sqlx::query(
+        "INSERT INTO readings (channel_id, ts, value)
+         SELECT id, timestamptz '2000-01-01 00:00:00+00' + us * interval '1 microsecond', v
+         FROM UNNEST($1::integer[], $2::bigint[], $3::double precision[]) AS r (id, us, v)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(channel_ids)
+    .bind(micros)
+    .bind(values)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(stored as usize)
+}
+
 /// Rows on their way to `readings`, as a binary `COPY` stream.
 #[derive(Default)]
 struct Chunk {
     binary_copy: Vec<u8>,
     rows: usize,
+    /// On TimescaleDB: readings before this (Unix microseconds) are late.
+    late_before: Option<i64>,
+    /// The (channel, minute in Unix microseconds) of late readings.
+    late: HashSet<(i32, i64)>,
 }
 
 /// PostgreSQL's binary `COPY` signature, flags and header extension length.
@@ -366,12 +425,17 @@ impl Chunk {
         if self.binary_copy.is_empty() {
             self.binary_copy.extend_from_slice(COPY_HEADER);
         }
+        let micros = ts.timestamp_micros();
+        if self.late_before.is_some_and(|before| micros < before) {
+            self.late
+                .insert((channel_id, micros.div_euclid(60_000_000) * 60_000_000));
+        }
         let row = &mut self.binary_copy;
         row.extend_from_slice(&3i16.to_be_bytes());
         row.extend_from_slice(&4i32.to_be_bytes());
         row.extend_from_slice(&channel_id.to_be_bytes());
         row.extend_from_slice(&8i32.to_be_bytes());
-        row.extend_from_slice(&(ts.timestamp_micros() - POSTGRES_EPOCH_MICROS).to_be_bytes());
+        row.extend_from_slice(&(micros - POSTGRES_EPOCH_MICROS).to_be_bytes());
         row.extend_from_slice(&8i32.to_be_bytes());
         row.extend_from_slice(&value.to_bits().to_be_bytes());
         self.rows += 1;
@@ -384,6 +448,7 @@ impl Chunk {
     fn clear(&mut self) {
         self.binary_copy.clear();
         self.rows = 0;
+        self.late.clear();
     }
 
     /// The rows as columns: channel ids, microseconds from PostgreSQL's

@@ -1,8 +1,16 @@
 //! Test harness: one private PostgreSQL cluster per test process, a fresh
 //! database and a fresh server (on free ports) per test, and clients that
 //! speak the real protocols.
+//!
+//! With `TRACKSIDE_TEST_DATABASE_URL` set (a role allowed to create
+//! databases, on a server with TimescaleDB, say), every test database is
+//! created on that server instead (`it_<pid>_<n>`, left for inspection),
+//! so the whole suite runs against it and a server started on it takes
+//! the TimescaleDB path. Tests that stop their database keep a private
+//! cluster ([`OwnCluster`]).
 
 use std::future::Future;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -11,7 +19,7 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite};
 use trackside::config::Config;
@@ -36,9 +44,18 @@ extern "C" fn stop_cluster() {
     }
 }
 
-/// A fresh, migrated database in this process's cluster.
-pub async fn fresh_database() -> PgPool {
-    let admin_options = tokio::task::spawn_blocking(|| {
+/// The variable naming a PostgreSQL server to run the tests' databases on.
+pub const DATABASE_URL_VAR: &str = "TRACKSIDE_TEST_DATABASE_URL";
+
+/// Where test databases are created: the server `TRACKSIDE_TEST_DATABASE_URL`
+/// names, or this process's cluster (started on first use).
+async fn admin_options() -> PgConnectOptions {
+    if let Ok(url) = std::env::var(DATABASE_URL_VAR) {
+        return url
+            .parse()
+            .unwrap_or_else(|e| panic!("{DATABASE_URL_VAR} is not a PostgreSQL URL: {e}"));
+    }
+    tokio::task::spawn_blocking(|| {
         let mut cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
         if cluster.is_none() {
             let dir = tempfile::Builder::new()
@@ -56,9 +73,20 @@ pub async fn fresh_database() -> PgPool {
     })
     .await
     .expect("cluster start task")
-    .expect("cluster is running");
+    .expect("cluster is running")
+}
 
-    let name = format!("it_{}", DATABASES.fetch_add(1, Ordering::Relaxed));
+/// A fresh, migrated database in this process's cluster (or on the server
+/// `TRACKSIDE_TEST_DATABASE_URL` names).
+pub async fn fresh_database() -> PgPool {
+    let admin_options = admin_options().await;
+    let number = DATABASES.fetch_add(1, Ordering::Relaxed);
+    // Several test processes may share one external server.
+    let name = if std::env::var_os(DATABASE_URL_VAR).is_some() {
+        format!("it_{}_{number}", std::process::id())
+    } else {
+        format!("it_{number}")
+    };
     let admin = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(admin_options.clone())
@@ -474,6 +502,26 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Publishes `(channel, Unix ms, value)` readings as JSON batches of at
+    /// most 1,000 on this gateway's readings topic, each acknowledged.
+    pub async fn publish_readings(&mut self, gateway_id: &str, readings: &[(&str, i64, f64)]) {
+        for chunk in readings.chunks(1_000) {
+            let batch: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|(channel, ts, value)| {
+                    serde_json::json!({"channel": channel, "ts": ts, "value": value})
+                })
+                .collect();
+            self.publish(
+                &format!("trackside/{gateway_id}/readings"),
+                serde_json::json!({ "readings": batch }).to_string(),
+            )
+            .await;
+        }
+    }
+}
+
 /// A browser-less WebSocket client of `/ws`.
 pub struct LiveClient {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -744,13 +792,13 @@ pub async fn dirty_marks(pool: &sqlx::PgPool) -> i64 {
     n
 }
 
-/// Runs the rollup job's pass until no dirty minute is left. A pass that
-/// finds the server's own job holding the lock claims nothing; the next
-/// one, or that job, finishes the work.
+/// Runs the rollup job's passes (of the server's storage path) until no
+/// dirty minute is left. A pass that finds the server's own job holding
+/// the lock claims nothing; the next one, or that job, finishes the work.
 pub async fn rolled_up(server: &TestServer) {
     let config = trackside::config::HistoryConfig::default();
     eventually("no dirty minute left", || async {
-        trackside::store::rollup::refresh_dirty(&server.pool, &config, 1_000)
+        trackside::store::rollup::settle(&server.pool, &config, server.running.storage)
             .await
             .expect("a rollup pass");
         (dirty_marks(&server.pool).await == 0).then_some(())
@@ -814,4 +862,32 @@ impl Drop for ChildProcess {
             let _ = self.0.wait();
         }
     }
+}
+
+/// Whether the test databases' server can load TimescaleDB. A test of the
+/// TimescaleDB path calls this first and returns when it says no; the
+/// note it prints is not captured, so a skipped test is visible in the
+/// output.
+pub async fn timescale_available(test: &str) -> bool {
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(admin_options().await)
+        .await
+        .expect("connecting to the test server");
+    let available: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
+            AND current_setting('shared_preload_libraries') LIKE '%timescaledb%'",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("asking for TimescaleDB");
+    admin.close().await;
+    if !available {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: the test server has no TimescaleDB; set {DATABASE_URL_VAR} \
+             to a server that preloads it to run this test"
+        );
+    }
+    available
 }

@@ -20,5 +20,7 @@ mod ingest;
 mod live;
 mod outage;
 mod reconnect;
+mod rollup;
 mod shutdown;
 mod spool;
+mod timescale;
