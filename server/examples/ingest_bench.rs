@@ -556,6 +556,13 @@ async fn stored_rate(server: &Server, readings: usize, per_message: usize) -> an
     let client = publisher(server.mqtt_port, &format!("bench-{per_message}")).await?;
     let started = Instant::now();
     let messages = readings.div_ceil(per_message);
+    // Every call sends readings no call sent before (a later sample time):
+    // repeated ones would be duplicates, never counted as stored.
+    static SENT: AtomicUsize = AtomicUsize::new(0);
+    let base = SENT.fetch_add(
+        (messages * per_message).next_multiple_of(BATCH_CHANNELS),
+        Ordering::Relaxed,
+    );
     for m in 0..messages {
         // rumqttd acknowledges a publish once it is in its log, so nothing
         // slows a publisher down while ingest falls behind; past the log's
@@ -572,9 +579,9 @@ async fn stored_rate(server: &Server, readings: usize, per_message: usize) -> an
             }
         }
         let payload = if per_message == 1 {
-            single_payload(m)
+            single_payload(base + m)
         } else {
-            let first = m * per_message;
+            let first = base + m * per_message;
             let body: Vec<String> = (first..first + per_message)
                 .map(|n| {
                     let (channel, ts) = sample(n, BATCH_CHANNELS);
