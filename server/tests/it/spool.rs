@@ -401,6 +401,8 @@ async fn a_full_disk_costs_no_spooled_reading_and_ingest_resumes_when_space_retu
     config.database.data_dir = disk.path().join("data");
     let server = TestServer::start_in_place(config.clone(), pool.clone()).await;
     let mut gateway = server.gateway("gw-disk").await;
+    // Scraped before the outage, as Prometheus would (auth's RecentScrapes).
+    server.metric("trackside_spool_writable").await;
     cluster.stop().await;
     let small = |m: i64| crate::outage::message(m);
 
