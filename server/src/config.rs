@@ -447,9 +447,9 @@ impl Config {
             "ingest.spool_fsync_ms must be between 0 and 1000 (or \"off\"): it is how much a power cut may lose"
         );
         anyhow::ensure!(
-            self.ingest.spool_max_bytes >= crate::store::spool::MIN_MAX_BYTES,
+            self.ingest.spool_max_bytes >= crate::durable::MIN_BOUND,
             "ingest.spool_max_bytes must be at least {} (8 MiB)",
-            crate::store::spool::MIN_MAX_BYTES
+            crate::durable::MIN_BOUND
         );
         anyhow::ensure!(
             self.forecast.interval_s.is_finite() && self.forecast.interval_s >= 0.1,

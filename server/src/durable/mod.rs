@@ -24,3 +24,7 @@ pub mod frame;
 pub mod log;
 
 pub use log::{AppendError, Log, LogConfig, LogStats, Ticket, WhenFull};
+
+/// The smallest bound a log may be given: several segments of whole
+/// records (configuration checks it, so it lives below `config`).
+pub const MIN_BOUND: u64 = 8 * frame::MAX_BODY as u64;

@@ -49,7 +49,7 @@ use crate::reading::{DecodedReading, ReadingBatch};
 /// dropping one at the bound costs a fraction of it.
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// The smallest bound: several segments of whole records.
-pub const MIN_MAX_BYTES: u64 = 8 * MAX_BODY as u64;
+pub const MIN_MAX_BYTES: u64 = crate::durable::MIN_BOUND;
 
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
