@@ -16,7 +16,15 @@
 //! `--batched N` (readings sent in batches of 1000, default 2000000),
 //! `--rate N` and `--seconds S` (latency run, default 20000/s for 5 s),
 //! `--clients N` (WebSocket clients, default 50), `--idle N` (idle MQTT
-//! connections, default 1000).
+//! connections, default 1000), `--external N` (single-reading messages
+//! through Mosquitto to a Trackside subscribed to it, default 50000).
+//!
+//! The spool's group commit is measured against a Trackside with
+//! `spool_fsync_ms = "off"`: once with the embedded broker (which
+//! acknowledges before the spool) and once through an external broker,
+//! where each publish is acknowledged only after the fsync that covers it,
+//! so the broker's window of unacknowledged messages bounds the rate. The
+//! latency phase runs against both, the unfsynced one as its baseline.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -42,6 +50,15 @@ struct Options {
     seconds: u64,
     clients: usize,
     idle: usize,
+    external: usize,
+}
+
+/// Whether a Trackside fsyncs its spool: the default group commit, or
+/// never (the baseline of what the fsync costs).
+#[derive(Clone, Copy, PartialEq)]
+enum Fsync {
+    GroupCommit,
+    Off,
 }
 
 const BATCH: usize = 1_000;
@@ -91,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     // The same idle connections in external-broker mode: a fresh Mosquitto
     // holds them and a Trackside subscribes to it; both processes count.
     let mosquitto = Mosquitto::start(work.path())?;
-    let external = Server::start(work.path(), Some(mosquitto.port)).await?;
+    let external = Server::start(work.path(), Some(mosquitto.port), Fsync::GroupCommit).await?;
     external.wait_external_link(mosquitto.port).await?;
     let external_idle = idle_memory(
         mosquitto.port,
@@ -102,10 +119,29 @@ async fn main() -> anyhow::Result<()> {
     drop(external);
     drop(mosquitto);
 
-    let server = Server::start(work.path(), None).await?;
+    // The spool's fsync cost through an external broker: acknowledged
+    // only once fsynced (or stored), against the same with fsync off,
+    // both running, in alternating rounds so load on the machine hits both.
+    let brokers = [
+        Mosquitto::start(work.path())?,
+        Mosquitto::start(work.path())?,
+    ];
+    let mut externals = Vec::new();
+    for (broker, fsync) in brokers.iter().zip([Fsync::GroupCommit, Fsync::Off]) {
+        let external = Server::start(work.path(), Some(broker.port), fsync).await?;
+        external.wait_external_link(broker.port).await?;
+        externals.push(external);
+    }
+    let external_rates = alternate(&externals, options.external).await?;
+    drop(externals);
+    drop(brokers);
+
+    let server = Server::start(work.path(), None, Fsync::GroupCommit).await?;
 
     // Single-reading messages, stored durably (fsync on commit).
+    let fsyncs = server.fsyncs().await?;
     let single_rate = stored_rate(&server, options.messages, 1).await?;
+    server.print_fsyncs(fsyncs, options.messages).await?;
     rows.push(Row::ratio(
         "single-reading msgs/s stored",
         single_rate,
@@ -113,6 +149,30 @@ async fn main() -> anyhow::Result<()> {
         mosquitto_rate,
         "≥ 50,000 and ≥ 1.0×",
         single_rate >= 50_000.0 && single_rate >= mosquitto_rate,
+    ));
+
+    // The same against a Trackside that never fsyncs its spool, in
+    // alternating rounds.
+    let unsynced = Server::start(work.path(), None, Fsync::Off).await?;
+    let pair = [server, unsynced];
+    let [synced_rate, unsynced_rate] = alternate(&pair, options.messages).await?;
+    // The unsynced server stays for the latency phase's baseline.
+    let [server, unsynced] = pair;
+    rows.push(Row::ratio(
+        "single-reading msgs/s, spool fsynced every 5 ms",
+        synced_rate,
+        "spool_fsync_ms = \"off\"",
+        unsynced_rate,
+        "≥ 0.9×",
+        synced_rate >= 0.9 * unsynced_rate,
+    ));
+    rows.push(Row::ratio(
+        "external broker msgs/s stored, acked after fsync",
+        external_rates[0],
+        "spool_fsync_ms = \"off\"",
+        external_rates[1],
+        "≥ 0.5×",
+        external_rates[0] >= 0.5 * external_rates[1],
     ));
 
     // Batches of 1000 readings, against psql's copy of the same rows into
@@ -145,12 +205,20 @@ async fn main() -> anyhow::Result<()> {
         "≤ 5",
         p50 <= 5.0,
     ));
-    rows.push(Row::plain(
+    // The same load against the server that never fsyncs: what the
+    // group commit costs the live path, if anything.
+    let (p50_off, p99_off, _) = latency(&unsynced, &options).await?;
+    drop(unsynced);
+    rows.last_mut().expect("the p50 row").baseline =
+        format!("spool_fsync_ms = \"off\" {p50_off:.2}");
+    let mut p99_row = Row::plain(
         &format!("publish→WebSocket p99 ms ({received} frames timed)"),
         p99,
         "≤ 20",
         p99 <= 20.0,
-    ));
+    );
+    p99_row.baseline = format!("spool_fsync_ms = \"off\" {p99_off:.2}");
+    rows.push(p99_row);
 
     let per_thousand = idle_memory(server.mqtt_port, || server.rss_kib(), options.idle).await?;
     let mut memory = Row::plain(
@@ -187,6 +255,7 @@ fn parse_args() -> anyhow::Result<Options> {
         seconds: 5,
         clients: 50,
         idle: 1_000,
+        external: 50_000,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -202,6 +271,7 @@ fn parse_args() -> anyhow::Result<Options> {
             "--seconds" => options.seconds = value as u64,
             "--clients" => options.clients = value,
             "--idle" => options.idle = value,
+            "--external" => options.external = value,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -267,13 +337,28 @@ struct Server {
 impl Server {
     /// A Trackside with its own broker, or with `external_broker` (a
     /// port on loopback) as its `[mqtt.external]`.
-    async fn start(work: &Path, external_broker: Option<u16>) -> anyhow::Result<Self> {
+    async fn start(
+        work: &Path,
+        external_broker: Option<u16>,
+        fsync: Fsync,
+    ) -> anyhow::Result<Self> {
         let (http_port, mut mqtt_port, mqtt5_port, mqtts_port) =
             (free_port()?, free_port()?, free_port()?, free_port()?);
-        let name = if external_broker.is_some() {
-            "trackside-external"
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "trackside{}{}-{}",
+            if external_broker.is_some() {
+                "-external"
+            } else {
+                ""
+            },
+            if fsync == Fsync::Off { "-nofsync" } else { "" },
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        );
+        let ingest = if fsync == Fsync::Off {
+            "[ingest]\nspool_fsync_ms = \"off\"\n"
         } else {
-            "trackside"
+            ""
         };
         let data_dir = work.join(format!("{name}-data"));
         let config = work.join(format!("{name}.toml"));
@@ -292,6 +377,7 @@ impl Server {
                  tls_listen = \"127.0.0.1:{mqtts_port}\"\n\
                  allow_anonymous = true\n\
                  {external}\
+                 {ingest}\
                  [database]\ndata_dir = \"{}\"\n",
                 data_dir.display()
             ),
@@ -323,6 +409,29 @@ impl Server {
 
     fn rss_kib(&self) -> anyhow::Result<f64> {
         rss_kib(self.process.0.id())
+    }
+
+    /// The spool's fsync count and time so far.
+    async fn fsyncs(&self) -> anyhow::Result<(f64, f64)> {
+        Ok((
+            self.metric("trackside_spool_fsyncs_total").await?,
+            self.metric("trackside_spool_fsync_microseconds_total")
+                .await?,
+        ))
+    }
+
+    /// Prints how many messages each fsync covered since `before`.
+    async fn print_fsyncs(&self, before: (f64, f64), messages: usize) -> anyhow::Result<()> {
+        let (count, micros) = self.fsyncs().await?;
+        let (count, micros) = (count - before.0, micros - before.1);
+        if count > 0.0 {
+            println!(
+                "    {count:.0} spool fsyncs: {:.0} messages each, {:.2} ms each",
+                messages as f64 / count,
+                micros / count / 1000.0
+            );
+        }
+        Ok(())
     }
 
     /// Waits until an external-broker Trackside holds its session.
@@ -429,6 +538,25 @@ async fn relay_rate(port: u16, count: usize) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
+/// Single-reading message rates of two servers, measured in four
+/// alternating rounds of `messages / 4` each (so a change in the machine's
+/// load hits both), with the spool fsyncs each made.
+async fn alternate(servers: &[Server], messages: usize) -> anyhow::Result<[f64; 2]> {
+    ensure!(servers.len() == 2, "two servers to compare");
+    let round = (messages / 4).max(1);
+    let mut seconds = [0.0; 2];
+    let fsyncs = [servers[0].fsyncs().await?, servers[1].fsyncs().await?];
+    for r in 0..4 {
+        for i in [r % 2, 1 - r % 2] {
+            seconds[i] += round as f64 / stored_rate(&servers[i], round, 1).await?;
+        }
+    }
+    for (server, before) in servers.iter().zip(fsyncs) {
+        server.print_fsyncs(before, 4 * round).await?;
+    }
+    Ok(seconds.map(|s| 4.0 * round as f64 / s))
+}
+
 /// Readings per second from the first publish until the server reports
 /// `readings` more stored. `per_message` readings go in each message;
 async fn stored_rate(server: &Server, readings: usize, per_message: usize) -> anyhow::Result<f64> {
@@ -437,6 +565,13 @@ async fn stored_rate(server: &Server, readings: usize, per_message: usize) -> an
     let client = publisher(server.mqtt_port, &format!("bench-{per_message}")).await?;
     let started = Instant::now();
     let messages = readings.div_ceil(per_message);
+    // Every call sends readings no call sent before (a later sample time):
+    // repeated ones would be duplicates, never counted as stored.
+    static SENT: AtomicUsize = AtomicUsize::new(0);
+    let base = SENT.fetch_add(
+        (messages * per_message).next_multiple_of(BATCH_CHANNELS),
+        Ordering::Relaxed,
+    );
     for m in 0..messages {
         // rumqttd acknowledges a publish once it is in its log, so nothing
         // slows a publisher down while ingest falls behind; past the log's
@@ -453,9 +588,9 @@ async fn stored_rate(server: &Server, readings: usize, per_message: usize) -> an
             }
         }
         let payload = if per_message == 1 {
-            single_payload(m)
+            single_payload(base + m)
         } else {
-            let first = m * per_message;
+            let first = base + m * per_message;
             let body: Vec<String> = (first..first + per_message)
                 .map(|n| {
                     let (channel, ts) = sample(n, BATCH_CHANNELS);

@@ -93,6 +93,19 @@ impl LiveHub {
         }));
     }
 
+    /// Exceptions shown earlier as not yet stored are stored now.
+    pub fn publish_stored(&self, exceptions: Vec<trackside_wire::ExceptionInfo>) {
+        if self.tx.receiver_count() == 0 || exceptions.is_empty() {
+            return;
+        }
+        let json = to_json(&ServerMessage::Stored { exceptions });
+        let _ = self.tx.send(Arc::new(LiveMessage {
+            readings: Vec::new(),
+            json,
+            exception: true,
+        }));
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Arc<LiveMessage>> {
         self.tx.subscribe()
     }

@@ -22,5 +22,7 @@ mod live;
 mod outage;
 mod reconnect;
 mod rollup;
+mod shutdown;
+mod spool;
 mod timescale;
 mod yard;
