@@ -33,6 +33,7 @@ pub fn Header(
                 </span>
             </div>
             <nav class="nav" aria-label="Pages">
+                <A href="/diagram">"Diagram"</A>
                 <A href="/" exact=true>"Board"</A>
                 <A href="/history">"History"</A>
                 <A href="/exceptions">

@@ -13,6 +13,7 @@
 mod admin;
 mod api;
 mod board;
+mod diagram;
 mod download;
 mod exceptions;
 mod feed;
@@ -31,6 +32,7 @@ use trackside_wire::{ServerMessage, YardInfo};
 use crate::admin::AdminPage;
 use crate::api::ApiFailure;
 use crate::board::{Board, BoardPage};
+use crate::diagram::DiagramPage;
 use crate::exceptions::{Exceptions, ExceptionsPage};
 use crate::feed::{Connection, Event, Feed, Subscription};
 use crate::header::Header;
@@ -157,6 +159,10 @@ fn Workspace(session: Session) -> impl IntoView {
                     path=path!("/")
                     view=move || view! { <BoardPage board clock exceptions snapshot /> }
                 />
+                <Route
+                    path=path!("/diagram")
+                    view=move || view! { <DiagramPage board exceptions clock yard /> }
+                />
                 <Route path=path!("/history") view=move || view! { <HistoryPage board yard clock /> } />
                 <Route path=path!("/exceptions") view=move || view! { <ExceptionsPage exceptions clock /> } />
             </Routes>
@@ -170,7 +176,7 @@ fn NotFound() -> impl IntoView {
         <main class="board">
             <div class="notice" role="status">
                 <p class="notice-title">"No such page"</p>
-                <p class="notice-text">"Use the links at the top: Board, History or Exceptions."</p>
+                <p class="notice-text">"Use the links at the top: Diagram, Board, History or Exceptions."</p>
             </div>
         </main>
     }

@@ -30,6 +30,11 @@ pub struct YardConfig {
     pub name: String,
     /// IANA zone the yard works in; the app shows times in it, with UTC beside.
     pub timezone: String,
+    /// The yard's layout file, drawn by the diagram (docs/layout.md).
+    /// Absent: `layout.toml` in the data directory, if there is one; the
+    /// demo writes its own there. Replacing the layout from the app writes
+    /// this file.
+    pub layout: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,6 +276,8 @@ pub enum TimescaleMode {
 #[serde(default, deny_unknown_fields)]
 pub struct DemoConfig {
     pub enabled: bool,
+    /// 0: the demo layout (Millbrook Yard); N: a generated yard of N
+    /// circuits.
     pub circuits: usize,
     pub gateways: usize,
     /// Readings per second per analogue parameter.
@@ -278,6 +285,10 @@ pub struct DemoConfig {
     /// Inject one fault at a time on a 35-minute cycle, so every exception
     /// rule shows up in the demo.
     pub faults: bool,
+    /// Days of simulated history written at the first start (and the gap
+    /// since the last run at later starts), so History and forecasting
+    /// have a week to show; 0 writes none.
+    pub backfill_days: u32,
 }
 
 impl Default for Config {
@@ -306,6 +317,7 @@ impl Default for YardConfig {
         Self {
             name: "Trackside yard".into(),
             timezone: "Europe/London".into(),
+            layout: None,
         }
     }
 }
@@ -361,10 +373,13 @@ impl Default for DemoConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            circuits: crate::sim::DEFAULT_CIRCUITS,
-            gateways: crate::sim::DEFAULT_GATEWAYS,
-            rate_hz: crate::sim::DEFAULT_RATE_HZ,
+            circuits: 0,
+            // The simulator's own defaults (its DEFAULT_* constants; a test
+            // there checks): configuration sits below what it configures.
+            gateways: 3,
+            rate_hz: 2.0,
             faults: true,
+            backfill_days: 7,
         }
     }
 }
@@ -466,6 +481,10 @@ impl Config {
         anyhow::ensure!(
             self.demo.rate_hz > 0.0 && self.demo.rate_hz <= 1000.0,
             "demo.rate_hz must be in (0, 1000]"
+        );
+        anyhow::ensure!(
+            self.demo.backfill_days <= 60,
+            "demo.backfill_days must be at most 60"
         );
         anyhow::ensure!(
             self.http.tls_cert.is_some() == self.http.tls_key.is_some(),

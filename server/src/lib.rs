@@ -26,6 +26,7 @@ pub mod export;
 pub mod forecast;
 pub mod history;
 pub mod http;
+pub mod yard;
 
 // Tools: the simulated yard, the demo and the fault drill.
 pub mod sim;
@@ -75,6 +76,8 @@ pub struct Running {
     pub mqtt_v5_addr: Option<SocketAddr>,
     pub mqtt_tls_addr: Option<SocketAddr>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The forecasting models and jobs: the demo trains its models here.
+    pub forecast: Arc<forecast::Forecasting>,
     /// Which storage path serves history.
     pub storage: store::rollup::StoragePath,
     shutdown: CancellationToken,
@@ -255,6 +258,19 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
+    let layout = {
+        let known: std::collections::HashSet<String> = registry
+            .list(chrono::Utc::now())
+            .into_iter()
+            .map(|c| c.circuit)
+            .collect();
+        let path = yard::layout_path(config.yard.layout.as_deref(), &config.database.data_dir);
+        tokio::task::spawn_blocking(move || {
+            yard::YardLayout::load(path, &|circuit| known.contains(circuit))
+        })
+        .await
+        .context("loading the yard layout")?
+    };
     let listener = match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => {
             http::tls::HttpListener::tls(listener, cert, key, metrics.clone(), shutdown.clone())
@@ -296,7 +312,8 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         exceptions: exceptions.handle,
         history,
         export: export::ExportSettings::new(&config.yard.timezone),
-        forecast,
+        forecast: forecast.clone(),
+        layout,
         auth,
         pki_dir: config.tls_dir(),
     };
@@ -323,6 +340,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         mqtt_v5_addr: mqtt.v5,
         mqtt_tls_addr: mqtt.tls,
         metrics,
+        forecast,
         storage,
         shutdown,
         http,

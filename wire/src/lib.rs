@@ -13,6 +13,7 @@ mod exceptions;
 mod forecast;
 mod history;
 mod parameter;
+mod yard;
 
 pub use auth::{
     AuditEntry, CertificateRequest, GatewayCertificateFiles, GatewayCredentialInfo,
@@ -31,6 +32,11 @@ pub use history::{
     History, HistorySeries, HistorySource, MAX_CHANNELS, MAX_POINTS, MAX_RANGE_DAYS, SeriesData,
 };
 pub use parameter::{Parameter, parameter_info};
+pub use yard::{
+    Criticality, Facing, Layout, LayoutCircuit, LayoutLabel, LayoutPoints, LayoutProblem,
+    LayoutRejected, LayoutRoute, LayoutSection, LayoutSignal, Movement, MovementStep, Movements,
+    Replay, ReplayException, ReplayExceptionStep, ReplayStart, RouteStop, StateChange,
+};
 
 /// One measured value of one channel at one instant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -38,6 +38,11 @@ commands:
                    seed 10 million readings in a private PostgreSQL and export
                    them as CSV from a release server against psql's COPY, with
                    the server's peak memory (--reuse keeps the seed, --help)
+  bench-replay [args...]
+                   a day of a 200-circuit yard in a private PostgreSQL:
+                   GET /api/replay against its bare read and against fetching
+                   every relay reading, then playback at 60x in headless
+                   Chromium against the same page paused (--help)
   modules          print which server modules import which (the layering
                    that the tidy tests hold)
   fuzz [target] [--seconds N]
@@ -66,7 +71,7 @@ fn dispatch(args: Vec<String>) -> Result<()> {
     let rest = rest.strip_prefix(&["--".to_owned()]).unwrap_or(rest);
     if !matches!(
         command,
-        "demo" | "bench-ingest" | "bench-history" | "bench-export" | "fuzz"
+        "demo" | "bench-ingest" | "bench-history" | "bench-export" | "bench-replay" | "fuzz"
     ) && !rest.is_empty()
     {
         bail!("`{command}` takes no arguments, got {rest:?}\n\n{HELP}");
@@ -79,6 +84,7 @@ fn dispatch(args: Vec<String>) -> Result<()> {
         "bench-ingest" => bench_ingest(&root, rest),
         "bench-history" => bench_history(&root, rest),
         "bench-export" => bench_export(&root, rest),
+        "bench-replay" => bench_replay(&root, rest),
         "fuzz" => fuzz::run_targets(&root, rest),
         "modules" => {
             print_module_graph(&root);
@@ -252,6 +258,28 @@ fn bench_export(root: &Path, args: &[String]) -> Result<()> {
         setup::install_debian(vec!["postgresql"])
     })?;
     run_server_bench(root, "export-bench", args)
+}
+
+/// The app must be built: the benchmark plays a replay in Chromium.
+fn bench_replay(root: &Path, args: &[String]) -> Result<()> {
+    setup::install_missing(root)?;
+    frontend::build(root)?;
+    step("bench: replay", || {
+        let mut bench = Command::new(cargo());
+        bench
+            .args([
+                "run",
+                "--release",
+                "--package",
+                "trackside",
+                "--example",
+                "replay-bench",
+                "--",
+            ])
+            .args(args)
+            .current_dir(root);
+        run(&mut bench, false)
+    })
 }
 
 fn test(root: &Path) -> Result<()> {

@@ -152,6 +152,14 @@ pub fn ExceptionsPage(exceptions: Exceptions, clock: Clock) -> impl IntoView {
     }
 }
 
+/// The diagram replaying the five minutes around `at`.
+pub fn replay_href(at: i64) -> String {
+    format!(
+        "/diagram?{}",
+        crate::diagram::model::ReplayQuery::around(at).to_query()
+    )
+}
+
 #[component]
 fn ExceptionRow(
     exception: ExceptionInfo,
@@ -233,6 +241,14 @@ fn ExceptionRow(
                         "NOT YET STORED"
                     </span>
                 })}
+                <a
+                    class="replay-link"
+                    data-testid="exception-replay"
+                    href=replay_href(raised_at)
+                    title="Replay the yard in the five minutes around the raise"
+                >
+                    "Replay ▸"
+                </a>
                 {can_ack.then(|| view! {
                     <button
                         class="ack-button"

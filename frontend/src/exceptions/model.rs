@@ -80,14 +80,41 @@ impl Exceptions {
     pub fn worst_for(&self, circuit: &str, gateways: &[String]) -> Option<Severity> {
         self.all.with(|all| {
             all.values()
-                .filter(|e| e.active)
-                .filter(|e| {
-                    e.circuit.as_deref() == Some(circuit)
-                        || (e.kind == ExceptionKind::GatewayOffline
-                            && gateways.contains(&e.subject))
-                })
+                .filter(|e| e.active && touches(e, circuit, gateways))
                 .map(|e| e.severity)
                 .max()
+        })
+    }
+
+    /// The active exceptions of a circuit, its gateways being offline
+    /// included, as (kind, severity, subject) (tracked).
+    pub fn active_for(
+        &self,
+        circuit: &str,
+        gateways: &[String],
+    ) -> Vec<(ExceptionKind, Severity, String)> {
+        self.all.with(|all| {
+            all.values()
+                .filter(|e| e.active && touches(e, circuit, gateways))
+                .map(|e| (e.kind, e.severity, e.subject.clone()))
+                .collect()
+        })
+    }
+
+    /// A circuit's open exceptions, most severe first (tracked).
+    pub fn open_for(&self, circuit: &str, gateways: &[String]) -> Vec<ExceptionInfo> {
+        self.all.with(|all| {
+            let mut open: Vec<ExceptionInfo> = all
+                .values()
+                .filter(|e| e.open && touches(e, circuit, gateways))
+                .cloned()
+                .collect();
+            open.sort_by(|a, b| {
+                b.severity
+                    .cmp(&a.severity)
+                    .then(b.raised_at.cmp(&a.raised_at))
+            });
+            open
         })
     }
 
@@ -113,6 +140,13 @@ impl Exceptions {
     pub fn filtered(&self, filter: &Filter) -> Vec<ExceptionInfo> {
         self.all.with(|all| visible(all.values(), filter))
     }
+}
+
+/// Whether an exception is about a circuit: on one of its channels, or its
+/// gateway being offline.
+fn touches(e: &ExceptionInfo, circuit: &str, gateways: &[String]) -> bool {
+    e.circuit.as_deref() == Some(circuit)
+        || (e.kind == ExceptionKind::GatewayOffline && gateways.contains(&e.subject))
 }
 
 fn merge_one(all: &mut BTreeMap<i64, ExceptionInfo>, incoming: ExceptionInfo) {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
-use trackside_wire::parameter_info;
+use trackside_wire::{ChannelName, parameter_info};
 
 use super::queue::{Spooled, StoreQueueReceiver};
 use super::rollup::{StoragePath, timescale};
@@ -316,33 +316,50 @@ impl StoreWriter {
             return Ok(id);
         }
         if !self.gateways.contains(gateway) {
-            sqlx::query("INSERT INTO gateways (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
-                .bind(gateway)
-                .execute(&self.pool)
-                .await?;
+            register_gateway(&self.pool, gateway).await?;
             self.gateways.insert(gateway.to_owned());
         }
-        let unit = parameter_info(reading.channel.parameter()).and_then(|(_, p)| p.unit);
-        // DO UPDATE (to itself) rather than DO NOTHING, so RETURNING also
-        // yields the id of a channel another instance registered first.
-        let (id,): (i32,) = sqlx::query_as(
-            "INSERT INTO channels (name, circuit, parameter, unit, gateway_id)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
-             RETURNING id",
-        )
-        .bind(reading.channel.as_str())
-        .bind(reading.channel.circuit())
-        .bind(reading.channel.parameter())
-        .bind(unit)
-        .bind(gateway)
-        .fetch_one(&self.pool)
-        .await?;
+        let id = register_channel(&self.pool, gateway, &reading.channel).await?;
         tracing::info!(channel = %reading.channel, gateway, id, "registered channel");
         self.channel_ids
             .insert(reading.channel.as_str().to_owned(), id);
         Ok(id)
     }
+}
+
+/// Registers a gateway on first sight (idempotent).
+pub(crate) async fn register_gateway(pool: &PgPool, gateway: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO gateways (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
+        .bind(gateway)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A channel's id, registering it (as the gateway's) if it is new. The
+/// gateway must be registered.
+pub(crate) async fn register_channel(
+    pool: &PgPool,
+    gateway: &str,
+    channel: &ChannelName,
+) -> sqlx::Result<i32> {
+    let unit = parameter_info(channel.parameter()).and_then(|(_, p)| p.unit);
+    // DO UPDATE (to itself) rather than DO NOTHING, so RETURNING also
+    // yields the id of a channel another instance registered first.
+    let (id,): (i32,) = sqlx::query_as(
+        "INSERT INTO channels (name, circuit, parameter, unit, gateway_id)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+         RETURNING id",
+    )
+    .bind(channel.as_str())
+    .bind(channel.circuit())
+    .bind(channel.parameter())
+    .bind(unit)
+    .bind(gateway)
+    .fetch_one(pool)
+    .await?;
+    Ok(id)
 }
 
 /// Writes the chunk's rows with one binary `COPY`, or, when a row is
@@ -371,7 +388,9 @@ async fn write_rows(
     }
 }
 
-async fn copy(conn: &mut PgConnection, chunk: &Chunk) -> Result<usize, sqlx::Error> {
+/// One binary `COPY` of the chunk; fails whole on a reading already
+/// stored. The demo's backfill writes its hours with it too.
+pub(crate) async fn copy(conn: &mut PgConnection, chunk: &Chunk) -> Result<usize, sqlx::Error> {
     let mut copy = conn
         .copy_in_raw("COPY readings (channel_id, ts, value) FROM STDIN (FORMAT binary)")
         .await?;
@@ -402,7 +421,7 @@ async fn insert_new(conn: &mut PgConnection, chunk: &Chunk) -> anyhow::Result<us
 
 /// Rows on their way to `readings`, as a binary `COPY` stream.
 #[derive(Default)]
-struct Chunk {
+pub(crate) struct Chunk {
     binary_copy: Vec<u8>,
     rows: usize,
     /// On TimescaleDB: readings before this (Unix microseconds) are late.
@@ -421,7 +440,7 @@ const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 const COPY_ROW_BYTES: usize = 2 + (4 + 4) + (4 + 8) + (4 + 8);
 
 impl Chunk {
-    fn push(&mut self, channel_id: i32, ts: DateTime<Utc>, value: f64) {
+    pub(crate) fn push(&mut self, channel_id: i32, ts: DateTime<Utc>, value: f64) {
         if self.binary_copy.is_empty() {
             self.binary_copy.extend_from_slice(COPY_HEADER);
         }
@@ -441,11 +460,11 @@ impl Chunk {
         self.rows += 1;
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.rows
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.binary_copy.clear();
         self.rows = 0;
         self.late.clear();

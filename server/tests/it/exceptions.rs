@@ -609,6 +609,7 @@ async fn the_simulated_gateway_drop_fires_its_will_without_stale_channels() {
             faults: true,
             start_at_s: 696.0,
             password: None,
+            sags: Vec::new(),
         },
         stop.clone(),
     ));

@@ -46,7 +46,7 @@ use crate::config::{HistoryConfig, TimescaleMode};
 use crate::metrics::Metrics;
 use crate::time::floor_to_hour;
 
-pub use plain::{Refresher, apply_retention, rebuild, refresh_dirty};
+pub use plain::{Refresher, apply_retention, rebuild, refresh_dirty, roll_up_written};
 
 /// The overflow-free sum of a column, as an aggregate expression over the
 /// rows being grouped: `rollup_sum` (migration 20261207100000) of the

@@ -437,3 +437,54 @@ pub async fn rebuild(pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> a
     }
     Ok(())
 }
+
+/// Rolls up `[from, to)` of `channels` inside the transaction that wrote
+/// their readings, and drops the dirty marks that write made: a bulk load
+/// (the demo's history) then leaves the rollup job no backlog. `from` and
+/// `to` are whole minutes; the hours they touch are recomputed from their
+/// minute rows. Plain path only (on TimescaleDB the aggregates refresh
+/// themselves).
+pub async fn roll_up_written(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    channels: &[i32],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    sqlx::query(upsert_buckets!(
+        "readings_1m",
+        "SELECT c.id, r.* FROM unnest($1::integer[]) AS c (id)
+         CROSS JOIN LATERAL rollup_minutes(c.id, $2, $3) r"
+    ))
+    .bind(channels)
+    .bind(from)
+    .bind(to)
+    .execute(&mut **tx)
+    .await
+    .context("rolling up the written minutes")?;
+    // The minutes are current now; without their marks, the hours are
+    // built from the minute rows instead of from raw rows again.
+    sqlx::query(
+        "DELETE FROM rollup_dirty
+         WHERE channel_id = ANY($1) AND minute >= $2 AND minute < $3",
+    )
+    .bind(channels)
+    .bind(from)
+    .bind(to)
+    .execute(&mut **tx)
+    .await?;
+    let hour_from = floor_to_hour(from).context("rollup start")?;
+    let hour_to =
+        floor_to_hour(to - TimeDelta::milliseconds(1)).context("rollup end")? + TimeDelta::hours(1);
+    sqlx::query(upsert_buckets!(
+        "readings_1h",
+        "SELECT c.id, r.* FROM unnest($1::integer[]) AS c (id)
+         CROSS JOIN LATERAL rollup_hours(c.id, $2, $3) r"
+    ))
+    .bind(channels)
+    .bind(hour_from)
+    .bind(hour_to)
+    .execute(&mut **tx)
+    .await
+    .context("rolling up the written hours")?;
+    Ok(())
+}

@@ -457,6 +457,18 @@ fn windows(minutes: &[DateTime<Utc>]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     out
 }
 
+/// Refreshes the aggregates over `[lo, hi)` now, for readings written
+/// behind the policies' backs (the demo's history); the policies keep
+/// what is newer.
+pub async fn refresh_range(
+    pool: &PgPool,
+    lo: DateTime<Utc>,
+    hi: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    refresh_window(&mut conn, floor_to_minute(lo), hi, Utc::now()).await
+}
+
 /// Refreshes every aggregate over `[lo, hi)` widened to its buckets, but
 /// not past its policy's end offset.
 async fn refresh_window(
