@@ -12,6 +12,7 @@ mod exceptions;
 mod feed;
 mod header;
 mod history;
+mod perf;
 mod time;
 mod uplot;
 

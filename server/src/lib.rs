@@ -97,7 +97,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
 
     // Before the store writer, which marks late readings on TimescaleDB.
-    let storage = store::rollup::prepare(&pool, &config.history).await?;
+    let storage = store::rollup::prepare(&pool, &config.history, &config.yard.timezone).await?;
     let spool_dir = config.database.data_dir.join("spool");
     let spool = Arc::new(
         tokio::task::spawn_blocking(move || store::spool::Spool::open(&spool_dir))
