@@ -93,7 +93,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
             .await
             .context("loading channels")?,
     );
-    let live = live::LiveHub::new(config.ingest.live_queue);
+    let live = live::LiveHub::new(config.ingest.live_queue, metrics.clone());
     let shutdown = CancellationToken::new();
 
     // Before the store writer, which marks late readings on TimescaleDB.

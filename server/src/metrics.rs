@@ -70,6 +70,8 @@ pub struct Metrics {
     pub rollup_failed_minutes: AtomicU64,
     /// Minute rollups whose readings' sum is beyond the double range.
     pub rollup_overflows: AtomicU64,
+    /// Messages the live batcher's full queue could not take.
+    pub live_dropped_messages: AtomicU64,
     /// Minutes set aside after failing, waiting for their retry.
     pub rollup_set_aside: AtomicI64,
 }
@@ -231,6 +233,11 @@ impl Metrics {
             "trackside_webhook_dropped_total",
             "Notifications given up after all attempts, or dropped because the queue was full.",
             self.webhook_dropped.load(Relaxed),
+        );
+        counter(
+            "trackside_live_dropped_messages_total",
+            "Messages the live fan-out's full queue could not take; every WebSocket client was then resynchronised.",
+            self.live_dropped_messages.load(Relaxed),
         );
         counter(
             "trackside_rollup_failures_total",
