@@ -20,5 +20,5 @@ RUN apt-get update \
 COPY --from=build /src/target/release/trackside /usr/local/bin/trackside
 COPY --from=build /src/target/site /usr/share/trackside/site
 ENV TRACKSIDE_ASSETS_DIR=/usr/share/trackside/site
-EXPOSE 8080 8883 1883 1884
+EXPOSE 8080 8443 8883 1883 1884
 ENTRYPOINT ["trackside"]

@@ -3,11 +3,15 @@
 
 use std::fmt;
 
-use gloo_net::http::{Request, Response};
+use gloo_net::http::{Method, Request, RequestBuilder, Response};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trackside_wire::{
-    AckRequest, ApiError, ChannelInfo, ExceptionInfo, Forecast, ForecastStatus, History, TrainJob,
-    TrainRequest, YardInfo,
+    AckRequest, ApiError, AuditEntry, CertificateRequest, ChannelInfo, ExceptionInfo, Forecast,
+    ForecastStatus, GatewayCertificateFiles, GatewayCredentialInfo, History, IssuedGatewayPassword,
+    IssuedPassword, IssuedToken, LinkSignInRequest, Me, NewGateway, NewToken, NewUser,
+    PasswordChange, SignInRequest, TokenInfo, TrainJob, TrainRequest, UserChange, UserInfo,
+    YardInfo,
 };
 
 /// Why a request gave no usable answer.
@@ -66,22 +70,13 @@ pub async fn exceptions(url: &str) -> Result<Vec<ExceptionInfo>, ApiFailure> {
 
 pub async fn acknowledge(id: i64, request: &AckRequest) -> Result<ExceptionInfo, ApiFailure> {
     let url = format!("/api/exceptions/{id}/ack");
-    let request = Request::post(&url)
-        .header("Accept", "application/json")
-        .json(request)
-        .map_err(|e| ApiFailure::Unexpected {
-            path: "/api/exceptions/{id}/ack",
-            detail: e.to_string(),
-        })?;
-    let response = request.send().await.map_err(|_| ApiFailure::Unreachable)?;
-    let status = response.status();
-    let body = response.text().await.map_err(|_| ApiFailure::Unreachable)?;
-    interpret(
+    send(
+        Method::POST,
         "/api/exceptions/{id}/ack",
-        status,
-        is_json(&response),
-        &body,
+        &url,
+        Some(request),
     )
+    .await
 }
 
 /// `GET /api/history?{query}`.
@@ -106,17 +101,111 @@ pub async fn forecast_status() -> Result<ForecastStatus, ApiFailure> {
 
 pub async fn train(request: &TrainRequest) -> Result<TrainJob, ApiFailure> {
     let path = "/api/forecast/train";
-    let request = Request::post(path)
+    send(Method::POST, path, path, Some(request)).await
+}
+
+/// Who is signed in; a 401 here is the answer "nobody", not a session that
+/// ended under the app.
+pub async fn me() -> Result<Me, ApiFailure> {
+    let response = Request::get("/api/me")
         .header("Accept", "application/json")
-        .json(request)
-        .map_err(|e| ApiFailure::Unexpected {
-            path,
-            detail: e.to_string(),
-        })?;
-    let response = request.send().await.map_err(|_| ApiFailure::Unreachable)?;
-    let status = response.status();
-    let body = response.text().await.map_err(|_| ApiFailure::Unreachable)?;
-    interpret(path, status, is_json(&response), &body)
+        .send()
+        .await
+        .map_err(|_| ApiFailure::Unreachable)?;
+    read("/api/me", response, false).await
+}
+
+pub async fn sign_in(request: &SignInRequest) -> Result<Me, ApiFailure> {
+    send_quietly(Method::POST, "/api/session", "/api/session", Some(request)).await
+}
+
+pub async fn sign_in_with_link(request: &LinkSignInRequest) -> Result<Me, ApiFailure> {
+    send_quietly(
+        Method::POST,
+        "/api/session/link",
+        "/api/session/link",
+        Some(request),
+    )
+    .await
+}
+
+pub async fn sign_out() -> Result<(), ApiFailure> {
+    send_quietly(Method::DELETE, "/api/session", "/api/session", None::<&()>).await
+}
+
+pub async fn change_password(request: &PasswordChange) -> Result<Me, ApiFailure> {
+    let path = "/api/me/password";
+    send(Method::POST, path, path, Some(request)).await
+}
+
+pub async fn users() -> Result<Vec<UserInfo>, ApiFailure> {
+    get_json("/api/users").await
+}
+
+pub async fn add_user(request: &NewUser) -> Result<IssuedPassword, ApiFailure> {
+    send(Method::POST, "/api/users", "/api/users", Some(request)).await
+}
+
+pub async fn change_user(name: &str, change: &UserChange) -> Result<IssuedPassword, ApiFailure> {
+    let url = format!("/api/users/{}", encode(name));
+    send(Method::PATCH, "/api/users/{name}", &url, Some(change)).await
+}
+
+pub async fn tokens() -> Result<Vec<TokenInfo>, ApiFailure> {
+    get_json("/api/tokens").await
+}
+
+pub async fn issue_token(request: &NewToken) -> Result<IssuedToken, ApiFailure> {
+    send(Method::POST, "/api/tokens", "/api/tokens", Some(request)).await
+}
+
+pub async fn revoke_token(id: i64) -> Result<TokenInfo, ApiFailure> {
+    let url = format!("/api/tokens/{id}");
+    send(Method::DELETE, "/api/tokens/{id}", &url, None::<&()>).await
+}
+
+pub async fn gateway_credentials() -> Result<Vec<GatewayCredentialInfo>, ApiFailure> {
+    get_json("/api/gateway-credentials").await
+}
+
+pub async fn add_gateway(request: &NewGateway) -> Result<IssuedGatewayPassword, ApiFailure> {
+    let path = "/api/gateway-credentials";
+    send(Method::POST, path, path, Some(request)).await
+}
+
+pub async fn revoke_gateway(id: &str) -> Result<(), ApiFailure> {
+    let url = format!("/api/gateway-credentials/{}", encode(id));
+    send(
+        Method::DELETE,
+        "/api/gateway-credentials/{id}",
+        &url,
+        None::<&()>,
+    )
+    .await
+}
+
+pub async fn gateway_certificate(
+    id: &str,
+    request: &CertificateRequest,
+) -> Result<GatewayCertificateFiles, ApiFailure> {
+    let url = format!("/api/gateway-credentials/{}/certificate", encode(id));
+    send(
+        Method::POST,
+        "/api/gateway-credentials/{id}/certificate",
+        &url,
+        Some(request),
+    )
+    .await
+}
+
+/// `url` is `/api/audit` with its filters.
+pub async fn audit(url: &str) -> Result<Vec<AuditEntry>, ApiFailure> {
+    get_json_at("/api/audit", url).await
+}
+
+/// A path segment, percent-encoded.
+pub fn encode(segment: &str) -> String {
+    js_sys::encode_uri_component(segment).into()
 }
 
 async fn get_json<T: DeserializeOwned>(path: &'static str) -> Result<T, ApiFailure> {
@@ -130,9 +219,76 @@ async fn get_json_at<T: DeserializeOwned>(path: &'static str, url: &str) -> Resu
         .send()
         .await
         .map_err(|_| ApiFailure::Unreachable)?;
+    read(path, response, true).await
+}
+
+/// A request with an optional JSON body; a 401 ends the app's session.
+async fn send<T: DeserializeOwned>(
+    method: Method,
+    path: &'static str,
+    url: &str,
+    body: Option<&impl Serialize>,
+) -> Result<T, ApiFailure> {
+    let response = request(method, path, url, body).await?;
+    read(path, response, true).await
+}
+
+/// The same, for the sign-in itself: its 401 is a wrong password, not the
+/// end of a session.
+async fn send_quietly<T: DeserializeOwned>(
+    method: Method,
+    path: &'static str,
+    url: &str,
+    body: Option<&impl Serialize>,
+) -> Result<T, ApiFailure> {
+    let response = request(method, path, url, body).await?;
+    read(path, response, false).await
+}
+
+async fn request(
+    method: Method,
+    path: &'static str,
+    url: &str,
+    body: Option<&impl Serialize>,
+) -> Result<Response, ApiFailure> {
+    let builder = RequestBuilder::new(url)
+        .method(method)
+        .header("Accept", "application/json");
+    let request = match body {
+        Some(body) => builder.json(body),
+        None => builder.build(),
+    }
+    .map_err(|e| ApiFailure::Unexpected {
+        path,
+        detail: e.to_string(),
+    })?;
+    request.send().await.map_err(|_| ApiFailure::Unreachable)
+}
+
+async fn read<T: DeserializeOwned>(
+    path: &'static str,
+    response: Response,
+    session_may_end: bool,
+) -> Result<T, ApiFailure> {
     let status = response.status();
+    let json = is_json(&response);
     let body = response.text().await.map_err(|_| ApiFailure::Unreachable)?;
-    interpret(path, status, is_json(&response), &body)
+    // No content: the unit answer.
+    let body = if status == 204 && body.is_empty() {
+        "null".to_owned()
+    } else {
+        body
+    };
+    let answer = interpret(path, status, json, &body);
+    if session_may_end
+        && let Err(ApiFailure::Rejected {
+            status: 401,
+            message,
+        }) = &answer
+    {
+        crate::session::ended(message);
+    }
+    answer
 }
 
 fn is_json(response: &Response) -> bool {

@@ -1,13 +1,14 @@
 //! The bar across the top: which yard, what time it is there, how many
-//! circuits are occupied, and whether the feed is live.
+//! circuits are occupied, whether the feed is live, and who is signed in.
 
 use leptos::prelude::*;
 use leptos_router::components::A;
-use trackside_wire::YardInfo;
+use trackside_wire::{Role, YardInfo};
 
 use crate::board::Board;
 use crate::exceptions::Exceptions;
 use crate::feed::Connection;
+use crate::session::Session;
 use crate::time::{Clock, utc_time, zoned_time};
 
 #[component]
@@ -17,8 +18,10 @@ pub fn Header(
     board: Board,
     connection: RwSignal<Connection>,
     exceptions: Exceptions,
+    session: Session,
 ) -> impl IntoView {
     let unacked = Memo::new(move |_| exceptions.unacknowledged());
+    let admin = move || session.may(Role::Admin);
     let yard_name = move || yard.with(|y| y.as_ref().map(|y| y.name.clone()));
     view! {
         <header class="topbar">
@@ -43,6 +46,9 @@ pub fn Header(
                         {move || unacked.get()}
                     </span>
                 </A>
+                <Show when=admin>
+                    <A href="/admin">"Admin"</A>
+                </Show>
             </nav>
             <YardClock yard clock />
             <Occupancy board />
@@ -56,7 +62,30 @@ pub fn Header(
                 <span class="dot" aria-hidden="true"></span>
                 <span class="pill-label">{move || connection.get().label()}</span>
             </div>
+            <UserMenu session />
         </header>
+    }
+}
+
+/// Who is signed in, with which role, and the way out.
+#[component]
+fn UserMenu(session: Session) -> impl IntoView {
+    let me = move || session.me();
+    let name = move || me().map(|m| m.name).unwrap_or_default();
+    let role = move || me().map(|m| m.role.as_str()).unwrap_or_default();
+    view! {
+        <div class="user-menu" data-testid="user-menu">
+            <span class="user-name" data-testid="user-name">{name}</span>
+            <span class="role-badge" data-testid="user-role" data-role=role>{role}</span>
+            <button
+                class="secondary sign-out"
+                data-testid="sign-out"
+                title="Sign out of this browser"
+                on:click=move |_| session.sign_out()
+            >
+                "Sign out"
+            </button>
+        </div>
     }
 }
 

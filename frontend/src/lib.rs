@@ -1,36 +1,89 @@
 //! Trackside's operator app: a live board of a yard's track circuits, and
 //! their history.
 //!
+//! Nothing shows before the server says who is signed in (`session`): the
+//! sign-in form, a forced password change, or the workspace below, which
+//! opens the live feed and closes it again when the session ends.
+//!
 //! Data comes from two places that the board merges: a snapshot over HTTP
 //! (`/api/yard`, `/api/channels`) and the live feed over a WebSocket
 //! (`/ws`). The snapshot is fetched at load and again whenever the feed
 //! (re)connects, so nothing missed while disconnected stays stale.
 
+mod admin;
 mod api;
 mod board;
+mod download;
 mod exceptions;
 mod feed;
+mod fields;
 mod header;
 mod history;
 mod perf;
+mod session;
 mod time;
 mod uplot;
 
 use leptos::prelude::*;
-use leptos_router::components::{Route, Router, Routes};
+use leptos_router::components::{Redirect, Route, Router, Routes};
 use leptos_router::path;
 use trackside_wire::{ServerMessage, YardInfo};
 
+use crate::admin::AdminPage;
 use crate::api::ApiFailure;
 use crate::board::{Board, BoardPage};
 use crate::exceptions::{Exceptions, ExceptionsPage};
 use crate::feed::{Connection, Event, Feed, Subscription};
 use crate::header::Header;
 use crate::history::HistoryPage;
+use crate::session::{ChoosePasswordPage, Phase, Session, SignInPage, State};
 use crate::time::Clock;
 
 #[component]
 pub fn App() -> impl IntoView {
+    let session = Session::start();
+    provide_context(session);
+    let phase = Memo::new(move |_| session.phase());
+    move || match phase.get() {
+        Phase::Checking => view! {
+            <main class="signin-page">
+                <p class="signin-card checking" role="status">"Connecting to Trackside…"</p>
+            </main>
+        }
+        .into_any(),
+        Phase::Unreachable => {
+            let message = match session.state() {
+                State::Unreachable(message) => message,
+                _ => String::new(),
+            };
+            view! {
+                <main class="signin-page">
+                    <div class="signin-card" role="alert">
+                        <p class="wordmark">"Trackside"</p>
+                        <p class="form-error">{message}</p>
+                        <button class="primary" on:click=move |_| {
+                            leptos::task::spawn_local(session.check());
+                        }>"Try again"</button>
+                    </div>
+                </main>
+            }
+            .into_any()
+        }
+        Phase::SignedOut => {
+            let message = match session.state() {
+                State::SignedOut { message } => message,
+                _ => None,
+            };
+            view! { <SignInPage session message /> }.into_any()
+        }
+        Phase::ChoosePassword => view! { <ChoosePasswordPage session /> }.into_any(),
+        Phase::Working => view! { <Workspace session /> }.into_any(),
+    }
+}
+
+/// The signed-in app: the header, the pages, and the live feed they share.
+#[component]
+fn Workspace(session: Session) -> impl IntoView {
     let board = Board::new();
     let clock = Clock::start();
     let connection = RwSignal::new(Connection::Connecting);
@@ -47,7 +100,25 @@ pub fn App() -> impl IntoView {
         crate::exceptions::load(exceptions, js_sys::Date::now() as i64);
     };
     let feed = Feed::open(Subscription::AllChannels, move |event| match event {
-        Event::State(state) => connection.set(state),
+        Event::State(state) => {
+            // A feed that cannot reconnect may have lost its session:
+            // asking who we are brings the sign-in form back if so.
+            if matches!(state, Connection::Reconnecting { retry_in_s: 0 }) {
+                leptos::task::spawn_local(async {
+                    let _ = api::me().await.map_err(|failure| {
+                        if let ApiFailure::Rejected {
+                            status: 401,
+                            message,
+                        } = failure
+                        {
+                            session::ended(&message);
+                        }
+                    });
+                });
+            }
+            connection.set(state)
+        }
+        Event::Frame(ServerMessage::SessionEnded { reason }) => session.end(&reason),
         // Every greeting, the first included: readings that arrived between
         // the snapshot and the subscription would otherwise be missing, and
         // a channel that reports only on change (a relay) could show a
@@ -76,8 +147,12 @@ pub fn App() -> impl IntoView {
     // page is one route here and one link in `header::Header`.
     view! {
         <Router>
-            <Header yard clock board connection exceptions />
+            <Header yard clock board connection exceptions session />
             <Routes fallback=|| view! { <NotFound /> }>
+                // After signing in at a one-time link's address.
+                <Route path=path!("/signin") view=|| view! { <Redirect path="/" /> } />
+                <Route path=path!("/admin") view=|| view! { <Redirect path="/admin/users" /> } />
+                <Route path=path!("/admin/:tab") view=move || view! { <AdminPage clock yard /> } />
                 <Route
                     path=path!("/")
                     view=move || view! { <BoardPage board clock exceptions snapshot /> }

@@ -32,7 +32,8 @@ use trackside::export::{Resolution, SESSION_SETTINGS, export_sql};
 use trackside::store::embedded_pg::{Durability, EmbeddedPostgres, SUPERUSER};
 
 use crate::common::{
-    Process, admin_pool, free_port, recreate_database, start_trackside, wait_ready,
+    Process, admin_pool, admin_token, client_with_token, free_port, recreate_database,
+    start_trackside, wait_ready,
 };
 
 mod common;
@@ -103,7 +104,7 @@ async fn run(
         server.http
     );
     let copy_sql = copy_statement(&pool, &ids).await?;
-    let client = reqwest::Client::new();
+    let client = client_with_token(&server.token)?;
 
     // Warm-ups: the table into the page cache, the server's allocator to
     // its working size, psql's plan.
@@ -356,6 +357,8 @@ fn copy(socket: &Path, statement: &str) -> anyhow::Result<Measured> {
 struct Server {
     http: String,
     process: Process,
+    /// An admin's API token: the export needs a viewer's at least.
+    token: String,
 }
 
 impl Server {
@@ -377,12 +380,14 @@ impl Server {
             ),
         )?;
         let process = start_trackside(&config)?;
-        let server = Self {
-            http: format!("http://127.0.0.1:{http_port}"),
+        let http = format!("http://127.0.0.1:{http_port}");
+        wait_ready(&http).await?;
+        let token = admin_token(&config)?;
+        Ok(Self {
+            http,
             process,
-        };
-        wait_ready(&server.http).await?;
-        Ok(server)
+            token,
+        })
     }
 
     fn status_kib(&self, field: &str) -> anyhow::Result<u64> {

@@ -114,7 +114,28 @@ async fn run(args: &Args, admin: PgConnectOptions) -> anyhow::Result<()> {
     let zone = config.yard.timezone.clone();
     let server = trackside::start(&config, pool.clone()).await?;
     let base = format!("http://{}", server.http_addr);
-    let client = reqwest::Client::new();
+    // The API needs a viewer at least: an admin's token, made directly.
+    let hash = trackside::auth::password::hash_now("bench password 1234")?;
+    let user = match trackside::auth::users::by_name(&pool, "bench").await? {
+        Some(user) => user,
+        None => {
+            trackside::auth::users::add(&pool, "bench", trackside_wire::Role::Admin, &hash, true)
+                .await
+                .map_err(|e| anyhow::anyhow!("adding the bench user: {e:?}"))?
+        }
+    };
+    let (token, _) =
+        trackside::auth::tokens::issue(&pool, &user, "bench", trackside_wire::Role::Admin, 1)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?;
 
     let channels: Vec<(i32, String)> =
         sqlx::query_as("SELECT id, name FROM channels WHERE name LIKE 'B%' ORDER BY id")

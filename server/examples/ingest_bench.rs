@@ -31,7 +31,9 @@ use futures_util::StreamExt as _;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{Process, free_port, start_trackside, wait_ready};
+use crate::common::{
+    Process, admin_token, client_with_token, free_port, start_trackside, wait_ready,
+};
 
 mod common;
 
@@ -294,6 +296,8 @@ struct Server {
     mqtt_port: u16,
     data_dir: PathBuf,
     process: Process,
+    /// An admin's API token: /metrics and /ws need one.
+    token: String,
 }
 
 impl Server {
@@ -329,18 +333,22 @@ impl Server {
             ),
         )?;
         let process = start_trackside(&config)?;
-        let server = Self {
-            http: format!("http://127.0.0.1:{http_port}"),
+        let http = format!("http://127.0.0.1:{http_port}");
+        wait_ready(&http).await?;
+        let token = admin_token(&config)?;
+        Ok(Self {
+            http,
             mqtt_port,
             data_dir,
             process,
-        };
-        wait_ready(&server.http).await?;
-        Ok(server)
+            token,
+        })
     }
 
     async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let text = reqwest::get(format!("{}/metrics", self.http))
+        let text = client_with_token(&self.token)?
+            .get(format!("{}/metrics", self.http))
+            .send()
             .await?
             .text()
             .await?;
@@ -639,7 +647,14 @@ async fn latency(
     let ws_url = server.http.replace("http://", "ws://") + "/ws";
     let mut readers = Vec::new();
     for _ in 0..clients {
-        let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await?;
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                ws_url.as_str(),
+            )?;
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {}", server.token).parse()?);
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
         let subscribe = r#"{"type":"subscribe","channels":["L*"]}"#;
         futures_util::SinkExt::send(&mut socket, Message::Text(subscribe.into())).await?;
         readers.push(tokio::spawn(async move {

@@ -121,6 +121,8 @@ async fn run(args: &Args, admin: PgConnectOptions) -> anyhow::Result<()> {
         std::os::unix::fs::symlink(entry.path(), assets.path().join(entry.file_name()))?;
     }
     std::fs::write(assets.path().join("bare.html"), BARE_PAGE)?;
+    std::fs::write(assets.path().join("bare.js"), BARE_SCRIPT)?;
+    std::fs::write(assets.path().join("bare.css"), BARE_STYLE)?;
     let data_dir = tempfile::Builder::new()
         .prefix("ui-bench-data-")
         .tempdir()?;
@@ -137,6 +139,7 @@ async fn run(args: &Args, admin: PgConnectOptions) -> anyhow::Result<()> {
     let mqtt_port = server.mqtt_addr.port();
 
     let (driver, client) = browser().await?;
+    sign_in(&pool, &client, &base).await?;
     let measured = measure(args, &client, &base, mqtt_port, &names, start, end).await;
     let _ = client.close().await;
     drop(driver);
@@ -339,6 +342,34 @@ async fn measure(
             zoom_bare,
         ],
     })
+}
+
+/// Signs the browser in as a viewer, as the demo's banner does: through a
+/// one-time sign-in link, which lands on the board.
+async fn sign_in(pool: &PgPool, client: &Client, base: &str) -> anyhow::Result<()> {
+    let user = match trackside::auth::users::by_name(pool, "bench").await? {
+        Some(user) => user,
+        None => {
+            let hash = trackside::auth::password::hash_now("bench password 1234")?;
+            trackside::auth::users::add(pool, "bench", trackside_wire::Role::Viewer, &hash, true)
+                .await
+                .map_err(|e| anyhow::anyhow!("adding the bench user: {e:?}"))?
+        }
+    };
+    let link = trackside::auth::tokens::issue_link(pool, user.id).await?;
+    client.goto(&format!("{base}/signin#link={link}")).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let signed_in = match client.find(Locator::Css("[data-testid=user-name]")).await {
+            Ok(name) => name.text().await.unwrap_or_default() == "bench",
+            Err(_) => false,
+        };
+        if signed_in {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "the sign-in link did not sign in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Every mark of this name on the page: (startTime ms, detail).
@@ -692,14 +723,17 @@ async fn browser() -> anyhow::Result<(ChromeDriver, Client)> {
 /// average line), with nothing else: the limit of the approach. It marks
 /// `bare:drawn` after each draw; `window.bench.load(from, to)` resolves to
 /// the milliseconds from asking to drawn.
-const BARE_PAGE: &str = r##"<!doctype html>
+const BARE_PAGE: &str = r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>bare uPlot</title>
 <link rel="stylesheet" href="/uPlot.min.css">
+<link rel="stylesheet" href="/bare.css">
 <script src="/uPlot.iife.min.js"></script></head>
-<body style="margin:0;background:#0f1720;color:#93a1b1">
-<div id="chart"></div>
-<script>
-const q = new URLSearchParams(location.search);
+<body><div id="chart"></div><script src="/bare.js"></script></body></html>
+"#;
+
+/// The bare page's script and style: files of their own, as the app's
+/// Content-Security-Policy wants (no inline script or style).
+const BARE_SCRIPT: &str = r##"const q = new URLSearchParams(location.search);
 const channels = q.get("channels");
 const points = +q.get("points");
 const colours = ["#5ea3e8", "#e0a84a", "#46b98f", "#d783c9", "#e86a5e", "#4fc4cf", "#b8c95a", "#9c8cf0"];
@@ -744,5 +778,7 @@ async function load(from, to) {
 }
 window.bench = {load};
 load(+q.get("from"), +q.get("to"));
-</script></body></html>
 "##;
+
+const BARE_STYLE: &str = "body { margin: 0; background: #0f1720; color: #93a1b1; }\n";
+

@@ -21,6 +21,7 @@ pub struct Config {
     pub exceptions: crate::exceptions::ExceptionsConfig,
     pub history: HistoryConfig,
     pub forecast: ForecastConfig,
+    pub auth: crate::auth::AuthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +38,25 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// The built app (`cargo xtask frontend` writes it to target/site).
     pub assets_dir: PathBuf,
+    /// The origins (`scheme://host[:port]`) browsers load the app from.
+    /// `/ws` and every state-changing request must come from one of them
+    /// (their `Origin` header), or they are refused: a web page elsewhere
+    /// cannot act with an operator's session. Empty: the listen address,
+    /// this host's names and addresses, and `localhost`, on the listen
+    /// port. Behind a reverse proxy, name the address users type, as in
+    /// `["https://trackside.yard.example"]`.
+    pub public_origins: Vec<String>,
+    /// PEM certificate chain and private key: with both, the app, the API
+    /// and `/ws` are served over HTTPS (rustls) on `listen`, and the
+    /// session cookie is marked `Secure`. The files are read again when
+    /// they change, so a renewed certificate needs no restart.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Addresses (or `address/prefix` ranges) of reverse proxies whose
+    /// `X-Forwarded-For` header names the client. Sign-in throttling and
+    /// the audit trail use that address; from anyone else the header is
+    /// ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -263,6 +283,7 @@ impl Default for Config {
             exceptions: crate::exceptions::ExceptionsConfig::default(),
             history: HistoryConfig::default(),
             forecast: ForecastConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -281,6 +302,10 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             assets_dir: PathBuf::from("target/site"),
+            public_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -418,8 +443,19 @@ impl Config {
             self.demo.rate_hz > 0.0 && self.demo.rate_hz <= 1000.0,
             "demo.rate_hz must be in (0, 1000]"
         );
+        anyhow::ensure!(
+            self.http.tls_cert.is_some() == self.http.tls_key.is_some(),
+            "http.tls_cert and http.tls_key go together: give both to serve HTTPS, or neither"
+        );
+        for origin in &self.http.public_origins {
+            crate::auth::origin::check_configured(origin)?;
+        }
+        for proxy in &self.http.trusted_proxies {
+            crate::auth::address::IpRange::parse(proxy)?;
+        }
         self.exceptions.validate()?;
         self.history.validate()?;
+        self.auth.validate()?;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 //! rejection store, and serves HTTP beside it. See ARCHITECTURE.md.
 
 // Shared below every stage.
+pub mod audit;
 pub mod config;
 pub mod metrics;
 pub mod reading;
@@ -19,6 +20,7 @@ pub mod live;
 pub mod store;
 
 // The read path.
+pub mod auth;
 pub mod export;
 pub mod forecast;
 pub mod history;
@@ -27,7 +29,6 @@ pub mod http;
 // Tools: the simulated yard, the demo and the fault drill.
 pub mod sim;
 
-use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -67,6 +68,8 @@ fn tls_server_names(configured: &[String]) -> Vec<String> {
 /// A running server. Dropping it does not stop it; call [`Running::shutdown`].
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// `https` when `http.tls_cert` is set, else `http`.
+    pub http_scheme: &'static str,
     pub mqtt_addr: SocketAddr,
     pub mqtt_v5_addr: Option<SocketAddr>,
     pub mqtt_tls_addr: Option<SocketAddr>,
@@ -214,6 +217,32 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
+    let listener = match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => {
+            http::tls::HttpListener::tls(listener, cert, key, metrics.clone(), shutdown.clone())
+                .context("serving HTTPS")?
+        }
+        _ => http::tls::HttpListener::plain(listener)?,
+    };
+    let https = config.http.tls_cert.is_some();
+    let origins = auth::origin::Origins::new(&config.http.public_origins, http_addr, https);
+    let auth = Arc::new(auth::Auth {
+        config: config.auth.clone(),
+        pool: pool.clone(),
+        secure_cookie: https || origins.all_https(),
+        https,
+        origins,
+        trusted_proxies: config
+            .http
+            .trusted_proxies
+            .iter()
+            .map(|p| auth::address::IpRange::parse(p))
+            .collect::<anyhow::Result<_>>()?,
+        hasher: auth::password::Hasher::new(metrics.clone()),
+        revocations: auth::revoke::Revocations::new(),
+        metrics: metrics.clone(),
+    });
+    auth.start(shutdown.clone());
     let state = http::AppState {
         pool,
         registry,
@@ -228,19 +257,14 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         history,
         export: export::ExportSettings::new(&config.yard.timezone),
         forecast,
+        auth,
+        pki_dir: config.tls_dir(),
     };
-    let app = http::router(state, &config.http.assets_dir);
+    let app = http::router(state, &config.http.assets_dir)
+        .into_make_service_with_connect_info::<http::tls::Peer>();
     let http = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            // Live frames are small writes that must leave at once; with
-            // Nagle's algorithm a frame waits for the previous one's ACK,
-            // which a client's delayed ACK holds back up to 40 ms.
-            let listener = listener.tap_io(|connection| {
-                if let Err(err) = connection.set_nodelay(true) {
-                    tracing::debug!("cannot set TCP_NODELAY on an HTTP connection: {err}");
-                }
-            });
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await;
@@ -249,10 +273,12 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
             }
         })
     };
-    tracing::info!(%http_addr, "HTTP listening");
+    let http_scheme = if https { "https" } else { "http" };
+    tracing::info!(%http_addr, http_scheme, "HTTP listening");
 
     Ok(Running {
         http_addr,
+        http_scheme,
         mqtt_addr: mqtt.plain,
         mqtt_v5_addr: mqtt.v5,
         mqtt_tls_addr: mqtt.tls,

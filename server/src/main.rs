@@ -28,6 +28,8 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Simulate(args)) => cli::simulate(args).await,
             Some(Command::Gateway(args)) => cli::gateway(args).await,
+            Some(Command::User(args)) => cli::user(args).await,
+            Some(Command::Token(args)) => cli::token(args).await,
             Some(Command::FaultDrill(args)) => cli::fault_drill(args),
             Some(Command::Train(args)) => cli::train(args).await,
             Some(Command::ForecastEval(args)) => cli::forecast_eval(args),

@@ -74,6 +74,17 @@ pub struct Metrics {
     pub live_dropped_messages: AtomicU64,
     /// Minutes set aside after failing, waiting for their retry.
     pub rollup_set_aside: AtomicI64,
+    /// Sign-ins refused for a wrong name or password, a disabled account,
+    /// or the throttle.
+    pub signin_failures: AtomicU64,
+    /// Sign-ins refused because too many were being checked at once.
+    pub signin_busy: AtomicU64,
+    /// Requests refused because their Origin is not a public origin.
+    pub http_origin_refused: AtomicU64,
+    /// Live feeds closed because their session or token ended.
+    pub ws_sessions_ended: AtomicU64,
+    /// TLS handshakes of the HTTPS listener that failed or timed out.
+    pub https_handshake_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -248,6 +259,31 @@ impl Metrics {
             "trackside_rollup_overflows_total",
             "Minute rollups computed whose readings sum beyond the double range (stored as +-Infinity; averages come from the readings).",
             self.rollup_overflows.load(Relaxed),
+        );
+        counter(
+            "trackside_signin_failures_total",
+            "Refused sign-ins (wrong name or password, disabled account, throttled); each is in the audit trail.",
+            self.signin_failures.load(Relaxed),
+        );
+        counter(
+            "trackside_signin_busy_total",
+            "Sign-ins refused because too many passwords were being checked at once.",
+            self.signin_busy.load(Relaxed),
+        );
+        counter(
+            "trackside_http_origin_refused_total",
+            "Requests and WebSocket handshakes refused because their Origin is not a public origin.",
+            self.http_origin_refused.load(Relaxed),
+        );
+        counter(
+            "trackside_ws_sessions_ended_total",
+            "Live feeds closed because their session or API token ended.",
+            self.ws_sessions_ended.load(Relaxed),
+        );
+        counter(
+            "trackside_https_handshake_failures_total",
+            "TLS handshakes on the HTTPS listener that failed or timed out.",
+            self.https_handshake_failures.load(Relaxed),
         );
         let name = "trackside_rejections_total";
         let _ = writeln!(

@@ -293,11 +293,11 @@ pub struct ExceptionDetail {
     pub transitions: Vec<TransitionInfo>,
 }
 
-/// `POST /api/exceptions/{id}/ack`.
+/// `POST /api/exceptions/{id}/ack`. Who acknowledged is the signed-in
+/// user (or the API token's user), never a name the client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AckRequest {
-    /// The operator's name.
-    pub by: String,
     pub comment: String,
 }
 

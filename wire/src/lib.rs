@@ -7,12 +7,18 @@
 
 use serde::{Deserialize, Serialize};
 
+mod auth;
 mod channel;
 mod exceptions;
 mod forecast;
 mod history;
 mod parameter;
 
+pub use auth::{
+    AuditEntry, CertificateRequest, GatewayCertificateFiles, GatewayCredentialInfo,
+    IssuedGatewayPassword, IssuedPassword, IssuedToken, LinkSignInRequest, Me, NewGateway,
+    NewToken, NewUser, PasswordChange, Role, SignInRequest, TokenInfo, UserChange, UserInfo,
+};
 pub use channel::{ChannelName, ChannelNameError, pattern_matches};
 pub use exceptions::{
     AckRequest, Check, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Rule,
@@ -117,6 +123,10 @@ pub enum ServerMessage {
     /// An exception was raised, cleared, acknowledged or re-alarmed. Sent to
     /// every client whatever its channel subscription.
     Exception(Box<ExceptionEvent>),
+    /// The session or token this feed was opened with has ended: signed
+    /// out, expired, or its user disabled or changed by an administrator.
+    /// The server closes the socket after this frame; sign in again.
+    SessionEnded { reason: String },
 }
 
 #[cfg(test)]

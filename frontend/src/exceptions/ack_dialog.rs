@@ -1,20 +1,21 @@
-//! The acknowledge dialog: who acknowledges and why, both required,
-//! because the acknowledgement is the record of an operator having seen
-//! the exception and decided what happens next.
+//! The acknowledge dialog: why, required, because the acknowledgement is
+//! the record of an operator having seen the exception and decided what
+//! happens next. Who is the signed-in user: the server records their name.
 
 use leptos::prelude::*;
 use trackside_wire::{AckRequest, ExceptionInfo};
 
 use super::model::Exceptions;
 use crate::api::{self, ApiFailure};
+use crate::session::Session;
 
 #[component]
 pub fn AckDialog(
     exceptions: Exceptions,
     acknowledging: RwSignal<Option<ExceptionInfo>>,
 ) -> impl IntoView {
-    // The name stays for the session: one operator acknowledges many.
-    let by = RwSignal::new(String::new());
+    let session = expect_context::<Session>();
+    let by = move || session.me().map(|m| m.name).unwrap_or_default();
     let comment = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
@@ -30,15 +31,8 @@ pub fn AckDialog(
             return;
         };
         let request = AckRequest {
-            by: by.get_untracked().trim().to_owned(),
             comment: comment.get_untracked().trim().to_owned(),
         };
-        if request.by.is_empty() {
-            error.set(Some(
-                "Enter your name: the acknowledgement records who made it.".into(),
-            ));
-            return;
-        }
         if request.comment.is_empty() {
             error.set(Some(
                 "Enter a comment: what you found, or what happens next.".into(),
@@ -87,20 +81,9 @@ pub fn AckDialog(
                             {target.message.clone()}
                         </p>
                         <form on:submit=submit>
-                            <label class="field">
-                                <span>"Your name"</span>
-                                <input
-                                    type="text"
-                                    data-testid="ack-by"
-                                    autocomplete="name"
-                                    maxlength="64"
-                                    prop:value=move || by.get()
-                                    on:input=move |ev| {
-                                        by.set(event_target_value(&ev));
-                                        error.set(None);
-                                    }
-                                />
-                            </label>
+                            <p class="ack-as" data-testid="ack-as">
+                                "Acknowledging as "<strong>{by}</strong>
+                            </p>
                             <label class="field">
                                 <span>"Comment"</span>
                                 <textarea

@@ -11,12 +11,13 @@ mod ack_dialog;
 mod model;
 
 use leptos::prelude::*;
-use trackside_wire::{ExceptionInfo, Severity};
+use trackside_wire::{ExceptionInfo, Role, Severity};
 
 use self::ack_dialog::AckDialog;
 pub use self::model::Exceptions;
 use self::model::{Filter, Show, progress};
 use crate::api;
+use crate::session::Session;
 use crate::time::{Clock, format_age, utc_timestamp};
 
 /// How far back the page looks for exceptions that are already closed.
@@ -51,6 +52,7 @@ pub fn ExceptionsPage(exceptions: Exceptions, clock: Clock) -> impl IntoView {
         circuit: circuit.get(),
     });
     let list = Memo::new(move |_| exceptions.filtered(&filter.get()));
+    let session = expect_context::<Session>();
 
     view! {
         <main class="exceptions-page">
@@ -107,6 +109,11 @@ pub fn ExceptionsPage(exceptions: Exceptions, clock: Clock) -> impl IntoView {
                     }}
                 </p>
             </section>
+            <Show when=move || !session.may(Role::Operator)>
+                <p class="role-note" data-testid="view-only">
+                    "You can view exceptions; acknowledging them needs the operator role."
+                </p>
+            </Show>
             {move || {
                 exceptions
                     .failure()
@@ -180,7 +187,10 @@ fn ExceptionRow(
             </p>
         }
     });
-    let can_ack = e.open && !e.acknowledged;
+    // Acknowledging needs the operator role; the server refuses it to
+    // anyone else, and the button is not offered.
+    let may_ack = expect_context::<Session>().may(Role::Operator);
+    let can_ack = e.open && !e.acknowledged && may_ack;
     let for_dialog = exception.clone();
     view! {
         <li

@@ -7,7 +7,7 @@
 
 use std::rc::Rc;
 
-use js_sys::{Array, Function, Object, Reflect};
+use js_sys::{Array, Object, Reflect};
 use leptos::html::Div;
 use leptos::prelude::*;
 use trackside_wire::{ChannelName, parameter_info};
@@ -454,7 +454,10 @@ fn build(
 
     // Drag selects a range without zooming: the page fetches finer data
     // for it. Double-click is the page's (zoom out), not uPlot's (reset).
-    let no_handler = Function::new_with_args("u, target, handler", "return null;");
+    // A closure, not `new Function`: the CSP allows no eval.
+    let no_handler = Closure::<dyn Fn(JsValue, JsValue, JsValue) -> JsValue>::new(
+        |_: JsValue, _: JsValue, _: JsValue| JsValue::NULL,
+    );
     set(
         &options,
         "cursor",
@@ -468,9 +471,13 @@ fn build(
                 ])
                 .into(),
             ),
-            ("bind", object(&[("dblclick", no_handler.into())]).into()),
+            (
+                "bind",
+                object(&[("dblclick", no_handler.as_ref().clone())]).into(),
+            ),
         ]),
     );
+    callbacks.push(Box::new(no_handler));
     let on_select = Closure::<dyn Fn(UPlot)>::new(move |u: UPlot| {
         let select = u.select();
         let number = |key: &str| {

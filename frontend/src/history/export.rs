@@ -10,9 +10,7 @@ use js_sys::{Array, Reflect, Uint8Array};
 use leptos::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{
-    AbortController, Blob, BlobPropertyBag, HtmlAnchorElement, ReadableStreamDefaultReader, Url,
-};
+use web_sys::{AbortController, ReadableStreamDefaultReader};
 
 use super::model::{PageState, Range};
 use crate::time::Clock;
@@ -386,20 +384,7 @@ async fn download(
 
 /// Hands the parts to the browser as one CSV file.
 fn save(parts: &Array, name: &str) -> Result<(), JsValue> {
-    let options = BlobPropertyBag::new();
-    options.set_type("text/csv");
-    let blob = Blob::new_with_u8_array_sequence_and_options(parts, &options)?;
-    let href = Url::create_object_url_with_blob(&blob)?;
-    let link: HtmlAnchorElement = document().create_element("a")?.unchecked_into();
-    link.set_href(&href);
-    link.set_download(name);
-    link.click();
-    // The click has started the save; the URL can go once it has run.
-    leptos::task::spawn_local(async move {
-        gloo_timers::future::TimeoutFuture::new(10_000).await;
-        let _ = Url::revoke_object_url(&href);
-    });
-    Ok(())
+    crate::download::save(parts, name, "text/csv")
 }
 
 #[cfg(test)]

@@ -4,11 +4,12 @@
 use futures::future::Either;
 use leptos::prelude::*;
 use trackside_wire::{
-    ChannelName, Forecast, ForecastModel, ForecastStatus, TrainJob, TrainRequest, TrainState,
+    ChannelName, Forecast, ForecastModel, ForecastStatus, Role, TrainJob, TrainRequest, TrainState,
     parameter_info,
 };
 
 use crate::api::{self, ApiFailure};
+use crate::session::Session;
 use crate::time::{Clock, utc_beside, zoned_stamp};
 
 /// How often forecasts and the models are fetched again: the server
@@ -138,6 +139,7 @@ pub fn ForecastPanel(
         kinds.dedup();
         kinds
     });
+    let session = expect_context::<Session>();
     let chosen = RwSignal::new(None::<String>);
     let days = RwSignal::new(7i64);
     let refused = RwSignal::new(None::<String>);
@@ -237,6 +239,14 @@ pub fn ForecastPanel(
                     .collect_view()
                     .into_any()
             }}
+            <Show
+                when=move || session.may(Role::Admin)
+                fallback=|| view! {
+                    <p class="role-note" data-testid="train-needs-admin">
+                        "Training a model needs the admin role."
+                    </p>
+                }
+            >
             <div class="train-controls" data-testid="train-controls">
                 <label>
                     "Train "
@@ -282,6 +292,7 @@ pub fn ForecastPanel(
                     {move || if running() { "Training…" } else { "Train model" }}
                 </button>
             </div>
+            </Show>
             {move || job().map(|j| job_view(j, zone.get()))}
             {move || {
                 refused

@@ -721,8 +721,10 @@ fn ChannelPicker(board: Board, state: RwSignal<PageState>) -> impl IntoView {
                                                     let position = position.clone();
                                                     move || position().is_some()
                                                 };
-                                                let style = move || {
-                                                    position().map(|i| format!("--chip: {}", colour(i)))
+                                                // Through the CSSOM, not a style attribute:
+                                                // the CSP allows no inline style.
+                                                let chip = move || {
+                                                    position().map(|i| colour(i).to_string()).unwrap_or_default()
                                                 };
                                                 let click = name.clone();
                                                 view! {
@@ -730,7 +732,7 @@ fn ChannelPicker(board: Board, state: RwSignal<PageState>) -> impl IntoView {
                                                         type="button"
                                                         class="chip"
                                                         class:selected=selected.clone()
-                                                        style=style
+                                                        style=("--chip", chip)
                                                         aria-pressed=move || selected().to_string()
                                                         data-channel-toggle=name.clone()
                                                         title=name.clone()

@@ -62,9 +62,8 @@ pub async fn recreate_database(admin: &PgPool, name: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Starts the release `trackside` next to this benchmark's binary with
-/// the configuration file `config`.
-pub fn start_trackside(config: &Path) -> anyhow::Result<Process> {
+/// The release `trackside` next to this benchmark's binary.
+fn trackside_binary() -> anyhow::Result<std::path::PathBuf> {
     let binary = std::env::current_exe()?
         .parent()
         .and_then(Path::parent)
@@ -75,7 +74,12 @@ pub fn start_trackside(config: &Path) -> anyhow::Result<Process> {
         "{} is missing: run `cargo build --release -p trackside` first",
         binary.display()
     );
-    let child = Command::new(binary)
+    Ok(binary)
+}
+
+/// Starts the release `trackside` with the configuration file `config`.
+pub fn start_trackside(config: &Path) -> anyhow::Result<Process> {
+    let child = Command::new(trackside_binary()?)
         .arg("--config")
         .arg(config)
         .env("RUST_LOG", "warn")
@@ -83,6 +87,68 @@ pub fn start_trackside(config: &Path) -> anyhow::Result<Process> {
         .spawn()
         .context("starting trackside")?;
     Ok(Process(child))
+}
+
+/// An admin's API token for the benchmark's requests, made the way an
+/// operator would: `trackside user add` and `trackside token add` against
+/// the running server's database.
+pub fn admin_token(config: &Path) -> anyhow::Result<String> {
+    let run = |args: &[&str], stdin: Option<&str>| -> anyhow::Result<String> {
+        let mut child = Command::new(trackside_binary()?)
+            .args(args)
+            .env("TRACKSIDE_CONFIG", config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("running trackside")?;
+        if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+            std::io::Write::write_all(&mut input, text.as_bytes())?;
+        }
+        let output = child.wait_with_output()?;
+        ensure!(
+            output.status.success(),
+            "`trackside {}` failed",
+            args.join(" ")
+        );
+        Ok(String::from_utf8(output.stdout)?)
+    };
+    // A second run finds the user there already; that is fine.
+    let _ = run(
+        &[
+            "user",
+            "add",
+            "bench",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        Some("bench password 1234\n"),
+    );
+    let printed = run(
+        &[
+            "token", "add", "--user", "bench", "--name", "bench", "--role", "admin", "--days", "1",
+        ],
+        None,
+    )?;
+    printed
+        .lines()
+        .find(|l| l.starts_with("tsk_"))
+        .map(str::to_owned)
+        .context("`trackside token add` printed no token")
+}
+
+/// A reqwest client that sends `token`.
+pub fn client_with_token(token: &str) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
 }
 
 /// A one-connection pool on the admin database, and whether the database

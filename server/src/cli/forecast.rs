@@ -64,6 +64,19 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
     };
     let epochs = args.epochs.unwrap_or(config.forecast.epochs);
     let (pool, _private_pg) = open_database(&config).await?;
+    let actor = trackside::audit::Actor::console(&super::os_user());
+    trackside::audit::record(
+        &pool,
+        &actor,
+        trackside::audit::action::TRAIN,
+        Some(&args.kind),
+        &[
+            ("from", &from.to_rfc3339()),
+            ("to", &to.to_rfc3339()),
+            ("epochs", &epochs.to_string()),
+        ],
+    )
+    .await;
     let bar = indicatif::ProgressBar::new(epochs as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -93,6 +106,14 @@ pub async fn train(args: TrainArgs) -> anyhow::Result<()> {
     let dir = trackside::forecast::models_dir(&config.database.data_dir).join(&args.kind);
     model.save(&dir)?;
     let info = model.info();
+    trackside::audit::record(
+        &pool,
+        &actor,
+        trackside::audit::action::MODEL_REPLACED,
+        Some(&args.kind),
+        &[("validation_mae", &info.validation_mae.to_string())],
+    )
+    .await;
     println!(
         "trained {} on {} channels ({} windows, {} epochs) in {:.1} s",
         args.kind, info.channels, info.training_windows, info.epochs, info.training_seconds

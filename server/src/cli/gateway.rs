@@ -47,11 +47,22 @@ enum GatewayAction {
 
 pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let config = load_config(&args.database)?;
-    if let GatewayAction::Cert { id, out, days } = &args.action {
-        return issue_certificate(&config, id, out, *days);
-    }
     // A private cluster that a running server owns is used and left running.
     let (pool, _private_pg) = open_database(&config).await?;
+    let console = trackside::audit::Actor::console(&super::os_user());
+    if let GatewayAction::Cert { id, out, days } = &args.action {
+        issue_certificate(&config, id, out, *days)?;
+        trackside::audit::record(
+            &pool,
+            &console,
+            trackside::audit::action::GATEWAY_CERTIFICATE,
+            Some(id),
+            &[("days", &days.to_string())],
+        )
+        .await;
+        pool.close().await;
+        return Ok(());
+    }
     match args.action {
         GatewayAction::Add { id, password_stdin } => {
             let password = if password_stdin {
@@ -64,6 +75,14 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
                 None
             };
             let password = trackside::ingest::credentials::add(&pool, &id, password).await?;
+            trackside::audit::record(
+                &pool,
+                &console,
+                trackside::audit::action::GATEWAY_ADD,
+                Some(&id),
+                &[],
+            )
+            .await;
             println!("gateway {id}: client id and username `{id}`, password `{password}`");
             println!("(shown once; stored only as a hash)");
         }
@@ -86,6 +105,14 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         }
         GatewayAction::Revoke { id } => {
             if trackside::ingest::credentials::revoke(&pool, &id).await? {
+                trackside::audit::record(
+                    &pool,
+                    &console,
+                    trackside::audit::action::GATEWAY_REVOKE,
+                    Some(&id),
+                    &[],
+                )
+                .await;
                 println!("gateway {id}: credentials revoked");
             } else {
                 anyhow::bail!("gateway {id} has no active credentials");

@@ -5,18 +5,30 @@ mod forecast;
 mod gateway;
 mod serve;
 mod simulate;
+mod user;
 
 use clap::{Parser, Subcommand};
+
+/// Who runs the command, for the audit trail's detail.
+pub fn os_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()))
+}
 
 pub use forecast::{forecast_eval, train};
 pub use gateway::gateway;
 pub use serve::serve;
 pub use simulate::{fault_drill, simulate};
+pub use user::{token, user};
 
 use forecast::{EvalArgs, TrainArgs};
 use gateway::GatewayArgs;
 use serve::ServeArgs;
 use simulate::{DrillArgs, SimulateArgs};
+use user::{TokenArgs, UserArgs};
 
 #[derive(Parser)]
 #[command(version, about = "Real-time telemetry for railway-yard track circuits")]
@@ -36,6 +48,11 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Manage gateway credentials (uses the same database as `serve`).
     Gateway(GatewayArgs),
+    /// Manage users: add (the first admin, too), list, disable, enable,
+    /// role, password, link.
+    User(UserArgs),
+    /// Manage API tokens for scripts: add, list, revoke.
+    Token(TokenArgs),
     /// Run the simulated yard with injected faults in simulated time through
     /// the exception rules, and print injected versus detected faults.
     FaultDrill(DrillArgs),

@@ -13,6 +13,9 @@ use trackside::config::Config;
 use trackside::sim::{self, YardOptions};
 use trackside::store::embedded_pg::{Durability, EmbeddedPostgres};
 
+/// The demo's operator account.
+const DEMO_USER: &str = "demo";
+
 /// Flags override the environment, which overrides the config file.
 #[derive(Args, Default)]
 pub struct ServeArgs {
@@ -25,6 +28,16 @@ pub struct ServeArgs {
     /// HTTP address for the app, the API and the WebSocket.
     #[arg(long, env = "TRACKSIDE_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
+    /// PEM certificate chain: with --http-tls-key, serve HTTPS.
+    #[arg(long, env = "TRACKSIDE_HTTP_TLS_CERT")]
+    http_tls_cert: Option<PathBuf>,
+    /// PEM private key of --http-tls-cert.
+    #[arg(long, env = "TRACKSIDE_HTTP_TLS_KEY")]
+    http_tls_key: Option<PathBuf>,
+    /// An origin users open the app at, as in https://trackside.yard.example
+    /// (repeat, or comma-separated in the environment).
+    #[arg(long, env = "TRACKSIDE_HTTP_PUBLIC_ORIGINS", value_delimiter = ',')]
+    http_public_origin: Vec<String>,
     /// MQTT 3.1.1 address gateways connect to.
     #[arg(long, env = "TRACKSIDE_MQTT_LISTEN")]
     mqtt_listen: Option<SocketAddr>,
@@ -65,6 +78,15 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(addr) = args.http_listen {
         config.http.listen = addr;
+    }
+    if let Some(cert) = &args.http_tls_cert {
+        config.http.tls_cert = Some(cert.clone());
+    }
+    if let Some(key) = &args.http_tls_key {
+        config.http.tls_key = Some(key.clone());
+    }
+    if !args.http_public_origin.is_empty() {
+        config.http.public_origins = args.http_public_origin.clone();
     }
     if let Some(addr) = args.mqtt_listen {
         config.mqtt.listen = addr;
@@ -144,6 +166,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // The demo opens straight into the app: a demo operator with a fresh
+    // password each start, and a one-time link that signs a browser in.
+    let demo_user = if config.demo.enabled {
+        let password = trackside::auth::users::one_time_password();
+        let hash = trackside::auth::password::hash_now(&password)?;
+        let user = trackside::auth::users::ensure_demo_operator(&pool, DEMO_USER, &hash).await?;
+        Some((user, password))
+    } else {
+        None
+    };
     let running = trackside::start(&config, pool.clone()).await?;
 
     let demo = CancellationToken::new();
@@ -163,8 +195,28 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
 
     let http_port = running.http_addr.port();
+    let base = format!("{}://localhost:{http_port}", running.http_scheme);
     println!();
-    println!("  Trackside is running: open http://localhost:{http_port}/");
+    match &demo_user {
+        Some((user, password)) => {
+            let link = trackside::auth::tokens::issue_link(&pool, user.id).await?;
+            println!("  Trackside is running: open {base}/signin#link={link}");
+            println!(
+                "  (that link signs one browser in as the demo operator, once, within {} minutes;",
+                trackside::auth::tokens::LINK_LIFETIME.num_minutes()
+            );
+            println!(
+                "  after that, sign in at {base}/ as `{DEMO_USER}` with password `{password}`)"
+            );
+        }
+        None => println!("  Trackside is running: open {base}/"),
+    }
+    if !trackside::auth::users::any_admin(&pool).await? {
+        println!(
+            "  No administrator yet: create one with `trackside user add <name> --role admin` \
+             (it prints a one-time password)"
+        );
+    }
     if let Some(external) = &config.mqtt.external {
         println!(
             "  Readings from the MQTT broker at {} (session {:?}); gateways connect there",

@@ -10,11 +10,12 @@ use trackside_wire::{AckRequest, ExceptionDetail, ExceptionInfo, Rule, Severity}
 
 use super::AckFailure;
 use super::store::{self, Filter};
+use crate::audit::{self, action};
+use crate::auth::Principal;
 use crate::http::{AppError, AppState};
 
 const DEFAULT_LIMIT: i64 = 500;
 const MAX_LIMIT: i64 = 5_000;
-const MAX_NAME: usize = 64;
 const MAX_COMMENT: usize = 2_000;
 
 pub fn router() -> Router<AppState> {
@@ -112,31 +113,44 @@ async fn detail(
     }
 }
 
+/// The acknowledgement is the signed-in user's: their name is recorded,
+/// whatever the client would like it to be.
 async fn acknowledge(
     State(state): State<AppState>,
+    principal: Principal,
     path: Result<Path<i64>, PathRejection>,
     body: Result<Json<AckRequest>, JsonRejection>,
 ) -> Result<Json<ExceptionInfo>, AppError> {
     let id = exception_id(path)?;
-    let Json(AckRequest { by, comment }) = body.map_err(|e| {
+    let Json(AckRequest { comment }) = body.map_err(|e| {
         AppError::BadRequest(format!(
-            "{}; send JSON {{\"by\": \"<your name>\", \"comment\": \"<what you did or will do>\"}}",
+            "{}; send JSON {{\"comment\": \"<what you did or will do>\"}} (the acknowledgement \
+             is recorded under the signed-in user)",
             e.body_text()
         ))
     })?;
-    let (by, comment) = (by.trim().to_owned(), comment.trim().to_owned());
-    if by.is_empty() || by.chars().count() > MAX_NAME {
-        return Err(AppError::BadRequest(format!(
-            "by: give your name (1 to {MAX_NAME} characters)"
-        )));
-    }
+    let comment = comment.trim().to_owned();
     if comment.is_empty() || comment.chars().count() > MAX_COMMENT {
         return Err(AppError::BadRequest(format!(
             "comment: say what you found or will do (1 to {MAX_COMMENT} characters)"
         )));
     }
-    match state.exceptions.acknowledge(id, by, comment).await {
-        Ok(info) => Ok(Json(info)),
+    match state
+        .exceptions
+        .acknowledge(id, principal.name.clone(), comment.clone())
+        .await
+    {
+        Ok(info) => {
+            audit::record(
+                &state.pool,
+                &principal.actor(),
+                action::ACKNOWLEDGE,
+                Some(&id.to_string()),
+                &[("comment", &comment), ("subject", &info.subject)],
+            )
+            .await;
+            Ok(Json(info))
+        }
         Err(AckFailure::NotFound) => Err(AppError::NotFound(format!("no exception {id}"))),
         Err(AckFailure::Closed) => Err(AppError::Conflict(format!(
             "exception {id} is already cleared and acknowledged"

@@ -9,6 +9,7 @@
 //! the headers ends the chunked body without its terminating chunk: the
 //! client sees a broken transfer, never a short file that looks whole.
 
+mod audit;
 mod cells;
 
 use std::collections::HashMap;
@@ -82,7 +83,9 @@ impl ExportSettings {
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/export.csv", get(export))
+    Router::new()
+        .route("/api/export.csv", get(export))
+        .route("/api/audit.csv", get(audit::export))
 }
 
 /// The query string; see docs/api.md.
@@ -414,19 +417,7 @@ async fn export(
 ) -> Result<Response, AppError> {
     let Query(params) = params.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let request = Request::parse(&params, state.export.zone).map_err(AppError::BadRequest)?;
-    let disposition = format!("attachment; filename=\"{}\"", request.file_name());
-    let disposition = HeaderValue::from_str(&disposition)
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("file name header: {e}")))?;
-    let permit = state
-        .export
-        .permits
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            AppError::Unavailable(format!(
-                "{CONCURRENT_EXPORTS} exports are running; try again when one has finished"
-            ))
-        })?;
+    let permit = export_permit(&state.export)?;
     let mut conn = state.pool.acquire().await?;
     let prepared = prepare(&mut conn, &request).await;
     let channels = match prepared {
@@ -437,29 +428,17 @@ async fn export(
             return Err(err);
         }
     };
-    let (sender, mut receiver) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+    let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+    let file_name = request.file_name();
     let job = Job {
-        request: request.clone(),
+        request,
         channels,
         sender,
         shutdown: state.shutdown.clone(),
         _permit: permit,
     };
     tokio::spawn(job.run(conn));
-    let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| {
-        receiver.poll_recv(cx)
-    }));
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/csv; charset=utf-8; header=present"),
-            ),
-            (header::CONTENT_DISPOSITION, disposition),
-        ],
-        body,
-    )
-        .into_response())
+    csv_response(&file_name, receiver)
 }
 
 /// Opens the export's snapshot and resolves its channels.
@@ -494,35 +473,7 @@ impl Job {
             outcome = self.write(&mut conn) => outcome,
             () = shutdown.cancelled() => Err(Stop::ShuttingDown),
         };
-        let outcome = match outcome {
-            Ok(()) => sqlx::query("COMMIT")
-                .execute(&mut *conn)
-                .await
-                .map(drop)
-                .map_err(database),
-            Err(stop) => Err(stop),
-        };
-        let Err(stop) = outcome else {
-            return;
-        };
-        let reason = match stop {
-            Stop::ClientGone => {
-                tracing::debug!("CSV export stopped: the client went away");
-                None
-            }
-            Stop::Database(err) => {
-                tracing::error!("CSV export failed mid-stream: {err}");
-                Some("the database failed during the export")
-            }
-            Stop::ShuttingDown => Some("the server is shutting down"),
-        };
-        if let Some(reason) = reason {
-            // Ends the body without its last chunk, so the client knows.
-            let _ = self.sender.send(Err(io::Error::other(reason))).await;
-        }
-        // Mid-query: the connection must not go back to the pool, which
-        // would read the rest of the result to reuse it.
-        let _ = conn.close().await;
+        conclude(outcome, &self.sender, conn).await;
     }
 
     async fn write(&self, conn: &mut PgConnection) -> Result<(), Stop> {
@@ -588,6 +539,77 @@ impl Job {
         }
         out.flush().await
     }
+}
+
+/// Commits the export's snapshot, or ends the body without its last chunk
+/// so that the client sees a broken transfer, never a short file.
+async fn conclude(
+    outcome: Result<(), Stop>,
+    sender: &mpsc::Sender<io::Result<Bytes>>,
+    mut conn: PoolConnection<Postgres>,
+) {
+    let outcome = match outcome {
+        Ok(()) => sqlx::query("COMMIT")
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+            .map_err(database),
+        Err(stop) => Err(stop),
+    };
+    let Err(stop) = outcome else {
+        return;
+    };
+    let reason = match stop {
+        Stop::ClientGone => {
+            tracing::debug!("CSV export stopped: the client went away");
+            None
+        }
+        Stop::Database(err) => {
+            tracing::error!("CSV export failed mid-stream: {err}");
+            Some("the database failed during the export")
+        }
+        Stop::ShuttingDown => Some("the server is shutting down"),
+    };
+    if let Some(reason) = reason {
+        // Ends the body without its last chunk, so the client knows.
+        let _ = sender.send(Err(io::Error::other(reason))).await;
+    }
+    // Mid-query: the connection must not go back to the pool, which
+    // would read the rest of the result to reuse it.
+    let _ = conn.close().await;
+}
+
+/// The CSV answer: its headers now, its body as the job sends chunks.
+fn csv_response(
+    file_name: &str,
+    mut receiver: mpsc::Receiver<io::Result<Bytes>>,
+) -> Result<Response, AppError> {
+    let disposition = format!("attachment; filename=\"{file_name}\"");
+    let disposition = HeaderValue::from_str(&disposition)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("file name header: {e}")))?;
+    let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| {
+        receiver.poll_recv(cx)
+    }));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8; header=present"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// One of the [`CONCURRENT_EXPORTS`] slots, or a 503 that says to wait.
+fn export_permit(settings: &ExportSettings) -> Result<OwnedSemaphorePermit, AppError> {
+    settings.permits.clone().try_acquire_owned().map_err(|_| {
+        AppError::Unavailable(format!(
+            "{CONCURRENT_EXPORTS} exports are running; try again when one has finished"
+        ))
+    })
 }
 
 fn database(err: sqlx::Error) -> Stop {

@@ -12,6 +12,8 @@ use trackside_wire::{
 };
 
 use super::{TrainRefusal, model_summary};
+use crate::audit;
+use crate::auth::Principal;
 use crate::http::{AppError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -83,6 +85,7 @@ async fn status(State(state): State<AppState>) -> Json<ForecastStatus> {
 
 async fn train(
     State(state): State<AppState>,
+    principal: Principal,
     body: Result<Json<TrainRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TrainJob>), AppError> {
     let Json(request) = body.map_err(|e| {
@@ -98,9 +101,24 @@ async fn train(
     let (from, to) = (time("from", request.from)?, time("to", request.to)?);
     match state
         .forecast
-        .start_training(request.kind, from, to, request.epochs)
+        .start_training(request.kind, from, to, request.epochs, principal.actor())
     {
-        Ok(job) => Ok((StatusCode::ACCEPTED, Json(job))),
+        Ok(job) => {
+            audit::record(
+                &state.pool,
+                &principal.actor(),
+                audit::action::TRAIN,
+                Some(&job.kind),
+                &[
+                    ("job", &job.id.to_string()),
+                    ("from", &job.from.to_string()),
+                    ("to", &job.to.to_string()),
+                    ("epochs", &job.epochs.to_string()),
+                ],
+            )
+            .await;
+            Ok((StatusCode::ACCEPTED, Json(job)))
+        }
         Err(TrainRefusal::Invalid(message)) => Err(AppError::BadRequest(message)),
         Err(TrainRefusal::Busy(job)) => Err(AppError::Conflict(format!(
             "a model of {} is being trained (job {}, epoch {} of {}): wait for it to finish",

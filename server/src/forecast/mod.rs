@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use trackside_forecast::{Forecaster, ModelInfo, Point, Spec, TrainOptions};
 use trackside_wire::{ForecastModel, TrainJob, TrainState};
 
+use crate::audit::{self, Actor};
 use crate::config::ForecastConfig;
 use crate::exceptions::Feed;
 
@@ -172,6 +173,7 @@ impl Forecasting {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         epochs: Option<usize>,
+        actor: Actor,
     ) -> Result<TrainJob, TrainRefusal> {
         check_range(&kind, from, to).map_err(TrainRefusal::Invalid)?;
         let epochs = epochs.unwrap_or(self.config.epochs);
@@ -205,7 +207,20 @@ impl Forecasting {
         let this = self.clone();
         let id = job.id;
         tokio::spawn(async move {
-            let result = this.run_training(kind, from, to, epochs, id).await;
+            let result = this.run_training(kind.clone(), from, to, epochs, id).await;
+            if let Ok(info) = &result {
+                audit::record(
+                    &this.pool,
+                    &actor,
+                    audit::action::MODEL_REPLACED,
+                    Some(&kind),
+                    &[
+                        ("job", &id.to_string()),
+                        ("validation_mae", &info.validation_mae.to_string()),
+                    ],
+                )
+                .await;
+            }
             let mut slot = this.job.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(job) = slot.as_mut().filter(|j| j.id == id) {
                 job.finished_at = Some(Utc::now().timestamp_millis());

@@ -9,11 +9,13 @@
 mod error;
 mod health;
 mod state;
+pub mod tls;
 
 use std::path::Path;
 
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{from_fn_with_state, map_response};
 use axum::routing::get;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
@@ -23,8 +25,16 @@ use tower_http::trace::TraceLayer;
 pub use error::AppError;
 pub use state::AppState;
 
-pub fn router(state: AppState, assets_dir: &Path) -> Router {
+use crate::auth::guard::{guard, security_headers};
+use crate::auth::sessions::PgSessionStore;
+
+/// Every route of every area, before the guard, the layers and the state:
+/// what the access rules are held against (tests read its routes).
+pub fn routes() -> Router<AppState> {
     let api = Router::new()
+        .merge(crate::auth::http::router())
+        .merge(crate::audit::http::router())
+        .merge(crate::ingest::http::router())
         .merge(crate::live::http::router())
         .merge(crate::exceptions::http::router())
         .merge(crate::history::router())
@@ -35,10 +45,35 @@ pub fn router(state: AppState, assets_dir: &Path) -> Router {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ));
-    Router::new()
-        .merge(api)
-        .merge(health::router())
+    Router::new().merge(api).merge(health::router())
+}
+
+/// Every route, behind the access guard. Each route needs a rule in
+/// `auth::rules::RULES`; the guard refuses one without.
+pub fn router(state: AppState, assets_dir: &Path) -> Router {
+    let auth = state.auth.clone();
+    let sessions = tower_sessions::SessionManagerLayer::new(PgSessionStore::new(
+        state.pool.clone(),
+        auth.config.idle(),
+    ))
+    .with_name(crate::auth::cookie_name(auth.secure_cookie))
+    .with_secure(auth.secure_cookie)
+    .with_http_only(true)
+    .with_same_site(tower_sessions::cookie::SameSite::Strict)
+    .with_path("/")
+    .with_expiry(tower_sessions::Expiry::OnInactivity(
+        tower_sessions::cookie::time::Duration::seconds(
+            i64::try_from(auth.config.idle().as_secs()).unwrap_or(i64::MAX),
+        ),
+    ));
+    let https = auth.https;
+    routes()
+        .route_layer(from_fn_with_state(auth, guard))
         .fallback_service(app_files(assets_dir))
+        .layer(sessions)
+        .layer(map_response(move |response| {
+            security_headers(https, response)
+        }))
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)

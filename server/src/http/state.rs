@@ -29,4 +29,7 @@ pub struct AppState {
     pub history: Arc<crate::history::HistorySettings>,
     pub export: Arc<crate::export::ExportSettings>,
     pub forecast: Arc<crate::forecast::Forecasting>,
+    pub auth: Arc<crate::auth::Auth>,
+    /// Where the gateway CA lives (`mqtt.tls_dir`).
+    pub pki_dir: std::path::PathBuf,
 }

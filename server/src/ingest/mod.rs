@@ -16,6 +16,7 @@ pub mod broker;
 pub mod credentials;
 pub mod decode;
 pub mod external;
+pub mod http;
 pub mod pipeline;
 pub mod pki;
 

@@ -7,7 +7,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use trackside_wire::{ChannelInfo, GatewayInfo, YardInfo};
 
-use super::{ClientContext, serve_client};
+use super::{ClientContext, Ended, serve_client};
+use crate::auth::Principal;
+use crate::auth::rules;
 use crate::http::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -34,13 +36,22 @@ async fn yard(State(state): State<AppState>) -> Json<YardInfo> {
     })
 }
 
-async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+/// The feed lives as long as the session or token it was opened with: it
+/// closes, saying why, when that ends.
+async fn websocket(
+    State(state): State<AppState>,
+    principal: Principal,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let role = principal.role;
+    let ended: Ended = Box::pin(crate::auth::watch(state.auth.clone(), principal));
     let cx = ClientContext {
         hub: state.live.clone(),
         registry: state.registry.clone(),
         metrics: state.metrics.clone(),
         shutdown: state.shutdown.clone(),
         send_timeout: state.live_send_timeout,
+        allowed: Box::new(move |message| rules::allows(rules::ws_rule(message), role)),
     };
     upgrade
         // Clients only send subscriptions. tungstenite zero-fills the free
@@ -49,7 +60,7 @@ async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> 
         .read_buffer_size(CLIENT_READ_BUFFER)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| serve_client(socket, cx))
+        .on_upgrade(move |socket| serve_client(socket, cx, ended))
 }
 
 const CLIENT_READ_BUFFER: usize = 4 * 1024;

@@ -34,7 +34,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt as _;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -289,11 +292,21 @@ pub struct ClientContext {
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
     pub send_timeout: Duration,
+    /// Whether the client's role allows a frame it sent.
+    pub allowed: Box<dyn Fn(&ClientMessage) -> bool + Send + Sync>,
 }
+
+/// Resolves, with the reason, when the client's session or token ends:
+/// the feed then says so and closes.
+pub type Ended = Pin<Box<dyn Future<Output = String> + Send>>;
+
+/// The close code of a feed whose session ended (an application code: a
+/// client tells it from a dropped connection and signs in again).
+pub const SESSION_ENDED: u16 = 4001;
 
 /// Serves one WebSocket client until it leaves, falls silent, or the server
 /// shuts down.
-pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
+pub async fn serve_client(mut socket: WebSocket, cx: ClientContext, mut ended: Ended) {
     cx.metrics.ws_clients.fetch_add(1, Relaxed);
     let mut feed = cx.hub.subscribe();
     let mut subscription = Subscription::new(None);
@@ -314,6 +327,9 @@ pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     match serde_json::from_str::<ClientMessage>(&text) {
+                        Ok(message) if !(cx.allowed)(&message) => {
+                            tracing::debug!("ignoring a WebSocket frame the client's role does not allow");
+                        }
                         Ok(ClientMessage::Subscribe { channels }) => {
                             subscription = Subscription::new(Some(channels));
                             // Start the new selection from a whole picture.
@@ -333,6 +349,17 @@ pub async fn serve_client(mut socket: WebSocket, cx: ClientContext) {
             }
             () = cx.shutdown.cancelled() => {
                 let _ = socket.send(Message::Close(None)).await;
+                open = false;
+            }
+            reason = &mut ended => {
+                cx.metrics.ws_sessions_ended.fetch_add(1, Relaxed);
+                let frame = to_json(&ServerMessage::SessionEnded { reason: reason.clone() });
+                let _ = send(&mut socket, frame, &cx).await;
+                let close = CloseFrame {
+                    code: SESSION_ENDED,
+                    reason: Utf8Bytes::from(reason.chars().take(100).collect::<String>()),
+                };
+                let _ = socket.send(Message::Close(Some(close))).await;
                 open = false;
             }
         }

@@ -9,6 +9,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
 use crate::harness::{DEADLINE, TestServer, eventually};
+use trackside_wire::Role;
 
 /// A chromedriver child process on a free port, killed on drop together
 /// with the Chromium it started.
@@ -84,6 +85,49 @@ pub(crate) async fn browser() -> (ChromeDriver, Client) {
     (driver, client)
 }
 
+/// A browser signed in as `name` (a user with this role, made if
+/// missing), the way the demo's banner does it: through a one-time
+/// sign-in link, which lands on the board.
+pub(crate) async fn signed_in_browser(
+    server: &TestServer,
+    name: &str,
+    role: Role,
+) -> (ChromeDriver, Client) {
+    let (driver, client) = browser().await;
+    sign_in_with_link(server, &client, name, role).await;
+    (driver, client)
+}
+
+pub(crate) async fn sign_in_with_link(
+    server: &TestServer,
+    client: &Client,
+    name: &str,
+    role: Role,
+) {
+    let user = server.user(name, role).await;
+    let token = trackside::auth::tokens::issue_link(&server.pool, user.id)
+        .await
+        .expect("a sign-in link");
+    client
+        .goto(&server.url(&format!("/signin#link={token}")))
+        .await
+        .expect("open the sign-in link");
+    wait_for_text(client, "[data-testid=user-name]", name).await;
+    let path = client
+        .current_url()
+        .await
+        .expect("the address")
+        .path()
+        .to_owned();
+    assert_eq!(path, "/", "a sign-in link lands on the board");
+}
+
+/// Policy violations the page counted (public/boot.js): none, in an app
+/// that runs under its Content-Security-Policy.
+pub(crate) async fn csp_violations(client: &Client) -> Option<String> {
+    attribute(client, "html", "data-csp-violations").await
+}
+
 pub(crate) async fn attribute(client: &Client, css: &str, name: &str) -> Option<String> {
     let element = client.find(Locator::Css(css)).await.ok()?;
     element.attr(name).await.ok()?
@@ -93,7 +137,7 @@ pub(crate) async fn text(client: &Client, css: &str) -> Option<String> {
     client.find(Locator::Css(css)).await.ok()?.text().await.ok()
 }
 
-async fn wait_for_text(client: &Client, css: &str, want: &str) {
+pub(crate) async fn wait_for_text(client: &Client, css: &str, want: &str) {
     let mut last = None;
     let found = tokio::time::timeout(DEADLINE, async {
         loop {
@@ -114,8 +158,7 @@ async fn wait_for_text(client: &Client, css: &str, want: &str) {
 #[tokio::test]
 async fn the_live_board_shows_a_published_reading() {
     let server = TestServer::start().await;
-    let (_driver, client) = browser().await;
-    client.goto(&server.url("/")).await.expect("open the board");
+    let (_driver, client) = signed_in_browser(&server, "Vera Viewer", Role::Viewer).await;
 
     eventually("the board to connect live", || async {
         (attribute(&client, "[data-testid=connection-state]", "data-state")
@@ -181,7 +224,7 @@ pub(crate) fn screenshot_to(name: &str, png: Vec<u8>) {
     let _ = std::fs::write(dir.join(name), png);
 }
 
-async fn wait_for_attribute(client: &Client, css: &str, name: &str, want: &str) {
+pub(crate) async fn wait_for_attribute(client: &Client, css: &str, name: &str, want: &str) {
     let what = format!("{css} to have {name}={want:?}");
     eventually(&what, || async {
         (attribute(client, css, name).await.as_deref() == Some(want)).then_some(())
@@ -210,11 +253,56 @@ async fn an_exception_appears_live_and_is_acknowledged_through_the_dialog() {
         },
     }];
     let server = TestServer::start_with(config).await;
+    server.user("Ann Signaller", Role::Operator).await;
+    // Signing in through the form: the app opens on the sign-in page
+    // wherever it is opened, and stays there after signing in.
     let (_driver, client) = browser().await;
     client
         .goto(&server.url("/exceptions"))
         .await
         .expect("open the exception page");
+    let field = |css: &'static str| client.wait().for_element(Locator::Css(css));
+    field("[data-testid=signin-name]")
+        .await
+        .expect("the sign-in form")
+        .send_keys("Ann Signaller")
+        .await
+        .expect("type the name");
+    field("[data-testid=signin-password]")
+        .await
+        .expect("the password field")
+        .send_keys("not the password")
+        .await
+        .expect("type a wrong password");
+    field("[data-testid=signin-submit]")
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("sign in");
+    wait_for_text(
+        &client,
+        "[data-testid=signin-error]",
+        "Wrong name or password.",
+    )
+    .await;
+    if let Ok(png) = client.screenshot().await {
+        screenshot_to("signin.png", png);
+    }
+    field("[data-testid=signin-password]")
+        .await
+        .expect("the password field")
+        .send_keys(crate::harness::PASSWORD)
+        .await
+        .expect("type the password");
+    field("[data-testid=signin-submit]")
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("sign in");
+    wait_for_text(&client, "[data-testid=user-name]", "Ann Signaller").await;
+    wait_for_attribute(&client, "[data-testid=user-role]", "data-role", "operator").await;
     wait_for_attribute(
         &client,
         "[data-testid=connection-state]",
@@ -272,19 +360,19 @@ async fn an_exception_appears_live_and_is_acknowledged_through_the_dialog() {
         .for_element(Locator::Css("[data-testid=ack-submit]"))
         .await
         .expect("the dialog");
+    // The acknowledgement is the signed-in operator's; the dialog says so.
+    wait_for_text(
+        &client,
+        "[data-testid=ack-as]",
+        "Acknowledging as Ann Signaller",
+    )
+    .await;
     // Nothing filled in: the dialog says what is missing, and stays.
     submit.click().await.expect("submit empty");
     let error = text(&client, "[data-testid=ack-error]")
         .await
         .unwrap_or_default();
-    assert!(error.contains("your name"), "{error}");
-    client
-        .find(Locator::Css("[data-testid=ack-by]"))
-        .await
-        .expect("name field")
-        .send_keys("Ann Signaller")
-        .await
-        .expect("type the name");
+    assert!(error.contains("Enter a comment"), "{error}");
     client
         .find(Locator::Css("[data-testid=ack-comment]"))
         .await
@@ -323,9 +411,78 @@ async fn an_exception_appears_live_and_is_acknowledged_through_the_dialog() {
         comment.as_deref(),
         Some("Bond T201 suspected, S&T on the way")
     );
+    // Her own name on the exception.
+    let note = text(&client, &format!("{row} .ack-note"))
+        .await
+        .unwrap_or_default();
+    assert!(note.starts_with("Acknowledged by Ann Signaller"), "{note}");
     if let Ok(png) = client.screenshot().await {
         screenshot_to("exceptions.png", png);
     }
+    assert_eq!(
+        csp_violations(&client).await,
+        None,
+        "the app runs under its CSP"
+    );
+
+    // A viewer sees the exception but no Acknowledge button, and the
+    // server refuses the acknowledgement even when made by hand.
+    let mut gateway_two = server.gateway("gw-ui2").await;
+    gateway_two
+        .publish(
+            "trackside/gw-ui2/readings",
+            json!({"ts": now, "readings": [
+                {"channel": "T202/relay_state", "value": 1},
+                {"channel": "T202/relay_voltage", "value": 0.5},
+            ]})
+            .to_string(),
+        )
+        .await;
+    let (_viewer_driver, viewer) = signed_in_browser(&server, "Vera Viewer", Role::Viewer).await;
+    viewer
+        .goto(&server.url("/exceptions"))
+        .await
+        .expect("open the exceptions as a viewer");
+    let unacked = "[data-testid=exceptions-list] [data-exception-state=active-unacknowledged]";
+    wait_for_attribute(&viewer, unacked, "data-severity", "major").await;
+    wait_for_text(
+        &viewer,
+        "[data-testid=view-only]",
+        "You can view exceptions; acknowledging them needs the operator role.",
+    )
+    .await;
+    assert!(
+        viewer
+            .find(Locator::Css("[data-testid=ack-open]"))
+            .await
+            .is_err(),
+        "a viewer is offered no Acknowledge button"
+    );
+    let id: i64 = attribute(&viewer, unacked, "data-exception-id")
+        .await
+        .and_then(|id| id.parse().ok())
+        .expect("the exception's id");
+    let status = viewer
+        .execute_async(
+            "const [id, done] = arguments;
+             fetch(`/api/exceptions/${id}/ack`, {
+                 method: 'POST',
+                 headers: {'Content-Type': 'application/json'},
+                 body: JSON.stringify({comment: 'by hand'}),
+             }).then(r => done(r.status), e => done(String(e)));",
+            vec![json!(id)],
+        )
+        .await
+        .expect("a hand-made POST");
+    assert_eq!(
+        status,
+        json!(403),
+        "the viewer's session may not acknowledge"
+    );
+    if let Ok(png) = viewer.screenshot().await {
+        screenshot_to("exceptions-viewer.png", png);
+    }
+    viewer.close().await.expect("closing the viewer's browser");
 
     // The board shows the circuit's worst active exception.
     client

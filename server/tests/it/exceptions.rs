@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use trackside::config::Config;
 use trackside_wire::{
-    ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Rule, ServerMessage,
+    ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Role, Rule, ServerMessage,
     TransitionKind,
 };
 
@@ -104,15 +104,28 @@ async fn exception_frame(
 }
 
 async fn exceptions(server: &TestServer, query: &str) -> Vec<ExceptionInfo> {
-    let response = reqwest::get(server.url(&format!("/api/exceptions{query}")))
+    let response = server
+        .get(server.url(&format!("/api/exceptions{query}")))
         .await
         .expect("GET /api/exceptions");
     assert_eq!(response.status(), 200, "{query}");
     response.json().await.expect("exception list")
 }
 
+/// Acknowledges as the operator Ann Signaller.
 async fn ack(server: &TestServer, id: i64, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let response = reqwest::Client::new()
+    ack_as(server, "Ann Signaller", id, body).await
+}
+
+/// Acknowledges as `operator`, with an API token of theirs.
+async fn ack_as(
+    server: &TestServer,
+    operator: &str,
+    id: i64,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let token = server.token_of(operator, Role::Operator).await;
+    let response = crate::harness::client_with(&[("authorization", format!("Bearer {token}"))])
         .post(server.url(&format!("/api/exceptions/{id}/ack")))
         .json(&body)
         .send()
@@ -188,23 +201,26 @@ async fn a_low_relay_voltage_is_raised_stored_pushed_and_acknowledged() {
         1
     );
 
-    // Bad acknowledgements say what to do.
-    let (status, body) = ack(&server, id, json!({"by": "", "comment": "x"})).await;
+    // Bad acknowledgements say what to do; a name is not the client's to give.
+    let (status, body) = ack(&server, id, json!({"by": "Someone Else", "comment": "x"})).await;
     assert_eq!(status, 400);
     assert!(
-        body["error"].as_str().unwrap().contains("your name"),
+        body["error"].as_str().unwrap().contains("signed-in user"),
         "{body}"
     );
-    let (status, body) = ack(&server, id, json!({"comment": "x"})).await;
+    let (status, body) = ack(&server, id, json!({"comment": " "})).await;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().contains("\"by\""), "{body}");
-    let (status, _) = ack(&server, 999_999, json!({"by": "ann", "comment": "x"})).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("comment"),
+        "{body}"
+    );
+    let (status, _) = ack(&server, 999_999, json!({"comment": "x"})).await;
     assert_eq!(status, 404);
 
     let (status, body) = ack(
         &server,
         id,
-        json!({"by": "Ann Signaller", "comment": "S&T called, bond suspected"}),
+        json!({"comment": "S&T called, bond suspected"}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -219,7 +235,29 @@ async fn a_low_relay_voltage_is_raised_stored_pushed_and_acknowledged() {
         pushed.transition.comment.as_deref(),
         Some("S&T called, bond suspected")
     );
-    let (status, body) = ack(&server, id, json!({"by": "Bob", "comment": "again"})).await;
+    // The acknowledgement is in the audit trail, under Ann's name and role.
+    let trail: Vec<trackside_wire::AuditEntry> = server
+        .get(server.url("/api/audit?action=exception.acknowledge"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(trail.len(), 1, "{trail:?}");
+    assert_eq!(
+        (
+            trail[0].actor.as_deref(),
+            trail[0].role.as_deref(),
+            trail[0].target.clone()
+        ),
+        (
+            Some("Ann Signaller"),
+            Some("operator"),
+            Some(id.to_string())
+        )
+    );
+    assert_eq!(trail[0].detail["comment"], "S&T called, bond suspected");
+    let (status, body) = ack_as(&server, "Bob", id, json!({"comment": "again"})).await;
     assert_eq!(status, 409);
     assert!(
         body["error"].as_str().unwrap().contains("Ann Signaller"),
@@ -237,7 +275,8 @@ async fn a_low_relay_voltage_is_raised_stored_pushed_and_acknowledged() {
         e.exception.id == id && e.transition.kind == TransitionKind::Cleared
     })
     .await;
-    let detail: ExceptionDetail = reqwest::get(server.url(&format!("/api/exceptions/{id}")))
+    let detail: ExceptionDetail = server
+        .get(server.url(&format!("/api/exceptions/{id}")))
         .await
         .unwrap()
         .json()
@@ -330,8 +369,11 @@ async fn a_killed_gateway_is_offline_within_its_keep_alive_and_back_on_return() 
     let gateway = Gateway::connect_with_status(port, "gw-cut").await;
     let offline = |server: &TestServer| {
         let url = server.url("/api/exceptions?rule=offline&active=true");
+        let client = server.client();
         async move {
-            reqwest::get(url)
+            client
+                .get(url)
+                .send()
                 .await
                 .unwrap()
                 .json::<Vec<ExceptionInfo>>()
@@ -397,7 +439,11 @@ async fn a_restart_resumes_open_exceptions_without_raising_them_again() {
         .expect("restart");
     let port = restarted.mqtt_addr.port();
     let url = |path: &str| format!("http://{}{path}", restarted.http_addr);
-    let list: Vec<ExceptionInfo> = reqwest::get(url("/api/exceptions?open=true"))
+    let admin =
+        crate::harness::client_with(&[("authorization", format!("Bearer {}", server.token))]);
+    let list: Vec<ExceptionInfo> = admin
+        .get(url("/api/exceptions?open=true"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -481,7 +527,7 @@ async fn the_webhook_gets_every_transition_and_retries_a_failure() {
     let id = eventually("raised", || async { exceptions(&server, "").await.pop() })
         .await
         .id;
-    let (status, _) = ack(&server, id, json!({"by": "ann", "comment": "on it"})).await;
+    let (status, _) = ack(&server, id, json!({"comment": "on it"})).await;
     assert_eq!(status, 200);
     gateway
         .publish(
@@ -510,7 +556,8 @@ async fn the_webhook_gets_every_transition_and_retries_a_failure() {
 #[tokio::test]
 async fn the_rules_are_listed() {
     let server = TestServer::start().await;
-    let rules: Vec<Rule> = reqwest::get(server.url("/api/rules"))
+    let rules: Vec<Rule> = server
+        .get(server.url("/api/rules"))
         .await
         .unwrap()
         .json()
@@ -524,7 +571,8 @@ async fn the_rules_are_listed() {
         "a default for every kind"
     );
     assert!(rules.iter().any(|r| r.target == "*/relay_voltage"));
-    let response = reqwest::get(server.url("/api/exceptions?severity=loud"))
+    let response = server
+        .get(server.url("/api/exceptions?severity=loud"))
         .await
         .unwrap();
     assert_eq!(response.status(), 400);

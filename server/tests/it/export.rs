@@ -60,7 +60,8 @@ async fn insert(pool: &PgPool, rows: &[(i32, i64, f64)]) {
 
 /// The export's body, after checking it is a whole CSV download.
 async fn export(server: &TestServer, query: &str) -> String {
-    let response = reqwest::get(server.url(&format!("/api/export.csv?{query}")))
+    let response = server
+        .get(server.url(&format!("/api/export.csv?{query}")))
         .await
         .expect("GET /api/export.csv");
     let status = response.status();
@@ -545,7 +546,8 @@ async fn bad_parameters_are_refused_before_any_csv() {
         ("channels=T5/*&to=1".into(), "missing field `from`"),
     ];
     for (query, expected) in cases {
-        let response = reqwest::get(server.url(&format!("/api/export.csv?{query}")))
+        let response = server
+            .get(server.url(&format!("/api/export.csv?{query}")))
             .await
             .unwrap();
         assert_eq!(response.status(), 400, "{query}");
@@ -568,7 +570,8 @@ async fn a_client_that_accepts_gzip_gets_gzip() {
     insert(&server.pool, &rows).await;
     let query = "channels=T6/feed_current&from=2026-11-28T00:00:00Z&to=2026-11-29T00:00:00Z";
     let plain = export(&server, query).await;
-    let response = reqwest::Client::new()
+    let response = server
+        .client()
         .get(server.url(&format!("/api/export.csv?{query}")))
         .header(reqwest::header::ACCEPT_ENCODING, "gzip")
         .send()
@@ -675,19 +678,21 @@ async fn a_database_failure_mid_export_breaks_the_download() {
     .execute(pool)
     .await
     .unwrap();
-    let response = reqwest::get(
-        server.url("/api/export.csv?channels=T*&from=2026-11-28T00:00:00Z&to=2026-11-29T00:00:00Z"),
-    )
-    .await
-    .unwrap();
+    let response =
+        server
+            .get(server.url(
+                "/api/export.csv?channels=T*&from=2026-11-28T00:00:00Z&to=2026-11-29T00:00:00Z",
+            ))
+            .await
+            .unwrap();
     assert_eq!(response.status(), 200);
     let mut body = response;
     let first = body.chunk().await.expect("data").expect("a first chunk");
     // Two exports run at once; a third is refused rather than left silent.
     let url = server.url("/api/export.csv?channels=T1/*&from=0&to=1800000000000");
-    let second = reqwest::get(&url).await.unwrap();
+    let second = server.get(&url).await.unwrap();
     assert_eq!(second.status(), 200);
-    let third = reqwest::get(&url).await.unwrap();
+    let third = server.get(&url).await.unwrap();
     assert_eq!(third.status(), 503);
     let refused: ApiError = third.json().await.unwrap();
     assert!(refused.error.contains("exports are running"), "{refused:?}");

@@ -9,8 +9,9 @@
 use fantoccini::{Client, Locator};
 use serde_json::json;
 
-use crate::browser::{attribute, browser, screenshot_to, text};
+use crate::browser::{attribute, screenshot_to, signed_in_browser, text};
 use crate::harness::{TestServer, eventually};
+use trackside_wire::Role;
 
 const STATUS: &str = "[data-testid=export-status]";
 
@@ -86,7 +87,7 @@ async fn the_history_page_exports_what_it_shows() {
     })
     .await;
 
-    let (_driver, client) = browser().await;
+    let (_driver, client) = signed_in_browser(&server, "Vera Viewer", Role::Viewer).await;
     let page = format!(
         "/history?channels=T201/relay_voltage,T201/relay_state&from={start}&to={}",
         start + 1_800_000
@@ -107,7 +108,8 @@ async fn the_history_page_exports_what_it_shows() {
         screenshot_to("export-done.png", png);
     }
     // The same URL, fetched here, is the file the page saved.
-    let body = reqwest::get(server.url(&url))
+    let body = server
+        .get(server.url(&url))
         .await
         .unwrap()
         .text()
@@ -140,7 +142,8 @@ async fn the_history_page_exports_what_it_shows() {
     .await;
     let (rows, _, url, said) = finished(&client, "done").await;
     assert_eq!(rows, 30, "{said}");
-    let body = reqwest::get(server.url(&url))
+    let body = server
+        .get(server.url(&url))
         .await
         .unwrap()
         .text()

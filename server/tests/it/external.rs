@@ -36,7 +36,8 @@ async fn readings_from_an_external_broker_are_stored_and_sent_live() {
     );
     let connected = "trackside_mqtt_external_connected{broker=\"127.0.0.1:";
     eventually("the session with Mosquitto is up", || async {
-        let metrics = reqwest::get(server.url("/metrics"))
+        let metrics = server
+            .get(server.url("/metrics"))
             .await
             .ok()?
             .text()

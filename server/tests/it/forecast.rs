@@ -88,7 +88,8 @@ pub fn sagging_channel(channel: &str, now: i64) -> Vec<(String, i64, f64)> {
 }
 
 pub async fn train(server: &TestServer, from: i64, to: i64) -> TrainJob {
-    let response = reqwest::Client::new()
+    let response = server
+        .client()
         .post(server.url("/api/forecast/train"))
         .json(&json!({"kind": "relay_voltage", "from": from, "to": to}))
         .send()
@@ -102,7 +103,8 @@ pub async fn train(server: &TestServer, from: i64, to: i64) -> TrainJob {
 pub async fn finished(server: &TestServer, id: u64) -> TrainJob {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
-        let job: TrainJob = reqwest::get(server.url(&format!("/api/forecast/jobs/{id}")))
+        let job: TrainJob = server
+            .get(server.url(&format!("/api/forecast/jobs/{id}")))
             .await
             .expect("GET job")
             .json()
@@ -120,7 +122,8 @@ pub async fn finished(server: &TestServer, id: u64) -> TrainJob {
 }
 
 async fn exceptions_of(server: &TestServer, channel: &str) -> Vec<ExceptionInfo> {
-    let list: Vec<ExceptionInfo> = reqwest::get(server.url("/api/exceptions?open=true"))
+    let list: Vec<ExceptionInfo> = server
+        .get(server.url("/api/exceptions?open=true"))
         .await
         .expect("GET /api/exceptions")
         .json()
@@ -146,7 +149,7 @@ async fn a_sagging_channel_raises_a_predicted_exceedance_before_the_limit() {
     .await;
 
     // Bad requests are told what to fix.
-    let client = reqwest::Client::new();
+    let client = server.client();
     for (body, fragment) in [
         (
             json!({"kind": "nonsense", "from": 0, "to": now}),
@@ -168,7 +171,8 @@ async fn a_sagging_channel_raises_a_predicted_exceedance_before_the_limit() {
         let error: ApiError = response.json().await.unwrap();
         assert!(error.error.contains(fragment), "{}", error.error);
     }
-    let no_model = reqwest::get(server.url("/api/forecast?channel=T201/relay_voltage"))
+    let no_model = server
+        .get(server.url("/api/forecast?channel=T201/relay_voltage"))
         .await
         .unwrap();
     assert_eq!(no_model.status(), 404);
@@ -186,7 +190,38 @@ async fn a_sagging_channel_raises_a_predicted_exceedance_before_the_limit() {
     let done = finished(&server, job.id).await;
     assert_eq!(done.state, TrainState::Succeeded, "{done:?}");
     assert_eq!(done.epoch, 30);
-    let status: ForecastStatus = reqwest::get(server.url("/api/forecast/models"))
+    // Who started the training and who replaced the model, in the trail.
+    let trail: Vec<trackside_wire::AuditEntry> = eventually("the model's audit row", || async {
+        let trail: Vec<trackside_wire::AuditEntry> = server
+            .get(server.url("/api/audit?action=forecast.*"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (trail.len() == 2).then_some(trail)
+    })
+    .await;
+    let actions: Vec<(&str, &str, &str)> = trail
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e.action.as_str(),
+                e.actor.as_deref().unwrap_or(""),
+                e.target.as_deref().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("forecast.train", "tester", "relay_voltage"),
+            ("forecast.model_replaced", "tester", "relay_voltage"),
+        ]
+    );
+    let status: ForecastStatus = server
+        .get(server.url("/api/forecast/models"))
         .await
         .unwrap()
         .json()
@@ -214,7 +249,8 @@ async fn a_sagging_channel_raises_a_predicted_exceedance_before_the_limit() {
     let channel = "T299/relay_voltage";
     publish(&mut gateway, &sagging_channel(channel, now)).await;
     let forecast: Forecast = eventually("a forecast of the sagging channel", || async {
-        let response = reqwest::get(server.url(&format!("/api/forecast?channel={channel}")))
+        let response = server
+            .get(server.url(&format!("/api/forecast?channel={channel}")))
             .await
             .ok()?;
         if response.status() != 200 {

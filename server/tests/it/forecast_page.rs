@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use fantoccini::{Client, Locator};
 
-use crate::browser::{attribute, browser, text};
+use crate::browser::{attribute, signed_in_browser, text};
 use crate::forecast::{forecast_config, publish, sagging_channel, training_history};
 use crate::harness::{TestServer, eventually};
+use trackside_wire::Role;
 
 const CHART: &str = "[data-testid=history-chart]";
 
@@ -46,7 +47,7 @@ async fn a_model_trained_from_the_page_draws_a_forecast_band() {
     })
     .await;
 
-    let (_driver, client) = browser().await;
+    let (_driver, client) = signed_in_browser(&server, "Ada Admin", Role::Admin).await;
     client
         .goto(&server.url("/history?channels=T299/relay_voltage&span=3600000&live=1"))
         .await

@@ -12,8 +12,8 @@
 use std::future::Future;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite};
 use trackside::config::Config;
 use trackside::store::embedded_pg::{Durability, EmbeddedPostgres};
-use trackside_wire::{ClientMessage, ServerMessage};
+use trackside_wire::{ClientMessage, Role, ServerMessage};
 
 /// Long enough for a loaded CI machine, short enough to fail a hung test.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -130,9 +130,20 @@ pub fn test_config() -> Config {
     config
 }
 
+/// The password of every user the tests make.
+pub const PASSWORD: &str = "a test password, long enough";
+
+/// Its Argon2id hash, computed once per test process.
+fn password_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| trackside::auth::password::hash_now(PASSWORD).expect("hashing"))
+}
+
 pub struct TestServer {
     pub pool: PgPool,
     pub running: trackside::Running,
+    /// An admin's API token: what [`TestServer::client`] sends.
+    pub token: String,
     /// The configuration it runs with, including its own data directory, so
     /// a test can start it again on the same state.
     pub config: Config,
@@ -158,24 +169,86 @@ impl TestServer {
         let running = trackside::start(&config, pool.clone())
             .await
             .expect("starting the server");
+        let token = issue_token(&pool, "tester", Role::Admin).await;
         Self {
             pool,
             running,
+            token,
             config,
             _data_dir: data_dir,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.running.http_addr)
+        format!("{}{path}", self.origin())
+    }
+
+    /// `http://127.0.0.1:port`: what a browser on the page sends as Origin.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.running.http_scheme, self.running.http_addr)
+    }
+
+    /// An HTTP client signed in as an admin, with an API token.
+    pub fn client(&self) -> reqwest::Client {
+        client_with(&[("authorization", format!("Bearer {}", self.token))])
+    }
+
+    /// `GET` as an admin (what `reqwest::get` was before sign-in).
+    pub async fn get(&self, url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+        self.client().get(url).send().await
+    }
+
+    /// A user with this role and [`PASSWORD`] (their own: no change
+    /// required), made if missing.
+    pub async fn user(&self, name: &str, role: Role) -> trackside::auth::users::User {
+        make_user(&self.pool, name, role).await
+    }
+
+    /// An API token of a user with this role (made if missing).
+    pub async fn token_of(&self, name: &str, role: Role) -> String {
+        issue_token(&self.pool, name, role).await
+    }
+
+    /// Signs in as `name` (a user with this role, made if missing) with a
+    /// password, as the app does: a client that sends the session cookie
+    /// and the page's Origin.
+    pub async fn sign_in(&self, name: &str, role: Role) -> Browserless {
+        self.user(name, role).await;
+        let response = reqwest::Client::new()
+            .post(self.url("/api/session"))
+            .header("origin", self.origin())
+            .json(&serde_json::json!({"name": name, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("POST /api/session");
+        assert_eq!(response.status(), 200, "signing in as {name}");
+        let cookie = session_cookie(&response).expect("a session cookie");
+        Browserless {
+            cookie: cookie.clone(),
+            client: client_with(&[("cookie", cookie), ("origin", self.origin())]),
+        }
     }
 
     pub async fn gateway(&self, id: &str) -> Gateway {
         Gateway::connect(self.running.mqtt_addr.port(), id).await
     }
 
+    /// The live feed, as an admin's script would open it (with a token).
     pub async fn websocket(&self) -> LiveClient {
-        LiveClient::connect(&format!("ws://{}/ws", self.running.http_addr)).await
+        LiveClient::connect_with(
+            &self.ws_url(),
+            &[("authorization", &format!("Bearer {}", self.token))],
+        )
+        .await
+    }
+
+    pub fn ws_url(&self) -> String {
+        let scheme = if self.running.http_scheme == "https" {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!("{scheme}://{}/ws", self.running.http_addr)
     }
 
     pub async fn stored(&self, channel: &str) -> Vec<(i64, f64)> {
@@ -191,7 +264,8 @@ impl TestServer {
     }
 
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(self.url("/metrics"))
+        let text = self
+            .get(self.url("/metrics"))
             .await
             .expect("GET /metrics")
             .text()
@@ -201,6 +275,59 @@ impl TestServer {
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
     }
+}
+
+/// A signed-in HTTP client without a browser: the session cookie it got,
+/// and a client that sends it with the page's Origin.
+pub struct Browserless {
+    /// `name=value` of the session cookie.
+    pub cookie: String,
+    pub client: reqwest::Client,
+}
+
+/// The `name=value` of the `Set-Cookie` header that sets the session.
+pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("trackside=") || v.starts_with("__Host-trackside="))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
+}
+
+pub fn client_with(headers: &[(&str, String)]) -> reqwest::Client {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            value.parse().expect("header value"),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(map)
+        .build()
+        .expect("an HTTP client")
+}
+
+pub async fn make_user(pool: &PgPool, name: &str, role: Role) -> trackside::auth::users::User {
+    use trackside::auth::users;
+    if let Some(user) = users::by_name(pool, name).await.expect("looking up a user") {
+        return user;
+    }
+    match users::add(pool, name, role, password_hash(), true).await {
+        Ok(user) => user,
+        Err(err) => panic!("adding user {name}: {err:?}"),
+    }
+}
+
+pub async fn issue_token(pool: &PgPool, name: &str, role: Role) -> String {
+    let user = make_user(pool, name, role).await;
+    trackside::auth::tokens::issue(pool, &user, "tests", role, 1)
+        .await
+        .expect("issuing a token")
+        .0
 }
 
 /// Polls `probe` until it returns `Some`, or fails the test at the deadline.
@@ -354,8 +481,10 @@ pub struct LiveClient {
 }
 
 impl LiveClient {
-    pub async fn connect(url: &str) -> Self {
-        let (socket, _) = tokio_tungstenite::connect_async(url)
+    /// Opens the feed with these request headers (a token, a cookie, an
+    /// Origin) and reads its greeting.
+    pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Self {
+        let socket = try_websocket(url, headers)
             .await
             .expect("WebSocket handshake");
         let mut client = Self { socket };
@@ -366,14 +495,27 @@ impl LiveClient {
     }
 
     pub async fn next(&mut self) -> ServerMessage {
+        self.next_or_close()
+            .await
+            .unwrap_or_else(|close| panic!("the feed closed: {close:?}"))
+    }
+
+    /// The next frame, or the close frame that ended the feed.
+    pub async fn next_or_close(
+        &mut self,
+    ) -> Result<ServerMessage, Option<tungstenite::protocol::CloseFrame>> {
         loop {
             let frame = tokio::time::timeout(DEADLINE, self.socket.next())
                 .await
                 .expect("a WebSocket frame within the deadline")
                 .expect("WebSocket open")
                 .expect("WebSocket frame");
-            if let tungstenite::Message::Text(text) = frame {
-                return serde_json::from_str(&text).expect("a ServerMessage");
+            match frame {
+                tungstenite::Message::Text(text) => {
+                    return Ok(serde_json::from_str(&text).expect("a ServerMessage"));
+                }
+                tungstenite::Message::Close(close) => return Err(close),
+                _ => {}
             }
         }
     }
@@ -400,6 +542,27 @@ impl LiveClient {
             }
         }
         got
+    }
+}
+
+/// A WebSocket handshake with these headers; the refusal's HTTP status on
+/// failure.
+pub async fn try_websocket(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, u16> {
+    use tungstenite::client::IntoClientRequest as _;
+    let mut request = url.into_client_request().expect("a WebSocket URL");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            value.parse().expect("header value"),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(err) => panic!("WebSocket handshake failed: {err}"),
     }
 }
 

@@ -65,7 +65,8 @@ async fn quiet_server(zone: &str) -> TestServer {
 }
 
 async fn get(server: &TestServer, query: &str) -> reqwest::Response {
-    reqwest::get(server.url(&format!("/api/history?{query}")))
+    server
+        .get(server.url(&format!("/api/history?{query}")))
         .await
         .expect("GET /api/history")
 }

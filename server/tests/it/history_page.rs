@@ -8,8 +8,9 @@ use fantoccini::actions::{InputSource as _, MOUSE_BUTTON_LEFT, MouseActions, Poi
 use fantoccini::{Client, Locator};
 use serde_json::json;
 
-use crate::browser::{attribute, browser, text};
+use crate::browser::{attribute, signed_in_browser, text};
 use crate::harness::{TestServer, eventually};
+use trackside_wire::Role;
 
 const CHART: &str = "[data-testid=history-chart]";
 
@@ -85,7 +86,7 @@ async fn the_history_page_charts_zooms_and_follows_live_readings() {
     })
     .await;
 
-    let (_driver, client) = browser().await;
+    let (_driver, client) = signed_in_browser(&server, "Vera Viewer", Role::Viewer).await;
     client.goto(&server.url("/")).await.expect("open the app");
     // Through the navigation, as an operator would.
     click(&client, "nav a[href='/history']").await;
@@ -109,6 +110,11 @@ async fn the_history_page_charts_zooms_and_follows_live_readings() {
     click(&client, "[data-range='6h']").await;
 
     let wide = ready_range(&client, "the six-hour chart", None).await;
+    assert_eq!(
+        crate::browser::csp_violations(&client).await,
+        None,
+        "the chart runs under the CSP"
+    );
     let span = wide.1 - wide.0;
     assert!((span - 6 * 3_600_000).abs() < 5_000, "{wide:?}");
     assert!(

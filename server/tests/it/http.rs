@@ -7,13 +7,14 @@ use crate::harness::{TestServer, eventually, test_config};
 #[tokio::test]
 async fn health_readiness_and_yard() {
     let server = TestServer::start().await;
-    let health = reqwest::get(server.url("/healthz")).await.unwrap();
+    let health = server.get(server.url("/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
-    let ready = reqwest::get(server.url("/readyz")).await.unwrap();
+    let ready = server.get(server.url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
     assert_eq!(ready.text().await.unwrap(), "ready");
 
-    let yard: YardInfo = reqwest::get(server.url("/api/yard"))
+    let yard: YardInfo = server
+        .get(server.url("/api/yard"))
         .await
         .unwrap()
         .json()
@@ -29,7 +30,7 @@ async fn health_readiness_and_yard() {
 async fn readiness_fails_when_the_database_is_gone() {
     let server = TestServer::start().await;
     server.pool.close().await;
-    let ready = reqwest::get(server.url("/readyz")).await.unwrap();
+    let ready = server.get(server.url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 503);
     let body: ApiError = ready.json().await.unwrap();
     assert!(body.error.contains("database"), "{}", body.error);
@@ -38,7 +39,7 @@ async fn readiness_fails_when_the_database_is_gone() {
 #[tokio::test]
 async fn unknown_api_paths_get_a_json_400() {
     let server = TestServer::start().await;
-    let response = reqwest::get(server.url("/api/nope")).await.unwrap();
+    let response = server.get(server.url("/api/nope")).await.unwrap();
     assert_eq!(response.status(), 400);
     let body: ApiError = response.json().await.unwrap();
     assert!(
@@ -86,7 +87,8 @@ async fn metrics_parse_as_prometheus_text_and_count_what_was_sent() {
     gateway.publish("trackside/gw-metrics/nonsense", "1").await;
 
     let scrape = eventually("every message counted and stored", || async {
-        let text = reqwest::get(server.url("/metrics"))
+        let text = server
+            .get(server.url("/metrics"))
             .await
             .ok()?
             .text()
@@ -160,7 +162,7 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: Labels) -> f64 {
 #[tokio::test]
 async fn the_app_is_served_with_a_fallback_for_its_routes() {
     let server = TestServer::start().await;
-    let index = reqwest::get(server.url("/")).await.unwrap();
+    let index = server.get(server.url("/")).await.unwrap();
     assert_eq!(
         index.status(),
         200,
@@ -170,7 +172,7 @@ async fn the_app_is_served_with_a_fallback_for_its_routes() {
     let html = index.text().await.unwrap();
     assert!(html.contains("<html"), "{html}");
     // A route of the app itself, reloaded in the browser.
-    let deep = reqwest::get(server.url("/board/T101")).await.unwrap();
+    let deep = server.get(server.url("/board/T101")).await.unwrap();
     assert_eq!(deep.status(), 200);
     assert_eq!(deep.text().await.unwrap(), html);
 }
@@ -180,7 +182,7 @@ async fn without_a_built_app_the_server_says_how_to_build_it() {
     let mut config = test_config();
     config.http.assets_dir = "/nonexistent/trackside-site".into();
     let server = TestServer::start_with(config).await;
-    let response = reqwest::get(server.url("/")).await.unwrap();
+    let response = server.get(server.url("/")).await.unwrap();
     assert_eq!(response.status(), 503);
     assert!(
         response
@@ -191,7 +193,8 @@ async fn without_a_built_app_the_server_says_how_to_build_it() {
     );
     // The API works all the same.
     assert_eq!(
-        reqwest::get(server.url("/api/channels"))
+        server
+            .get(server.url("/api/channels"))
             .await
             .unwrap()
             .status(),

@@ -39,7 +39,8 @@ async fn a_published_batch_reaches_the_database_the_websocket_and_the_api() {
     .await;
     assert_eq!(stored, vec![(T0, 1.82)]);
 
-    let channels: Vec<trackside_wire::ChannelInfo> = reqwest::get(server.url("/api/channels"))
+    let channels: Vec<trackside_wire::ChannelInfo> = server
+        .get(server.url("/api/channels"))
         .await
         .unwrap()
         .json()
@@ -269,7 +270,9 @@ async fn readings_survive_a_server_restart_and_reload_into_the_board() {
 
     let restarted = trackside::start(&config, pool).await.expect("restart");
     let channels: Vec<trackside_wire::ChannelInfo> =
-        reqwest::get(format!("http://{}/api/channels", restarted.http_addr))
+        crate::harness::client_with(&[("authorization", format!("Bearer {}", server.token))])
+            .get(format!("http://{}/api/channels", restarted.http_addr))
+            .send()
             .await
             .unwrap()
             .json()
@@ -306,7 +309,8 @@ async fn a_batch_reading_is_not_lost_when_older_than_the_latest() {
         (server.stored("T4/feed_voltage").await.len() == 2).then_some(())
     })
     .await;
-    let channels: Vec<trackside_wire::ChannelInfo> = reqwest::get(server.url("/api/channels"))
+    let channels: Vec<trackside_wire::ChannelInfo> = server
+        .get(server.url("/api/channels"))
         .await
         .unwrap()
         .json()
@@ -322,7 +326,8 @@ async fn a_gateway_that_drops_off_is_marked_offline_by_its_will() {
         crate::harness::Gateway::connect_with_status(server.running.mqtt_addr.port(), "gw-will")
             .await;
     let gateways = || async {
-        reqwest::get(server.url("/api/gateways"))
+        server
+            .get(server.url("/api/gateways"))
             .await
             .unwrap()
             .json::<Vec<trackside_wire::GatewayInfo>>()
@@ -406,7 +411,8 @@ async fn a_server_with_only_the_plain_listener_ingests() {
         (server.stored("T5/relay_voltage").await == vec![(T0, 1.7)]).then_some(())
     })
     .await;
-    let metrics = reqwest::get(server.url("/metrics"))
+    let metrics = server
+        .get(server.url("/metrics"))
         .await
         .unwrap()
         .text()

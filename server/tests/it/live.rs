@@ -116,6 +116,7 @@ async fn a_client_that_stops_reading_is_coalesced_and_others_are_not_held_up() {
                 }
             }
             ServerMessage::Hello { .. } => panic!("hello twice"),
+            ServerMessage::SessionEnded { reason } => panic!("session ended: {reason}"),
             // The default rules may find something in the flood's values.
             ServerMessage::Heartbeat { .. } | ServerMessage::Exception(_) => {}
         }
@@ -169,10 +170,12 @@ async fn an_oversized_client_message_closes_only_that_connection() {
     let server = TestServer::start().await;
     let mut gateway = server.gateway("gw1").await;
     let mut bystander = server.websocket().await;
-    let (mut oversized, _) =
-        tokio_tungstenite::connect_async(format!("ws://{}/ws", server.running.http_addr))
-            .await
-            .expect("WebSocket handshake");
+    let mut oversized = crate::harness::try_websocket(
+        &server.ws_url(),
+        &[("authorization", &format!("Bearer {}", server.token))],
+    )
+    .await
+    .expect("WebSocket handshake");
     let channels: Vec<String> = (0..40_000).map(|i| format!("T{i}/relay_voltage")).collect();
     let subscribe = serde_json::json!({"type": "subscribe", "channels": channels}).to_string();
     assert!(subscribe.len() > 512 * 1024);

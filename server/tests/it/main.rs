@@ -2,6 +2,8 @@
 //! PostgreSQL, a real MQTT client over TCP, real HTTP and WebSocket clients,
 //! and (in `browser`) a real headless Chromium.
 
+mod access;
+mod admin_page;
 mod auth;
 mod browser;
 mod exceptions;

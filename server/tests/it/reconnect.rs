@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use fantoccini::Client;
 use serde_json::json;
 
-use crate::browser::{attribute, browser, text};
+use crate::browser::{attribute, signed_in_browser, text};
 use crate::harness::{Gateway, TestServer, eventually};
+use trackside_wire::Role;
 
 const CHART: &str = "[data-testid=history-chart]";
 const PILL: &str = "[data-testid=connection-state]";
@@ -38,7 +39,7 @@ async fn the_app_reconnects_after_a_restart() {
     })
     .await;
 
-    let (_driver, client) = browser().await;
+    let (_driver, client) = signed_in_browser(&server, "Vera Viewer", Role::Viewer).await;
     client.goto(&server.url("/")).await.unwrap();
     wait_attr(&client, PILL, "data-state", "live").await;
     eventually("1.000", || async {

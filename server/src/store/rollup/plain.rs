@@ -1,6 +1,6 @@
 //! The plain PostgreSQL path: rollup tables kept by a job from the dirty
 //! marks the `readings` trigger leaves (migrations 2, 5, 6, 20261207100000
-//! and 20261207200000).
+//! and 20261207473100).
 //!
 //! Why a pass is built the way it is: one pass claims thousands of marks
 //! and recomputes them in a few set-based statements, which is what keeps
@@ -172,6 +172,16 @@ impl Refresher {
         tx: &mut PgConnection,
         limit: i64,
     ) -> anyhow::Result<(PassReport, Vec<(Unit, String)>)> {
+        // One snapshot for the whole pass. Each coarser tier is computed
+        // from the fresh rows of the one below (`history_1m` at the
+        // bottom), and marks that writers append while the pass runs would
+        // otherwise send each of their minutes back to raw rows, to be
+        // recomputed again by the next pass. Only refreshers write the
+        // rollup tables, and they hold REFRESH_LOCK, so this isolation
+        // costs no serialization failures.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *tx)
+            .await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(REFRESH_LOCK)
             .fetch_one(&mut *tx)
@@ -468,6 +478,13 @@ pub async fn rebuild(pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> a
         .execute(&mut *tx)
         .await
         .context("rebuilding minute rollups")?;
+        // The minutes are current now; without their marks, the coarser
+        // tiers are built from the minute rows instead of from raw rows.
+        sqlx::query("DELETE FROM rollup_dirty WHERE minute >= $1 AND minute < $2")
+            .bind(start)
+            .bind(end)
+            .execute(&mut *tx)
+            .await?;
         for statement in [
             upsert_buckets!(
                 "readings_5m",
@@ -501,11 +518,6 @@ pub async fn rebuild(pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> a
         .execute(&mut *tx)
         .await
         .context("rebuilding six-hour rollups")?;
-        sqlx::query("DELETE FROM rollup_dirty WHERE minute >= $1 AND minute < $2")
-            .bind(start)
-            .bind(end)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         start = end;
     }

@@ -241,7 +241,7 @@ pub async fn set_up(
         create_aggregates(conn, first, zone).await?;
     }
     // The views are those of the plain path (one definition, migration
-    // 20261207200000): rollup rows where no mark is, finer data where one is.
+    // 20261207473100): rollup rows where no mark is, finer data where one is.
     sqlx::query("CALL rollup_create_views($1)")
         .bind(zone)
         .execute(&mut *conn)
