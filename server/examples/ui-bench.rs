@@ -367,7 +367,10 @@ async fn sign_in(pool: &PgPool, client: &Client, base: &str) -> anyhow::Result<(
         if signed_in {
             return Ok(());
         }
-        ensure!(Instant::now() < deadline, "the sign-in link did not sign in");
+        ensure!(
+            Instant::now() < deadline,
+            "the sign-in link did not sign in"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -781,4 +784,3 @@ load(+q.get("from"), +q.get("to"));
 "##;
 
 const BARE_STYLE: &str = "body { margin: 0; background: #0f1720; color: #93a1b1; }\n";
-

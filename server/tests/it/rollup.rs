@@ -107,7 +107,7 @@ async fn extreme_readings_stall_no_rollup_and_every_channel_answers() {
             "/api/history?channels={}&from={from}&to={to}&points={points}",
             channels.join(",")
         ));
-        let response = reqwest::get(url).await.unwrap();
+        let response = server.get(url).await.unwrap();
         assert_eq!(response.status(), 200, "{source:?}");
         let answer: History = response.json().await.unwrap();
         assert_eq!((answer.source, answer.bucket_ms), (source, width));
@@ -174,7 +174,7 @@ async fn extreme_readings_stall_no_rollup_and_every_channel_answers() {
             "/api/export.csv?channels=*&from={t0}&to={}&resolution={resolution}",
             t0 + 2 * HOUR
         ));
-        let response = reqwest::get(url).await.unwrap();
+        let response = server.get(url).await.unwrap();
         assert_eq!(response.status(), 200);
         let body = response
             .text()
@@ -220,7 +220,7 @@ async fn history(
         "/api/history?channels={}&from={from}&to={to}&points={points}",
         channels.join(",")
     ));
-    let response = reqwest::get(url).await.unwrap();
+    let response = server.get(url).await.unwrap();
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }

@@ -48,7 +48,7 @@ async fn counts_match(server: &TestServer, channel: &str, from: i64, to: i64, po
     let url = server.url(&format!(
         "/api/history?channels={channel}&from={from}&to={to}&points={points}"
     ));
-    let answer: History = reqwest::get(url).await.unwrap().json().await.unwrap();
+    let answer: History = server.get(url).await.unwrap().json().await.unwrap();
     let SeriesData::Buckets { t, count, .. } = &answer.series[0].data else {
         panic!("buckets expected: {answer:?}");
     };
