@@ -6,7 +6,9 @@
 //! The history page marks `history:request` (a request for data, with
 //! `request`, `from`, `to`, `points`), `history:preset` and `history:zoom` (the
 //! operator's action), and `history:drawn` (the first draw of a request's
-//! data, with `request` and `points`).
+//! data, with `request` and `points`); between them `history:answered`
+//! (the answer decoded). Every API answer marks `received <path>` when its
+//! body has arrived, before it is decoded.
 
 use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::{JsCast, JsValue};

@@ -209,6 +209,15 @@ async fn run(args: &Args, admin: PgConnectOptions) -> anyhow::Result<()> {
         if m.longest_frame <= 50.0 { "yes" } else { "no" }
     );
     println!(
+        "\nwhere the time goes (medians, ms; the app's from its request, so \
+         without the click's own handling):\n"
+    );
+    println!("| action, page | request → body | body → decoded | decoded → drawn |");
+    println!("|---|---|---|---|");
+    for (what, [network, decode, draw]) in &m.phases {
+        println!("| {what} | {network:.0} | {decode:.0} | {draw:.0} |");
+    }
+    println!(
         "\nraw samples (ms): first chart app {:?} bare {:?}; preset app {:?} bare {:?}; \
          zoom app {:?} bare {:?}; live: {} frames, {} live readings drawn",
         m.samples[0],
@@ -228,6 +237,8 @@ struct Measured {
     first_chart: (f64, f64),
     preset: (f64, f64),
     zoom: (f64, f64),
+    /// Medians of request → body, body → decoded, decoded → drawn.
+    phases: [(&'static str, [f64; 3]); 4],
     longest_frame: f64,
     long_frame: Option<f64>,
     frames: u64,
@@ -267,6 +278,7 @@ async fn measure(
 
     // A preset: 24 h, then 7 d timed from the click to its data drawn.
     let mut preset_app = Vec::new();
+    let mut preset_phases = Vec::new();
     for _ in 0..args.runs {
         click_preset(client, "24h").await?;
         let before = marks(client, "history:drawn").await?.len();
@@ -274,12 +286,14 @@ async fn measure(
         let drawn = wait_mark(client, "history:drawn", before).await?;
         let clicked = last_mark(client, "history:preset").await?;
         preset_app.push(drawn.0 - clicked.0);
+        preset_phases.push(phases(client, false).await?);
     }
     print!("preset {preset_app:?} ... ");
 
     // A drag across one hour of the 24-hour view, from the drag's end to
     // the raw readings drawn.
     let mut zoom_app = Vec::new();
+    let mut zoom_phases = Vec::new();
     for _ in 0..args.runs {
         click_preset(client, "24h").await?;
         let before = marks(client, "history:drawn").await?.len();
@@ -296,6 +310,7 @@ async fn measure(
             "the zoomed hour came from {source:?}, not raw readings"
         );
         zoom_app.push(drawn.0 - zoomed.0);
+        zoom_phases.push(phases(client, false).await?);
     }
     println!("zoom {zoom_app:?}");
 
@@ -316,11 +331,14 @@ async fn measure(
     let now = Utc::now().timestamp_millis();
     let mut preset_bare = Vec::new();
     let mut zoom_bare = Vec::new();
+    let (mut preset_bare_phases, mut zoom_bare_phases) = (Vec::new(), Vec::new());
     for _ in 0..args.runs {
         bare_load(client, now - 86_400_000, now).await?;
         preset_bare.push(bare_load(client, now - 7 * 86_400_000, now).await?);
+        preset_bare_phases.push(phases(client, true).await?);
         let hour_end = now - 3_600_000;
         zoom_bare.push(bare_load(client, hour_end - 3_600_000, hour_end).await?);
+        zoom_bare_phases.push(phases(client, true).await?);
     }
     println!("bare: first {first_bare:?} preset {preset_bare:?} zoom {zoom_bare:?}");
 
@@ -329,6 +347,12 @@ async fn measure(
         first_chart: (median(&first_app), median(&first_bare)),
         preset: (median(&preset_app), median(&preset_bare)),
         zoom: (median(&zoom_app), median(&zoom_bare)),
+        phases: [
+            ("preset, app", median_phases(&preset_phases)),
+            ("preset, bare", median_phases(&preset_bare_phases)),
+            ("zoom, app", median_phases(&zoom_phases)),
+            ("zoom, bare", median_phases(&zoom_bare_phases)),
+        ],
         longest_frame: frames.longest,
         long_frame: frames.long_animation_frame,
         frames: frames.count,
@@ -373,6 +397,37 @@ async fn sign_in(pool: &PgPool, client: &Client, base: &str) -> anyhow::Result<(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Where an action's time went, from the page's latest marks: the
+/// request to its answer's body (network and server), the body to its
+/// decoded data, the data to the chart drawn. Marks of the app, or of the
+/// bare page when `bare`.
+async fn phases(client: &Client, bare: bool) -> anyhow::Result<[f64; 3]> {
+    let names = if bare {
+        ["bare:request", "bare:received", "bare:parsed", "bare:drawn"]
+    } else {
+        [
+            "history:request",
+            "received /api/history",
+            "history:answered",
+            "history:drawn",
+        ]
+    };
+    let mut at = [0.0; 4];
+    for (slot, name) in at.iter_mut().zip(names) {
+        *slot = last_mark(client, name).await?.0;
+    }
+    Ok([at[1] - at[0], at[2] - at[1], at[3] - at[2]])
+}
+
+/// Medians of each phase.
+fn median_phases(samples: &[[f64; 3]]) -> [f64; 3] {
+    let mut out = [0.0; 3];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = median(&samples.iter().map(|p| p[i]).collect::<Vec<_>>());
+    }
+    out
 }
 
 /// Every mark of this name on the page: (startTime ms, detail).
@@ -769,9 +824,13 @@ function options(h) {
 }
 async function load(from, to) {
   const t0 = performance.now();
+  performance.mark("bare:request");
   const r = await fetch(`/api/history?channels=${channels}&from=${from}&to=${to}&points=${points}`);
-  const h = await r.json();
+  const text = await r.text();
+  performance.mark("bare:received");
+  const h = JSON.parse(text);
   const data = columns(h);
+  performance.mark("bare:parsed");
   await new Promise(resolve => {
     pending = resolve;
     if (!plot) plot = new uPlot(options(h), data, document.getElementById("chart"));

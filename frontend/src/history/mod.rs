@@ -189,6 +189,7 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
         );
         leptos::task::spawn_local(async move {
             let answer = api::history(&query).await;
+            crate::perf::mark("history:answered", &[("request", request as f64)]);
             if requests.try_get_value() != Some(request) {
                 return;
             }
