@@ -575,6 +575,41 @@ mod tests {
         assert_eq!(frame_for(&mut t3, &again), None);
     }
 
+    /// The batcher's queue is bounded: what does not fit is counted, and
+    /// every client is told how much it missed before anything newer.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_batcher_queue_is_counted_and_resynchronises_every_client() {
+        let metrics = Arc::new(Metrics::default());
+        // A ring that holds every frame of the burst.
+        let hub = LiveHub::new(1024, metrics.clone());
+        let mut client = hub.subscribe();
+        let batch = Arc::new(ReadingBatch {
+            gateway: "gw".into(),
+            readings: vec![crate::reading::DecodedReading {
+                channel: trackside_wire::ChannelName::parse("T1/relay_voltage").unwrap(),
+                ts: chrono::DateTime::from_timestamp_millis(1).unwrap(),
+                value: 1.5,
+            }],
+        });
+        // The batcher cannot run until this task yields: the queue fills.
+        for _ in 0..BATCHER_QUEUE + 10 {
+            hub.publish(&batch);
+        }
+        assert_eq!(metrics.live_dropped_messages.load(Relaxed), 10);
+        // The batcher's first frame after the overflow says so.
+        let first = tokio::time::timeout(Duration::from_secs(5), client.recv())
+            .await
+            .expect("a frame")
+            .expect("the hub is open");
+        assert!(
+            matches!(first.kind, Kind::Dropped(10)),
+            "told first: {:?}",
+            first.kind
+        );
+        let next = client.recv().await.expect("a frame after it");
+        assert!(matches!(next.kind, Kind::Readings { .. }));
+    }
+
     #[test]
     fn channel_indices_are_stable_and_dense() {
         let channels = Channels::default();
