@@ -139,6 +139,7 @@ fn Workspace(session: Session) -> impl IntoView {
         // but exception frames missed are not replayed.
         Event::Frame(ServerMessage::Lagged { .. }) => catch_up(),
         Event::Frame(ServerMessage::Exception(event)) => exceptions.apply(*event),
+        Event::Frame(ServerMessage::Stored { exceptions: list }) => exceptions.stored(list),
     });
     // The app lives as long as the page, and its feed with it.
     on_cleanup(move || drop(feed));

@@ -37,6 +37,9 @@ fn main() -> ExitCode {
             None => cli::serve(cli.serve).await,
         }
     });
+    // Blocking work still running (a model being trained, a read the
+    // database never answers) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -44,8 +44,15 @@ pub struct Metrics {
     pub store_queue_overflow: AtomicU64,
     pub readings_replayed: AtomicU64,
     pub spool_errors: AtomicU64,
-    /// Readings neither queued nor spooled (queue full and disk failing).
+    /// Readings neither queued nor spooled (queue full and disk failing),
+    /// or dropped with the spool's oldest segment at its bound.
     pub readings_lost: AtomicU64,
+    /// External mode: publishes neither the spool nor the store queue could
+    /// take, left unacknowledged for the broker to deliver again.
+    pub mqtt_unacknowledged: AtomicU64,
+    /// Times the link to the external broker reconnected to have
+    /// unacknowledged publishes delivered again.
+    pub mqtt_redeliveries: AtomicU64,
     pub store_batches: AtomicU64,
     pub store_errors: AtomicU64,
     pub store_batch_micros: AtomicU64,
@@ -74,6 +81,17 @@ pub struct Metrics {
     pub live_dropped_messages: AtomicU64,
     /// Minutes set aside after failing, waiting for their retry.
     pub rollup_set_aside: AtomicI64,
+    /// Per webhook receiver: when its oldest undelivered notification was
+    /// queued (Unix ms), 0 when it has none.
+    pub webhook_oldest_ms: OnceLock<Vec<AtomicI64>>,
+    pub webhook_pending: AtomicI64,
+    /// Exception transitions judged but not yet stored (the database is
+    /// away), in the journal on disk or in memory.
+    pub exception_journal_pending: AtomicI64,
+    /// Transitions neither the journal nor its memory overflow could keep.
+    pub exception_transitions_lost: AtomicU64,
+    /// Acknowledgements answered 503 because the database was away.
+    pub exception_acks_refused: AtomicU64,
     /// Sign-ins refused for a wrong name or password, a disabled account,
     /// or the throttle.
     pub signin_failures: AtomicU64,
@@ -87,6 +105,25 @@ pub struct Metrics {
     pub https_handshake_failures: AtomicU64,
 }
 
+/// The spool's figures at scrape time: the spool lives in `store`, above
+/// this module, so it hands them in.
+#[derive(Debug, Default, Clone)]
+pub struct SpoolFigures {
+    pub backlog_bytes: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// The last write (or fsync) failed and nothing succeeded since.
+    pub failing: bool,
+    pub write_errors: u64,
+    pub fsyncs: u64,
+    pub fsync_errors: u64,
+    pub fsync_micros: u64,
+    pub dropped_bytes: u64,
+    pub dropped_readings: u64,
+    pub refused: u64,
+    pub damaged_bytes: u64,
+}
+
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Relaxed);
@@ -96,8 +133,8 @@ impl Metrics {
         self.rejections[kind as usize].fetch_add(1, Relaxed);
     }
 
-    /// `spool_backlog_bytes`: spooled but not yet stored, read at scrape time.
-    pub fn render(&self, spool_backlog_bytes: u64) -> String {
+    /// `spool`: the spool's figures, read at scrape time.
+    pub fn render(&self, spool: &SpoolFigures) -> String {
         let mut out = String::with_capacity(2048);
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -172,8 +209,58 @@ impl Metrics {
         );
         counter(
             "trackside_readings_lost_total",
-            "Readings dropped because both the store queue and the spool failed.",
-            self.readings_lost.load(Relaxed),
+            "Readings lost: neither the spool nor the store queue could take them, or the spool dropped them at its bound.",
+            self.readings_lost.load(Relaxed) + spool.dropped_readings,
+        );
+        counter(
+            "trackside_spool_write_errors_total",
+            "Spool writes the disk refused (each is cut off again; the message goes to the store queue alone).",
+            spool.write_errors,
+        );
+        counter(
+            "trackside_spool_fsyncs_total",
+            "Group commits: fsyncs of the spool, each covering every message appended in its window.",
+            spool.fsyncs,
+        );
+        counter(
+            "trackside_spool_fsync_errors_total",
+            "Failed spool fsyncs (what they covered counts as safe only once stored).",
+            spool.fsync_errors,
+        );
+        counter(
+            "trackside_spool_fsync_microseconds_total",
+            "Time spent in spool fsyncs.",
+            spool.fsync_micros,
+        );
+        counter(
+            "trackside_spool_dropped_bytes_total",
+            "Unstored spool bytes dropped with the oldest segment at ingest.spool_max_bytes (embedded broker).",
+            spool.dropped_bytes,
+        );
+        counter(
+            "trackside_spool_dropped_readings_total",
+            "Unstored readings dropped with the spool's oldest segment at its bound (also in trackside_readings_lost_total).",
+            spool.dropped_readings,
+        );
+        counter(
+            "trackside_spool_refused_total",
+            "Messages the spool refused at its bound (external broker: left unacknowledged there).",
+            spool.refused,
+        );
+        counter(
+            "trackside_spool_damaged_bytes_total",
+            "Spool bytes that were not whole records (torn tail, damaged blocks), skipped; the records around them are kept.",
+            spool.damaged_bytes,
+        );
+        counter(
+            "trackside_mqtt_unacknowledged_total",
+            "External broker: publishes left unacknowledged because neither the spool nor the store queue could take them (delivered again).",
+            self.mqtt_unacknowledged.load(Relaxed),
+        );
+        counter(
+            "trackside_mqtt_redeliveries_total",
+            "External broker: reconnections made to have unacknowledged publishes delivered again.",
+            self.mqtt_redeliveries.load(Relaxed),
         );
         counter(
             "trackside_store_batches_total",
@@ -242,7 +329,7 @@ impl Metrics {
         );
         counter(
             "trackside_webhook_dropped_total",
-            "Notifications given up after all attempts, or dropped because the queue was full.",
+            "Notifications given up after all attempts, dropped because the queue was full, or left at shutdown.",
             self.webhook_dropped.load(Relaxed),
         );
         counter(
@@ -259,6 +346,16 @@ impl Metrics {
             "trackside_rollup_overflows_total",
             "Minute rollups computed whose readings sum beyond the double range (stored as +-Infinity; averages come from the readings).",
             self.rollup_overflows.load(Relaxed),
+        );
+        counter(
+            "trackside_exception_transitions_lost_total",
+            "Exception transitions that could be kept neither in the database, nor the journal, nor its memory overflow.",
+            self.exception_transitions_lost.load(Relaxed),
+        );
+        counter(
+            "trackside_exception_acks_refused_total",
+            "Acknowledgements answered 503 because the database was unreachable.",
+            self.exception_acks_refused.load(Relaxed),
         );
         counter(
             "trackside_signin_failures_total",
@@ -331,8 +428,34 @@ impl Metrics {
         gauge(
             "trackside_spool_backlog_bytes",
             "Bytes in the spool not yet stored in PostgreSQL.",
-            spool_backlog_bytes as i64,
+            spool.backlog_bytes as i64,
         );
+        gauge(
+            "trackside_spool_bytes",
+            "Size of the spool's files on disk.",
+            spool.bytes as i64,
+        );
+        gauge(
+            "trackside_spool_max_bytes",
+            "The spool's bound, ingest.spool_max_bytes.",
+            spool.max_bytes as i64,
+        );
+        gauge(
+            "trackside_spool_writable",
+            "1 while the spool's last write succeeded, 0 while the disk refuses (full or failing).",
+            i64::from(!spool.failing),
+        );
+        gauge(
+            "trackside_exception_journal_pending",
+            "Exception transitions judged while the database was away, not yet stored.",
+            self.exception_journal_pending.load(Relaxed),
+        );
+        gauge(
+            "trackside_webhook_pending",
+            "Webhook notifications queued or being retried, over all receivers.",
+            self.webhook_pending.load(Relaxed),
+        );
+
         gauge(
             "trackside_exceptions_open",
             "Exceptions not yet both cleared and acknowledged.",
@@ -347,6 +470,22 @@ impl Metrics {
             "trackside_ws_clients",
             "Connected WebSocket clients.",
             self.ws_clients.load(Relaxed),
+        );
+        let now = chrono::Utc::now().timestamp_millis();
+        let oldest = self
+            .webhook_oldest_ms
+            .get()
+            .into_iter()
+            .flatten()
+            .map(|queued| queued.load(Relaxed))
+            .filter(|&queued| queued > 0)
+            .min();
+        let _ = writeln!(
+            out,
+            "# HELP trackside_webhook_oldest_undelivered_seconds Age of the oldest webhook notification not yet delivered (0: none).\n\
+             # TYPE trackside_webhook_oldest_undelivered_seconds gauge\n\
+             trackside_webhook_oldest_undelivered_seconds {:.3}",
+            oldest.map_or(0.0, |queued| (now - queued).max(0) as f64 / 1000.0)
         );
         out
     }

@@ -131,6 +131,11 @@ pub enum Check {
     /// horizon. Cleared when a later forecast stays inside that rule's
     /// clear thresholds over the whole horizon.
     Predicted { limit_rule: String },
+    /// The server's own spool (readings waiting for the database on local
+    /// disk) filled to `fill_percent` of its bound, or its disk refusing
+    /// writes. Cleared once it is 5 points below and writable again. The
+    /// subject is `spool`; one such rule is added when none is configured.
+    Spool { fill_percent: f64 },
 }
 
 impl Check {
@@ -143,6 +148,7 @@ impl Check {
             Check::Stale { .. } => ExceptionKind::Stale,
             Check::GatewayOffline { .. } => ExceptionKind::GatewayOffline,
             Check::Predicted { .. } => ExceptionKind::Predicted,
+            Check::Spool { .. } => ExceptionKind::Spool,
         }
     }
 }
@@ -158,10 +164,11 @@ pub enum ExceptionKind {
     Stale,
     GatewayOffline,
     Predicted,
+    Spool,
 }
 
 impl ExceptionKind {
-    pub const ALL: [ExceptionKind; 7] = [
+    pub const ALL: [ExceptionKind; 8] = [
         ExceptionKind::Limit,
         ExceptionKind::RateOfChange,
         ExceptionKind::Flick,
@@ -169,6 +176,7 @@ impl ExceptionKind {
         ExceptionKind::Stale,
         ExceptionKind::GatewayOffline,
         ExceptionKind::Predicted,
+        ExceptionKind::Spool,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -180,6 +188,7 @@ impl ExceptionKind {
             ExceptionKind::Stale => "stale",
             ExceptionKind::GatewayOffline => "gateway_offline",
             ExceptionKind::Predicted => "predicted",
+            ExceptionKind::Spool => "spool",
         }
     }
 
@@ -197,6 +206,7 @@ impl ExceptionKind {
             ExceptionKind::Stale => "Stale channel",
             ExceptionKind::GatewayOffline => "Gateway offline",
             ExceptionKind::Predicted => "Predicted exceedance",
+            ExceptionKind::Spool => "Server spool filling",
         }
     }
 }
@@ -271,6 +281,16 @@ pub struct ExceptionInfo {
     pub ack_comment: Option<String>,
     /// How many times the condition was raised while the exception was open.
     pub occurrences: i32,
+    /// False while this state is known only to the server's memory and
+    /// journal: judged while the database was unreachable, stored when it
+    /// is back (a `stored` frame on `/ws` says when). Always true from the
+    /// HTTP API, which reads the database.
+    #[serde(default = "stored_by_default")]
+    pub stored: bool,
+}
+
+fn stored_by_default() -> bool {
+    true
 }
 
 /// One stored transition.

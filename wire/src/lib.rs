@@ -121,8 +121,12 @@ pub enum ServerMessage {
     /// yard from a dead connection (browsers do not surface WebSocket pings).
     Heartbeat { server_time: i64 },
     /// An exception was raised, cleared, acknowledged or re-alarmed. Sent to
-    /// every client whatever its channel subscription.
+    /// every client whatever its channel subscription. While the database
+    /// is unreachable this comes at once with `exception.stored` false.
     Exception(Box<ExceptionEvent>),
+    /// Exceptions sent with `stored` false are now stored, as given here
+    /// (a later, still unstored state of the same exception supersedes it).
+    Stored { exceptions: Vec<ExceptionInfo> },
     /// The session or token this feed was opened with has ended: signed
     /// out, expired, or its user disabled or changed by an administrator.
     /// The server closes the socket after this frame; sign in again.

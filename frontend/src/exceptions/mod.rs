@@ -143,7 +143,7 @@ pub fn ExceptionsPage(exceptions: Exceptions, clock: Clock) -> impl IntoView {
             <ul class="exception-list" data-testid="exceptions-list">
                 <For
                     each=move || list.get()
-                    key=|e| (e.id, progress(e), e.open)
+                    key=|e| (e.id, progress(e), e.open, e.stored)
                     children=move |e| view! { <ExceptionRow exception=e clock acknowledging /> }
                 />
             </ul>
@@ -188,9 +188,10 @@ fn ExceptionRow(
         }
     });
     // Acknowledging needs the operator role; the server refuses it to
-    // anyone else, and the button is not offered.
+    // anyone else, and the button is not offered. An acknowledgement is an
+    // operator's record: it waits for the database, like the exception.
     let may_ack = expect_context::<Session>().may(Role::Operator);
-    let can_ack = e.open && !e.acknowledged && may_ack;
+    let can_ack = e.open && !e.acknowledged && e.stored && may_ack;
     let for_dialog = exception.clone();
     view! {
         <li
@@ -200,6 +201,7 @@ fn ExceptionRow(
             data-severity=e.severity.as_str()
             data-active=e.active.to_string()
             data-acknowledged=e.acknowledged.to_string()
+            data-stored=e.stored.to_string()
         >
             <span class="severity-badge">{e.severity.as_str().to_uppercase()}</span>
             <div class="exception-main">
@@ -222,6 +224,15 @@ fn ExceptionRow(
                 <span class="ack-chip" class:unacked=!e.acknowledged>
                     {if e.acknowledged { "ACKNOWLEDGED" } else { "UNACKNOWLEDGED" }}
                 </span>
+                {(!e.stored).then(|| view! {
+                    <span
+                        class="unstored-chip"
+                        data-testid="not-stored"
+                        title="The database is unreachable: the server holds this alarm and stores it when the database is back. It can be acknowledged once stored."
+                    >
+                        "NOT YET STORED"
+                    </span>
+                })}
                 {can_ack.then(|| view! {
                     <button
                         class="ack-button"

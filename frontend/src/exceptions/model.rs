@@ -56,6 +56,19 @@ impl Exceptions {
         self.all.update(|all| merge_one(all, event.exception));
     }
 
+    /// Exceptions shown as not yet stored are stored now, as given; a later
+    /// state still unstored stays so.
+    pub fn stored(&self, list: Vec<ExceptionInfo>) {
+        self.merge(list);
+    }
+
+    /// Exceptions whose latest state only the server's memory and journal
+    /// hold (the database is away) (tracked).
+    pub fn unstored(&self) -> usize {
+        self.all
+            .with(|all| all.values().filter(|e| !e.stored).count())
+    }
+
     /// Open and not acknowledged (tracked): the header's counter.
     pub fn unacknowledged(&self) -> usize {
         self.all
@@ -231,6 +244,7 @@ mod tests {
             acked_by: None,
             ack_comment: None,
             occurrences: 1,
+            stored: true,
         }
     }
 
@@ -282,6 +296,26 @@ mod tests {
         merge_one(&mut all, acked.clone());
         merge_one(&mut all, raised);
         assert_eq!(all[&1], acked);
+    }
+
+    /// Raised and cleared while the database was away: the stored notice
+    /// for the raise must not mark the (still unstored) clear as stored.
+    #[test]
+    fn a_stored_notice_marks_only_the_state_it_names() {
+        let exceptions = Exceptions::new();
+        let mut raised = info(1, Severity::Major, true, false, 10);
+        raised.stored = false;
+        let mut cleared = info(1, Severity::Major, false, false, 10);
+        cleared.stored = false;
+        exceptions.merge(vec![raised.clone()]);
+        exceptions.merge(vec![cleared.clone()]);
+        assert_eq!(exceptions.unstored(), 1);
+        raised.stored = true;
+        exceptions.stored(vec![raised]);
+        assert_eq!(exceptions.unstored(), 1, "the clear is not stored yet");
+        cleared.stored = true;
+        exceptions.stored(vec![cleared]);
+        assert_eq!(exceptions.unstored(), 0);
     }
 
     #[test]

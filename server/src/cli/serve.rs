@@ -229,16 +229,29 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!();
 
     shutdown_signal().await;
+    // Bounded whatever the database and the webhooks do (docs/api.md):
+    // the writers get trackside::SHUTDOWN_DRAIN, the private PostgreSQL
+    // its own few seconds.
+    let stopping = std::time::Instant::now();
     tracing::info!("shutting down: flushing readings to the database");
     demo.cancel();
     if let Some(task) = demo_task {
-        let _ = task.await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
     }
     running.shutdown().await;
-    pool.close().await;
+    if tokio::time::timeout(std::time::Duration::from_secs(1), pool.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections did not close within 1 s; leaving them");
+    }
     if let Some(mut pg) = private_pg {
         tokio::task::spawn_blocking(move || pg.stop()).await??;
     }
+    tracing::info!(
+        seconds = format!("{:.1}", stopping.elapsed().as_secs_f64()),
+        "stopped"
+    );
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! `[exceptions]` in the configuration file: the engine's queue and tick,
 //! re-alarm, the webhook, and the rules.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -17,10 +17,14 @@ pub struct ExceptionsConfig {
     /// this long after the acknowledgement (a rule may set its own).
     /// Absent: never.
     pub realarm_after_s: Option<f64>,
-    /// Receives a JSON POST on every raise, clear, acknowledgement and
-    /// re-alarm. `http://` only.
-    pub webhook_url: Option<String>,
-    /// Notifications waiting to be sent; beyond this they are counted and dropped.
+    /// Receive a JSON POST on every raise, clear, acknowledgement and
+    /// re-alarm: one URL (`webhook_url = "http://..."`) or several
+    /// (`webhook_urls = [...]`), each with its own sender, so a dead one
+    /// delays no other. `http://` only.
+    #[serde(alias = "webhook_url", deserialize_with = "one_or_many")]
+    pub webhook_urls: Vec<String>,
+    /// Notifications waiting per receiver (queued or retrying); beyond
+    /// this the one retried longest is dropped, and counted.
     pub webhook_queue: usize,
     /// Attempts per notification, with exponential backoff between them.
     pub webhook_attempts: u32,
@@ -34,7 +38,7 @@ impl Default for ExceptionsConfig {
             queue: 8_192,
             tick_ms: 500,
             realarm_after_s: Some(1_800.0),
-            webhook_url: None,
+            webhook_urls: Vec::new(),
             webhook_queue: 1_024,
             webhook_attempts: 6,
             rules: super::defaults::rules(),
@@ -60,13 +64,47 @@ impl ExceptionsConfig {
             self.realarm_after_s.is_none_or(|s| s > 0.0),
             "exceptions.realarm_after_s must be positive (leave it out to never re-alarm)"
         );
-        if let Some(url) = &self.webhook_url {
+        for url in &self.webhook_urls {
             anyhow::ensure!(
-                url.starts_with("http://"),
+                url.starts_with("http://") && reqwest::Url::parse(url).is_ok(),
                 "exceptions.webhook_url must be an http:// URL (for https, send it through a local proxy)"
             );
         }
         super::engine::validate(&self.rules).map_err(anyhow::Error::msg)?;
         Ok(())
+    }
+}
+
+/// A string, or a list of them.
+fn one_or_many<'de, D: Deserializer<'de>>(value: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(value)? {
+        OneOrMany::One(url) => vec![url],
+        OneOrMany::Many(urls) => urls,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_webhook_url_or_several() {
+        let one: ExceptionsConfig =
+            toml::from_str("webhook_url = \"http://a.local/hook\"\n").unwrap();
+        assert_eq!(one.webhook_urls, ["http://a.local/hook"]);
+        let two: ExceptionsConfig =
+            toml::from_str("webhook_urls = [\"http://a.local/1\", \"http://b.local/2\"]\n")
+                .unwrap();
+        assert_eq!(two.webhook_urls.len(), 2);
+        two.validate().unwrap();
+        let https: ExceptionsConfig =
+            toml::from_str("webhook_url = \"https://a.local/hook\"\n").unwrap();
+        assert!(https.validate().is_err());
     }
 }

@@ -49,6 +49,24 @@ pub struct Transition {
     pub gateway: Option<String>,
 }
 
+/// The subject of `spool` rules.
+pub const SPOOL_SUBJECT: &str = "spool";
+/// Points below its threshold a spool exception clears at.
+const SPOOL_HYSTERESIS: f64 = 5.0;
+
+/// What [`Engine::spool`] is told.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolState {
+    /// Bytes on disk over the bound, 0 to 1.
+    pub fill: f64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// The disk refused the last write.
+    pub error: Option<String>,
+    /// What happens at the bound, in words.
+    pub at_bound_policy: &'static str,
+}
+
 /// An open exception handed back to the engine after a restart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resumed {
@@ -256,6 +274,11 @@ pub fn validate(rules: &[Rule]) -> Result<(), String> {
             Check::GatewayOffline { silent_after_s } => {
                 if silent_after_s.is_some_and(|s| !positive(s)) {
                     return fail("silent_after_s must be positive");
+                }
+            }
+            Check::Spool { fill_percent } => {
+                if !(positive(*fill_percent) && *fill_percent <= 100.0) {
+                    return fail("fill_percent must be above 0 and at most 100");
                 }
             }
             Check::Predicted { limit_rule } => {
@@ -470,6 +493,46 @@ impl Engine {
         }
     }
 
+    /// The server's spool as of `now`: how full it is against its bound,
+    /// and the disk's refusal if the last write failed.
+    pub fn spool(&mut self, spool: &SpoolState, now: Ms, out: &mut Vec<Transition>) {
+        let percent = spool.fill * 100.0;
+        for index in 0..self.rules.len() {
+            let Check::Spool { fill_percent } = self.rules[index].rule.check else {
+                continue;
+            };
+            if !self.rules[index].matches(SPOOL_SUBJECT) {
+                continue;
+            }
+            let key = self.key(index, SPOOL_SUBJECT);
+            let active = self.is_active(&key);
+            let value = Some((percent * 10.0).round() / 10.0);
+            if let Some(error) = &spool.error {
+                if !active {
+                    let message = format!(
+                        "the server cannot write its spool ({error}): readings wait in memory \
+                         only; free disk space under the data directory"
+                    );
+                    self.raise(&key, now, value, message, None, out);
+                }
+            } else if percent >= fill_percent {
+                if !active {
+                    let message = format!(
+                        "server spool {percent:.0} % full ({} of {}): readings are waiting for \
+                         the database; at 100 % {}",
+                        bytes_words(spool.bytes),
+                        bytes_words(spool.max_bytes),
+                        spool.at_bound_policy
+                    );
+                    self.raise(&key, now, value, message, None, out);
+                }
+            } else if active && percent < fill_percent - SPOOL_HYSTERESIS {
+                let message = format!("server spool down to {percent:.0} % and writable");
+                self.clear(&key, now, value, message, None, out);
+            }
+        }
+    }
+
     /// Time passes: timers fire.
     pub fn tick(&mut self, now: Ms, out: &mut Vec<Transition>) {
         let names: Vec<String> = self.channels.keys().cloned().collect();
@@ -600,7 +663,9 @@ impl Engine {
                     .filter(|(_, r)| {
                         !matches!(
                             r.rule.check,
-                            Check::GatewayOffline { .. } | Check::Predicted { .. }
+                            Check::GatewayOffline { .. }
+                                | Check::Predicted { .. }
+                                | Check::Spool { .. }
                         )
                     })
                     .filter(|(_, r)| r.matches(name))
@@ -1180,12 +1245,13 @@ fn new_watch(check: &Check) -> Watch {
         Check::LongOccupation { .. } => Watch::LongOccupation {
             occupied_since: None,
         },
-        Check::Stale { .. } | Check::GatewayOffline { .. } | Check::Predicted { .. } => {
-            Watch::Stale {
-                last_received: None,
-                intervals: VecDeque::new(),
-            }
-        }
+        Check::Stale { .. }
+        | Check::GatewayOffline { .. }
+        | Check::Predicted { .. }
+        | Check::Spool { .. } => Watch::Stale {
+            last_received: None,
+            intervals: VecDeque::new(),
+        },
     }
 }
 
@@ -1289,6 +1355,16 @@ fn describe(parameter: &str, value: Option<f64>) -> String {
     match value {
         Some(v) => format!("{} {}", label(parameter), format_value(parameter, v)),
         None => label(parameter).to_owned(),
+    }
+}
+
+fn bytes_words(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mib = bytes as f64 / MIB;
+    if mib >= 1024.0 {
+        format!("{:.1} GiB", mib / 1024.0)
+    } else {
+        format!("{mib:.0} MiB")
     }
 }
 

@@ -17,6 +17,8 @@ use crate::http::{AppError, AppState};
 const DEFAULT_LIMIT: i64 = 500;
 const MAX_LIMIT: i64 = 5_000;
 const MAX_COMMENT: usize = 2_000;
+/// How long a stored acknowledgement waits for its audit row.
+const AUDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -141,14 +143,26 @@ async fn acknowledge(
         .await
     {
         Ok(info) => {
-            audit::record(
+            // The acknowledgement is stored; a database that stops
+            // answering just now must not hold the answer past its bound.
+            let (actor, target) = (principal.actor(), id.to_string());
+            let detail = [
+                ("comment", comment.as_str()),
+                ("subject", info.subject.as_str()),
+            ];
+            let recorded = audit::record(
                 &state.pool,
-                &principal.actor(),
+                &actor,
                 action::ACKNOWLEDGE,
-                Some(&id.to_string()),
-                &[("comment", &comment), ("subject", &info.subject)],
-            )
-            .await;
+                Some(&target),
+                &detail,
+            );
+            if tokio::time::timeout(AUDIT_WAIT, recorded).await.is_err() {
+                tracing::error!(
+                    id,
+                    "the acknowledgement's audit row was not written within 2 s"
+                );
+            }
             Ok(Json(info))
         }
         Err(AckFailure::NotFound) => Err(AppError::NotFound(format!("no exception {id}"))),
@@ -159,6 +173,7 @@ async fn acknowledge(
             "exception {id} is already acknowledged{}",
             by.map(|b| format!(" by {b}")).unwrap_or_default()
         ))),
+        Err(AckFailure::Unavailable(message)) => Err(AppError::Unavailable(message)),
         Err(AckFailure::Internal(err)) => Err(err.into()),
     }
 }

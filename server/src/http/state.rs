@@ -23,6 +23,8 @@ pub struct AppState {
     pub spool: Arc<Spool>,
     pub yard: Arc<YardConfig>,
     pub ingest_running: Arc<AtomicBool>,
+    /// Ingest reads an external broker, which keeps what is not acknowledged.
+    pub redelivers: bool,
     pub shutdown: CancellationToken,
     pub live_send_timeout: Duration,
     pub exceptions: crate::exceptions::Handle,

@@ -157,6 +157,16 @@ impl LiveHub {
         }
     }
 
+    /// Exceptions shown earlier as not yet stored are stored now.
+    pub fn publish_stored(&self, exceptions: Vec<trackside_wire::ExceptionInfo>) {
+        if self.tx.receiver_count() == 0 || exceptions.is_empty() {
+            return;
+        }
+        // Sent to every client, in order with the exceptions, as they are.
+        let json = to_json(&ServerMessage::Stored { exceptions });
+        self.offer(Item::Exception(json));
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Arc<LiveMessage>> {
         self.tx.subscribe()
     }

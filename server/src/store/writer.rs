@@ -43,6 +43,8 @@ pub struct StoreWriter {
     channel_ids: HashMap<String, i32>,
     /// Where the spool is stored up to: the next message the writer expects.
     stored_to: u64,
+    /// The spool ranges and readings of the queued batches being written.
+    held: Vec<(u64, u64, u64)>,
     /// Whether this writer marks late readings (TimescaleDB).
     marks_late: bool,
 }
@@ -76,6 +78,7 @@ impl StoreWriter {
             gateways: HashSet::new(),
             channel_ids: HashMap::new(),
             stored_to,
+            held: Vec::new(),
             marks_late: storage == StoragePath::Timescale,
         }
     }
@@ -105,14 +108,18 @@ impl StoreWriter {
         let drain_limit = self.batch_rows.max(64);
         let mut run: Vec<Arc<ReadingBatch>> = Vec::new();
         let mut held_room = Vec::new();
+        let mut waiting = Vec::new();
         while queue.recv_many(&mut pending, drain_limit).await > 0 {
             let mut run_end = None;
             for item in pending.drain(..) {
+                waiting.extend(item.stored);
                 if let Some((start, end)) = item.offsets {
                     if end <= self.stored_to {
                         // A catch-up already read this one from the spool.
                         continue;
                     }
+                    self.held
+                        .push((start, end, item.batch.readings.len() as u64));
                     if start > self.stored_to.max(run_end.unwrap_or(0)) {
                         // Messages between here and `start` overflowed the
                         // queue and live only in the spool: they go first.
@@ -126,6 +133,10 @@ impl StoreWriter {
             }
             self.flush(&mut run, run_end).await?;
             held_room.clear();
+            // Batches the spool could not take are safe now.
+            for stored in waiting.drain(..) {
+                let _ = stored.send(());
+            }
             if queue.is_empty() {
                 // Overflow only happens while the queue is full, so once it
                 // is empty whatever lives in the spool alone is behind us:
@@ -153,20 +164,24 @@ impl StoreWriter {
     }
 
     /// Reads the spool from where it is stored up to `to` and writes it.
+    /// A failed write reads again before it retries rather than hold what
+    /// it read: while the database is away a full spool may drop it, and
+    /// then it must be gone, as counted.
     async fn catch_up(&mut self, to: u64) -> Result<(), Abandoned> {
+        let mut delay = RETRY_FIRST;
         while self.stored_to < to {
             let spool = self.spool.clone();
             let from = self.stored_to;
             let read =
                 tokio::task::spawn_blocking(move || spool.read(from, to, CATCH_UP_BYTES)).await;
-            let records = match read {
-                Ok(Ok(records)) if !records.is_empty() => records,
-                Ok(Ok(_)) => return Ok(()),
+            let replay = match read {
+                Ok(Ok(replay)) => replay,
                 Ok(Err(err)) => {
-                    // A corrupt spool cannot be repaired by retrying; skip
-                    // to what arrives next rather than stall ingest forever.
+                    // Damaged records are skipped by the read itself; this
+                    // is the disk refusing to read. Retrying would stall
+                    // ingest for good, so skip to what arrives next.
                     tracing::error!(
-                        "unreadable spool between {from} and {to}, skipping it: {err:#}"
+                        "cannot read the spool between {from} and {to}, skipping it: {err}"
                     );
                     self.metrics.spool_errors.fetch_add(1, Relaxed);
                     self.mark_stored(to);
@@ -177,20 +192,34 @@ impl StoreWriter {
                     return Ok(());
                 }
             };
-            let end = records.last().map_or(to, |r| r.end);
-            let readings: usize = records.iter().map(|r| r.batch.readings.len()).sum();
-            let batches: Vec<Arc<ReadingBatch>> =
-                records.into_iter().map(|r| Arc::new(r.batch)).collect();
-            self.write_with_retry(&batches).await?;
+            if replay.reached <= from {
+                return Ok(());
+            }
+            let readings: usize = replay.records.iter().map(|r| r.batch.readings.len()).sum();
+            let batches: Vec<Arc<ReadingBatch>> = replay
+                .records
+                .into_iter()
+                .map(|r| Arc::new(r.batch))
+                .collect();
+            if !batches.is_empty()
+                && let Err(err) = self.write(&batches).await
+            {
+                self.failed(err, &mut delay).await?;
+                continue;
+            }
+            delay = RETRY_FIRST;
             Metrics::add(&self.metrics.readings_replayed, readings);
-            self.mark_stored(end);
+            self.mark_stored(replay.reached);
         }
         Ok(())
     }
 
     fn mark_stored(&mut self, end: u64) {
         self.stored_to = self.stored_to.max(end);
-        if let Err(err) = self.spool.commit(self.stored_to) {
+        // Queued batches just stored may lie in a segment a full spool has
+        // dropped meanwhile (and counted): the spool takes them off the count.
+        let held = std::mem::take(&mut self.held);
+        if let Err(err) = self.spool.commit_stored(self.stored_to, &held) {
             // Only costs a replay of stored readings at the next start.
             tracing::warn!("recording the spool's stored position failed: {err:#}");
         }
@@ -201,20 +230,25 @@ impl StoreWriter {
         loop {
             match self.write(batches).await {
                 Ok(()) => return Ok(()),
-                Err(err) => {
-                    self.metrics.store_errors.fetch_add(1, Relaxed);
-                    if self.shutdown.is_cancelled() {
-                        return Err(Abandoned);
-                    }
-                    tracing::error!(retry_in = ?delay, "store write failed, will retry: {err:#}");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.shutdown.cancelled() => {}
-                    }
-                    delay = (delay * 2).min(RETRY_MAX);
-                }
+                Err(err) => self.failed(err, &mut delay).await?,
             }
         }
+    }
+
+    /// Counts a failed write and waits before the next try, unless the
+    /// server is shutting down.
+    async fn failed(&mut self, err: anyhow::Error, delay: &mut Duration) -> Result<(), Abandoned> {
+        self.metrics.store_errors.fetch_add(1, Relaxed);
+        if self.shutdown.is_cancelled() {
+            return Err(Abandoned);
+        }
+        tracing::error!(retry_in = ?*delay, "store write failed, will retry: {err:#}");
+        tokio::select! {
+            () = tokio::time::sleep(*delay) => {}
+            () = self.shutdown.cancelled() => {}
+        }
+        *delay = (*delay * 2).min(RETRY_MAX);
+        Ok(())
     }
 
     async fn write(&mut self, batches: &[Arc<ReadingBatch>]) -> anyhow::Result<()> {

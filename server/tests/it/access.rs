@@ -618,7 +618,7 @@ async fn api_tokens_act_as_their_user_with_at_most_their_role() {
         .unwrap();
     assert!(listed.contains("nightly export") && !listed.contains(&token));
     let (stored,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM api_tokens WHERE position(convert_to('tsk_', 'UTF8') IN token_hash) > 0",
+        "SELECT count(*) FROM api_tokens WHERE position('tsk_'::bytea IN token_hash) > 0",
     )
     .fetch_one(&server.pool)
     .await

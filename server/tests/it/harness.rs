@@ -147,7 +147,7 @@ pub struct TestServer {
     /// The configuration it runs with, including its own data directory, so
     /// a test can start it again on the same state.
     pub config: Config,
-    _data_dir: tempfile::TempDir,
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -166,6 +166,13 @@ impl TestServer {
             .tempdir()
             .expect("creating a data directory");
         config.database.data_dir = data_dir.path().to_path_buf();
+        let mut server = Self::start_in_place(config, pool).await;
+        server._data_dir = Some(data_dir);
+        server
+    }
+
+    /// A server on this database with the data directory `config` names.
+    pub async fn start_in_place(config: Config, pool: PgPool) -> Self {
         let running = trackside::start(&config, pool.clone())
             .await
             .expect("starting the server");
@@ -175,7 +182,7 @@ impl TestServer {
             running,
             token,
             config,
-            _data_dir: data_dir,
+            _data_dir: None,
         }
     }
 
@@ -263,6 +270,23 @@ impl TestServer {
         .expect("reading stored readings")
     }
 
+    /// Waits until the link to an external broker is up.
+    pub async fn external_session_up(&self) {
+        eventually("the session with the external broker up", || async {
+            let text = self
+                .get(self.url("/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.lines()
+                .any(|l| l.starts_with("trackside_mqtt_external_connected{") && l.ends_with("} 1"))
+                .then_some(())
+        })
+        .await;
+    }
+
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self
             .get(self.url("/metrics"))
@@ -297,6 +321,20 @@ pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// `GET url` (a server's `/metrics`) with an API token, as Prometheus
+/// scrapes it; `None` unless it answers 200.
+pub async fn scrape(url: &str, token: &str) -> Option<String> {
+    let response = client_with(&[("authorization", format!("Bearer {token}"))])
+        .get(url)
+        .send()
+        .await
+        .ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    response.text().await.ok()
+}
+
 pub fn client_with(headers: &[(&str, String)]) -> reqwest::Client {
     let mut map = reqwest::header::HeaderMap::new();
     for (name, value) in headers {
@@ -327,6 +365,15 @@ pub async fn issue_token(pool: &PgPool, name: &str, role: Role) -> String {
     trackside::auth::tokens::issue(pool, &user, "tests", role, 1)
         .await
         .expect("issuing a token")
+        .0
+}
+
+/// A `metrics` API token, as a Prometheus scrape is given (held by a viewer).
+pub async fn metrics_token(pool: &PgPool) -> String {
+    let user = make_user(pool, "Prometheus", Role::Viewer).await;
+    trackside::auth::tokens::issue(pool, &user, "scrape", Role::Metrics, 1)
+        .await
+        .expect("issuing a metrics token")
         .0
 }
 
@@ -601,6 +648,21 @@ impl OwnCluster {
         pool
     }
 
+    /// A URL of the cluster's `postgres` database, for a `trackside`
+    /// process of its own.
+    pub fn url(&self) -> String {
+        let options = self.pg.connect_options("postgres");
+        let socket = options
+            .get_socket()
+            .expect("the test cluster uses a socket");
+        format!(
+            "postgres://{}@localhost/postgres?host={}&port={}",
+            options.get_username(),
+            socket.display(),
+            options.get_port()
+        )
+    }
+
     pub async fn stop(&mut self) {
         tokio::task::block_in_place(|| self.pg.stop()).expect("stopping the cluster");
     }
@@ -742,6 +804,64 @@ pub async fn rolled_up(server: &TestServer) {
         (dirty_marks(&server.pool).await == 0).then_some(())
     })
     .await;
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The `trackside` binary run with a configuration file (after `wrapper`,
+/// such as `prlimit`), its log kept in `log`.
+pub struct Binary {
+    pub process: ChildProcess,
+    log: PathBuf,
+}
+
+impl Binary {
+    pub fn spawn(config: &std::path::Path, log: PathBuf, wrapper: &[&str]) -> Self {
+        let binary = env!("CARGO_BIN_EXE_trackside");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = std::process::Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => std::process::Command::new(binary),
+        };
+        let child = command
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info,sqlx=warn,rumqttd=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("the log file"))
+            .spawn()
+            .expect("starting trackside");
+        Self {
+            process: ChildProcess(child),
+            log,
+        }
+    }
+
+    /// What it logged so far, for a failure's message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A process a test started, killed if the test ends before it does.
+pub struct ChildProcess(pub std::process::Child);
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// Whether the test databases' server can load TimescaleDB. A test of the

@@ -690,7 +690,7 @@ async fn a_minute_that_cannot_be_rolled_up_holds_up_no_other() {
         )
     };
     assert_eq!(failures(&metrics), (2, 2));
-    let metrics_text = metrics.render(0);
+    let metrics_text = metrics.render(&Default::default());
     assert!(
         metrics_text.contains("trackside_rollup_failures_total 2"),
         "{metrics_text}"

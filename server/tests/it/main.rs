@@ -21,4 +21,6 @@ mod live;
 mod outage;
 mod reconnect;
 mod rollup;
+mod shutdown;
+mod spool;
 mod timescale;
