@@ -350,6 +350,8 @@ async fn read<T: DeserializeOwned>(
     } else {
         body
     };
+    // Where the answer arrived, before it is decoded (crate::perf).
+    crate::perf::mark(&format!("received {path}"), &[]);
     let answer = interpret(path, status, json, &body);
     if session_may_end
         && let Err(ApiFailure::Rejected {

@@ -20,6 +20,7 @@ mod feed;
 mod fields;
 mod header;
 mod history;
+mod perf;
 mod session;
 mod time;
 mod uplot;

@@ -103,11 +103,11 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
             .await
             .context("loading channels")?,
     );
-    let live = live::LiveHub::new(config.ingest.live_queue);
+    let live = live::LiveHub::new(config.ingest.live_queue, metrics.clone());
     let shutdown = CancellationToken::new();
 
     // Before the store writer, which marks late readings on TimescaleDB.
-    let storage = store::rollup::prepare(&pool, &config.history).await?;
+    let storage = store::rollup::prepare(&pool, &config.history, &config.yard.timezone).await?;
     let spool_dir = config.database.data_dir.join("spool");
     let spool_config = store::spool::SpoolConfig {
         max_bytes: config.ingest.spool_max_bytes,

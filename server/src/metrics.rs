@@ -72,6 +72,15 @@ pub struct Metrics {
     pub webhook_failures: AtomicU64,
     /// Notifications given up on, or not queued because the queue was full.
     pub webhook_dropped: AtomicU64,
+    /// Rollup units (a channel's minute; on TimescaleDB a refresh range)
+    /// that failed and were set aside to be retried alone.
+    pub rollup_failed_minutes: AtomicU64,
+    /// Minute rollups whose readings' sum is beyond the double range.
+    pub rollup_overflows: AtomicU64,
+    /// Messages the live batcher's full queue could not take.
+    pub live_dropped_messages: AtomicU64,
+    /// Minutes set aside after failing, waiting for their retry.
+    pub rollup_set_aside: AtomicI64,
     /// Per webhook receiver: when its oldest undelivered notification was
     /// queued (Unix ms), 0 when it has none.
     pub webhook_oldest_ms: OnceLock<Vec<AtomicI64>>,
@@ -94,13 +103,6 @@ pub struct Metrics {
     pub ws_sessions_ended: AtomicU64,
     /// TLS handshakes of the HTTPS listener that failed or timed out.
     pub https_handshake_failures: AtomicU64,
-    /// Rollup units (a channel's minute; on TimescaleDB a refresh range)
-    /// that failed and were set aside to be retried alone.
-    pub rollup_failed_minutes: AtomicU64,
-    /// Minute rollups whose readings' sum is beyond the double range.
-    pub rollup_overflows: AtomicU64,
-    /// Minutes set aside after failing, waiting for their retry.
-    pub rollup_set_aside: AtomicI64,
 }
 
 /// The spool's figures at scrape time: the spool lives in `store`, above
@@ -331,6 +333,21 @@ impl Metrics {
             self.webhook_dropped.load(Relaxed),
         );
         counter(
+            "trackside_live_dropped_messages_total",
+            "Messages the live fan-out's full queue could not take; every WebSocket client was then resynchronised.",
+            self.live_dropped_messages.load(Relaxed),
+        );
+        counter(
+            "trackside_rollup_failures_total",
+            "Rollup units (a channel's minute, or a refresh range on TimescaleDB) that failed; each is set aside and retried alone while history answers it from raw readings.",
+            self.rollup_failed_minutes.load(Relaxed),
+        );
+        counter(
+            "trackside_rollup_overflows_total",
+            "Minute rollups computed whose readings sum beyond the double range (stored as +-Infinity; averages come from the readings).",
+            self.rollup_overflows.load(Relaxed),
+        );
+        counter(
             "trackside_exception_transitions_lost_total",
             "Exception transitions that could be kept neither in the database, nor the journal, nor its memory overflow.",
             self.exception_transitions_lost.load(Relaxed),
@@ -364,16 +381,6 @@ impl Metrics {
             "trackside_https_handshake_failures_total",
             "TLS handshakes on the HTTPS listener that failed or timed out.",
             self.https_handshake_failures.load(Relaxed),
-        );
-        counter(
-            "trackside_rollup_failures_total",
-            "Rollup units (a channel's minute, or a refresh range on TimescaleDB) that failed; each is set aside and retried alone while history answers it from raw readings.",
-            self.rollup_failed_minutes.load(Relaxed),
-        );
-        counter(
-            "trackside_rollup_overflows_total",
-            "Minute rollups computed whose readings sum beyond the double range (stored as +-Infinity; averages come from the readings).",
-            self.rollup_overflows.load(Relaxed),
         );
         let name = "trackside_rejections_total";
         let _ = writeln!(

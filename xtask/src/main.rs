@@ -34,6 +34,11 @@ commands:
                    seed a week of 1 Hz readings for 100 channels in a private
                    PostgreSQL and measure GET /api/history against its bare
                    SQL (about 10 minutes; --reuse keeps the seed, --help)
+  bench-ui [args...]
+                   build the app, seed a week of 8 channels, and time the
+                   history page in headless Chromium (first chart, a preset,
+                   a drag-zoom, frames under a live tail) against a bare
+                   uPlot page drawing the same points (--reuse, --help)
   bench-export [args...]
                    seed 10 million readings in a private PostgreSQL and export
                    them as CSV from a release server against psql's COPY, with
@@ -71,7 +76,13 @@ fn dispatch(args: Vec<String>) -> Result<()> {
     let rest = rest.strip_prefix(&["--".to_owned()]).unwrap_or(rest);
     if !matches!(
         command,
-        "demo" | "bench-ingest" | "bench-history" | "bench-export" | "bench-replay" | "fuzz"
+        "demo"
+            | "bench-ingest"
+            | "bench-history"
+            | "bench-ui"
+            | "bench-export"
+            | "bench-replay"
+            | "fuzz"
     ) && !rest.is_empty()
     {
         bail!("`{command}` takes no arguments, got {rest:?}\n\n{HELP}");
@@ -83,6 +94,7 @@ fn dispatch(args: Vec<String>) -> Result<()> {
         "test" => test(&root),
         "bench-ingest" => bench_ingest(&root, rest),
         "bench-history" => bench_history(&root, rest),
+        "bench-ui" => bench_ui(&root, rest),
         "bench-export" => bench_export(&root, rest),
         "bench-replay" => bench_replay(&root, rest),
         "fuzz" => fuzz::run_targets(&root, rest),
@@ -245,6 +257,29 @@ fn bench_history(root: &Path, args: &[String]) -> Result<()> {
                 "trackside",
                 "--example",
                 "history-bench",
+                "--",
+            ])
+            .args(args)
+            .current_dir(root);
+        run(&mut bench, false)
+    })
+}
+
+/// The app as an operator's browser runs it: needs the built app and
+/// Chromium, as the browser tests do.
+fn bench_ui(root: &Path, args: &[String]) -> Result<()> {
+    setup::install_missing(root)?;
+    frontend::build(root)?;
+    step("bench: ui", || {
+        let mut bench = Command::new(cargo());
+        bench
+            .args([
+                "run",
+                "--release",
+                "--package",
+                "trackside",
+                "--example",
+                "ui-bench",
                 "--",
             ])
             .args(args)

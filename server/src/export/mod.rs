@@ -511,7 +511,8 @@ impl Job {
                     Resolution::Minute => Tier::Minute,
                     _ => Tier::Hour,
                 };
-                let split = rollup::dirty_split(&mut *conn, tier, &ids, lo, hi)
+                // Bucketed exports are UTC minutes and hours: no zone.
+                let split = rollup::dirty_split(&mut *conn, tier, &ids, lo, hi, "UTC")
                     .await
                     .map_err(database)?;
                 let mut rows = sqlx::query_as::<_, BucketRow>(AssertSqlSafe(sql))

@@ -253,11 +253,15 @@ async fn every_bucket_matches_sql_over_raw_rows() {
             t0 + 2 * HOUR + 7,
             t0 + 30 * HOUR,
             300,
-            HistorySource::Minute,
+            HistorySource::FiveMinute,
         ),
-        (t0, t0 + span, 1000, HistorySource::Minute),
+        (t0, t0 + span, 1000, HistorySource::FiveMinute),
+        (t0, t0 + span, 2000, HistorySource::Minute),
+        (t0 - 5 * HOUR, t0 + span, 200, HistorySource::QuarterHour),
         (t0 - DAY, t0 + span + DAY, 40, HistorySource::Hour),
         (t0 + 19 * HOUR, t0 + 24 * HOUR, 5, HistorySource::Hour),
+        (t0 - DAY, t0 + span + DAY, 8, HistorySource::SixHour),
+        (t0, t0 + span, 8, HistorySource::SixHour),
     ];
     let check_all = |what: &'static str| {
         let server = &server;
@@ -473,7 +477,7 @@ async fn wide_buckets_follow_the_yards_clock_across_daylight_saving() {
     let answer = history(&server, &["T3/relay_voltage"], from, to, 4).await;
     assert_eq!(
         (answer.source, answer.bucket_ms),
-        (HistorySource::Hour, DAY)
+        (HistorySource::SixHour, DAY)
     );
     let t = answer.series[0].data.times().to_vec();
     assert_eq!(

@@ -10,6 +10,10 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use trackside_wire::{History, HistorySource, SeriesData};
 
+use chrono::TimeZone as _;
+use trackside::history::BucketQuery;
+use trackside::store::rollup::Tier;
+
 use crate::harness::{TestServer, dirty_marks, eventually, fresh_database};
 
 const MINUTE: i64 = 60_000;
@@ -265,10 +269,11 @@ fn finite_reading() -> impl Strategy<Value = f64> {
     ]
 }
 
-/// Readings (milliseconds into a three-hour span, value), distinct times,
-/// most of them in the first few minutes, so that extremes share minutes.
+/// Readings (milliseconds into a day, value), distinct times, most of
+/// them in the first few minutes, so that extremes share minutes, and
+/// some across the day, so that every tier has several buckets.
 fn readings() -> impl Strategy<Value = Vec<(i64, f64)>> {
-    let minute = prop_oneof![3 => 0..4i64, 1 => 0..180i64];
+    let minute = prop_oneof![3 => 0..4i64, 1 => 0..180i64, 1 => 0..1440i64];
     prop::collection::vec((minute, 0..MINUTE, finite_reading()), 1..60).prop_map(|v| {
         let mut v: Vec<(i64, f64)> = v.into_iter().map(|(m, t, x)| (m * MINUTE + t, x)).collect();
         v.sort_by_key(|&(t, _)| t);
@@ -317,9 +322,11 @@ fn reference(values: &[f64]) -> Reference {
         first: values[0],
         last: values[values.len() - 1],
         scaled_sum: sum + carry,
-        // A sum of n doubles errs by at most (n - 1) eps times the sum of
-        // magnitudes; the scaling loses at most one subnormal step each.
-        scaled_slack: (n + 3.0) * f64::EPSILON * magnitude
+        // A sum of n doubles, in any order and grouping, errs by at most
+        // (n - 1) eps times the sum of magnitudes; each tier's combination
+        // of its two parts rounds twice more; the scaling loses at most one
+        // subnormal step per value.
+        scaled_slack: (n + 12.0) * f64::EPSILON * magnitude
             + (n + 1.0) * 5e-324
             + f64::EPSILON * (sum + carry).abs(),
     }
@@ -363,10 +370,41 @@ fn check_sum_and_mean(what: &str, sum: f64, avg: Option<f64>, r: &Reference, may
 /// One rollup row with `rollup_avg` over its bucket.
 type Row = (DateTime<Utc>, f64, f64, f64, i64, f64, f64, Option<f64>);
 
-async fn rows(pool: &sqlx::PgPool, relation: &str, channel: i32, width: &str) -> Vec<Row> {
+/// The zone of the six-hour tier in the property test: it changes to
+/// summer time inside the tested day.
+const ZONE: &str = "Europe/London";
+
+/// The start (Unix ms) of the bucket of `tier` holding `t`: UTC for every
+/// tier but six hours, which is on [`ZONE`]'s wall clock and takes whole
+/// hours by their start.
+fn bucket_of(tier: Tier, t: i64) -> i64 {
+    let width = tier.width_ms();
+    if tier != Tier::SixHours {
+        return t.div_euclid(width) * width;
+    }
+    let zone: chrono_tz::Tz = ZONE.parse().unwrap();
+    let hour = DateTime::from_timestamp_millis(t.div_euclid(HOUR) * HOUR).unwrap();
+    let local = hour.with_timezone(&zone).naive_local();
+    let origin = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let offset = (local - origin).num_milliseconds().div_euclid(width) * width;
+    let start = origin + chrono::TimeDelta::milliseconds(offset);
+    zone.from_local_datetime(&start)
+        .earliest()
+        .expect("bucket starts are not in a gap")
+        .timestamp_millis()
+}
+
+async fn rows(pool: &sqlx::PgPool, relation: &str, channel: i32, tier: Tier) -> Vec<Row> {
+    let end = match tier {
+        Tier::SixHours => format!("rollup_6h_end(bucket, '{ZONE}')"),
+        other => format!("bucket + {} * interval '1 millisecond'", other.width_ms()),
+    };
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT bucket, min, max, sum, count, first, last,
-                rollup_avg(sum, count, channel_id, bucket, bucket + interval '{width}')
+                rollup_avg(sum, count, channel_id, bucket, {end})
          FROM {relation} WHERE channel_id = $1 ORDER BY bucket"
     )))
     .bind(channel)
@@ -375,10 +413,10 @@ async fn rows(pool: &sqlx::PgPool, relation: &str, channel: i32, width: &str) ->
     .expect("reading rollup rows")
 }
 
-fn check_rows(what: &str, got: &[Row], readings: &[(i64, f64)], t0: i64, width: i64) {
+fn check_rows(what: &str, got: &[Row], readings: &[(i64, f64)], t0: i64, tier: Tier) {
     let mut buckets: Vec<(i64, Vec<f64>)> = Vec::new();
     for &(t, v) in readings {
-        let b = (t0 + t).div_euclid(width) * width;
+        let b = bucket_of(tier, t0 + t);
         match buckets.last_mut() {
             Some((last, values)) if *last == b => values.push(v),
             _ => buckets.push((b, vec![v])),
@@ -395,37 +433,67 @@ fn check_rows(what: &str, got: &[Row], readings: &[(i64, f64)], t0: i64, width: 
             (r.count, r.min, r.max, r.first, r.last),
             "{at}"
         );
-        // An hour's sum adds its minutes' sums: one beyond the range is
-        // ±Infinity, and the hour then cannot be finite.
-        let saturated_minute = width > MINUTE && {
-            let mut minutes: Vec<(i64, Vec<f64>)> = Vec::new();
-            for &(t, v) in readings
-                .iter()
-                .filter(|&&(t, _)| (t0 + t).div_euclid(width) * width == *b)
-            {
-                let mb = (t0 + t).div_euclid(MINUTE);
-                match minutes.last_mut() {
-                    Some((last, vs)) if *last == mb => vs.push(v),
-                    _ => minutes.push((mb, vec![v])),
+        // A coarser bucket adds the sums of a finer tier: one beyond the
+        // range is ±Infinity there, and every bucket holding it is ±Infinity
+        // or NaN, whatever its own true sum (its average stays exact).
+        let mine: Vec<(i64, f64)> = readings
+            .iter()
+            .copied()
+            .filter(|&(t, _)| bucket_of(tier, t0 + t) == *b)
+            .collect();
+        let saturated_minute = Tier::ALL
+            .iter()
+            .take_while(|&&finer| finer != tier)
+            .any(|&finer| {
+                let mut parts: Vec<(i64, Vec<f64>)> = Vec::new();
+                for &(t, v) in &mine {
+                    let part = bucket_of(finer, t0 + t);
+                    match parts.last_mut() {
+                        Some((last, vs)) if *last == part => vs.push(v),
+                        _ => parts.push((part, vec![v])),
+                    }
                 }
-            }
-            minutes
-                .iter()
-                .any(|(_, vs)| reference(vs).scaled_sum.abs() >= f64::MAX * DOWN * (1.0 - 1e-12))
-        };
+                parts.iter().any(|(_, vs)| {
+                    reference(vs).scaled_sum.abs() >= f64::MAX * DOWN * (1.0 - 1e-12)
+                })
+            });
         check_sum_and_mean(&at, sum, avg, &r, saturated_minute);
     }
 }
 
-/// Any finite readings, late ones into rolled-up minutes included: the
-/// exact view before the job, the minute and hour tables after it, and the
-/// answers' averages all agree with exact arithmetic, and no pass fails.
+/// Every tier's exact view and table against the readings.
+async fn check_tiers(pool: &sqlx::PgPool, channel: i32, all: &[(i64, f64)], t0: i64, when: &str) {
+    for tier in Tier::ALL {
+        for relation in [tier.view(), tier.table()] {
+            // Before the job the tables lag; only the views must be exact.
+            if when == "dirty" && relation == tier.table() {
+                continue;
+            }
+            let got = rows(pool, relation, channel, tier).await;
+            check_rows(&format!("{relation}, {when}"), &got, all, t0, tier);
+        }
+    }
+}
+
+/// Any finite readings, late ones into rolled-up minutes included: every
+/// tier's exact view before the job, every tier's table and view after
+/// it, and the answers' averages agree with exact arithmetic, and no pass
+/// fails. The readings span the day the clocks go forward in the six-hour
+/// tier's zone.
 #[test]
 fn rollups_hold_for_any_finite_readings() {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    let pool = runtime.block_on(fresh_database());
+    let pool = runtime.block_on(async {
+        let pool = fresh_database().await;
+        let mut conn = pool.acquire().await.unwrap();
+        trackside::store::rollup::plain::set_zone(&mut conn, ZONE)
+            .await
+            .expect("setting the six-hour tier's zone");
+        drop(conn);
+        pool
+    });
     let config = trackside::config::HistoryConfig::default();
-    let t0 = ms("2026-11-20T09:00:00Z");
+    let t0 = ms("2026-03-28T20:00:00Z");
     let next_channel = AtomicI32::new(1);
     let mut runner = TestRunner::new(ProptestConfig {
         cases: 48,
@@ -439,7 +507,7 @@ fn rollups_hold_for_any_finite_readings() {
                 .await
                 .expect("a pass");
             assert_eq!(pass.failed, 0);
-            // Late readings into rolled-up minutes: the view answers them
+            // Late readings into rolled-up minutes: the views answer them
             // from raw rows before the job, the tables after it.
             insert(&pool, channel, t0, &late).await;
             let mut all: Vec<(i64, f64)> = first.clone();
@@ -449,38 +517,12 @@ fn rollups_hold_for_any_finite_readings() {
                 }
             }
             all.sort_by_key(|&(t, _)| t);
-            check_rows(
-                "history_1m, dirty",
-                &rows(&pool, "history_1m", channel, "1 minute").await,
-                &all,
-                t0,
-                MINUTE,
-            );
-            check_rows(
-                "history_1h, dirty",
-                &rows(&pool, "history_1h", channel, "1 hour").await,
-                &all,
-                t0,
-                HOUR,
-            );
+            check_tiers(&pool, channel, &all, t0, "dirty").await;
             let pass = trackside::store::rollup::refresh_dirty(&pool, &config, 100_000)
                 .await
                 .expect("a pass");
             assert_eq!(pass.failed, 0);
-            check_rows(
-                "readings_1m",
-                &rows(&pool, "readings_1m", channel, "1 minute").await,
-                &all,
-                t0,
-                MINUTE,
-            );
-            check_rows(
-                "readings_1h",
-                &rows(&pool, "readings_1h", channel, "1 hour").await,
-                &all,
-                t0,
-                HOUR,
-            );
+            check_tiers(&pool, channel, &all, t0, "rolled up").await;
         });
         Ok(())
     });
@@ -506,4 +548,182 @@ async fn insert(pool: &sqlx::PgPool, channel: i32, t0: i64, readings: &[(i64, f6
     .execute(pool)
     .await
     .expect("inserting readings");
+}
+
+/// One bucket as a bucket query returns it: channel, start, min, max, avg,
+/// count, first, last, newest.
+type BucketRow = (
+    i32,
+    DateTime<Utc>,
+    f64,
+    f64,
+    Option<f64>,
+    i64,
+    f64,
+    f64,
+    DateTime<Utc>,
+);
+
+/// Runs a bucket query as the history API does, over `[lo, hi)` (a whole
+/// number of `width` buckets from `lo`).
+async fn buckets(
+    pool: &sqlx::PgPool,
+    query: BucketQuery,
+    ids: &[i32],
+    lo: DateTime<Utc>,
+    hi: DateTime<Utc>,
+    width: i64,
+) -> Vec<BucketRow> {
+    let mut conn = pool.acquire().await.unwrap();
+    let tier = query.tier().expect("a rollup query");
+    let split = trackside::store::rollup::dirty_split(&mut conn, tier, ids, lo, hi, ZONE)
+        .await
+        .unwrap();
+    let mut statement = sqlx::query_as(query.sql())
+        .bind(ids)
+        .bind(lo)
+        .bind(hi)
+        .bind(width)
+        .bind(split);
+    if query.takes_zone() {
+        statement = statement.bind(ZONE);
+    }
+    let mut rows: Vec<BucketRow> = statement.fetch_all(&mut *conn).await.unwrap();
+    rows.sort_by_key(|r| (r.0, r.1));
+    rows
+}
+
+/// Every tier that a bucket width is a whole number of buckets of answers
+/// it alike: the 1-, 5- and 15-minute and hour tiers for UTC widths, the
+/// hour and six-hour tiers for wall-clock ones (across a daylight-saving
+/// change), with the rollups settled and with late readings marked dirty
+/// in the middle of the range.
+#[tokio::test]
+async fn every_tier_that_covers_a_width_answers_alike() {
+    let pool = fresh_database().await;
+    let mut conn = pool.acquire().await.unwrap();
+    trackside::store::rollup::plain::set_zone(&mut conn, ZONE)
+        .await
+        .unwrap();
+    drop(conn);
+    let config = trackside::config::HistoryConfig::default();
+    // Three days around the spring change, 1 and 2 with gaps and jitter.
+    let t0 = ms("2026-03-27T22:10:00Z");
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for channel in [1, 2] {
+        let mut readings = Vec::new();
+        let mut t = 0;
+        while t < 3 * 24 * HOUR {
+            let in_gap = (20 * HOUR..23 * HOUR).contains(&t) && channel == 2;
+            if !in_gap {
+                readings.push((t, (next() % 10_000) as f64 / 100.0 - 50.0));
+            }
+            t += 20_000 + (next() % 50_000) as i64;
+        }
+        insert(&pool, channel, t0, &readings).await;
+    }
+    trackside::store::rollup::settle(&pool, &config, trackside::store::rollup::StoragePath::Plain)
+        .await
+        .unwrap();
+
+    let lo_utc =
+        |width: i64| DateTime::from_timestamp_millis(t0.div_euclid(width) * width).unwrap();
+    let hi = DateTime::from_timestamp_millis(t0 + 3 * 24 * HOUR).unwrap();
+    let check = |state: &'static str| {
+        let pool = &pool;
+        async move {
+            use BucketQuery as Q;
+            let utc = [
+                (5 * MINUTE, vec![Q::Minutes, Q::FiveMinutes]),
+                (
+                    15 * MINUTE,
+                    vec![Q::Minutes, Q::FiveMinutes, Q::QuarterHours],
+                ),
+                (
+                    30 * MINUTE,
+                    vec![Q::Minutes, Q::FiveMinutes, Q::QuarterHours],
+                ),
+                (
+                    HOUR,
+                    vec![Q::Minutes, Q::FiveMinutes, Q::QuarterHours, Q::Hours],
+                ),
+            ];
+            for (width, queries) in utc {
+                let lo = lo_utc(width);
+                let hi = lo
+                    + chrono::TimeDelta::milliseconds(
+                        (hi - lo).num_milliseconds().div_euclid(width) * width,
+                    );
+                let want = buckets(pool, queries[0], &[1, 2], lo, hi, width).await;
+                assert!(
+                    want.len() > 100,
+                    "{state}: {width} ms: {} buckets",
+                    want.len()
+                );
+                for &query in &queries[1..] {
+                    let got = buckets(pool, query, &[1, 2], lo, hi, width).await;
+                    same(
+                        &format!("{state}: {width} ms, {query:?} against {:?}", queries[0]),
+                        &got,
+                        &want,
+                    );
+                }
+            }
+            for width in [6 * HOUR, 12 * HOUR, 24 * HOUR] {
+                // Wall-clock bins: from the local bin holding t0.
+                let lo: DateTime<Utc> = sqlx::query_scalar(
+                    "SELECT date_bin($2 * interval '1 millisecond', $1 AT TIME ZONE $3,
+                                     timestamp '2000-01-01') AT TIME ZONE $3",
+                )
+                .bind(DateTime::from_timestamp_millis(t0).unwrap())
+                .bind(width)
+                .bind(ZONE)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+                let want = buckets(pool, Q::HoursWallClock, &[1, 2], lo, hi, width).await;
+                let got = buckets(pool, Q::SixHours, &[1, 2], lo, hi, width).await;
+                assert!(want.len() >= 6, "{state}: {width} ms");
+                same(
+                    &format!("{state}: {width} ms on the wall clock"),
+                    &got,
+                    &want,
+                );
+            }
+        }
+    };
+    check("settled").await;
+    // Late readings in the middle of the range: every query reads the
+    // tier up to the dirty bucket and minutes from there.
+    let late: Vec<(i64, f64)> = (0..40)
+        .map(|i| (30 * HOUR + i * 61_000 + 5, 99.5))
+        .collect();
+    insert(&pool, 1, t0, &late).await;
+    assert!(dirty_marks(&pool).await > 0);
+    check("dirty").await;
+}
+
+fn same(what: &str, got: &[BucketRow], want: &[BucketRow]) {
+    assert_eq!(got.len(), want.len(), "{what}: buckets");
+    for (g, w) in got.iter().zip(want) {
+        let at = format!("{what}, channel {} at {}", w.0, w.1);
+        assert_eq!(
+            (g.0, g.1, g.2, g.3, g.5, g.6, g.7, g.8),
+            (w.0, w.1, w.2, w.3, w.5, w.6, w.7, w.8),
+            "{at}"
+        );
+        match (g.4, w.4) {
+            (Some(a), Some(b)) => assert!(
+                (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                "avg {a} vs {b}, {at}"
+            ),
+            (a, b) => assert_eq!(a, b, "avg, {at}"),
+        }
+    }
 }

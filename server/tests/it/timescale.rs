@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use trackside::config::Config;
-use trackside::store::rollup::StoragePath;
+use trackside::store::rollup::{StoragePath, Tier};
 use trackside_wire::{History, SeriesData};
 
 use crate::harness::{
@@ -237,7 +237,7 @@ async fn timescale_starts_in_quick_succession_do_not_race() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(policies.len(), 2, "{policies:?}");
+    assert_eq!(policies.len(), Tier::ALL.len(), "{policies:?}");
     assert!(policies.iter().all(|(_, n)| *n == 1), "{policies:?}");
     // And they serve: a reading through one is in the others' history.
     let mut gateway = b.gateway("gw-ts").await;

@@ -423,7 +423,8 @@ async fn without_a_layout_the_api_says_how_to_get_one() {
 async fn the_backfill_writes_its_hours_once_and_later_only_the_gap() {
     let pool = crate::harness::fresh_database().await;
     // Plain tables here; TimescaleDB with TRACKSIDE_TEST_DATABASE_URL.
-    let storage = trackside::store::rollup::prepare(&pool, &test_config().history)
+    let config = test_config();
+    let storage = trackside::store::rollup::prepare(&pool, &config.history, &config.yard.timezone)
         .await
         .unwrap();
     let yard = Yard::new(&YardOptions {
@@ -494,6 +495,26 @@ async fn the_backfill_writes_its_hours_once_and_later_only_the_gap() {
     .await
     .unwrap();
     assert_eq!((minutes, per_minute), (120, Some(4)));
+    // And every coarser tier, so history at any width reads no raw rows.
+    for (tier, buckets) in [
+        ("readings_5m", Some(24)),
+        ("readings_15m", Some(8)),
+        ("readings_1h", Some(2)),
+        // Six-hour buckets follow the yard's clock: one or two here.
+        ("readings_6h", None),
+    ] {
+        let (n, readings): (i64, Option<i64>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*), sum(t.count)::bigint FROM {tier} t
+             JOIN channels c ON c.id = t.channel_id WHERE c.name = 'T101/relay_voltage'"
+        )))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(readings, Some(480), "{tier}");
+        if let Some(buckets) = buckets {
+            assert_eq!(n, buckets, "{tier}");
+        }
+    }
 
     // A second start at the same moment writes nothing.
     let again = backfill::plan(&pool, &yard, now, span).await.unwrap();

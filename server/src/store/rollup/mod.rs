@@ -1,29 +1,33 @@
-//! Rollups behind the history API and bucketed export: per channel, per
-//! UTC minute and per UTC hour, the min, max, sum, count, first and last
-//! reading.
+//! Rollups behind the history API and bucketed export: per channel and
+//! bucket of each [`Tier`] (1 and 5 and 15 minutes and 1 hour in UTC, 6
+//! hours on the yard's wall clock), the min, max, sum, count, first and
+//! last reading.
 //!
 //! Why this module exists: a week of a channel is 600,000 readings but
-//! 10,080 minutes, so every chart wider than a few hours reads rollups,
-//! and a rollup is only useful if it is exact. Readers therefore never
+//! 672 quarter hours, so every chart wider than a few hours reads rollups
+//! (each tier built from the one below it, so every bucket width up to a
+//! day takes at most four rows), and a rollup is only useful if it is
+//! exact. Readers therefore never
 //! trust a rollup row blindly: every write of a reading older than the
 //! rollups' reach leaves a *dirty mark* (channel, minute) in
 //! `rollup_dirty`, readers take rollup rows only before the earliest mark
-//! of their request ([`dirty_split`]) and read the views `history_1m` /
-//! `history_1h` from there, which answer a marked minute (and an hour
-//! holding one) from raw rows. The background job ([`run`]) brings the
+//! of their request ([`dirty_split`]) and read the views `history_<tier>`
+//! from there, which answer a marked bucket from the finer tier's view,
+//! and a marked minute from raw rows. The background job ([`run`]) brings the
 //! rollups up to date and removes the marks.
 //!
 //! Two storage paths, chosen once at start-up by [`prepare`]:
 //!
-//! - **Plain PostgreSQL** ([`plain`]): tables `readings_1m` and
-//!   `readings_1h`, their aggregates defined once by the SQL functions
-//!   `rollup_minutes` and `rollup_hours` that the job, [`plain::rebuild`]
-//!   and the views all call. A statement trigger on `readings` marks every
+//! - **Plain PostgreSQL** ([`plain`]): tables `readings_<tier>`, their
+//!   aggregates defined once by the SQL functions `rollup_minutes`,
+//!   `rollup_5m`, `rollup_15m`, `rollup_hours` and `rollup_6h` that the
+//!   job, [`plain::rebuild`] and the views all call. A statement trigger on `readings` marks every
 //!   minute a write touched; a pass claims marks and recomputes them, and a
 //!   minute that cannot be recomputed is isolated and retried alone, so it
 //!   never holds up the others.
-//! - **TimescaleDB** ([`timescale`]): `readings` is a hypertable and the two
-//!   names are continuous aggregates. The store writer marks readings
+//! - **TimescaleDB** ([`timescale`]): `readings` is a hypertable and the
+//!   tiers are continuous aggregates of the same names, each on the one
+//!   below. The store writer marks readings
 //!   older than the aggregates' real-time reach (the trigger cannot run on
 //!   a hypertable), and the job refreshes exactly the marked ranges, however
 //!   old, so late readings are exact at once and reach the aggregates.
@@ -44,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{HistoryConfig, TimescaleMode};
 use crate::metrics::Metrics;
-use crate::time::floor_to_hour;
+use crate::time::{HOUR_MS, MINUTE_MS, floor_to_hour};
 
 pub use plain::{Refresher, apply_retention, rebuild, refresh_dirty, roll_up_written};
 
@@ -100,13 +104,62 @@ const REFRESH_LOCK: i64 = 0x7472_6b5f_726f_6c6c; // "trk_roll"
 /// (two `CREATE EXTENSION`s at once fail one of them).
 const PREPARE_LOCK: i64 = 0x7472_6b5f_7473_6462; // "trk_tsdb"
 
-/// A rollup table: per-minute or per-hour aggregates.
+/// A rollup tier, finest first. Each is built from the one before it, and
+/// each bucket width of the history ladder divides into whole buckets of
+/// one tier: at most four rows per bucket up to a day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
     Minute,
+    FiveMinutes,
+    QuarterHour,
     Hour,
+    /// On the yard's wall clock: from local 00:00, 06:00, 12:00 and 18:00.
+    SixHours,
 }
 
+impl Tier {
+    pub const ALL: [Tier; 5] = [
+        Tier::Minute,
+        Tier::FiveMinutes,
+        Tier::QuarterHour,
+        Tier::Hour,
+        Tier::SixHours,
+    ];
+
+    /// The table (or continuous aggregate) holding the tier.
+    pub fn table(self) -> &'static str {
+        match self {
+            Self::Minute => "readings_1m",
+            Self::FiveMinutes => "readings_5m",
+            Self::QuarterHour => "readings_15m",
+            Self::Hour => "readings_1h",
+            Self::SixHours => "readings_6h",
+        }
+    }
+
+    /// The exact view of the tier.
+    pub fn view(self) -> &'static str {
+        match self {
+            Self::Minute => "history_1m",
+            Self::FiveMinutes => "history_5m",
+            Self::QuarterHour => "history_15m",
+            Self::Hour => "history_1h",
+            Self::SixHours => "history_6h",
+        }
+    }
+
+    /// The nominal bucket width (a six-hour bucket is five or seven hours
+    /// long across a daylight-saving change).
+    pub fn width_ms(self) -> i64 {
+        match self {
+            Self::Minute => MINUTE_MS,
+            Self::FiveMinutes => 5 * MINUTE_MS,
+            Self::QuarterHour => 15 * MINUTE_MS,
+            Self::Hour => HOUR_MS,
+            Self::SixHours => 6 * HOUR_MS,
+        }
+    }
+}
 /// What one pass of the job did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PassReport {
@@ -121,19 +174,22 @@ pub struct PassReport {
     pub overflowed: u64,
 }
 
-/// Where the exact range of a rollup read starts: the earliest dirty
-/// minute of these channels in `[lo, hi)` (floored to its hour for the
-/// hour tier), or `hi` when every rollup row is current. Before it a
-/// reader may take rollup rows as they are; from it on it must read the
-/// `history_1m`/`history_1h` views, which compute dirty buckets from raw
-/// rows. Both storage paths keep marks.
+/// Where the exact range of a rollup read starts: the start of the tier's
+/// bucket holding the earliest dirty minute of these channels in
+/// `[lo, hi)`, or `hi` when every rollup row is current. Before it a
+/// reader may take the tier's rows as they are; from it on it must read
+/// the tier's exact view, which computes dirty buckets from finer data.
+/// `zone` places six-hour buckets. Both storage paths keep marks.
 pub async fn dirty_split(
     conn: &mut PgConnection,
     tier: Tier,
     ids: &[i32],
     lo: DateTime<Utc>,
     hi: DateTime<Utc>,
+    zone: &str,
 ) -> sqlx::Result<DateTime<Utc>> {
+    // Readers' ranges start on a bucket of the tier: a mark before `lo`
+    // is in a bucket they do not read.
     let earliest: Option<DateTime<Utc>> = sqlx::query_scalar(
         "SELECT min(minute) FROM rollup_dirty
          WHERE channel_id = ANY($1) AND minute >= $2 AND minute < $3",
@@ -141,27 +197,44 @@ pub async fn dirty_split(
     .bind(ids)
     .bind(lo)
     .bind(hi)
-    .fetch_one(conn)
+    .fetch_one(&mut *conn)
     .await?;
-    let split = match (earliest, tier) {
-        (None, _) => hi,
-        (Some(minute), Tier::Minute) => minute,
-        (Some(minute), Tier::Hour) => floor_to_hour(minute).unwrap_or(minute),
+    let Some(minute) = earliest else {
+        return Ok(hi);
+    };
+    let split = match tier {
+        Tier::SixHours => {
+            sqlx::query_scalar("SELECT rollup_6h_start($1, $2)")
+                .bind(minute)
+                .bind(zone)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+        utc => {
+            let width = utc.width_ms();
+            DateTime::from_timestamp_millis(minute.timestamp_millis().div_euclid(width) * width)
+                .unwrap_or(minute)
+        }
     };
     Ok(split.clamp(lo, hi))
 }
 
 /// Chooses the storage path, sets TimescaleDB up when it is there (every
-/// start: each step is idempotent and follows configuration changes), and
-/// logs which path serves history. Runs before the store writer starts,
-/// which needs to know the path.
-pub async fn prepare(pool: &PgPool, config: &HistoryConfig) -> anyhow::Result<StoragePath> {
+/// start: each step is idempotent and follows configuration changes),
+/// builds the six-hour tier for the yard's `zone` (again when it changed),
+/// and logs which path serves history. Runs before the store writer
+/// starts, which needs to know the path.
+pub async fn prepare(
+    pool: &PgPool,
+    config: &HistoryConfig,
+    zone: &str,
+) -> anyhow::Result<StoragePath> {
     let mut conn = pool.acquire().await?;
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(PREPARE_LOCK)
         .execute(&mut *conn)
         .await?;
-    let prepared = prepare_locked(&mut conn, config).await;
+    let prepared = prepare_locked(&mut conn, config, zone).await;
     let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(PREPARE_LOCK)
         .execute(&mut *conn)
@@ -175,13 +248,29 @@ pub async fn prepare(pool: &PgPool, config: &HistoryConfig) -> anyhow::Result<St
 async fn prepare_locked(
     conn: &mut PgConnection,
     config: &HistoryConfig,
+    zone: &str,
 ) -> anyhow::Result<StoragePath> {
+    // A zone PostgreSQL does not know aligns wide buckets to UTC, as the
+    // history API does (`HistorySettings`).
+    let zone = if sqlx::query("SELECT now() AT TIME ZONE $1")
+        .bind(zone)
+        .execute(&mut *conn)
+        .await
+        .is_ok()
+    {
+        zone
+    } else {
+        "UTC"
+    };
     let path = choose_path(conn, config).await?;
-    if path == StoragePath::Timescale {
-        timescale::set_up(conn, config).await.context(
+    match path {
+        StoragePath::Plain => plain::set_zone(conn, zone)
+            .await
+            .context("building the six-hour rollups for the yard's time zone")?,
+        StoragePath::Timescale => timescale::set_up(conn, config, zone).await.context(
             "setting up TimescaleDB for history (history.timescaledb = \"off\" keeps plain \
              tables, as long as readings is not a hypertable yet)",
-        )?;
+        )?,
     }
     Ok(path)
 }

@@ -1,6 +1,7 @@
 //! The TimescaleDB path: `readings` as a hypertable with compression and
-//! retention policies, the rollups as continuous aggregates of the plain
-//! path's names and columns (hours built on minutes).
+//! retention policies, the rollup tiers as continuous aggregates of the
+//! plain path's names and columns, each built on the one below it
+//! (hierarchical aggregates; the six-hour one on the yard's wall clock).
 //!
 //! Why it keeps dirty marks like the plain path: a real-time continuous
 //! aggregate computes only the buckets after its watermark from raw rows.
@@ -31,10 +32,9 @@ use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use sqlx::{PgConnection, PgPool};
 
-use super::{PassReport, REFRESH_LOCK, raw_horizon, sum_of};
+use super::{PassReport, REFRESH_LOCK, Tier, raw_horizon, sum_of};
 use crate::config::HistoryConfig;
 use crate::metrics::Metrics;
-use crate::time::floor_to_hour;
 
 /// A reading this much older than the writer's clock may belong to a
 /// materialised minute, so the writer marks it. The minute aggregate is
@@ -43,58 +43,123 @@ use crate::time::floor_to_hour;
 /// skew between this host and the database.
 pub const LATE_AFTER: TimeDelta = TimeDelta::seconds(30);
 
-/// The continuous aggregates carry this comment; one without it (made by
-/// an earlier version, whose sums could overflow) is replaced.
-const AGGREGATES_VERSION: &str = "trackside rollups 2: overflow-free sums";
+/// The continuous aggregates carry this comment (the six-hour one with its
+/// zone); one without it (made by an earlier version: sums that could
+/// overflow, fewer tiers, another zone) is replaced, with every coarser one.
+const AGGREGATES_VERSION: &str = "trackside rollups 3: tiers, overflow-free sums";
 
 /// Marked minutes closer than this are refreshed in one call.
 const MERGE_GAP: TimeDelta = TimeDelta::hours(1);
 
-/// One continuous aggregate: its name, its query, and its policy's end
-/// offset and schedule. The end offset is also where manual refreshes end.
+/// One continuous aggregate: its tier, the relation it is built from, and
+/// its policy's end offset (also where manual refreshes end) and schedule.
 struct Aggregate {
-    name: &'static str,
-    query: &'static str,
+    tier: Tier,
+    source: &'static str,
+    width_sql: &'static str,
     end_offset: TimeDelta,
     end_offset_sql: &'static str,
     schedule: &'static str,
 }
 
 /// Finest first: each is built on the one before it.
-const AGGREGATES: [Aggregate; 2] = [
+const AGGREGATES: [Aggregate; 5] = [
     Aggregate {
-        name: "readings_1m",
-        query: concat!(
-            "SELECT channel_id, time_bucket(INTERVAL '1 minute', ts) AS bucket,
-                    min(value) AS min, max(value) AS max, ",
-            sum_of!("value"),
-            " AS sum, count(*) AS count,
-                    min(ts) AS first_ts, first(value, ts) AS first,
-                    max(ts) AS last_ts, last(value, ts) AS last
-             FROM readings
-             GROUP BY channel_id, time_bucket(INTERVAL '1 minute', ts)"
-        ),
+        tier: Tier::Minute,
+        source: "readings",
+        width_sql: "1 minute",
         end_offset: TimeDelta::minutes(1),
         end_offset_sql: "1 minute",
         schedule: "1 minute",
     },
     Aggregate {
-        name: "readings_1h",
-        query: concat!(
-            "SELECT channel_id, time_bucket(INTERVAL '1 hour', bucket) AS bucket,
-                    min(min) AS min, max(max) AS max, ",
-            sum_of!("sum"),
-            " AS sum, sum(count)::bigint AS count,
-                    min(first_ts) AS first_ts, first(first, first_ts) AS first,
-                    max(last_ts) AS last_ts, last(last, last_ts) AS last
-             FROM readings_1m
-             GROUP BY channel_id, time_bucket(INTERVAL '1 hour', bucket)"
-        ),
-        end_offset: TimeDelta::hours(1),
-        end_offset_sql: "1 hour",
+        tier: Tier::FiveMinutes,
+        source: "readings_1m",
+        width_sql: "5 minutes",
+        end_offset: TimeDelta::minutes(5),
+        end_offset_sql: "5 minutes",
         schedule: "5 minutes",
     },
+    Aggregate {
+        tier: Tier::QuarterHour,
+        source: "readings_5m",
+        width_sql: "15 minutes",
+        end_offset: TimeDelta::minutes(15),
+        end_offset_sql: "15 minutes",
+        schedule: "15 minutes",
+    },
+    Aggregate {
+        tier: Tier::Hour,
+        source: "readings_15m",
+        width_sql: "1 hour",
+        end_offset: TimeDelta::hours(1),
+        end_offset_sql: "1 hour",
+        schedule: "15 minutes",
+    },
+    Aggregate {
+        tier: Tier::SixHours,
+        source: "readings_1h",
+        width_sql: "6 hours",
+        end_offset: TimeDelta::hours(6),
+        end_offset_sql: "6 hours",
+        schedule: "1 hour",
+    },
 ];
+
+impl Aggregate {
+    fn name(&self) -> &'static str {
+        self.tier.table()
+    }
+
+    /// The bucket expression: UTC, or the six-hour tier on `zone`'s wall
+    /// clock (`time_bucket` with a zone binds as `rollup_6h_start` does).
+    fn bucket(&self, column: &str, zone: &str) -> String {
+        match self.tier {
+            Tier::SixHours => format!(
+                "time_bucket(INTERVAL '{}', {column}, '{}')",
+                self.width_sql,
+                zone.replace('\'', "''")
+            ),
+            _ => format!("time_bucket(INTERVAL '{}', {column})", self.width_sql),
+        }
+    }
+
+    /// The aggregate's query: from readings for minutes, else from the tier
+    /// below, with the aggregates of the plain path's `rollup_*` functions.
+    fn query(&self, zone: &str) -> String {
+        if self.tier == Tier::Minute {
+            let bucket = self.bucket("ts", zone);
+            return format!(
+                "SELECT channel_id, {bucket} AS bucket,
+                        min(value) AS min, max(value) AS max, {} AS sum, count(*) AS count,
+                        min(ts) AS first_ts, first(value, ts) AS first,
+                        max(ts) AS last_ts, last(value, ts) AS last
+                 FROM readings
+                 GROUP BY channel_id, {bucket}",
+                sum_of!("value")
+            );
+        }
+        let bucket = self.bucket("bucket", zone);
+        format!(
+            "SELECT channel_id, {bucket} AS bucket,
+                    min(min) AS min, max(max) AS max, {} AS sum,
+                    sum(count)::bigint AS count,
+                    min(first_ts) AS first_ts, first(first, first_ts) AS first,
+                    max(last_ts) AS last_ts, last(last, last_ts) AS last
+             FROM {}
+             GROUP BY channel_id, {bucket}",
+            sum_of!("sum"),
+            self.source
+        )
+    }
+
+    fn version(&self, zone: &str) -> String {
+        match self.tier {
+            Tier::SixHours => format!("{AGGREGATES_VERSION}; zone {zone}"),
+            _ => AGGREGATES_VERSION.to_owned(),
+        }
+    }
+}
 
 pub async fn is_hypertable(conn: &mut PgConnection) -> sqlx::Result<bool> {
     sqlx::query_scalar(
@@ -109,7 +174,11 @@ pub async fn is_hypertable(conn: &mut PgConnection) -> sqlx::Result<bool> {
 /// continuous aggregates. Every step is idempotent and runs at each start,
 /// on the connection that holds the start-up lock; statements run outside
 /// a transaction block, as continuous aggregates require.
-pub async fn set_up(conn: &mut PgConnection, config: &HistoryConfig) -> anyhow::Result<()> {
+pub async fn set_up(
+    conn: &mut PgConnection,
+    config: &HistoryConfig,
+    zone: &str,
+) -> anyhow::Result<()> {
     // Hypertables do not support transition tables; the store writer marks
     // late readings instead (see the module doc).
     exec(
@@ -164,12 +233,19 @@ pub async fn set_up(conn: &mut PgConnection, config: &HistoryConfig) -> anyhow::
     .await?;
     retention_policy(conn, "readings", config.raw_retention_days).await?;
 
-    if !aggregates_current(conn).await? {
-        create_aggregates(conn).await?;
+    sqlx::query("UPDATE rollup_settings SET zone = $1")
+        .bind(zone)
+        .execute(&mut *conn)
+        .await?;
+    if let Some(first) = first_stale(conn, zone).await? {
+        create_aggregates(conn, first, zone).await?;
     }
     // The views are those of the plain path (one definition, migration
-    // 20261207100000): rollup rows where no mark is, raw rows where one is.
-    exec(conn, "CALL rollup_create_views()").await?;
+    // 20261207473100): rollup rows where no mark is, finer data where one is.
+    sqlx::query("CALL rollup_create_views($1)")
+        .bind(zone)
+        .execute(&mut *conn)
+        .await?;
 
     // Added only now, after any first refresh: a policy job overlapping
     // that refresh would fail it, or itself. The refresh window must end
@@ -184,7 +260,7 @@ pub async fn set_up(conn: &mut PgConnection, config: &HistoryConfig) -> anyhow::
             conn,
             &format!(
                 "SELECT remove_continuous_aggregate_policy('{}', if_exists => true)",
-                aggregate.name
+                aggregate.name()
             ),
         )
         .await?;
@@ -195,69 +271,82 @@ pub async fn set_up(conn: &mut PgConnection, config: &HistoryConfig) -> anyhow::
                      start_offset => INTERVAL '{window_days} days',
                      end_offset => INTERVAL '{}',
                      schedule_interval => INTERVAL '{}')",
-                aggregate.name, aggregate.end_offset_sql, aggregate.schedule
+                aggregate.name(),
+                aggregate.end_offset_sql,
+                aggregate.schedule
             ),
         )
         .await?;
     }
-    retention_policy(conn, "readings_1m", config.minute_retention_days).await?;
+    // Tiers finer than an hour follow the minutes' retention.
+    for tier in [Tier::Minute, Tier::FiveMinutes, Tier::QuarterHour] {
+        retention_policy(conn, tier.table(), config.minute_retention_days).await?;
+    }
     Ok(())
 }
 
-/// Whether every aggregate exists with this version's definition.
-async fn aggregates_current(conn: &mut PgConnection) -> anyhow::Result<bool> {
-    let names: Vec<&str> = AGGREGATES.iter().map(|a| a.name).collect();
-    let current: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM timescaledb_information.continuous_aggregates a
-         WHERE a.view_name = ANY($1)
-           AND obj_description(format('%I.%I', a.view_schema, a.view_name)::regclass, 'pg_class') = $2",
-    )
-    .bind(&names)
-    .bind(AGGREGATES_VERSION)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(current == names.len() as i64)
+/// The finest aggregate that is missing or not of this version's
+/// definition (and zone), if any: it and every coarser one are replaced.
+async fn first_stale(conn: &mut PgConnection, zone: &str) -> anyhow::Result<Option<usize>> {
+    for (index, aggregate) in AGGREGATES.iter().enumerate() {
+        let comment: Option<String> = sqlx::query_scalar(
+            "SELECT obj_description(format('%I.%I', view_schema, view_name)::regclass, 'pg_class')
+             FROM timescaledb_information.continuous_aggregates WHERE view_name = $1",
+        )
+        .bind(aggregate.name())
+        .fetch_optional(&mut *conn)
+        .await?
+        .flatten();
+        if comment.as_deref() != Some(aggregate.version(zone).as_str()) {
+            return Ok(Some(index));
+        }
+    }
+    Ok(None)
 }
 
-/// Replaces the rollup relations (plain tables, or aggregates of an
-/// earlier version) with continuous aggregates and fills them once, up to
-/// the policies' end offsets.
-async fn create_aggregates(conn: &mut PgConnection) -> anyhow::Result<()> {
+/// Replaces the rollup relations from `AGGREGATES[first]` up (plain tables,
+/// or aggregates of an earlier version or zone) with continuous
+/// aggregates and fills them once, up to the policies' end offsets.
+async fn create_aggregates(
+    conn: &mut PgConnection,
+    first: usize,
+    zone: &str,
+) -> anyhow::Result<()> {
     tracing::info!(
-        "creating the continuous aggregates for history (existing readings are aggregated \
-         once; on a large table this takes a while)"
+        from = AGGREGATES[first].name(),
+        "creating continuous aggregates for history (existing data is aggregated once; \
+         on a large table this takes a while)"
     );
-    for statement in [
-        "DROP VIEW IF EXISTS history_1h",
-        "DROP VIEW IF EXISTS history_1m",
-    ] {
-        exec(conn, statement).await?;
+    for tier in Tier::ALL.iter().rev() {
+        exec(conn, &format!("DROP VIEW IF EXISTS {}", tier.view())).await?;
     }
-    for aggregate in AGGREGATES.iter().rev() {
+    for aggregate in AGGREGATES[first..].iter().rev() {
         let kind: Option<String> = sqlx::query_scalar(
             "SELECT CASE WHEN EXISTS (
                         SELECT 1 FROM timescaledb_information.continuous_aggregates
                         WHERE view_name = $1) THEN 'MATERIALIZED VIEW'
                     WHEN to_regclass($1) IS NOT NULL THEN 'TABLE' END",
         )
-        .bind(aggregate.name)
+        .bind(aggregate.name())
         .fetch_one(&mut *conn)
         .await?;
         if let Some(kind) = kind {
             exec(
                 conn,
-                &format!("DROP {kind} IF EXISTS {} CASCADE", aggregate.name),
+                &format!("DROP {kind} IF EXISTS {} CASCADE", aggregate.name()),
             )
             .await?;
         }
     }
-    // Everything is aggregated from raw rows below; marks of the plain
-    // path are about the tables just dropped. Marks a writer commits from
-    // here on are kept and refreshed by the job.
-    exec(conn, "TRUNCATE rollup_dirty").await?;
-    for aggregate in &AGGREGATES {
-        // Real-time: buckets after the watermark are computed from raw rows
-        // at query time (TimescaleDB 2.13 turned this off by default).
+    if first == 0 {
+        // Everything is aggregated from raw rows below; marks of the plain
+        // path are about the tables just dropped. Marks a writer commits
+        // from here on are kept and refreshed by the job.
+        exec(conn, "TRUNCATE rollup_dirty").await?;
+    }
+    for aggregate in &AGGREGATES[first..] {
+        // Real-time: buckets after the watermark are computed from finer
+        // data at query time (TimescaleDB 2.13 turned this off by default).
         exec(
             conn,
             &format!(
@@ -265,27 +354,30 @@ async fn create_aggregates(conn: &mut PgConnection) -> anyhow::Result<()> {
                  WITH (timescaledb.continuous, timescaledb.materialized_only = false)
                  AS {}
                  WITH NO DATA",
-                aggregate.name, aggregate.query
+                aggregate.name(),
+                aggregate.query(zone)
             ),
         )
         .await?;
         exec(
             conn,
             &format!(
-                "COMMENT ON VIEW {} IS '{AGGREGATES_VERSION}'",
-                aggregate.name
+                "COMMENT ON VIEW {} IS '{}'",
+                aggregate.name(),
+                aggregate.version(zone).replace('\'', "''")
             ),
         )
         .await?;
     }
-    for aggregate in &AGGREGATES {
+    for aggregate in &AGGREGATES[first..] {
         // All of history, but not the buckets still filling: a refresh
         // ending at now would freeze the current hour at a partial count.
         exec(
             conn,
             &format!(
                 "CALL refresh_continuous_aggregate('{}', NULL, now() - INTERVAL '{}')",
-                aggregate.name, aggregate.end_offset_sql
+                aggregate.name(),
+                aggregate.end_offset_sql
             ),
         )
         .await?;
@@ -357,7 +449,7 @@ async fn refresh_locked(
         .await?;
     // Minutes from here on are not materialised (the policy ends a minute
     // before now); readers compute them from raw rows anyway.
-    let minute_cap = floor_to_minute(now - AGGREGATES[0].end_offset);
+    let minute_cap = floor_to(now - AGGREGATES[0].end_offset, Tier::Minute);
     let marks: Vec<(String, i32, DateTime<Utc>)> = sqlx::query_as(
         "SELECT ctid::text, channel_id, minute FROM rollup_dirty WHERE minute < $1 LIMIT $2",
     )
@@ -383,9 +475,12 @@ async fn refresh_locked(
     minutes.sort_unstable();
     minutes.dedup();
 
+    let zone: String = sqlx::query_scalar("SELECT zone FROM rollup_settings")
+        .fetch_one(&mut *conn)
+        .await?;
     let mut failed_windows: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
     for (lo, hi) in windows(&minutes) {
-        let refreshed = match refresh_window(conn, lo, hi, now).await {
+        let refreshed = match refresh_window(conn, lo, hi, now, &zone).await {
             Ok(()) => overflowing_minutes(conn, lo, hi).await,
             Err(err) => Err(err),
         };
@@ -466,25 +561,47 @@ pub async fn refresh_range(
     hi: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
-    refresh_window(&mut conn, floor_to_minute(lo), hi, Utc::now()).await
+    let zone: String = sqlx::query_scalar("SELECT zone FROM rollup_settings")
+        .fetch_one(&mut *conn)
+        .await?;
+    refresh_window(&mut conn, lo, hi, Utc::now(), &zone).await
 }
 
-/// Refreshes every aggregate over `[lo, hi)` widened to its buckets, but
-/// not past its policy's end offset.
+/// Refreshes every aggregate, finest first, over `[lo, hi)` widened to its
+/// buckets, but not past its policy's end offset. A bucket past it is not
+/// materialised: its real-time part reads the finer tier just refreshed.
 async fn refresh_window(
     conn: &mut PgConnection,
     lo: DateTime<Utc>,
     hi: DateTime<Utc>,
     now: DateTime<Utc>,
+    zone: &str,
 ) -> anyhow::Result<()> {
-    let minute_cap = floor_to_minute(now - AGGREGATES[0].end_offset);
-    refresh(conn, AGGREGATES[0].name, lo, hi.min(minute_cap)).await?;
-    let hour_cap = floor_to_hour(now - AGGREGATES[1].end_offset).unwrap_or(now);
-    let hour_lo = floor_to_hour(lo).unwrap_or(lo);
-    let hour_hi = floor_to_hour(hi + TimeDelta::minutes(59)).unwrap_or(hi);
-    // An hour past the cap is not materialised: its real-time part reads
-    // the minutes just refreshed.
-    refresh(conn, AGGREGATES[1].name, hour_lo, hour_hi.min(hour_cap)).await
+    for aggregate in &AGGREGATES {
+        let (start, end, cap) = match aggregate.tier {
+            Tier::SixHours => {
+                sqlx::query_as(
+                    "SELECT rollup_6h_start($1, $4),
+                            rollup_6h_end(rollup_6h_start($2 - interval '1 microsecond', $4), $4),
+                            rollup_6h_start($3, $4)",
+                )
+                .bind(lo)
+                .bind(hi)
+                .bind(now - aggregate.end_offset)
+                .bind(zone)
+                .fetch_one(&mut *conn)
+                .await?
+            }
+            tier => (
+                floor_to(lo, tier),
+                floor_to(hi - TimeDelta::microseconds(1), tier)
+                    + TimeDelta::milliseconds(tier.width_ms()),
+                floor_to(now - aggregate.end_offset, tier),
+            ),
+        };
+        refresh(conn, aggregate.name(), start, end.min(cap)).await?;
+    }
+    Ok(())
 }
 
 async fn refresh(
@@ -496,7 +613,7 @@ async fn refresh(
     if hi <= lo {
         return Ok(());
     }
-    let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
     exec(
         conn,
         &format!(
@@ -508,9 +625,10 @@ async fn refresh(
     .await
 }
 
-fn floor_to_minute(t: DateTime<Utc>) -> DateTime<Utc> {
-    let ms = t.timestamp_millis().div_euclid(60_000) * 60_000;
-    DateTime::from_timestamp_millis(ms).unwrap_or(t)
+/// The start of the UTC bucket of `tier` holding `t`.
+fn floor_to(t: DateTime<Utc>, tier: Tier) -> DateTime<Utc> {
+    let width = tier.width_ms();
+    DateTime::from_timestamp_millis(t.timestamp_millis().div_euclid(width) * width).unwrap_or(t)
 }
 
 /// One statement over the simple protocol, outside any transaction
