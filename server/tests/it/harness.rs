@@ -356,6 +356,12 @@ pub async fn make_user(pool: &PgPool, name: &str, role: Role) -> trackside::auth
     }
     match users::add(pool, name, role, password_hash(), true).await {
         Ok(user) => user,
+        // Servers started at once on one database (the start-up race
+        // tests) each make the test user; the first one wins.
+        Err(users::AddError::Exists) => users::by_name(pool, name)
+            .await
+            .expect("looking up a user")
+            .expect("a user that exists"),
         Err(err) => panic!("adding user {name}: {err:?}"),
     }
 }
