@@ -107,25 +107,7 @@ async fn weak_or_malformed_credentials_are_not_provisioned() {
 
 /// The `trackside gateway` command, run as an operator would.
 fn trackside_cli(server: &TestServer, args: &[&str]) -> std::process::Output {
-    let options = server.pool.connect_options();
-    let database = options.get_database().expect("a database");
-    let url = match std::env::var(crate::harness::DATABASE_URL_VAR) {
-        // The server the tests run on, with its credentials: this database.
-        Ok(base) => {
-            let mut url = reqwest::Url::parse(&base).expect("a database URL");
-            url.set_path(database);
-            url.to_string()
-        }
-        Err(_) => format!(
-            "postgres://{}@localhost/{database}?host={}&port={}",
-            options.get_username(),
-            options
-                .get_socket()
-                .expect("the test cluster uses a socket")
-                .display(),
-            options.get_port()
-        ),
-    };
+    let url = crate::harness::database_url(&server.pool);
     std::process::Command::new(env!("CARGO_BIN_EXE_trackside"))
         .args(args)
         .env("TRACKSIDE_DATABASE_URL", url)

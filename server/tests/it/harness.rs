@@ -76,6 +76,30 @@ async fn admin_options() -> PgConnectOptions {
     .expect("cluster is running")
 }
 
+/// The URL of `pool`'s database, for a `trackside` command the test runs:
+/// on the server `TRACKSIDE_TEST_DATABASE_URL` names (with its
+/// credentials), or on this process's cluster through its socket.
+pub fn database_url(pool: &PgPool) -> String {
+    let options = pool.connect_options();
+    let database = options.get_database().expect("a database");
+    match std::env::var(DATABASE_URL_VAR) {
+        Ok(base) => {
+            let mut url = reqwest::Url::parse(&base).expect("a database URL");
+            url.set_path(database);
+            url.to_string()
+        }
+        Err(_) => format!(
+            "postgres://{}@localhost/{database}?host={}&port={}",
+            options.get_username(),
+            options
+                .get_socket()
+                .expect("the test cluster uses a socket")
+                .display(),
+            options.get_port()
+        ),
+    }
+}
+
 /// A fresh, migrated database in this process's cluster (or on the server
 /// `TRACKSIDE_TEST_DATABASE_URL` names).
 pub async fn fresh_database() -> PgPool {
