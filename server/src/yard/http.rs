@@ -13,7 +13,7 @@ use serde::Deserialize;
 use trackside_wire::{ChannelName, Layout, LayoutRejected, Movements, Replay};
 
 use super::layout::{self, MAX_LAYOUT_BYTES};
-use super::replay::{self, ReplayError};
+use super::replay::{self, Recorded, ReplayError};
 use crate::audit::{self, action};
 use crate::auth::Principal;
 use crate::http::{AppError, AppState};
@@ -188,6 +188,25 @@ fn interval(
     Ok((Interval { from, to, circuits }, query.circuit))
 }
 
+/// The interval's relay states and exceptions, read within the replay
+/// permits (replay and movements share them).
+async fn read_recorded(state: &AppState, interval: &Interval) -> Result<Recorded, AppError> {
+    let _permit = state
+        .layout
+        .permits
+        .acquire()
+        .await
+        .map_err(|_| AppError::Unavailable("the server is shutting down".into()))?;
+    replay::read(
+        &state.pool,
+        interval.from,
+        interval.to,
+        interval.circuits.as_deref(),
+    )
+    .await
+    .map_err(replay_failure)
+}
+
 fn replay_failure(err: ReplayError) -> AppError {
     match err {
         ReplayError::TooMany => AppError::BadRequest(format!(
@@ -206,20 +225,7 @@ async fn replay_get(
         query,
         "/api/replay?from=2026-11-28T14:00:00Z&to=2026-11-28T14:10:00Z[&circuits=T101,T102]",
     )?;
-    let _permit = state
-        .layout
-        .permits
-        .acquire()
-        .await
-        .map_err(|_| AppError::Unavailable("the server is shutting down".into()))?;
-    let recorded = replay::read(
-        &state.pool,
-        interval.from,
-        interval.to,
-        interval.circuits.as_deref(),
-    )
-    .await
-    .map_err(replay_failure)?;
+    let recorded = read_recorded(&state, &interval).await?;
     let movements = match state.layout.layout() {
         Some(layout) => replay::movements_within(
             &recorded,
@@ -252,20 +258,7 @@ async fn movements_get(
             "no yard layout: movements follow the layout's connections between circuits".into(),
         ));
     };
-    let _permit = state
-        .layout
-        .permits
-        .acquire()
-        .await
-        .map_err(|_| AppError::Unavailable("the server is shutting down".into()))?;
-    let recorded = replay::read(
-        &state.pool,
-        interval.from,
-        interval.to,
-        interval.circuits.as_deref(),
-    )
-    .await
-    .map_err(replay_failure)?;
+    let recorded = read_recorded(&state, &interval).await?;
     let mut movements = replay::movements_within(
         &recorded,
         &layout::adjacency(&layout),
