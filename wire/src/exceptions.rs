@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::alarms::{Criticality, Priority, ShelvedInfo};
+
 /// How urgent an exception is. Ordered: `Info < Warning < Major < Critical`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -56,6 +58,10 @@ pub struct Rule {
     /// `exceptions.realarm_after_s`.
     #[serde(default)]
     pub realarm_after_s: Option<f64>,
+    /// Escalate an exception nobody acknowledged after this long, instead
+    /// of the time its priority sets (`[alarms.escalation]`).
+    #[serde(default)]
+    pub escalate_after_s: Option<f64>,
     #[serde(flatten)]
     pub check: Check,
 }
@@ -214,14 +220,28 @@ pub enum TransitionKind {
     Acknowledged,
     /// Still active long after its acknowledgement: unacknowledged again.
     Realarmed,
+    /// An operator shelved it (`by`, with the reason as `comment`).
+    Shelved,
+    /// Its shelf ended: by hand (`by`), or because its time ran out.
+    Unshelved,
+    /// Nobody acknowledged it in time: its priority rose and the next
+    /// escalation level is notified.
+    Escalated,
+    /// It was raised inside a maintenance window, which ended while it was
+    /// still active: now it is raised normally.
+    Released,
 }
 
 impl TransitionKind {
-    pub const ALL: [TransitionKind; 4] = [
+    pub const ALL: [TransitionKind; 8] = [
         TransitionKind::Raised,
         TransitionKind::Cleared,
         TransitionKind::Acknowledged,
         TransitionKind::Realarmed,
+        TransitionKind::Shelved,
+        TransitionKind::Unshelved,
+        TransitionKind::Escalated,
+        TransitionKind::Released,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -230,6 +250,10 @@ impl TransitionKind {
             TransitionKind::Cleared => "cleared",
             TransitionKind::Acknowledged => "acknowledged",
             TransitionKind::Realarmed => "realarmed",
+            TransitionKind::Shelved => "shelved",
+            TransitionKind::Unshelved => "unshelved",
+            TransitionKind::Escalated => "escalated",
+            TransitionKind::Released => "released",
         }
     }
 
@@ -271,6 +295,33 @@ pub struct ExceptionInfo {
     pub ack_comment: Option<String>,
     /// How many times the condition was raised while the exception was open.
     pub occurrences: i32,
+    /// How soon someone must act, now (escalation raises it).
+    pub priority: Priority,
+    /// The priority it was raised with: from the severity and the circuit's
+    /// criticality.
+    pub base_priority: Priority,
+    /// Its circuit's (for a gateway, its most critical circuit's).
+    pub criticality: Criticality,
+    /// How many times it escalated (0: never).
+    pub escalation: u8,
+    pub escalated_at: Option<i64>,
+    /// While shelved: until when, by whom, why.
+    pub shelved: Option<ShelvedInfo>,
+    /// Raised inside a maintenance window that is still on: recorded, not
+    /// sounded or notified.
+    pub suppressed: bool,
+    /// The maintenance window it was raised in, if any.
+    pub window: Option<i64>,
+    /// The flood it arrived in, if any.
+    pub flood: Option<i64>,
+}
+
+impl ExceptionInfo {
+    /// Someone must act on it and nothing hides it: unacknowledged, not
+    /// shelved, not suppressed. What the app counts, sounds and notifies.
+    pub fn demands_attention(&self) -> bool {
+        self.open && !self.acknowledged && self.shelved.is_none() && !self.suppressed
+    }
 }
 
 /// One stored transition.
@@ -280,7 +331,7 @@ pub struct TransitionInfo {
     pub kind: TransitionKind,
     pub value: Option<f64>,
     pub message: String,
-    /// Who acknowledged (acknowledgements only).
+    /// Who acted: acknowledged, shelved or unshelved it.
     pub by: Option<String>,
     pub comment: Option<String>,
 }
@@ -301,12 +352,40 @@ pub struct AckRequest {
     pub comment: String,
 }
 
+/// `POST /api/exceptions/ack`: acknowledge several at once (a flood's
+/// group), with one comment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkAckRequest {
+    pub ids: Vec<i64>,
+    pub comment: String,
+}
+
+/// The answer to a bulk acknowledgement: what was acknowledged, and why
+/// the rest was not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BulkAckResult {
+    pub acknowledged: Vec<ExceptionInfo>,
+    pub refused: Vec<AckRefusal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AckRefusal {
+    pub id: i64,
+    pub reason: String,
+}
+
 /// The webhook's JSON body, and the `exception` frame on `/ws`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExceptionEvent {
     pub transition: TransitionInfo,
     /// The exception as it is after the transition.
     pub exception: ExceptionInfo,
+    /// This transition was announced: notifications went (or go) out, and
+    /// the app offers a desktop notification. False for what a shelf, a
+    /// maintenance window or a flood summary covers.
+    #[serde(default)]
+    pub announced: bool,
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+mod alarms;
 mod auth;
 mod channel;
 mod exceptions;
@@ -14,6 +15,11 @@ mod forecast;
 mod history;
 mod parameter;
 
+pub use alarms::{
+    Criticality, FloodGroup, FloodInfo, MaintenanceWindowInfo, MyNotifications,
+    NewMaintenanceWindow, NewShelf, NotificationSettings, Priority, PriorityMix, PriorityShare,
+    ShelfInfo, ShelvedInfo, WindowState,
+};
 pub use auth::{
     AuditEntry, CertificateRequest, GatewayCertificateFiles, GatewayCredentialInfo,
     IssuedGatewayPassword, IssuedPassword, IssuedToken, LinkSignInRequest, Me, NewGateway,
@@ -21,7 +27,7 @@ pub use auth::{
 };
 pub use channel::{ChannelName, ChannelNameError, pattern_matches};
 pub use exceptions::{
-    AckRequest, Check, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Rule,
+    AckRefusal, AckRequest, BulkAckRequest, BulkAckResult, Check, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Rule,
     Severity, TransitionInfo, TransitionKind,
 };
 pub use forecast::{
@@ -120,9 +126,16 @@ pub enum ServerMessage {
     /// Sent every 15 s when nothing else was, so a client can tell a quiet
     /// yard from a dead connection (browsers do not surface WebSocket pings).
     Heartbeat { server_time: i64 },
-    /// An exception was raised, cleared, acknowledged or re-alarmed. Sent to
-    /// every client whatever its channel subscription.
+    /// An exception was raised, cleared, acknowledged, re-alarmed,
+    /// shelved, unshelved, escalated or released. Sent to every client
+    /// whatever its channel subscription.
     Exception(Box<ExceptionEvent>),
+    /// A maintenance window was planned, began, or ended.
+    Maintenance(Box<MaintenanceWindowInfo>),
+    /// A shelf was made or ended.
+    Shelf(Box<ShelfInfo>),
+    /// An alarm flood began, grew, or ended.
+    Flood(Box<FloodInfo>),
     /// The session or token this feed was opened with has ended: signed
     /// out, expired, or its user disabled or changed by an administrator.
     /// The server closes the socket after this frame; sign in again.

@@ -12,6 +12,7 @@ mod config;
 pub mod defaults;
 pub mod engine;
 pub mod http;
+pub mod priority;
 pub mod store;
 pub mod webhook;
 

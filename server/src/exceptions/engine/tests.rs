@@ -74,6 +74,8 @@ fn run(engine: &mut Engine, steps: &[Step]) -> Vec<String> {
                         opens: false,
                         closes: false,
                         gateway: None,
+                        alarm: AlarmState::new(Priority::Low, Criticality::Siding),
+                        announce: None,
                     });
                 }
             }
