@@ -9,9 +9,9 @@ use serde::de::DeserializeOwned;
 use trackside_wire::{
     AckRequest, ApiError, AuditEntry, CertificateRequest, ChannelInfo, ExceptionInfo, Forecast,
     ForecastStatus, GatewayCertificateFiles, GatewayCredentialInfo, History, IssuedGatewayPassword,
-    IssuedPassword, IssuedToken, LinkSignInRequest, Me, NewGateway, NewToken, NewUser,
-    PasswordChange, SignInRequest, TokenInfo, TrainJob, TrainRequest, UserChange, UserInfo,
-    YardInfo,
+    IssuedPassword, IssuedToken, Layout, LayoutRejected, LinkSignInRequest, Me, Movements,
+    NewGateway, NewToken, NewUser, PasswordChange, Replay, SignInRequest, TokenInfo, TrainJob,
+    TrainRequest, UserChange, UserInfo, YardInfo,
 };
 
 /// Why a request gave no usable answer.
@@ -75,6 +75,77 @@ pub async fn acknowledge(id: i64, request: &AckRequest) -> Result<ExceptionInfo,
         "/api/exceptions/{id}/ack",
         &url,
         Some(request),
+    )
+    .await
+}
+
+/// The yard's layout, or the server's word on why it has none (its 404).
+pub async fn layout() -> Result<Result<Layout, String>, ApiFailure> {
+    match get_json("/api/layout").await {
+        Ok(layout) => Ok(Ok(layout)),
+        Err(ApiFailure::Rejected {
+            status: 404,
+            message,
+        }) => Ok(Err(message)),
+        Err(failure) => Err(failure),
+    }
+}
+
+/// The layout file as it is (TOML), or `None` when the yard has none yet.
+pub async fn layout_source() -> Result<Option<String>, ApiFailure> {
+    let path = "/api/layout/source";
+    let response = Request::get(path)
+        .send()
+        .await
+        .map_err(|_| ApiFailure::Unreachable)?;
+    if response.status() == 200 {
+        return response
+            .text()
+            .await
+            .map(Some)
+            .map_err(|_| ApiFailure::Unreachable);
+    }
+    match read::<()>(path, response, true).await {
+        Err(ApiFailure::Rejected { status: 404, .. }) | Ok(()) => Ok(None),
+        Err(failure) => Err(failure),
+    }
+}
+
+/// `PUT /api/layout`: the layout now in force, or the problems the server
+/// found with the file (nothing replaced).
+pub async fn replace_layout(text: String) -> Result<Result<Layout, LayoutRejected>, ApiFailure> {
+    let path = "/api/layout";
+    let request = RequestBuilder::new(path)
+        .method(Method::PUT)
+        .header("Accept", "application/json")
+        .header("Content-Type", "application/toml; charset=utf-8")
+        .body(text)
+        .map_err(|e| ApiFailure::Unexpected {
+            path,
+            detail: e.to_string(),
+        })?;
+    let response = request.send().await.map_err(|_| ApiFailure::Unreachable)?;
+    if response.status() != 400 {
+        return read(path, response, true).await.map(Ok);
+    }
+    let json = is_json(&response);
+    let body = response.text().await.map_err(|_| ApiFailure::Unreachable)?;
+    match serde_json::from_str::<LayoutRejected>(&body) {
+        Ok(rejected) => Ok(Err(rejected)),
+        Err(_) => interpret(path, 400, json, &body),
+    }
+}
+
+/// `GET /api/replay` of `[from, to)`.
+pub async fn replay(from: i64, to: i64) -> Result<Replay, ApiFailure> {
+    get_json_at("/api/replay", &format!("/api/replay?from={from}&to={to}")).await
+}
+
+/// Movements through `circuit` within `[from, to)`.
+pub async fn movements(circuit: &str, from: i64, to: i64) -> Result<Movements, ApiFailure> {
+    get_json_at(
+        "/api/movements",
+        &format!("/api/movements?from={from}&to={to}&circuit={circuit}"),
     )
     .await
 }
@@ -279,6 +350,8 @@ async fn read<T: DeserializeOwned>(
     } else {
         body
     };
+    // Where the answer arrived, before it is decoded (crate::perf).
+    crate::perf::mark(&format!("received {path}"), &[]);
     let answer = interpret(path, status, json, &body);
     if session_may_end
         && let Err(ApiFailure::Rejected {

@@ -21,6 +21,7 @@ pub fn Header(
     session: Session,
 ) -> impl IntoView {
     let unacked = Memo::new(move |_| exceptions.unacknowledged());
+    let unstored = Memo::new(move |_| exceptions.unstored());
     let admin = move || session.may(Role::Admin);
     let yard_name = move || yard.with(|y| y.as_ref().map(|y| y.name.clone()));
     view! {
@@ -32,6 +33,7 @@ pub fn Header(
                 </span>
             </div>
             <nav class="nav" aria-label="Pages">
+                <A href="/diagram">"Diagram"</A>
                 <A href="/" exact=true>"Board"</A>
                 <A href="/history">"History"</A>
                 <A href="/exceptions">
@@ -50,6 +52,21 @@ pub fn Header(
                     <A href="/admin">"Admin"</A>
                 </Show>
             </nav>
+            <Show when=move || { unstored.get() > 0 }>
+                <div
+                    class="pill warn"
+                    role="status"
+                    data-testid="unstored-alarms"
+                    title="Alarms raised while the database is unreachable are held by the server and stored when it is back; acknowledgements wait until then."
+                >
+                    <span class="pill-label">
+                        {move || match unstored.get() {
+                            1 => "Database away: 1 alarm not yet stored".to_owned(),
+                            n => format!("Database away: {n} alarms not yet stored"),
+                        }}
+                    </span>
+                </div>
+            </Show>
             <YardClock yard clock />
             <Occupancy board />
             <div

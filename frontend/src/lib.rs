@@ -13,12 +13,14 @@
 mod admin;
 mod api;
 mod board;
+mod diagram;
 mod download;
 mod exceptions;
 mod feed;
 mod fields;
 mod header;
 mod history;
+mod perf;
 mod session;
 mod time;
 mod uplot;
@@ -31,6 +33,7 @@ use trackside_wire::{ServerMessage, YardInfo};
 use crate::admin::AdminPage;
 use crate::api::ApiFailure;
 use crate::board::{Board, BoardPage};
+use crate::diagram::DiagramPage;
 use crate::exceptions::{Exceptions, ExceptionsPage};
 use crate::feed::{Connection, Event, Feed, Subscription};
 use crate::header::Header;
@@ -138,6 +141,7 @@ fn Workspace(session: Session) -> impl IntoView {
         // but exception frames missed are not replayed.
         Event::Frame(ServerMessage::Lagged { .. }) => catch_up(),
         Event::Frame(ServerMessage::Exception(event)) => exceptions.apply(*event),
+        Event::Frame(ServerMessage::Stored { exceptions: list }) => exceptions.stored(list),
     });
     // The app lives as long as the page, and its feed with it.
     on_cleanup(move || drop(feed));
@@ -156,6 +160,10 @@ fn Workspace(session: Session) -> impl IntoView {
                     path=path!("/")
                     view=move || view! { <BoardPage board clock exceptions snapshot /> }
                 />
+                <Route
+                    path=path!("/diagram")
+                    view=move || view! { <DiagramPage board exceptions clock yard /> }
+                />
                 <Route path=path!("/history") view=move || view! { <HistoryPage board yard clock /> } />
                 <Route path=path!("/exceptions") view=move || view! { <ExceptionsPage exceptions clock /> } />
             </Routes>
@@ -169,7 +177,7 @@ fn NotFound() -> impl IntoView {
         <main class="board">
             <div class="notice" role="status">
                 <p class="notice-title">"No such page"</p>
-                <p class="notice-text">"Use the links at the top: Board, History or Exceptions."</p>
+                <p class="notice-text">"Use the links at the top: Diagram, Board, History or Exceptions."</p>
             </div>
         </main>
     }

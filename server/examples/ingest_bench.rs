@@ -14,9 +14,20 @@
 //!
 //! Flags: `--messages N` (single-reading messages, default 200000),
 //! `--batched N` (readings sent in batches of 1000, default 2000000),
-//! `--rate N` and `--seconds S` (latency run, default 20000/s for 5 s),
-//! `--clients N` (WebSocket clients, default 50), `--idle N` (idle MQTT
-//! connections, default 1000).
+//! `--rate N` and `--seconds S` (latency run, default 20000 single-reading
+//! messages/s for 5 s), `--clients N` (its WebSocket clients, default 50),
+//! `--large-rate N` and `--large-clients N` (the larger yard's latency run:
+//! default 50000 readings/s in messages of 10, to 200 clients), `--idle N`
+//! (idle MQTT connections, default 1000), `--external N` (single-reading
+//! messages through Mosquitto to a Trackside subscribed to it, default
+//! 50000).
+//!
+//! The spool's group commit is measured against a Trackside with
+//! `spool_fsync_ms = "off"`: once with the embedded broker (which
+//! acknowledges before the spool) and once through an external broker,
+//! where each publish is acknowledged only after the fsync that covers it,
+//! so the broker's window of unacknowledged messages bounds the rate. The
+//! first latency phase runs against both, the unfsynced one as its baseline.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -41,8 +52,23 @@ struct Options {
     rate: usize,
     seconds: u64,
     clients: usize,
+    large_rate: usize,
+    large_clients: usize,
     idle: usize,
+    external: usize,
 }
+
+/// Whether a Trackside fsyncs its spool: the default group commit, or
+/// never (the baseline of what the fsync costs).
+#[derive(Clone, Copy, PartialEq)]
+enum Fsync {
+    GroupCommit,
+    Off,
+}
+
+/// Readings per message in the larger yard's latency run: gateways batch
+/// what they measured in the last moment.
+const LARGE_PER_MESSAGE: usize = 10;
 
 const BATCH: usize = 1_000;
 /// Channels of the single-reading phase.
@@ -91,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
     // The same idle connections in external-broker mode: a fresh Mosquitto
     // holds them and a Trackside subscribes to it; both processes count.
     let mosquitto = Mosquitto::start(work.path())?;
-    let external = Server::start(work.path(), Some(mosquitto.port)).await?;
+    let external = Server::start(work.path(), Some(mosquitto.port), Fsync::GroupCommit).await?;
     external.wait_external_link(mosquitto.port).await?;
     let external_idle = idle_memory(
         mosquitto.port,
@@ -102,10 +128,29 @@ async fn main() -> anyhow::Result<()> {
     drop(external);
     drop(mosquitto);
 
-    let server = Server::start(work.path(), None).await?;
+    // The spool's fsync cost through an external broker: acknowledged
+    // only once fsynced (or stored), against the same with fsync off,
+    // both running, in alternating rounds so load on the machine hits both.
+    let brokers = [
+        Mosquitto::start(work.path())?,
+        Mosquitto::start(work.path())?,
+    ];
+    let mut externals = Vec::new();
+    for (broker, fsync) in brokers.iter().zip([Fsync::GroupCommit, Fsync::Off]) {
+        let external = Server::start(work.path(), Some(broker.port), fsync).await?;
+        external.wait_external_link(broker.port).await?;
+        externals.push(external);
+    }
+    let external_rates = alternate(&externals, options.external).await?;
+    drop(externals);
+    drop(brokers);
+
+    let server = Server::start(work.path(), None, Fsync::GroupCommit).await?;
 
     // Single-reading messages, stored durably (fsync on commit).
+    let fsyncs = server.fsyncs().await?;
     let single_rate = stored_rate(&server, options.messages, 1).await?;
+    server.print_fsyncs(fsyncs, options.messages).await?;
     rows.push(Row::ratio(
         "single-reading msgs/s stored",
         single_rate,
@@ -113,6 +158,30 @@ async fn main() -> anyhow::Result<()> {
         mosquitto_rate,
         "≥ 50,000 and ≥ 1.0×",
         single_rate >= 50_000.0 && single_rate >= mosquitto_rate,
+    ));
+
+    // The same against a Trackside that never fsyncs its spool, in
+    // alternating rounds.
+    let unsynced = Server::start(work.path(), None, Fsync::Off).await?;
+    let pair = [server, unsynced];
+    let [synced_rate, unsynced_rate] = alternate(&pair, options.messages).await?;
+    // The unsynced server stays for the latency phase's baseline.
+    let [server, unsynced] = pair;
+    rows.push(Row::ratio(
+        "single-reading msgs/s, spool fsynced every 5 ms",
+        synced_rate,
+        "spool_fsync_ms = \"off\"",
+        unsynced_rate,
+        "≥ 0.9×",
+        synced_rate >= 0.9 * unsynced_rate,
+    ));
+    rows.push(Row::ratio(
+        "external broker msgs/s stored, acked after fsync",
+        external_rates[0],
+        "spool_fsync_ms = \"off\"",
+        external_rates[1],
+        "≥ 0.5×",
+        external_rates[0] >= 0.5 * external_rates[1],
     ));
 
     // Batches of 1000 readings, against psql's copy of the same rows into
@@ -135,18 +204,51 @@ async fn main() -> anyhow::Result<()> {
         batched_rate >= 0.6 * copy_rate,
     ));
 
-    let (p50, p99, received) = latency(&server, &options).await?;
+    let (p50, p99, received) =
+        latency(&server, options.rate, 1, options.clients, options.seconds).await?;
     rows.push(Row::plain(
         &format!(
-            "publish→WebSocket p50 ms ({} msg/s, {} clients)",
+            "publish→WebSocket p50 ms ({} msg/s of 1 reading, {} clients)",
             options.rate, options.clients
         ),
         p50,
+        "",
+        true,
+    ));
+    // The same load against the server that never fsyncs: what the
+    // group commit costs the live path, if anything.
+    let (p50_off, p99_off, _) =
+        latency(&unsynced, options.rate, 1, options.clients, options.seconds).await?;
+    drop(unsynced);
+    rows.last_mut().expect("the p50 row").baseline =
+        format!("spool_fsync_ms = \"off\" {p50_off:.2}");
+    let mut p99_row = Row::plain(
+        &format!("  p99 ms ({received} readings timed)"),
+        p99,
         "≤ 5",
-        p50 <= 5.0,
+        p99 <= 5.0,
+    );
+    p99_row.baseline = format!("spool_fsync_ms = \"off\" {p99_off:.2}");
+    rows.push(p99_row);
+    let (p50, p99, received) = latency(
+        &server,
+        options.large_rate / LARGE_PER_MESSAGE,
+        LARGE_PER_MESSAGE,
+        options.large_clients,
+        options.seconds,
+    )
+    .await?;
+    rows.push(Row::plain(
+        &format!(
+            "publish→WebSocket p50 ms ({} readings/s in messages of {LARGE_PER_MESSAGE}, {} clients)",
+            options.large_rate, options.large_clients
+        ),
+        p50,
+        "",
+        true,
     ));
     rows.push(Row::plain(
-        &format!("publish→WebSocket p99 ms ({received} frames timed)"),
+        &format!("  p99 ms ({received} readings timed)"),
         p99,
         "≤ 20",
         p99 <= 20.0,
@@ -186,7 +288,10 @@ fn parse_args() -> anyhow::Result<Options> {
         rate: 20_000,
         seconds: 5,
         clients: 50,
+        large_rate: 50_000,
+        large_clients: 200,
         idle: 1_000,
+        external: 50_000,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -201,7 +306,10 @@ fn parse_args() -> anyhow::Result<Options> {
             "--rate" => options.rate = value,
             "--seconds" => options.seconds = value as u64,
             "--clients" => options.clients = value,
+            "--large-rate" => options.large_rate = value,
+            "--large-clients" => options.large_clients = value,
             "--idle" => options.idle = value,
+            "--external" => options.external = value,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -267,13 +375,28 @@ struct Server {
 impl Server {
     /// A Trackside with its own broker, or with `external_broker` (a
     /// port on loopback) as its `[mqtt.external]`.
-    async fn start(work: &Path, external_broker: Option<u16>) -> anyhow::Result<Self> {
+    async fn start(
+        work: &Path,
+        external_broker: Option<u16>,
+        fsync: Fsync,
+    ) -> anyhow::Result<Self> {
         let (http_port, mut mqtt_port, mqtt5_port, mqtts_port) =
             (free_port()?, free_port()?, free_port()?, free_port()?);
-        let name = if external_broker.is_some() {
-            "trackside-external"
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "trackside{}{}-{}",
+            if external_broker.is_some() {
+                "-external"
+            } else {
+                ""
+            },
+            if fsync == Fsync::Off { "-nofsync" } else { "" },
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        );
+        let ingest = if fsync == Fsync::Off {
+            "[ingest]\nspool_fsync_ms = \"off\"\n"
         } else {
-            "trackside"
+            ""
         };
         let data_dir = work.join(format!("{name}-data"));
         let config = work.join(format!("{name}.toml"));
@@ -292,6 +415,7 @@ impl Server {
                  tls_listen = \"127.0.0.1:{mqtts_port}\"\n\
                  allow_anonymous = true\n\
                  {external}\
+                 {ingest}\
                  [database]\ndata_dir = \"{}\"\n",
                 data_dir.display()
             ),
@@ -323,6 +447,29 @@ impl Server {
 
     fn rss_kib(&self) -> anyhow::Result<f64> {
         rss_kib(self.process.0.id())
+    }
+
+    /// The spool's fsync count and time so far.
+    async fn fsyncs(&self) -> anyhow::Result<(f64, f64)> {
+        Ok((
+            self.metric("trackside_spool_fsyncs_total").await?,
+            self.metric("trackside_spool_fsync_microseconds_total")
+                .await?,
+        ))
+    }
+
+    /// Prints how many messages each fsync covered since `before`.
+    async fn print_fsyncs(&self, before: (f64, f64), messages: usize) -> anyhow::Result<()> {
+        let (count, micros) = self.fsyncs().await?;
+        let (count, micros) = (count - before.0, micros - before.1);
+        if count > 0.0 {
+            println!(
+                "    {count:.0} spool fsyncs: {:.0} messages each, {:.2} ms each",
+                messages as f64 / count,
+                micros / count / 1000.0
+            );
+        }
+        Ok(())
     }
 
     /// Waits until an external-broker Trackside holds its session.
@@ -429,6 +576,25 @@ async fn relay_rate(port: u16, count: usize) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
+/// Single-reading message rates of two servers, measured in four
+/// alternating rounds of `messages / 4` each (so a change in the machine's
+/// load hits both), with the spool fsyncs each made.
+async fn alternate(servers: &[Server], messages: usize) -> anyhow::Result<[f64; 2]> {
+    ensure!(servers.len() == 2, "two servers to compare");
+    let round = (messages / 4).max(1);
+    let mut seconds = [0.0; 2];
+    let fsyncs = [servers[0].fsyncs().await?, servers[1].fsyncs().await?];
+    for r in 0..4 {
+        for i in [r % 2, 1 - r % 2] {
+            seconds[i] += round as f64 / stored_rate(&servers[i], round, 1).await?;
+        }
+    }
+    for (server, before) in servers.iter().zip(fsyncs) {
+        server.print_fsyncs(before, 4 * round).await?;
+    }
+    Ok(seconds.map(|s| 4.0 * round as f64 / s))
+}
+
 /// Readings per second from the first publish until the server reports
 /// `readings` more stored. `per_message` readings go in each message;
 async fn stored_rate(server: &Server, readings: usize, per_message: usize) -> anyhow::Result<f64> {
@@ -437,6 +603,13 @@ async fn stored_rate(server: &Server, readings: usize, per_message: usize) -> an
     let client = publisher(server.mqtt_port, &format!("bench-{per_message}")).await?;
     let started = Instant::now();
     let messages = readings.div_ceil(per_message);
+    // Every call sends readings no call sent before (a later sample time):
+    // repeated ones would be duplicates, never counted as stored.
+    static SENT: AtomicUsize = AtomicUsize::new(0);
+    let base = SENT.fetch_add(
+        (messages * per_message).next_multiple_of(BATCH_CHANNELS),
+        Ordering::Relaxed,
+    );
     for m in 0..messages {
         // rumqttd acknowledges a publish once it is in its log, so nothing
         // slows a publisher down while ingest falls behind; past the log's
@@ -453,9 +626,9 @@ async fn stored_rate(server: &Server, readings: usize, per_message: usize) -> an
             }
         }
         let payload = if per_message == 1 {
-            single_payload(m)
+            single_payload(base + m)
         } else {
-            let first = m * per_message;
+            let first = base + m * per_message;
             let body: Vec<String> = (first..first + per_message)
                 .map(|n| {
                     let (channel, ts) = sample(n, BATCH_CHANNELS);
@@ -598,12 +771,19 @@ fn latency_ms(value: f64, received_micros: u64) -> f64 {
     ((received + SEND_TIME_WRAP - sent) % SEND_TIME_WRAP) as f64 / 1000.0
 }
 
-/// Publishes at `rate` messages/s for `seconds` while `clients` WebSocket
-/// clients read; each reading's value carries its send time.
-async fn latency(server: &Server, options: &Options) -> anyhow::Result<(f64, f64, usize)> {
+/// Publishes `rate` messages/s of `per_message` readings for `seconds`
+/// while `clients` WebSocket clients read; each reading's value carries
+/// its send time.
+async fn latency(
+    server: &Server,
+    rate: usize,
+    per_message: usize,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64, usize)> {
     let ws_url = server.http.replace("http://", "ws://") + "/ws";
     let mut readers = Vec::new();
-    for _ in 0..options.clients {
+    for _ in 0..clients {
         let mut request =
             tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
                 ws_url.as_str(),
@@ -638,20 +818,28 @@ async fn latency(server: &Server, options: &Options) -> anyhow::Result<(f64, f64
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let client = publisher(server.mqtt_port, "bench-latency").await?;
-    let total = options.rate * options.seconds as usize;
+    let client = publisher(server.mqtt_port, &format!("bench-latency-{clients}")).await?;
+    let total = rate * seconds as usize;
+    // Each run its own times, so no reading repeats an earlier run's.
+    let t0 = T0_MS + 60_000 * per_message as i64;
     let started = Instant::now();
     for n in 0..total {
-        let due = started + Duration::from_secs_f64(n as f64 / options.rate as f64);
+        let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             tokio::time::sleep(wait).await;
         }
-        let payload = format!(
-            r#"{{"readings":[{{"channel":"L{}/feed_voltage","value":{},"ts":{}}}]}}"#,
-            n % CHANNELS,
-            send_time_value(now_micros()),
-            T0_MS + n as i64
-        );
+        let sent = send_time_value(now_micros());
+        let readings: Vec<String> = (0..per_message)
+            .map(|i| {
+                let k = n * per_message + i;
+                format!(
+                    r#"{{"channel":"L{}/feed_voltage","value":{sent},"ts":{}}}"#,
+                    k % CHANNELS,
+                    t0 + (k / CHANNELS) as i64
+                )
+            })
+            .collect();
+        let payload = format!(r#"{{"readings":[{}]}}"#, readings.join(","));
         client
             .publish("trackside/bench/readings", QoS::AtLeastOnce, false, payload)
             .await?;
@@ -659,7 +847,7 @@ async fn latency(server: &Server, options: &Options) -> anyhow::Result<(f64, f64
     // A negative value tells every reader to stop.
     let stop = format!(
         r#"{{"readings":[{{"channel":"L0/feed_voltage","value":-1,"ts":{}}}]}}"#,
-        T0_MS - 1
+        t0 - 1
     );
     client
         .publish("trackside/bench/readings", QoS::AtLeastOnce, false, stop)
@@ -675,7 +863,8 @@ async fn latency(server: &Server, options: &Options) -> anyhow::Result<(f64, f64
     samples.sort_by(f64::total_cmp);
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
     println!(
-        "  latency: {} frames timed, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "  latency, {rate} msg/s of {per_message} to {clients} clients: {} readings timed, \
+         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         samples.len(),
         at(0.5),
         at(0.99),

@@ -30,6 +30,11 @@ pub struct YardConfig {
     pub name: String,
     /// IANA zone the yard works in; the app shows times in it, with UTC beside.
     pub timezone: String,
+    /// The yard's layout file, drawn by the diagram (docs/layout.md).
+    /// Absent: `layout.toml` in the data directory, if there is one; the
+    /// demo writes its own there. Replacing the layout from the app writes
+    /// this file.
+    pub layout: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,6 +200,19 @@ pub struct IngestConfig {
     /// Readings stamped further than this ahead of the server's clock are
     /// rejected: a gateway with a wrong clock must not become "latest" forever.
     pub max_future_secs: i64,
+    /// Group commit of the spool: one fsync covers every message appended
+    /// within this many milliseconds, so a power cut loses at most this
+    /// window plus one fsync of what reached the spool. With an external
+    /// broker, a message is acknowledged only once covered. `"off"` never
+    /// fsyncs (a process crash still loses nothing written).
+    #[serde(deserialize_with = "millis_or_off")]
+    pub spool_fsync_ms: Option<u64>,
+    /// The spool's bound on disk. At 80 % a warning exception is raised;
+    /// at the bound, with the embedded broker, the oldest unstored readings
+    /// are dropped (counted), and with an external broker new messages are
+    /// left unacknowledged there. About 36 bytes a reading: 4 GiB holds a
+    /// day and a half of 1,000 readings/s.
+    pub spool_max_bytes: u64,
 }
 
 /// Rollups and retention behind `GET /api/history` (see rollup.rs).
@@ -258,6 +276,8 @@ pub enum TimescaleMode {
 #[serde(default, deny_unknown_fields)]
 pub struct DemoConfig {
     pub enabled: bool,
+    /// 0: the demo layout (Millbrook Yard); N: a generated yard of N
+    /// circuits.
     pub circuits: usize,
     pub gateways: usize,
     /// Readings per second per analogue parameter.
@@ -265,6 +285,10 @@ pub struct DemoConfig {
     /// Inject one fault at a time on a 35-minute cycle, so every exception
     /// rule shows up in the demo.
     pub faults: bool,
+    /// Days of simulated history written at the first start (and the gap
+    /// since the last run at later starts), so History and forecasting
+    /// have a week to show; 0 writes none.
+    pub backfill_days: u32,
 }
 
 impl Default for Config {
@@ -293,6 +317,7 @@ impl Default for YardConfig {
         Self {
             name: "Trackside yard".into(),
             timezone: "Europe/London".into(),
+            layout: None,
         }
     }
 }
@@ -338,6 +363,8 @@ impl Default for IngestConfig {
             live_queue: 1_024,
             live_send_timeout_secs: 10,
             max_future_secs: 3_600,
+            spool_fsync_ms: Some(5),
+            spool_max_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -346,10 +373,13 @@ impl Default for DemoConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            circuits: crate::sim::DEFAULT_CIRCUITS,
-            gateways: crate::sim::DEFAULT_GATEWAYS,
-            rate_hz: crate::sim::DEFAULT_RATE_HZ,
+            circuits: 0,
+            // The simulator's own defaults (its DEFAULT_* constants; a test
+            // there checks): configuration sits below what it configures.
+            gateways: 3,
+            rate_hz: 2.0,
             faults: true,
+            backfill_days: 7,
         }
     }
 }
@@ -428,6 +458,15 @@ impl Config {
             "ingest.max_future_secs must be between 0 and 86400"
         );
         anyhow::ensure!(
+            self.ingest.spool_fsync_ms.is_none_or(|ms| ms <= 1_000),
+            "ingest.spool_fsync_ms must be between 0 and 1000 (or \"off\"): it is how much a power cut may lose"
+        );
+        anyhow::ensure!(
+            self.ingest.spool_max_bytes >= crate::durable::MIN_BOUND,
+            "ingest.spool_max_bytes must be at least {} (8 MiB)",
+            crate::durable::MIN_BOUND
+        );
+        anyhow::ensure!(
             self.forecast.interval_s.is_finite() && self.forecast.interval_s >= 0.1,
             "forecast.interval_s must be at least 0.1"
         );
@@ -442,6 +481,10 @@ impl Config {
         anyhow::ensure!(
             self.demo.rate_hz > 0.0 && self.demo.rate_hz <= 1000.0,
             "demo.rate_hz must be in (0, 1000]"
+        );
+        anyhow::ensure!(
+            self.demo.backfill_days <= 60,
+            "demo.backfill_days must be at most 60"
         );
         anyhow::ensure!(
             self.http.tls_cert.is_some() == self.http.tls_key.is_some(),
@@ -480,6 +523,23 @@ impl HistoryConfig {
             "history.compress_after_days must be at least 1"
         );
         Ok(())
+    }
+}
+
+/// Milliseconds, or `"off"`.
+fn millis_or_off<'de, D: Deserializer<'de>>(value: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum MillisOrOff {
+        Millis(u64),
+        Text(String),
+    }
+    match MillisOrOff::deserialize(value)? {
+        MillisOrOff::Millis(ms) => Ok(Some(ms)),
+        MillisOrOff::Text(text) if text == "off" => Ok(None),
+        MillisOrOff::Text(text) => Err(serde::de::Error::custom(format!(
+            "{text:?} is neither a number of milliseconds nor \"off\""
+        ))),
     }
 }
 
@@ -580,6 +640,27 @@ mod tests {
         assert!(config.validate().is_err(), "raw kept forever, minutes not");
         let off: Config = toml::from_str("[history]\ntimescaledb = \"off\"\n").unwrap();
         assert_eq!(off.history.timescaledb, TimescaleMode::Off);
+    }
+
+    #[test]
+    fn the_spool_fsync_window_is_milliseconds_or_off() {
+        let config: Config = toml::from_str("[ingest]\nspool_fsync_ms = 20\n").unwrap();
+        assert_eq!(config.ingest.spool_fsync_ms, Some(20));
+        let off: Config = toml::from_str("[ingest]\nspool_fsync_ms = \"off\"\n").unwrap();
+        assert_eq!(off.ingest.spool_fsync_ms, None);
+        let err = toml::from_str::<Config>("[ingest]\nspool_fsync_ms = \"of\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"off\""), "{err}");
+        let mut config = Config::default();
+        config.ingest.spool_max_bytes = 1024;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("spool_max_bytes")
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 // Shared below every stage.
 pub mod audit;
 pub mod config;
+pub mod durable;
 pub mod metrics;
 pub mod reading;
 pub mod socket_table;
@@ -25,6 +26,7 @@ pub mod export;
 pub mod forecast;
 pub mod history;
 pub mod http;
+pub mod yard;
 
 // Tools: the simulated yard, the demo and the fault drill.
 pub mod sim;
@@ -74,14 +76,21 @@ pub struct Running {
     pub mqtt_v5_addr: Option<SocketAddr>,
     pub mqtt_tls_addr: Option<SocketAddr>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The forecasting models and jobs: the demo trains its models here.
+    pub forecast: Arc<forecast::Forecasting>,
+    /// Which storage path serves history.
+    pub storage: store::rollup::StoragePath,
     shutdown: CancellationToken,
     http: JoinHandle<()>,
     ingest: JoinHandle<()>,
     store: JoinHandle<()>,
     rejections: JoinHandle<()>,
     exceptions: JoinHandle<()>,
-    webhook: Option<JoinHandle<()>>,
-    rollup: Option<JoinHandle<()>>,
+    journal: JoinHandle<()>,
+    webhooks: Vec<JoinHandle<()>>,
+    spool_watch: JoinHandle<()>,
+    spool: Arc<store::spool::Spool>,
+    rollup: JoinHandle<()>,
     forecaster: JoinHandle<()>,
 }
 
@@ -94,14 +103,33 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
             .await
             .context("loading channels")?,
     );
-    let live = live::LiveHub::new(config.ingest.live_queue);
+    let live = live::LiveHub::new(config.ingest.live_queue, metrics.clone());
     let shutdown = CancellationToken::new();
 
+    // Before the store writer, which marks late readings on TimescaleDB.
+    let storage = store::rollup::prepare(&pool, &config.history, &config.yard.timezone).await?;
     let spool_dir = config.database.data_dir.join("spool");
+    let spool_config = store::spool::SpoolConfig {
+        max_bytes: config.ingest.spool_max_bytes,
+        fsync_window: config
+            .ingest
+            .spool_fsync_ms
+            .map(std::time::Duration::from_millis),
+        // The embedded broker acknowledges a publish before Trackside sees
+        // it: refusing at the bound would lose the newest readings, so the
+        // oldest go. An external broker keeps what is not acknowledged.
+        when_full: if config.mqtt.external.is_some() {
+            durable::WhenFull::Refuse
+        } else {
+            durable::WhenFull::DropOldest
+        },
+    };
     let spool = Arc::new(
-        tokio::task::spawn_blocking(move || store::spool::Spool::open(&spool_dir))
-            .await
-            .context("opening the spool")??,
+        tokio::task::spawn_blocking(move || {
+            store::spool::Spool::open(&spool_dir, &spool_config, Arc::default())
+        })
+        .await
+        .context("opening the spool")??,
     );
     let (store_queue, store_queue_rx) =
         store::queue::StoreQueue::new(config.ingest.store_queue_readings, metrics.clone());
@@ -112,6 +140,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
             spool.clone(),
             shutdown.clone(),
             config.ingest.store_batch_rows,
+            storage,
         )
         .run(store_queue_rx),
     );
@@ -121,16 +150,47 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         pool.clone(),
         metrics.clone(),
         rejection_queue_rx,
+        shutdown.clone(),
     ));
 
+    // Before the exceptions: it names each circuit's criticality.
+    let layout = {
+        let known: std::collections::HashSet<String> = registry
+            .list(chrono::Utc::now())
+            .into_iter()
+            .map(|c| c.circuit)
+            .collect();
+        let path = yard::layout_path(config.yard.layout.as_deref(), &config.database.data_dir);
+        tokio::task::spawn_blocking(move || {
+            yard::YardLayout::load(path, &|circuit| known.contains(circuit))
+        })
+        .await
+        .context("loading the yard layout")?
+    };
     let exceptions = exceptions::start(
         &config.exceptions,
-        pool.clone(),
-        live.clone(),
-        metrics.clone(),
+        exceptions::Environment {
+            pool: pool.clone(),
+            live: live.clone(),
+            metrics: metrics.clone(),
+            data_dir: config.database.data_dir.clone(),
+            fsync_window: config
+                .ingest
+                .spool_fsync_ms
+                .map(std::time::Duration::from_millis),
+            shutdown: shutdown.clone(),
+            layout: layout.clone(),
+        },
     )
     .await
     .context("starting the exception engine")?;
+    let spool_handle = spool.clone();
+    let spool_watch = tokio::spawn(watch_spool(
+        spool.clone(),
+        exceptions.feed.clone(),
+        config.mqtt.external.is_some(),
+        shutdown.clone(),
+    ));
 
     let forecast = forecast::Forecasting::new(
         pool.clone(),
@@ -152,6 +212,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         rejections: rejection_queue,
         max_future: TimeDelta::seconds(config.ingest.max_future_secs),
         exceptions: exceptions.feed,
+        redelivers: config.mqtt.external.is_some(),
     });
     let ingest_running = Arc::new(AtomicBool::new(true));
     let (ingest, mqtt) = match &config.mqtt.external {
@@ -198,15 +259,13 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         }
     };
 
-    let storage = store::rollup::prepare(&pool, &config.history).await?;
-    // TimescaleDB keeps its aggregates and retention with its own jobs.
-    let rollup = (storage == store::rollup::StoragePath::Plain).then(|| {
-        tokio::spawn(store::rollup::run(
-            pool.clone(),
-            config.history.clone(),
-            shutdown.clone(),
-        ))
-    });
+    let rollup = tokio::spawn(store::rollup::run(
+        pool.clone(),
+        config.history.clone(),
+        storage,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let history =
         history::HistorySettings::new(&pool, config.history.clone(), &config.yard.timezone).await;
 
@@ -237,6 +296,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
             .collect::<anyhow::Result<_>>()?,
         hasher: auth::password::Hasher::new(metrics.clone()),
         revocations: auth::revoke::Revocations::new(),
+        scrapes: auth::tokens::RecentScrapes::default(),
         metrics: metrics.clone(),
     });
     auth.start(shutdown.clone());
@@ -248,12 +308,14 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         spool,
         yard: Arc::new(config.yard.clone()),
         ingest_running,
+        redelivers: config.mqtt.external.is_some(),
         shutdown: shutdown.clone(),
         live_send_timeout: std::time::Duration::from_secs(config.ingest.live_send_timeout_secs),
         exceptions: exceptions.handle,
         history,
         export: export::ExportSettings::new(&config.yard.timezone),
-        forecast,
+        forecast: forecast.clone(),
+        layout,
         auth,
         pki_dir: config.tls_dir(),
     };
@@ -280,16 +342,53 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         mqtt_v5_addr: mqtt.v5,
         mqtt_tls_addr: mqtt.tls,
         metrics,
+        forecast,
+        storage,
         shutdown,
         http,
         ingest,
         store,
         rejections,
         exceptions: exceptions.task,
-        webhook: exceptions.webhook,
+        journal: exceptions.journal,
+        webhooks: exceptions.webhooks,
+        spool_watch,
+        spool: spool_handle,
         rollup,
         forecaster,
     })
+}
+
+/// Tells the exception engine how full the spool is, once a second, until
+/// shutdown.
+async fn watch_spool(
+    spool: Arc<store::spool::Spool>,
+    feed: exceptions::Feed,
+    external: bool,
+    shutdown: CancellationToken,
+) {
+    let at_bound_policy = if external {
+        "new messages are left unacknowledged at the external broker"
+    } else {
+        "the oldest unstored readings are dropped"
+    };
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let health = spool.health();
+        let state = exceptions::SpoolState {
+            fill: health.fill(),
+            bytes: health.bytes,
+            max_bytes: health.max_bytes,
+            error: health.error,
+            at_bound_policy,
+        };
+        feed.spool(state, chrono::Utc::now());
+    }
 }
 
 /// Where gateways connect: the embedded broker's listeners, or the external
@@ -360,28 +459,59 @@ async fn start_embedded_ingest(
     Ok((ingest, addresses))
 }
 
+/// How long [`Running::shutdown`] lets the writers drain before it stops
+/// waiting. Whatever is not stored by then is in the spool (readings) or
+/// the journal (exception transitions), and the next start writes it.
+pub const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Running {
     /// Stops taking new messages, then waits until everything decoded so far
-    /// is written. The broker thread stays until the process exits: rumqttd
-    /// has no stop.
+    /// is written, or for [`SHUTDOWN_DRAIN`] at most, so a dead database or
+    /// a webhook receiver that never answers cannot hold a shutdown. The
+    /// broker thread stays until the process exits: rumqttd has no stop.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
         // The pipeline (and with it the queues' senders) is dropped when the
         // ingest task ends, which lets the writers drain and finish.
-        let _ = self.ingest.await;
-        let _ = self.http.await;
-        let _ = self.store.await;
-        let _ = self.rejections.await;
-        // The forecaster holds a feed of the engine: it must end first.
-        let _ = self.forecaster.await;
-        // The engine stops once the pipeline (its feed) is gone, after
-        // storing what it decided; then the webhook sends what it holds.
-        let _ = self.exceptions.await;
-        if let Some(webhook) = self.webhook {
-            let _ = webhook.await;
+        finish("ingest", self.ingest, deadline).await;
+        finish("HTTP", self.http, deadline).await;
+        finish("store writer", self.store, deadline).await;
+        finish("rejection writer", self.rejections, deadline).await;
+        // The forecaster and the spool watch hold feeds of the engine: they
+        // end first.
+        finish("forecaster", self.forecaster, deadline).await;
+        finish("spool watch", self.spool_watch, deadline).await;
+        // The engine stops once every feed is gone; its journal's writer
+        // after it, and the webhooks within their grace period.
+        finish("exception engine", self.exceptions, deadline).await;
+        finish("exception journal", self.journal, deadline).await;
+        for webhook in self.webhooks {
+            finish("webhook", webhook, deadline).await;
         }
-        if let Some(rollup) = self.rollup {
-            let _ = rollup.await;
+        finish("rollup", self.rollup, deadline).await;
+        // What the spool holds is on disk before the process goes, unless
+        // the disk takes longer than a shutdown may.
+        let spool = self.spool;
+        let flushed = tokio::task::spawn_blocking(move || spool.flush());
+        match tokio::time::timeout(std::time::Duration::from_secs(2), flushed).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!("flushing the spool at shutdown failed: {err}"),
+            Err(_) => tracing::error!(
+                "the spool's last fsync did not finish within 2 s; leaving it to the page cache"
+            ),
         }
+    }
+}
+
+/// Waits for a task until `deadline`, then stops it.
+async fn finish(what: &str, mut task: JoinHandle<()>, deadline: tokio::time::Instant) {
+    if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+        tracing::warn!(
+            "{what} did not stop within {} s of shutdown; stopped (what it held is in the spool or the journal)",
+            SHUTDOWN_DRAIN.as_secs()
+        );
+        task.abort();
+        let _ = task.await;
     }
 }

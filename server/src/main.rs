@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Simulate(args)) => cli::simulate(args).await,
             Some(Command::Gateway(args)) => cli::gateway(args).await,
+            Some(Command::Layout(args)) => cli::layout(args).await,
             Some(Command::User(args)) => cli::user(args).await,
             Some(Command::Token(args)) => cli::token(args).await,
             Some(Command::FaultDrill(args)) => cli::fault_drill(args),
@@ -37,6 +38,9 @@ fn main() -> ExitCode {
             None => cli::serve(cli.serve).await,
         }
     });
+    // Blocking work still running (a model being trained, a read the
+    // database never answers) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

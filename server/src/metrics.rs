@@ -44,8 +44,15 @@ pub struct Metrics {
     pub store_queue_overflow: AtomicU64,
     pub readings_replayed: AtomicU64,
     pub spool_errors: AtomicU64,
-    /// Readings neither queued nor spooled (queue full and disk failing).
+    /// Readings neither queued nor spooled (queue full and disk failing),
+    /// or dropped with the spool's oldest segment at its bound.
     pub readings_lost: AtomicU64,
+    /// External mode: publishes neither the spool nor the store queue could
+    /// take, left unacknowledged for the broker to deliver again.
+    pub mqtt_unacknowledged: AtomicU64,
+    /// Times the link to the external broker reconnected to have
+    /// unacknowledged publishes delivered again.
+    pub mqtt_redeliveries: AtomicU64,
     pub store_batches: AtomicU64,
     pub store_errors: AtomicU64,
     pub store_batch_micros: AtomicU64,
@@ -58,6 +65,16 @@ pub struct Metrics {
     pub exceptions_cleared: AtomicU64,
     pub exceptions_acknowledged: AtomicU64,
     pub exceptions_realarmed: AtomicU64,
+    /// Unacknowledged exceptions escalated, and ones a maintenance window
+    /// suppressed that were raised normally at its end.
+    pub exceptions_escalated: AtomicU64,
+    pub exceptions_released: AtomicU64,
+    /// New exceptions by the priority they were raised with: low, medium,
+    /// high (`Priority as usize`); suppressed ones are not counted.
+    pub exceptions_raised_by_priority: [AtomicU64; 3],
+    /// Open exceptions by their priority now, and those suppressed.
+    pub exceptions_open_by_priority: [AtomicI64; 3],
+    pub exceptions_open_suppressed: AtomicI64,
     pub exception_store_errors: AtomicU64,
     pub exceptions_open: AtomicI64,
     pub webhook_sent: AtomicU64,
@@ -65,6 +82,26 @@ pub struct Metrics {
     pub webhook_failures: AtomicU64,
     /// Notifications given up on, or not queued because the queue was full.
     pub webhook_dropped: AtomicU64,
+    /// Rollup units (a channel's minute; on TimescaleDB a refresh range)
+    /// that failed and were set aside to be retried alone.
+    pub rollup_failed_minutes: AtomicU64,
+    /// Minute rollups whose readings' sum is beyond the double range.
+    pub rollup_overflows: AtomicU64,
+    /// Messages the live batcher's full queue could not take.
+    pub live_dropped_messages: AtomicU64,
+    /// Minutes set aside after failing, waiting for their retry.
+    pub rollup_set_aside: AtomicI64,
+    /// Per webhook receiver: when its oldest undelivered notification was
+    /// queued (Unix ms), 0 when it has none.
+    pub webhook_oldest_ms: OnceLock<Vec<AtomicI64>>,
+    pub webhook_pending: AtomicI64,
+    /// Exception transitions judged but not yet stored (the database is
+    /// away), in the journal on disk or in memory.
+    pub exception_journal_pending: AtomicI64,
+    /// Transitions neither the journal nor its memory overflow could keep.
+    pub exception_transitions_lost: AtomicU64,
+    /// Acknowledgements answered 503 because the database was away.
+    pub exception_acks_refused: AtomicU64,
     /// Sign-ins refused for a wrong name or password, a disabled account,
     /// or the throttle.
     pub signin_failures: AtomicU64,
@@ -78,6 +115,25 @@ pub struct Metrics {
     pub https_handshake_failures: AtomicU64,
 }
 
+/// The spool's figures at scrape time: the spool lives in `store`, above
+/// this module, so it hands them in.
+#[derive(Debug, Default, Clone)]
+pub struct SpoolFigures {
+    pub backlog_bytes: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// The last write (or fsync) failed and nothing succeeded since.
+    pub failing: bool,
+    pub write_errors: u64,
+    pub fsyncs: u64,
+    pub fsync_errors: u64,
+    pub fsync_micros: u64,
+    pub dropped_bytes: u64,
+    pub dropped_readings: u64,
+    pub refused: u64,
+    pub damaged_bytes: u64,
+}
+
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Relaxed);
@@ -87,8 +143,8 @@ impl Metrics {
         self.rejections[kind as usize].fetch_add(1, Relaxed);
     }
 
-    /// `spool_backlog_bytes`: spooled but not yet stored, read at scrape time.
-    pub fn render(&self, spool_backlog_bytes: u64) -> String {
+    /// `spool`: the spool's figures, read at scrape time.
+    pub fn render(&self, spool: &SpoolFigures) -> String {
         let mut out = String::with_capacity(2048);
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -163,8 +219,58 @@ impl Metrics {
         );
         counter(
             "trackside_readings_lost_total",
-            "Readings dropped because both the store queue and the spool failed.",
-            self.readings_lost.load(Relaxed),
+            "Readings lost: neither the spool nor the store queue could take them, or the spool dropped them at its bound.",
+            self.readings_lost.load(Relaxed) + spool.dropped_readings,
+        );
+        counter(
+            "trackside_spool_write_errors_total",
+            "Spool writes the disk refused (each is cut off again; the message goes to the store queue alone).",
+            spool.write_errors,
+        );
+        counter(
+            "trackside_spool_fsyncs_total",
+            "Group commits: fsyncs of the spool, each covering every message appended in its window.",
+            spool.fsyncs,
+        );
+        counter(
+            "trackside_spool_fsync_errors_total",
+            "Failed spool fsyncs (what they covered counts as safe only once stored).",
+            spool.fsync_errors,
+        );
+        counter(
+            "trackside_spool_fsync_microseconds_total",
+            "Time spent in spool fsyncs.",
+            spool.fsync_micros,
+        );
+        counter(
+            "trackside_spool_dropped_bytes_total",
+            "Unstored spool bytes dropped with the oldest segment at ingest.spool_max_bytes (embedded broker).",
+            spool.dropped_bytes,
+        );
+        counter(
+            "trackside_spool_dropped_readings_total",
+            "Unstored readings dropped with the spool's oldest segment at its bound (also in trackside_readings_lost_total).",
+            spool.dropped_readings,
+        );
+        counter(
+            "trackside_spool_refused_total",
+            "Messages the spool refused at its bound (external broker: left unacknowledged there).",
+            spool.refused,
+        );
+        counter(
+            "trackside_spool_damaged_bytes_total",
+            "Spool bytes that were not whole records (torn tail, damaged blocks), skipped; the records around them are kept.",
+            spool.damaged_bytes,
+        );
+        counter(
+            "trackside_mqtt_unacknowledged_total",
+            "External broker: publishes left unacknowledged because neither the spool nor the store queue could take them (delivered again).",
+            self.mqtt_unacknowledged.load(Relaxed),
+        );
+        counter(
+            "trackside_mqtt_redeliveries_total",
+            "External broker: reconnections made to have unacknowledged publishes delivered again.",
+            self.mqtt_redeliveries.load(Relaxed),
         );
         counter(
             "trackside_store_batches_total",
@@ -217,6 +323,16 @@ impl Metrics {
             self.exceptions_realarmed.load(Relaxed),
         );
         counter(
+            "trackside_exceptions_escalated_total",
+            "Escalations of exceptions nobody acknowledged in time.",
+            self.exceptions_escalated.load(Relaxed),
+        );
+        counter(
+            "trackside_exceptions_released_total",
+            "Exceptions a maintenance window suppressed, raised normally at its end.",
+            self.exceptions_released.load(Relaxed),
+        );
+        counter(
             "trackside_exception_store_errors_total",
             "Failed writes of exception transitions (each is retried).",
             self.exception_store_errors.load(Relaxed),
@@ -233,8 +349,33 @@ impl Metrics {
         );
         counter(
             "trackside_webhook_dropped_total",
-            "Notifications given up after all attempts, or dropped because the queue was full.",
+            "Notifications given up after all attempts, dropped because the queue was full, or left at shutdown.",
             self.webhook_dropped.load(Relaxed),
+        );
+        counter(
+            "trackside_live_dropped_messages_total",
+            "Messages the live fan-out's full queue could not take; every WebSocket client was then resynchronised.",
+            self.live_dropped_messages.load(Relaxed),
+        );
+        counter(
+            "trackside_rollup_failures_total",
+            "Rollup units (a channel's minute, or a refresh range on TimescaleDB) that failed; each is set aside and retried alone while history answers it from raw readings.",
+            self.rollup_failed_minutes.load(Relaxed),
+        );
+        counter(
+            "trackside_rollup_overflows_total",
+            "Minute rollups computed whose readings sum beyond the double range (stored as +-Infinity; averages come from the readings).",
+            self.rollup_overflows.load(Relaxed),
+        );
+        counter(
+            "trackside_exception_transitions_lost_total",
+            "Exception transitions that could be kept neither in the database, nor the journal, nor its memory overflow.",
+            self.exception_transitions_lost.load(Relaxed),
+        );
+        counter(
+            "trackside_exception_acks_refused_total",
+            "Acknowledgements answered 503 because the database was unreachable.",
+            self.exception_acks_refused.load(Relaxed),
         );
         counter(
             "trackside_signin_failures_total",
@@ -307,19 +448,133 @@ impl Metrics {
         gauge(
             "trackside_spool_backlog_bytes",
             "Bytes in the spool not yet stored in PostgreSQL.",
-            spool_backlog_bytes as i64,
+            spool.backlog_bytes as i64,
         );
+        gauge(
+            "trackside_spool_bytes",
+            "Size of the spool's files on disk.",
+            spool.bytes as i64,
+        );
+        gauge(
+            "trackside_spool_max_bytes",
+            "The spool's bound, ingest.spool_max_bytes.",
+            spool.max_bytes as i64,
+        );
+        gauge(
+            "trackside_spool_writable",
+            "1 while the spool's last write succeeded, 0 while the disk refuses (full or failing).",
+            i64::from(!spool.failing),
+        );
+        gauge(
+            "trackside_exception_journal_pending",
+            "Exception transitions judged while the database was away, not yet stored.",
+            self.exception_journal_pending.load(Relaxed),
+        );
+        gauge(
+            "trackside_webhook_pending",
+            "Webhook notifications queued or being retried, over all receivers.",
+            self.webhook_pending.load(Relaxed),
+        );
+
         gauge(
             "trackside_exceptions_open",
             "Exceptions not yet both cleared and acknowledged.",
             self.exceptions_open.load(Relaxed),
         );
         gauge(
+            "trackside_exceptions_open_suppressed",
+            "Open exceptions raised inside a maintenance window that is still on.",
+            self.exceptions_open_suppressed.load(Relaxed),
+        );
+        gauge(
+            "trackside_rollup_set_aside_minutes",
+            "Minutes whose rollup failed and waits for a retry.",
+            self.rollup_set_aside.load(Relaxed),
+        );
+        gauge(
             "trackside_ws_clients",
             "Connected WebSocket clients.",
             self.ws_clients.load(Relaxed),
         );
+        let now = chrono::Utc::now().timestamp_millis();
+        let oldest = self
+            .webhook_oldest_ms
+            .get()
+            .into_iter()
+            .flatten()
+            .map(|queued| queued.load(Relaxed))
+            .filter(|&queued| queued > 0)
+            .min();
+        let _ = writeln!(
+            out,
+            "# HELP trackside_webhook_oldest_undelivered_seconds Age of the oldest webhook notification not yet delivered (0: none).\n\
+             # TYPE trackside_webhook_oldest_undelivered_seconds gauge\n\
+             trackside_webhook_oldest_undelivered_seconds {:.3}",
+            oldest.map_or(0.0, |queued| (now - queued).max(0) as f64 / 1000.0)
+        );
+        self.priority_mix(&mut out);
         out
+    }
+}
+
+impl Metrics {
+    /// The priority mix: open exceptions and raises by priority, and the
+    /// share of raises at each against the alarm-management standard's
+    /// target (about 80 % low, 15 % medium, 5 % high).
+    fn priority_mix(&self, out: &mut String) {
+        use trackside_wire::Priority;
+        let raised = self
+            .exceptions_raised_by_priority
+            .each_ref()
+            .map(|c| c.load(Relaxed));
+        let total: u64 = raised.iter().sum();
+        let mut family =
+            |name: &str, kind: &str, help: &str, value: &dyn Fn(Priority) -> String| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for priority in Priority::ALL {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{priority=\"{}\"}} {}",
+                        priority.as_str(),
+                        value(priority)
+                    );
+                }
+            };
+        family(
+            "trackside_exceptions_open_by_priority",
+            "gauge",
+            "Open exceptions by their priority now (escalation included).",
+            &|p| {
+                self.exceptions_open_by_priority[p as usize]
+                    .load(Relaxed)
+                    .to_string()
+            },
+        );
+        family(
+            "trackside_exceptions_raised_by_priority_total",
+            "counter",
+            "New exceptions by the priority they were raised with (suppressed ones not counted).",
+            &|p| raised[p as usize].to_string(),
+        );
+        family(
+            "trackside_exceptions_priority_share",
+            "gauge",
+            "Share of raised exceptions at each priority since the server started (0 to 1).",
+            &|p| {
+                let share = if total == 0 {
+                    0.0
+                } else {
+                    raised[p as usize] as f64 / total as f64
+                };
+                format!("{share:.4}")
+            },
+        );
+        family(
+            "trackside_exceptions_priority_target_share",
+            "gauge",
+            "The alarm-management standard's target share at each priority (ISA-18.2 / EEMUA 191).",
+            &|p| format!("{:.2}", p.target_share()),
+        );
     }
 }
 

@@ -228,7 +228,8 @@ pub struct AuditEntry {
     /// The client's address (as the server or its trusted proxy saw it).
     pub address: Option<String>,
     /// `signin`, `signin.failed`, `signout`, `exception.acknowledge`,
-    /// `forecast.train`, `forecast.model_replaced`, `user.create`, ...
+    /// `forecast.train`, `forecast.model_replaced`, `layout.replace`,
+    /// `user.create`, ...
     pub action: String,
     /// What it was done to: a user name, an exception id, a gateway id.
     pub target: Option<String>,

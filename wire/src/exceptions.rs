@@ -6,7 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::alarms::{Criticality, Priority, ShelvedInfo};
+use crate::alarms::Priority;
+use crate::yard::Criticality;
 
 /// How urgent an exception is. Ordered: `Info < Warning < Major < Critical`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -137,6 +138,11 @@ pub enum Check {
     /// horizon. Cleared when a later forecast stays inside that rule's
     /// clear thresholds over the whole horizon.
     Predicted { limit_rule: String },
+    /// The server's own spool (readings waiting for the database on local
+    /// disk) filled to `fill_percent` of its bound, or its disk refusing
+    /// writes. Cleared once it is 5 points below and writable again. The
+    /// subject is `spool`; one such rule is added when none is configured.
+    Spool { fill_percent: f64 },
 }
 
 impl Check {
@@ -149,6 +155,7 @@ impl Check {
             Check::Stale { .. } => ExceptionKind::Stale,
             Check::GatewayOffline { .. } => ExceptionKind::GatewayOffline,
             Check::Predicted { .. } => ExceptionKind::Predicted,
+            Check::Spool { .. } => ExceptionKind::Spool,
         }
     }
 }
@@ -164,10 +171,11 @@ pub enum ExceptionKind {
     Stale,
     GatewayOffline,
     Predicted,
+    Spool,
 }
 
 impl ExceptionKind {
-    pub const ALL: [ExceptionKind; 7] = [
+    pub const ALL: [ExceptionKind; 8] = [
         ExceptionKind::Limit,
         ExceptionKind::RateOfChange,
         ExceptionKind::Flick,
@@ -175,6 +183,7 @@ impl ExceptionKind {
         ExceptionKind::Stale,
         ExceptionKind::GatewayOffline,
         ExceptionKind::Predicted,
+        ExceptionKind::Spool,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -186,6 +195,7 @@ impl ExceptionKind {
             ExceptionKind::Stale => "stale",
             ExceptionKind::GatewayOffline => "gateway_offline",
             ExceptionKind::Predicted => "predicted",
+            ExceptionKind::Spool => "spool",
         }
     }
 
@@ -203,6 +213,7 @@ impl ExceptionKind {
             ExceptionKind::Stale => "Stale channel",
             ExceptionKind::GatewayOffline => "Gateway offline",
             ExceptionKind::Predicted => "Predicted exceedance",
+            ExceptionKind::Spool => "Server spool filling",
         }
     }
 }
@@ -305,23 +316,29 @@ pub struct ExceptionInfo {
     /// How many times it escalated (0: never).
     pub escalation: u8,
     pub escalated_at: Option<i64>,
-    /// While shelved: until when, by whom, why.
-    pub shelved: Option<ShelvedInfo>,
     /// Raised inside a maintenance window that is still on: recorded, not
     /// sounded or notified.
     pub suppressed: bool,
     /// The maintenance window it was raised in, if any.
     pub window: Option<i64>,
-    /// The flood it arrived in, if any.
-    pub flood: Option<i64>,
+    /// False while this state is known only to the server's memory and
+    /// journal: judged while the database was unreachable, stored when it
+    /// is back (a `stored` frame on `/ws` says when). Always true from the
+    /// HTTP API, which reads the database.
+    #[serde(default = "stored_by_default")]
+    pub stored: bool,
 }
 
 impl ExceptionInfo {
-    /// Someone must act on it and nothing hides it: unacknowledged, not
-    /// shelved, not suppressed. What the app counts, sounds and notifies.
+    /// Someone must act on it and nothing hides it: unacknowledged and not
+    /// suppressed. What the app counts, sounds and notifies.
     pub fn demands_attention(&self) -> bool {
-        self.open && !self.acknowledged && self.shelved.is_none() && !self.suppressed
+        self.open && !self.acknowledged && !self.suppressed
     }
+}
+
+fn stored_by_default() -> bool {
+    true
 }
 
 /// One stored transition.
@@ -350,29 +367,6 @@ pub struct ExceptionDetail {
 #[serde(deny_unknown_fields)]
 pub struct AckRequest {
     pub comment: String,
-}
-
-/// `POST /api/exceptions/ack`: acknowledge several at once (a flood's
-/// group), with one comment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BulkAckRequest {
-    pub ids: Vec<i64>,
-    pub comment: String,
-}
-
-/// The answer to a bulk acknowledgement: what was acknowledged, and why
-/// the rest was not.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BulkAckResult {
-    pub acknowledged: Vec<ExceptionInfo>,
-    pub refused: Vec<AckRefusal>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AckRefusal {
-    pub id: i64,
-    pub reason: String,
 }
 
 /// The webhook's JSON body, and the `exception` frame on `/ws`.

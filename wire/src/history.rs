@@ -37,10 +37,17 @@ pub struct History {
 pub enum HistorySource {
     /// The readings themselves (buckets narrower than a minute).
     Raw,
-    /// The per-minute rollup (buckets of whole minutes).
+    /// The per-minute rollup (1- and 2-minute buckets).
     Minute,
-    /// The per-hour rollup (buckets of whole hours).
+    /// The 5-minute rollup (5- and 10-minute buckets).
+    FiveMinute,
+    /// The 15-minute rollup (15- and 30-minute buckets).
+    QuarterHour,
+    /// The per-hour rollup (1-, 2- and 3-hour buckets).
     Hour,
+    /// The 6-hour rollup on the yard's wall clock (6- and 12-hour and day
+    /// buckets).
+    SixHour,
 }
 
 /// One channel's data over the range.

@@ -14,12 +14,9 @@ mod exceptions;
 mod forecast;
 mod history;
 mod parameter;
+mod yard;
 
-pub use alarms::{
-    Criticality, FloodGroup, FloodInfo, MaintenanceWindowInfo, MyNotifications,
-    NewMaintenanceWindow, NewShelf, NotificationSettings, Priority, PriorityMix, PriorityShare,
-    ShelfInfo, ShelvedInfo, WindowState,
-};
+pub use alarms::{Priority, PriorityMix, PriorityShare};
 pub use auth::{
     AuditEntry, CertificateRequest, GatewayCertificateFiles, GatewayCredentialInfo,
     IssuedGatewayPassword, IssuedPassword, IssuedToken, LinkSignInRequest, Me, NewGateway,
@@ -27,7 +24,7 @@ pub use auth::{
 };
 pub use channel::{ChannelName, ChannelNameError, pattern_matches};
 pub use exceptions::{
-    AckRefusal, AckRequest, BulkAckRequest, BulkAckResult, Check, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Rule,
+    AckRequest, Check, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Rule,
     Severity, TransitionInfo, TransitionKind,
 };
 pub use forecast::{
@@ -37,6 +34,11 @@ pub use history::{
     History, HistorySeries, HistorySource, MAX_CHANNELS, MAX_POINTS, MAX_RANGE_DAYS, SeriesData,
 };
 pub use parameter::{Parameter, parameter_info};
+pub use yard::{
+    Criticality, Facing, Layout, LayoutCircuit, LayoutLabel, LayoutPoints, LayoutProblem,
+    LayoutRejected, LayoutRoute, LayoutSection, LayoutSignal, Movement, MovementStep, Movements,
+    Replay, ReplayException, ReplayExceptionStep, ReplayStart, RouteStop, StateChange,
+};
 
 /// One measured value of one channel at one instant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,15 +129,13 @@ pub enum ServerMessage {
     /// yard from a dead connection (browsers do not surface WebSocket pings).
     Heartbeat { server_time: i64 },
     /// An exception was raised, cleared, acknowledged, re-alarmed,
-    /// shelved, unshelved, escalated or released. Sent to every client
-    /// whatever its channel subscription.
+    /// escalated or released from a maintenance window. Sent to every client
+    /// whatever its channel subscription. While the database is
+    /// unreachable this comes at once with `exception.stored` false.
     Exception(Box<ExceptionEvent>),
-    /// A maintenance window was planned, began, or ended.
-    Maintenance(Box<MaintenanceWindowInfo>),
-    /// A shelf was made or ended.
-    Shelf(Box<ShelfInfo>),
-    /// An alarm flood began, grew, or ended.
-    Flood(Box<FloodInfo>),
+    /// Exceptions sent with `stored` false are now stored, as given here
+    /// (a later, still unstored state of the same exception supersedes it).
+    Stored { exceptions: Vec<ExceptionInfo> },
     /// The session or token this feed was opened with has ended: signed
     /// out, expired, or its user disabled or changed by an administrator.
     /// The server closes the socket after this frame; sign in again.

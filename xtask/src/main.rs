@@ -34,10 +34,20 @@ commands:
                    seed a week of 1 Hz readings for 100 channels in a private
                    PostgreSQL and measure GET /api/history against its bare
                    SQL (about 10 minutes; --reuse keeps the seed, --help)
+  bench-ui [args...]
+                   build the app, seed a week of 8 channels, and time the
+                   history page in headless Chromium (first chart, a preset,
+                   a drag-zoom, frames under a live tail) against a bare
+                   uPlot page drawing the same points (--reuse, --help)
   bench-export [args...]
                    seed 10 million readings in a private PostgreSQL and export
                    them as CSV from a release server against psql's COPY, with
                    the server's peak memory (--reuse keeps the seed, --help)
+  bench-replay [args...]
+                   a day of a 200-circuit yard in a private PostgreSQL:
+                   GET /api/replay against its bare read and against fetching
+                   every relay reading, then playback at 60x in headless
+                   Chromium against the same page paused (--help)
   modules          print which server modules import which (the layering
                    that the tidy tests hold)
   fuzz [target] [--seconds N]
@@ -66,7 +76,13 @@ fn dispatch(args: Vec<String>) -> Result<()> {
     let rest = rest.strip_prefix(&["--".to_owned()]).unwrap_or(rest);
     if !matches!(
         command,
-        "demo" | "bench-ingest" | "bench-history" | "bench-export" | "fuzz"
+        "demo"
+            | "bench-ingest"
+            | "bench-history"
+            | "bench-ui"
+            | "bench-export"
+            | "bench-replay"
+            | "fuzz"
     ) && !rest.is_empty()
     {
         bail!("`{command}` takes no arguments, got {rest:?}\n\n{HELP}");
@@ -78,7 +94,9 @@ fn dispatch(args: Vec<String>) -> Result<()> {
         "test" => test(&root),
         "bench-ingest" => bench_ingest(&root, rest),
         "bench-history" => bench_history(&root, rest),
+        "bench-ui" => bench_ui(&root, rest),
         "bench-export" => bench_export(&root, rest),
+        "bench-replay" => bench_replay(&root, rest),
         "fuzz" => fuzz::run_targets(&root, rest),
         "modules" => {
             print_module_graph(&root);
@@ -247,11 +265,56 @@ fn bench_history(root: &Path, args: &[String]) -> Result<()> {
     })
 }
 
+/// The app as an operator's browser runs it: needs the built app and
+/// Chromium, as the browser tests do.
+fn bench_ui(root: &Path, args: &[String]) -> Result<()> {
+    setup::install_missing(root)?;
+    frontend::build(root)?;
+    step("bench: ui", || {
+        let mut bench = Command::new(cargo());
+        bench
+            .args([
+                "run",
+                "--release",
+                "--package",
+                "trackside",
+                "--example",
+                "ui-bench",
+                "--",
+            ])
+            .args(args)
+            .current_dir(root);
+        run(&mut bench, false)
+    })
+}
+
 fn bench_export(root: &Path, args: &[String]) -> Result<()> {
     step("bench: Debian packages", || {
         setup::install_debian(vec!["postgresql"])
     })?;
     run_server_bench(root, "export-bench", args)
+}
+
+/// The app must be built: the benchmark plays a replay in Chromium.
+fn bench_replay(root: &Path, args: &[String]) -> Result<()> {
+    setup::install_missing(root)?;
+    frontend::build(root)?;
+    step("bench: replay", || {
+        let mut bench = Command::new(cargo());
+        bench
+            .args([
+                "run",
+                "--release",
+                "--package",
+                "trackside",
+                "--example",
+                "replay-bench",
+                "--",
+            ])
+            .args(args)
+            .current_dir(root);
+        run(&mut bench, false)
+    })
 }
 
 fn test(root: &Path) -> Result<()> {
@@ -290,10 +353,31 @@ fn test(root: &Path) -> Result<()> {
     step("test: cargo test", || {
         let mut cmd = Command::new(cargo());
         cmd.args(["test", "--workspace"]).current_dir(root);
+        // Tests that need root (mounting a small filesystem to fill it) are
+        // #[ignore]d with the reason; as root (CI) they run, otherwise the
+        // summary counts them as skipped and libtest names them.
+        if running_as_root() {
+            cmd.args(["--", "--include-ignored"]);
+        } else {
+            println!("    not root: tests that need root are skipped (marked `ignored` below)");
+        }
         run_tests(&mut cmd).map_err(|e| e.context("tests failed (listed above)"))
     })?;
     println!("\nxtask: all checks passed");
     Ok(())
+}
+
+/// Whether this process runs as root (its effective uid is 0).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let uids = status.lines().find(|l| l.starts_with("Uid:"))?.to_owned();
+            uids.split_whitespace()
+                .nth(2)
+                .map(|effective| effective == "0")
+        })
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -182,10 +182,12 @@ mod tests {
         }
     }
 
+    /// The router may name ingest: it mounts ingest's admin routes (gateway
+    /// credentials), the same allowed circle `layering_cycle` describes.
     #[test]
     fn nothing_downstream_imports_ingest() {
         for (module, targets) in graph() {
-            if !matches!(module.as_str(), "ingest" | "sim") {
+            if !matches!(module.as_str(), "ingest" | "sim" | "http") {
                 assert!(!targets.contains("ingest"), "{module} imports ingest");
             }
         }

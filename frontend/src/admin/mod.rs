@@ -1,12 +1,14 @@
-//! Administration: users, gateways, API tokens and the audit trail, for
-//! admins. Each tab is the app's face of an admin API (`/api/users`,
-//! `/api/gateway-credentials`, `/api/tokens`, `/api/audit`); the server
+//! Administration: users, gateways, API tokens, the yard layout and the
+//! audit trail, for admins. Each tab is the app's face of an admin API
+//! (`/api/users`, `/api/gateway-credentials`, `/api/tokens`,
+//! `/api/layout`, `/api/audit`); the server
 //! refuses all of them to anyone else, and this page says so instead of
 //! showing empty tables. A secret (a one-time password, a token, a key) is
 //! shown once, right after it is made, with what to do with it.
 
 mod audit;
 mod gateways;
+mod layout;
 mod tokens;
 mod users;
 
@@ -41,17 +43,19 @@ pub fn AdminPage(clock: Clock, yard: RwSignal<Option<YardInfo>>) -> impl IntoVie
                     <A href="/admin/users">"Users"</A>
                     <A href="/admin/gateways">"Gateways"</A>
                     <A href="/admin/tokens">"API tokens"</A>
+                    <A href="/admin/layout">"Yard layout"</A>
                     <A href="/admin/audit">"Audit trail"</A>
                 </nav>
                 {move || match tab().as_str() {
                     "users" => view! { <users::UsersTab times /> }.into_any(),
                     "gateways" => view! { <gateways::GatewaysTab times /> }.into_any(),
                     "tokens" => view! { <tokens::TokensTab times /> }.into_any(),
+                    "layout" => view! { <layout::LayoutTab /> }.into_any(),
                     "audit" => view! { <audit::AuditTab times clock /> }.into_any(),
                     _ => view! {
                         <div class="notice" role="status">
                             <p class="notice-title">"No such tab"</p>
-                            <p class="notice-text">"Choose Users, Gateways, API tokens or Audit trail above."</p>
+                            <p class="notice-text">"Choose Users, Gateways, API tokens, Yard layout or Audit trail above."</p>
                         </div>
                     }
                     .into_any(),

@@ -102,6 +102,16 @@ impl Board {
         self.circuits.get()
     }
 
+    /// One circuit by name (tracked: a circuit seen later appears).
+    pub fn circuit(&self, name: &str) -> Option<Circuit> {
+        self.circuits.with(|circuits| {
+            circuits
+                .binary_search_by(|c| natural_cmp(&c.name, name))
+                .ok()
+                .map(|i| circuits[i].clone())
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.circuits.with(Vec::is_empty)
     }

@@ -11,7 +11,7 @@ mod ack_dialog;
 mod model;
 
 use leptos::prelude::*;
-use trackside_wire::{ExceptionInfo, Role, Severity};
+use trackside_wire::{ExceptionInfo, Priority, Role, Severity};
 
 use self::ack_dialog::AckDialog;
 pub use self::model::Exceptions;
@@ -44,11 +44,13 @@ pub fn load(exceptions: Exceptions, now_ms: i64) {
 pub fn ExceptionsPage(exceptions: Exceptions, clock: Clock) -> impl IntoView {
     let show = RwSignal::new(Show::Open);
     let severity = RwSignal::new(None::<Severity>);
+    let priority = RwSignal::new(None::<Priority>);
     let circuit = RwSignal::new(String::new());
     let acknowledging = RwSignal::new(None::<ExceptionInfo>);
     let filter = Memo::new(move |_| Filter {
         show: show.get(),
         severity: severity.get(),
+        priority: priority.get(),
         circuit: circuit.get(),
     });
     let list = Memo::new(move |_| exceptions.filtered(&filter.get()));
@@ -78,6 +80,17 @@ pub fn ExceptionsPage(exceptions: Exceptions, clock: Clock) -> impl IntoView {
                                 }
                             })
                             .collect_view()}
+                    </select>
+                </label>
+                <label class="filter">
+                    <span class="filter-label">"Priority"</span>
+                    <select
+                        data-testid="filter-priority"
+                        on:change=move |ev| priority.set(Priority::parse(&event_target_value(&ev)))
+                    >
+                        <option value="any">"Any"</option>
+                        <option value="high">"High"</option>
+                        <option value="medium">"Medium and above"</option>
                     </select>
                 </label>
                 <label class="filter">
@@ -143,13 +156,21 @@ pub fn ExceptionsPage(exceptions: Exceptions, clock: Clock) -> impl IntoView {
             <ul class="exception-list" data-testid="exceptions-list">
                 <For
                     each=move || list.get()
-                    key=|e| (e.id, progress(e), e.open)
+                    key=|e| (e.id, progress(e), e.open, e.stored)
                     children=move |e| view! { <ExceptionRow exception=e clock acknowledging /> }
                 />
             </ul>
             <AckDialog exceptions acknowledging />
         </main>
     }
+}
+
+/// The diagram replaying the five minutes around `at`.
+pub fn replay_href(at: i64) -> String {
+    format!(
+        "/diagram?{}",
+        crate::diagram::model::ReplayQuery::around(at).to_query()
+    )
 }
 
 #[component]
@@ -188,9 +209,10 @@ fn ExceptionRow(
         }
     });
     // Acknowledging needs the operator role; the server refuses it to
-    // anyone else, and the button is not offered.
+    // anyone else, and the button is not offered. An acknowledgement is an
+    // operator's record: it waits for the database, like the exception.
     let may_ack = expect_context::<Session>().may(Role::Operator);
-    let can_ack = e.open && !e.acknowledged && may_ack;
+    let can_ack = e.open && !e.acknowledged && e.stored && may_ack;
     let for_dialog = exception.clone();
     view! {
         <li
@@ -198,10 +220,32 @@ fn ExceptionRow(
             data-exception-id=e.id
             data-exception-state=state
             data-severity=e.severity.as_str()
+            data-priority=e.priority.as_str()
+            data-suppressed=e.suppressed.to_string()
             data-active=e.active.to_string()
             data-acknowledged=e.acknowledged.to_string()
+            data-stored=e.stored.to_string()
         >
-            <span class="severity-badge">{e.severity.as_str().to_uppercase()}</span>
+            <div class="badges">
+                <span
+                    class="priority-badge"
+                    data-testid="priority"
+                    title=format!(
+                        "{} priority: {} on a {} circuit{}",
+                        e.priority.label(),
+                        e.severity.as_str(),
+                        e.criticality.label().to_lowercase(),
+                        if e.escalation > 0 {
+                            format!(", escalated {}× (raised as {})", e.escalation, e.base_priority.as_str())
+                        } else {
+                            String::new()
+                        }
+                    )
+                >
+                    {e.priority.label().to_uppercase()}
+                </span>
+                <span class="severity-badge">{e.severity.as_str().to_uppercase()}</span>
+            </div>
             <div class="exception-main">
                 <p class="exception-title">
                     <span class="place">{place}</span>
@@ -222,6 +266,41 @@ fn ExceptionRow(
                 <span class="ack-chip" class:unacked=!e.acknowledged>
                     {if e.acknowledged { "ACKNOWLEDGED" } else { "UNACKNOWLEDGED" }}
                 </span>
+                {(e.escalation > 0).then(|| view! {
+                    <span
+                        class="escalated-chip"
+                        data-testid="escalated"
+                        title="Nobody acknowledged it in time: its priority rose and it was announced again."
+                    >
+                        {format!("ESCALATED ×{}", e.escalation)}
+                    </span>
+                })}
+                {e.suppressed.then(|| view! {
+                    <span
+                        class="suppressed-chip"
+                        data-testid="suppressed"
+                        title="Raised inside a maintenance window: recorded, but it does not sound or notify. If still active when the window ends it is raised normally."
+                    >
+                        "SUPPRESSED · MAINTENANCE"
+                    </span>
+                })}
+                {(!e.stored).then(|| view! {
+                    <span
+                        class="unstored-chip"
+                        data-testid="not-stored"
+                        title="The database is unreachable: the server holds this alarm and stores it when the database is back. It can be acknowledged once stored."
+                    >
+                        "NOT YET STORED"
+                    </span>
+                })}
+                <a
+                    class="replay-link"
+                    data-testid="exception-replay"
+                    href=replay_href(raised_at)
+                    title="Replay the yard in the five minutes around the raise"
+                >
+                    "Replay ▸"
+                </a>
                 {can_ack.then(|| view! {
                     <button
                         class="ack-button"

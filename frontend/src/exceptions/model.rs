@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use leptos::prelude::*;
-use trackside_wire::{ExceptionEvent, ExceptionInfo, ExceptionKind, Severity};
+use trackside_wire::{ExceptionEvent, ExceptionInfo, ExceptionKind, Priority, Severity};
 
 use crate::api::ApiFailure;
 
@@ -26,7 +26,10 @@ pub fn progress(e: &ExceptionInfo) -> (i32, i64, i64) {
     (
         e.occurrences,
         e.last_raised_at,
-        e.cleared_at.max(e.acked_at).unwrap_or(0),
+        e.cleared_at
+            .max(e.acked_at)
+            .max(e.escalated_at)
+            .unwrap_or(0),
     )
 }
 
@@ -56,10 +59,24 @@ impl Exceptions {
         self.all.update(|all| merge_one(all, event.exception));
     }
 
-    /// Open and not acknowledged (tracked): the header's counter.
+    /// Exceptions shown as not yet stored are stored now, as given; a later
+    /// state still unstored stays so.
+    pub fn stored(&self, list: Vec<ExceptionInfo>) {
+        self.merge(list);
+    }
+
+    /// Exceptions whose latest state only the server's memory and journal
+    /// hold (the database is away) (tracked).
+    pub fn unstored(&self) -> usize {
+        self.all
+            .with(|all| all.values().filter(|e| !e.stored).count())
+    }
+
+    /// Open, not acknowledged, and not suppressed by a maintenance window
+    /// (tracked): the header's counter.
     pub fn unacknowledged(&self) -> usize {
         self.all
-            .with(|all| all.values().filter(|e| e.open && !e.acknowledged).count())
+            .with(|all| all.values().filter(|e| e.demands_attention()).count())
     }
 
     /// The most severe active exception of a circuit, counting its
@@ -67,14 +84,41 @@ impl Exceptions {
     pub fn worst_for(&self, circuit: &str, gateways: &[String]) -> Option<Severity> {
         self.all.with(|all| {
             all.values()
-                .filter(|e| e.active)
-                .filter(|e| {
-                    e.circuit.as_deref() == Some(circuit)
-                        || (e.kind == ExceptionKind::GatewayOffline
-                            && gateways.contains(&e.subject))
-                })
+                .filter(|e| e.active && touches(e, circuit, gateways))
                 .map(|e| e.severity)
                 .max()
+        })
+    }
+
+    /// The active exceptions of a circuit, its gateways being offline
+    /// included, as (kind, severity, subject) (tracked).
+    pub fn active_for(
+        &self,
+        circuit: &str,
+        gateways: &[String],
+    ) -> Vec<(ExceptionKind, Severity, String)> {
+        self.all.with(|all| {
+            all.values()
+                .filter(|e| e.active && touches(e, circuit, gateways))
+                .map(|e| (e.kind, e.severity, e.subject.clone()))
+                .collect()
+        })
+    }
+
+    /// A circuit's open exceptions, most severe first (tracked).
+    pub fn open_for(&self, circuit: &str, gateways: &[String]) -> Vec<ExceptionInfo> {
+        self.all.with(|all| {
+            let mut open: Vec<ExceptionInfo> = all
+                .values()
+                .filter(|e| e.open && touches(e, circuit, gateways))
+                .cloned()
+                .collect();
+            open.sort_by(|a, b| {
+                b.severity
+                    .cmp(&a.severity)
+                    .then(b.raised_at.cmp(&a.raised_at))
+            });
+            open
         })
     }
 
@@ -102,6 +146,13 @@ impl Exceptions {
     }
 }
 
+/// Whether an exception is about a circuit: on one of its channels, or its
+/// gateway being offline.
+fn touches(e: &ExceptionInfo, circuit: &str, gateways: &[String]) -> bool {
+    e.circuit.as_deref() == Some(circuit)
+        || (e.kind == ExceptionKind::GatewayOffline && gateways.contains(&e.subject))
+}
+
 fn merge_one(all: &mut BTreeMap<i64, ExceptionInfo>, incoming: ExceptionInfo) {
     match all.get(&incoming.id) {
         Some(held) if progress(held) > progress(&incoming) => {}
@@ -117,11 +168,18 @@ pub enum Show {
     Open,
     Unacknowledged,
     Active,
+    Suppressed,
     All,
 }
 
 impl Show {
-    pub const ALL: [Show; 4] = [Show::Open, Show::Unacknowledged, Show::Active, Show::All];
+    pub const ALL: [Show; 5] = [
+        Show::Open,
+        Show::Unacknowledged,
+        Show::Active,
+        Show::Suppressed,
+        Show::All,
+    ];
 
     /// The `<option>` value (`filter-show` in the browser tests).
     pub fn value(self) -> &'static str {
@@ -129,6 +187,7 @@ impl Show {
             Show::Open => "open",
             Show::Unacknowledged => "unacknowledged",
             Show::Active => "active",
+            Show::Suppressed => "suppressed",
             Show::All => "all",
         }
     }
@@ -138,6 +197,7 @@ impl Show {
             Show::Open => "Open (not yet cleared and acknowledged)",
             Show::Unacknowledged => "Unacknowledged",
             Show::Active => "Active now",
+            Show::Suppressed => "Suppressed by maintenance",
             Show::All => "All of the last 24 hours",
         }
     }
@@ -145,8 +205,9 @@ impl Show {
     fn keeps(self, e: &ExceptionInfo) -> bool {
         match self {
             Show::Open => e.open,
-            Show::Unacknowledged => e.open && !e.acknowledged,
+            Show::Unacknowledged => e.demands_attention(),
             Show::Active => e.active,
+            Show::Suppressed => e.suppressed,
             Show::All => true,
         }
     }
@@ -157,14 +218,17 @@ pub struct Filter {
     pub show: Show,
     /// At least this severe.
     pub severity: Option<Severity>,
+    /// At least this priority (after escalation).
+    pub priority: Option<Priority>,
     /// Circuit or gateway name, case-insensitive prefix.
     pub circuit: String,
 }
 
 /// Unacknowledged first (active before cleared), then acknowledged active,
-/// then closed; within each, the most severe, then the most recent.
+/// then closed; within each, the highest priority, the most severe, then
+/// the most recent. Suppressed ones wait with the acknowledged.
 pub fn state_rank(e: &ExceptionInfo) -> u8 {
-    match (e.open && !e.acknowledged, e.active) {
+    match (e.demands_attention(), e.active) {
         (true, true) => 0,
         (true, false) => 1,
         (false, true) => 2,
@@ -180,6 +244,7 @@ pub fn visible<'a>(
     let mut list: Vec<ExceptionInfo> = all
         .filter(|e| filter.show.keeps(e))
         .filter(|e| filter.severity.is_none_or(|min| e.severity >= min))
+        .filter(|e| filter.priority.is_none_or(|min| e.priority >= min))
         .filter(|e| {
             needle.is_empty()
                 || e.circuit
@@ -193,6 +258,7 @@ pub fn visible<'a>(
     list.sort_by(|a, b| {
         state_rank(a)
             .cmp(&state_rank(b))
+            .then(b.priority.cmp(&a.priority))
             .then(b.severity.cmp(&a.severity))
             .then(b.last_raised_at.cmp(&a.last_raised_at))
             .then(b.id.cmp(&a.id))
@@ -203,6 +269,7 @@ pub fn visible<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use trackside_wire::Criticality;
 
     fn info(
         id: i64,
@@ -231,6 +298,14 @@ mod tests {
             acked_by: None,
             ack_comment: None,
             occurrences: 1,
+            criticality: Criticality::RunningLine,
+            base_priority: Priority::Medium,
+            priority: Priority::Medium,
+            escalation: 0,
+            escalated_at: None,
+            suppressed: false,
+            window: None,
+            stored: true,
         }
     }
 
@@ -251,6 +326,7 @@ mod tests {
         let filter = Filter {
             show: Show::All,
             severity: None,
+            priority: None,
             circuit: String::new(),
         };
         assert_eq!(ids(&visible(all.iter(), &filter)), [6, 4, 2, 5, 3, 1]);
@@ -273,6 +349,57 @@ mod tests {
     }
 
     #[test]
+    fn priority_ranks_before_severity_and_suppressed_ones_wait() {
+        let mut high = info(1, Severity::Warning, true, false, 10);
+        high.priority = Priority::High;
+        let major = info(2, Severity::Major, true, false, 20);
+        let mut low = info(3, Severity::Critical, true, false, 30);
+        low.priority = Priority::Low;
+        let mut suppressed = info(4, Severity::Critical, true, false, 40);
+        suppressed.priority = Priority::High;
+        suppressed.suppressed = true;
+        let all = [high, major, low, suppressed];
+        let filter = Filter {
+            show: Show::Open,
+            severity: None,
+            priority: None,
+            circuit: String::new(),
+        };
+        assert_eq!(ids(&visible(all.iter(), &filter)), [1, 2, 3, 4]);
+        let urgent = Filter {
+            priority: Some(Priority::Medium),
+            show: Show::Unacknowledged,
+            ..filter.clone()
+        };
+        assert_eq!(ids(&visible(all.iter(), &urgent)), [1, 2]);
+        let maintenance = Filter {
+            show: Show::Suppressed,
+            ..filter
+        };
+        assert_eq!(ids(&visible(all.iter(), &maintenance)), [4]);
+        let exceptions = Exceptions::new();
+        exceptions.merge(all.to_vec());
+        assert_eq!(
+            exceptions.unacknowledged(),
+            3,
+            "suppressed ones do not count"
+        );
+    }
+
+    #[test]
+    fn an_escalation_is_progress() {
+        let mut all = BTreeMap::new();
+        let raised = info(1, Severity::Major, true, false, 10);
+        let mut escalated = raised.clone();
+        escalated.escalation = 1;
+        escalated.escalated_at = Some(40);
+        escalated.priority = Priority::High;
+        merge_one(&mut all, escalated.clone());
+        merge_one(&mut all, raised);
+        assert_eq!(all[&1], escalated);
+    }
+
+    #[test]
     fn an_older_snapshot_never_rolls_an_exception_back() {
         let mut all = BTreeMap::new();
         let raised = info(1, Severity::Major, true, false, 10);
@@ -282,6 +409,26 @@ mod tests {
         merge_one(&mut all, acked.clone());
         merge_one(&mut all, raised);
         assert_eq!(all[&1], acked);
+    }
+
+    /// Raised and cleared while the database was away: the stored notice
+    /// for the raise must not mark the (still unstored) clear as stored.
+    #[test]
+    fn a_stored_notice_marks_only_the_state_it_names() {
+        let exceptions = Exceptions::new();
+        let mut raised = info(1, Severity::Major, true, false, 10);
+        raised.stored = false;
+        let mut cleared = info(1, Severity::Major, false, false, 10);
+        cleared.stored = false;
+        exceptions.merge(vec![raised.clone()]);
+        exceptions.merge(vec![cleared.clone()]);
+        assert_eq!(exceptions.unstored(), 1);
+        raised.stored = true;
+        exceptions.stored(vec![raised]);
+        assert_eq!(exceptions.unstored(), 1, "the clear is not stored yet");
+        cleared.stored = true;
+        exceptions.stored(vec![cleared]);
+        assert_eq!(exceptions.unstored(), 0);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! also gets its forecast beyond "now": a dashed line through the
 //! predicted mean in a lighter band (the 90 % interval).
 
+use std::rc::Rc;
+
 use js_sys::{Array, Object, Reflect};
 use leptos::html::Div;
 use leptos::prelude::*;
@@ -45,7 +47,13 @@ pub struct Shape {
 pub struct Frame {
     pub columns: Columns,
     pub range: Range,
+    /// The request whose answer the data is (live readings appended).
+    pub request: u64,
 }
+
+/// The request whose data the chart draws next for the first time, and
+/// how many points it has.
+type FirstDraw = Rc<std::cell::Cell<Option<(u64, usize)>>>;
 
 /// A live uPlot and the Rust closures its options call, which must live as
 /// long as it does.
@@ -74,6 +82,10 @@ pub fn Chart(
     // Arena-held and local (a uPlot is a JS object): dropped, and so
     // destroyed, with this component.
     let chart = StoredValue::new_local(None::<Live>);
+    // The request whose data the next draw shows for the first time, and
+    // its points: the draw hook marks `history:drawn` with it (crate::perf).
+    let first_draw: FirstDraw = Rc::new(std::cell::Cell::new(None));
+    let drawn_request = StoredValue::new(0u64);
 
     // Measure before the first request, and follow window resizes; a few
     // pixels (a scrollbar appearing) are not worth another request.
@@ -113,11 +125,15 @@ pub fn Chart(
                 live.take();
                 if let Some(shape) = &shape {
                     let width = f64::from(el.client_width()).max(300.0);
-                    *live = Some(build(shape, width, &el, on_zoom));
+                    *live = Some(build(shape, width, &el, on_zoom, first_draw.clone()));
                 }
             });
         }
         if let Some(frame) = frame {
+            if drawn_request.get_value() != frame.request {
+                drawn_request.set_value(frame.request);
+                first_draw.set(Some((frame.request, frame.columns.x.len())));
+            }
             chart.with_value(|live| {
                 if let Some(live) = live {
                     live.plot.set_data(&data(&frame.columns), true);
@@ -211,6 +227,7 @@ fn build(
     width: f64,
     target: &web_sys::HtmlElement,
     on_zoom: Callback<Range>,
+    first_draw: FirstDraw,
 ) -> Live {
     let mut callbacks: Vec<Box<dyn std::any::Any>> = Vec::new();
     let text = "#93a1b1";
@@ -485,12 +502,25 @@ fn build(
         ]);
         u.set_select(&none, false);
     });
+    // After a draw: the first of a request's data is marked (crate::perf).
+    let on_draw = Closure::<dyn Fn(UPlot)>::new(move |_u: UPlot| {
+        if let Some((request, points)) = first_draw.take() {
+            crate::perf::mark(
+                "history:drawn",
+                &[("request", request as f64), ("points", points as f64)],
+            );
+        }
+    });
     set(
         &options,
         "hooks",
-        object(&[("setSelect", Array::of1(on_select.as_ref()).into())]),
+        object(&[
+            ("setSelect", Array::of1(on_select.as_ref()).into()),
+            ("draw", Array::of1(on_draw.as_ref()).into()),
+        ]),
     );
     callbacks.push(Box::new(on_select));
+    callbacks.push(Box::new(on_draw));
 
     let empty = Array::new();
     for _ in 0..(1 + 3 * (shape.channels.len() + shape.forecasts.len())) {

@@ -172,6 +172,15 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
         status.set(Status::Loading);
         early.set_value(live.then(Vec::new));
         let points = points_for_width(width);
+        crate::perf::mark(
+            "history:request",
+            &[
+                ("request", request as f64),
+                ("from", range.from as f64),
+                ("to", range.to as f64),
+                ("points", f64::from(points)),
+            ],
+        );
         let query = format!(
             "channels={}&from={}&to={}&points={points}",
             channels.join(","),
@@ -180,6 +189,7 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
         );
         leptos::task::spawn_local(async move {
             let answer = api::history(&query).await;
+            crate::perf::mark("history:answered", &[("request", request as f64)]);
             if requests.try_get_value() != Some(request) {
                 return;
             }
@@ -326,12 +336,17 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
                 Frame {
                     columns: join(&all),
                     range,
+                    request: l.request,
                 }
             })
         })
     });
 
     let zoom_to = move |range: Range| {
+        crate::perf::mark(
+            "history:zoom",
+            &[("from", range.from as f64), ("to", range.to as f64)],
+        );
         let current = state.with_untracked(|s| (s.range, s.live));
         zooms.update(|z| z.push(current));
         state.update(|s| {
@@ -409,7 +424,10 @@ fn source_name(source: HistorySource) -> &'static str {
     match source {
         HistorySource::Raw => "raw",
         HistorySource::Minute => "minute",
+        HistorySource::FiveMinute => "5-minute",
+        HistorySource::QuarterHour => "15-minute",
         HistorySource::Hour => "hour",
+        HistorySource::SixHour => "6-hour",
     }
 }
 
@@ -434,8 +452,7 @@ fn caption(loaded: &Option<Loaded>) -> String {
             format!("Raw readings; {width} buckets where readings are dense")
         }
         HistorySource::Raw => format!("{width} buckets from raw readings"),
-        HistorySource::Minute => format!("{width} buckets from the minute rollup"),
-        HistorySource::Hour => format!("{width} buckets from the hour rollup"),
+        source => format!("{width} buckets from the {} rollup", source_name(source)),
     }
 }
 
@@ -504,6 +521,7 @@ fn Controls(
     on_zoom_out: Callback<()>,
 ) -> impl IntoView {
     let pick = move |span: i64| {
+        crate::perf::mark("history:preset", &[("span", span as f64)]);
         zooms.set(Vec::new());
         state.update(|s| {
             s.range = Range::ending_at(clock.now_untracked(), span);

@@ -50,6 +50,11 @@ impl Actor {
         }
     }
 
+    /// The server acting on its own (the demo training its models).
+    pub fn server() -> Self {
+        Self::anonymous(None)
+    }
+
     pub fn anonymous(address: Option<IpAddr>) -> Self {
         Self {
             name: None,
@@ -67,6 +72,7 @@ pub mod action {
     pub const ACKNOWLEDGE: &str = "exception.acknowledge";
     pub const TRAIN: &str = "forecast.train";
     pub const MODEL_REPLACED: &str = "forecast.model_replaced";
+    pub const LAYOUT_REPLACE: &str = "layout.replace";
     pub const USER_CREATE: &str = "user.create";
     pub const USER_ROLE: &str = "user.role";
     pub const USER_DISABLE: &str = "user.disable";

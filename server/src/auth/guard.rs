@@ -25,6 +25,8 @@ use crate::http::tls::Peer;
 /// Seen-marks closer together than this are not written: one write a
 /// minute per session at most.
 const SEEN_RESOLUTION_MS: i64 = 60_000;
+/// Longest wait for the database to say who is asking.
+const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub async fn guard(State(auth): State<Arc<Auth>>, mut request: Request, next: Next) -> Response {
     let path = request
@@ -66,13 +68,24 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut request: Request, next: Ne
     if rule.need == Need::Public {
         return next.run(request).await;
     }
-    let principal = match bearer {
-        Some(token) => from_token(&auth, &token, client).await,
-        None => {
-            let session = request.extensions().get::<Session>().cloned();
-            let had_cookie = has_cookie(request.headers(), cookie_name(auth.secure_cookie));
-            from_session(&auth, session, had_cookie, client).await
+    let scrape = rule.need == Need::Role(trackside_wire::Role::Metrics);
+    let session = request.extensions().get::<Session>().cloned();
+    let had_cookie = has_cookie(request.headers(), cookie_name(auth.secure_cookie));
+    let lookup = async {
+        match bearer {
+            Some(token) => from_token(&auth, &token, client, scrape).await,
+            None => from_session(&auth, session, had_cookie, client).await,
         }
+    };
+    // A database that does not answer gets a 503 in seconds, not after
+    // the pool's half-minute wait for a connection: an operator
+    // acknowledging during an outage is told at once.
+    let principal = match tokio::time::timeout(CHECK_WAIT, lookup).await {
+        Ok(principal) => principal,
+        Err(_) => Err(unavailable(anyhow::anyhow!(
+            "no answer within {} s",
+            CHECK_WAIT.as_secs()
+        ))),
     };
     let principal = match principal {
         Ok(principal) => principal,
@@ -163,24 +176,47 @@ async fn from_token(
     auth: &Auth,
     token: &str,
     client: Option<std::net::IpAddr>,
+    scrape: bool,
 ) -> Result<Principal, AppError> {
-    let valid = tokens::authenticate(&auth.pool, token)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| {
-            AppError::Unauthorized(
-                "the API token is unknown, expired or revoked: ask an administrator for a new one"
-                    .into(),
-            )
-        })?;
-    Ok(Principal {
+    let of = |valid: tokens::Valid| Principal {
         user_id: valid.user.id,
         name: valid.user.name,
         role: valid.role,
         via: Via::Token { id: valid.id },
         password_change_required: false,
         address: client,
-    })
+    };
+    let unknown = || {
+        AppError::Unauthorized(
+            "the API token is unknown, expired or revoked: ask an administrator for a new one"
+                .into(),
+        )
+    };
+    if !scrape {
+        let valid = tokens::authenticate(&auth.pool, token)
+            .await
+            .map_err(unavailable)?;
+        return valid.map(of).ok_or_else(unknown);
+    }
+    // A scrape falls back on the token's last confirmation when the
+    // database does not answer in time (tokens::RecentScrapes).
+    let check = tokens::authenticate(&auth.pool, token);
+    let failure = match tokio::time::timeout(tokens::SCRAPE_CHECK_WAIT, check).await {
+        Ok(Ok(valid)) => {
+            let principal = valid.map(of);
+            auth.scrapes.confirmed(token, principal.as_ref());
+            return principal.ok_or_else(unknown);
+        }
+        Ok(Err(err)) => anyhow::Error::from(err),
+        Err(_) => anyhow::anyhow!("no answer within {} s", tokens::SCRAPE_CHECK_WAIT.as_secs()),
+    };
+    match auth.scrapes.recall(token) {
+        Some(principal) => Ok(Principal {
+            address: client,
+            ..principal
+        }),
+        None => Err(unavailable(failure)),
+    }
 }
 
 async fn from_session(

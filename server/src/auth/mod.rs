@@ -110,6 +110,8 @@ pub struct Auth {
     pub trusted_proxies: Vec<address::IpRange>,
     pub hasher: password::Hasher,
     pub revocations: revoke::Revocations,
+    /// Scrape tokens confirmed lately: `/metrics` through an outage.
+    pub scrapes: tokens::RecentScrapes,
     pub metrics: Arc<Metrics>,
     /// The session cookie is `Secure` (and named `__Host-…`).
     pub secure_cookie: bool,

@@ -72,10 +72,15 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/forecast", VIEWER),
     rule("GET", "/api/forecast/models", VIEWER),
     rule("GET", "/api/forecast/jobs/{id}", VIEWER),
+    rule("GET", "/api/layout", VIEWER),
+    rule("GET", "/api/layout/source", VIEWER),
+    rule("GET", "/api/replay", VIEWER),
+    rule("GET", "/api/movements", VIEWER),
     // Operator actions.
     rule("POST", "/api/exceptions/{id}/ack", OPERATOR),
     // Administration.
     rule("POST", "/api/forecast/train", ADMIN),
+    rule("PUT", "/api/layout", ADMIN),
     rule("GET", "/api/users", ADMIN),
     rule("POST", "/api/users", ADMIN),
     rule("PATCH", "/api/users/{name}", ADMIN),

@@ -244,3 +244,54 @@ pub async fn delete_old_links(pool: &PgPool) -> sqlx::Result<u64> {
             .rows_affected(),
     )
 }
+
+/// Tokens that recently read `/metrics`, so that a scrape keeps working
+/// while the database is unreachable: an outage is when its figures (the
+/// spool filling, alarms waiting to be stored) matter most, and checking a
+/// token needs the database. Only `/metrics` falls back on this, only for a
+/// token the database confirmed within [`SCRAPE_GRACE`], and a check that
+/// finds the token revoked forgets it at once. Nothing can be revoked
+/// while the database is away, so the one window is a token revoked
+/// moments before an outage: it may read counters until the grace ends.
+#[derive(Debug, Default)]
+pub struct RecentScrapes {
+    seen: std::sync::Mutex<
+        std::collections::HashMap<Vec<u8>, (super::Principal, std::time::Instant)>,
+    >,
+}
+
+/// How long a confirmed scrape token stays good without the database.
+pub const SCRAPE_GRACE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// How long a scrape waits for the database to check its token.
+pub const SCRAPE_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Scrape tokens remembered at once (Prometheus servers, not users).
+const MAX_SCRAPERS: usize = 32;
+
+impl RecentScrapes {
+    /// The database's answer for `presented`: remembered when valid,
+    /// forgotten when not.
+    pub fn confirmed(&self, presented: &str, principal: Option<&super::Principal>) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let key = hash(presented);
+        match principal {
+            Some(principal) => {
+                let now = std::time::Instant::now();
+                seen.retain(|_, (_, at)| now.duration_since(*at) < SCRAPE_GRACE);
+                if seen.len() < MAX_SCRAPERS || seen.contains_key(&key) {
+                    seen.insert(key, (principal.clone(), now));
+                }
+            }
+            None => {
+                seen.remove(&key);
+            }
+        }
+    }
+
+    /// Who `presented` was when the database last confirmed it, if that
+    /// was within the grace.
+    pub fn recall(&self, presented: &str) -> Option<super::Principal> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let (principal, at) = seen.get(&hash(presented))?;
+        (at.elapsed() < SCRAPE_GRACE).then(|| principal.clone())
+    }
+}

@@ -1,8 +1,10 @@
 //! The `trackside` command line: one module per command family, each with
 //! its arguments and what it runs. The server itself lives in the library.
 
+mod demo;
 mod forecast;
 mod gateway;
+mod layout;
 mod serve;
 mod simulate;
 mod user;
@@ -20,12 +22,14 @@ pub fn os_user() -> String {
 
 pub use forecast::{forecast_eval, train};
 pub use gateway::gateway;
+pub use layout::layout;
 pub use serve::serve;
 pub use simulate::{fault_drill, simulate};
 pub use user::{token, user};
 
 use forecast::{EvalArgs, TrainArgs};
 use gateway::GatewayArgs;
+use layout::LayoutArgs;
 use serve::ServeArgs;
 use simulate::{DrillArgs, SimulateArgs};
 use user::{TokenArgs, UserArgs};
@@ -48,6 +52,8 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Manage gateway credentials (uses the same database as `serve`).
     Gateway(GatewayArgs),
+    /// Work with yard layout files (the diagram's schematic).
+    Layout(LayoutArgs),
     /// Manage users: add (the first admin, too), list, disable, enable,
     /// role, password, link.
     User(UserArgs),

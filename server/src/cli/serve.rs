@@ -9,9 +9,10 @@ use rand::distr::{Alphanumeric, SampleString as _};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
-use trackside::config::Config;
-use trackside::sim::{self, YardOptions};
+use trackside::config::{Config, YardConfig};
 use trackside::store::embedded_pg::{Durability, EmbeddedPostgres};
+
+use super::demo::Demo;
 
 /// The demo's operator account.
 const DEMO_USER: &str = "demo";
@@ -66,6 +67,21 @@ pub struct ServeArgs {
     /// The yard's IANA time zone, for example Europe/London.
     #[arg(long, env = "TRACKSIDE_TIMEZONE")]
     timezone: Option<String>,
+}
+
+/// The demo draws its own layout unless one is configured or already in
+/// the data directory, and names the yard after it.
+fn prepare_demo(config: &mut Config) -> anyhow::Result<()> {
+    if config.yard.layout.is_none() {
+        let path = trackside::yard::layout_path(None, &config.database.data_dir);
+        Demo::put_layout(&config.demo, &path)?;
+    }
+    if config.yard.name == YardConfig::default().name
+        && let (_, Some(name)) = Demo::layout(&config.demo)
+    {
+        config.yard.name = name;
+    }
+    Ok(())
 }
 
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -148,19 +164,17 @@ pub async fn open_database(config: &Config) -> anyhow::Result<(PgPool, Option<Em
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = load_config(&args)?;
+    let mut config = load_config(&args)?;
+    if config.demo.enabled {
+        prepare_demo(&mut config)?;
+    }
     let (pool, private_pg) = open_database(&config).await?;
     // The simulated gateways get credentials like real ones, made afresh at
     // every start and never shown: nothing outside this process needs them.
     let demo_password = if config.demo.enabled && !config.mqtt.allow_anonymous {
         let password = Alphanumeric.sample_string(&mut rand::rng(), 24);
-        for index in 0..sim::gateway_count(config.demo.circuits, config.demo.gateways) {
-            trackside::ingest::credentials::add(
-                &pool,
-                &sim::gateway_name(index),
-                Some(password.clone()),
-            )
-            .await?;
+        for gateway in Demo::gateways(&config.demo)? {
+            trackside::ingest::credentials::add(&pool, &gateway, Some(password.clone())).await?;
         }
         Some(password)
     } else {
@@ -179,20 +193,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let running = trackside::start(&config, pool.clone()).await?;
 
     let demo = CancellationToken::new();
-    let demo_task = config.demo.enabled.then(|| {
-        let options = YardOptions {
-            host: "127.0.0.1".into(),
-            port: running.mqtt_addr.port(),
-            circuits: config.demo.circuits,
-            gateways: config.demo.gateways,
-            rate_hz: config.demo.rate_hz,
-            seed: sim::DEFAULT_SEED,
-            password: demo_password,
-            faults: config.demo.faults,
-            start_at_s: 0.0,
-        };
-        tokio::spawn(sim::run(options, demo.clone()))
-    });
+    let demo_task = if config.demo.enabled {
+        let yard = Demo::new(&config.demo, running.mqtt_addr.port(), demo_password)?;
+        Some(tokio::spawn(yard.run(
+            pool.clone(),
+            running.storage,
+            running.forecast.clone(),
+            demo.clone(),
+        )))
+    } else {
+        None
+    };
 
     let http_port = running.http_addr.port();
     let base = format!("{}://localhost:{http_port}", running.http_scheme);
@@ -229,16 +240,29 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!();
 
     shutdown_signal().await;
+    // Bounded whatever the database and the webhooks do (docs/api.md):
+    // the writers get trackside::SHUTDOWN_DRAIN, the private PostgreSQL
+    // its own few seconds.
+    let stopping = std::time::Instant::now();
     tracing::info!("shutting down: flushing readings to the database");
     demo.cancel();
     if let Some(task) = demo_task {
-        let _ = task.await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
     }
     running.shutdown().await;
-    pool.close().await;
+    if tokio::time::timeout(std::time::Duration::from_secs(1), pool.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections did not close within 1 s; leaving them");
+    }
     if let Some(mut pg) = private_pg {
         tokio::task::spawn_blocking(move || pg.stop()).await??;
     }
+    tracing::info!(
+        seconds = format!("{:.1}", stopping.elapsed().as_secs_f64()),
+        "stopped"
+    );
     Ok(())
 }
 

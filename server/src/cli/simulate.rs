@@ -18,7 +18,9 @@ pub struct SimulateArgs {
     /// Broker port.
     #[arg(long, default_value_t = 1883)]
     port: u16,
-    #[arg(long, default_value_t = sim::DEFAULT_CIRCUITS)]
+    /// 0: the demo yard's layout (Millbrook Yard, 20 circuits); N: a
+    /// generated yard of N circuits in roads of 12.
+    #[arg(long, default_value_t = 0)]
     circuits: usize,
     #[arg(long, default_value_t = sim::DEFAULT_GATEWAYS)]
     gateways: usize,
@@ -65,6 +67,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         password: args.password,
         faults: args.faults,
         start_at_s: 0.0,
+        sags: Vec::new(),
     };
     anyhow::ensure!(options.rate_hz > 0.0, "--rate-hz must be positive");
     let stop = CancellationToken::new();

@@ -24,7 +24,7 @@ use trackside_wire::{
     parameter_info, pattern_matches,
 };
 
-use super::priority::{AlarmPolicy, priority};
+use super::priority::{AlarmPolicy, Criticalities, priority};
 use crate::reading::DecodedReading;
 
 /// Unix milliseconds.
@@ -82,7 +82,25 @@ pub struct AlarmState {
 }
 
 impl AlarmState {
-    fn new(priority: Priority, criticality: Criticality) -> Self {
+    /// As stored, after a restart. Shelves are applied again by
+    /// [`Engine::resume`]; the escalation clock restarts from the last
+    /// raise or escalation.
+    pub fn resumed(e: &trackside_wire::ExceptionInfo) -> Self {
+        let waiting = !e.acknowledged && !e.suppressed;
+        Self {
+            priority: e.priority,
+            base_priority: e.base_priority,
+            criticality: e.criticality,
+            escalation: e.escalation,
+            escalated_at: e.escalated_at,
+            shelf: None,
+            suppressed: e.suppressed,
+            window: e.window,
+            waiting_since: waiting.then(|| e.escalated_at.unwrap_or(e.last_raised_at)),
+        }
+    }
+
+    pub fn new(priority: Priority, criticality: Criticality) -> Self {
         Self {
             priority,
             base_priority: priority,
@@ -95,6 +113,24 @@ impl AlarmState {
             waiting_since: None,
         }
     }
+}
+
+/// The subject of `spool` rules.
+pub const SPOOL_SUBJECT: &str = "spool";
+/// Points below its threshold a spool exception clears at.
+const SPOOL_HYSTERESIS: f64 = 5.0;
+
+/// What [`Engine::spool`] is told.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolState {
+    /// Bytes on disk over the bound, 0 to 1.
+    pub fill: f64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// The disk refused the last write.
+    pub error: Option<String>,
+    /// What happens at the bound, in words.
+    pub at_bound_policy: &'static str,
 }
 
 /// An open exception handed back to the engine after a restart.
@@ -380,6 +416,11 @@ pub fn validate(rules: &[Rule]) -> Result<(), String> {
                     return fail("silent_after_s must be positive");
                 }
             }
+            Check::Spool { fill_percent } => {
+                if !(positive(*fill_percent) && *fill_percent <= 100.0) {
+                    return fail("fill_percent must be above 0 and at most 100");
+                }
+            }
             Check::Predicted { limit_rule } => {
                 let names_a_limit = rules
                     .iter()
@@ -422,6 +463,11 @@ impl Engine {
     pub fn with_policy(mut self, policy: AlarmPolicy) -> Self {
         self.policy = policy;
         self
+    }
+
+    /// A new yard layout: exceptions raised from now on are ranked by it.
+    pub fn set_criticalities(&mut self, criticalities: Criticalities) {
+        self.policy.criticalities = criticalities;
     }
 
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
@@ -608,6 +654,46 @@ impl Engine {
                     duration_words(points.last().map_or(0, |p| p.0 - now).max(0))
                 );
                 self.clear(&key, now, last, message, gateway.as_deref(), out);
+            }
+        }
+    }
+
+    /// The server's spool as of `now`: how full it is against its bound,
+    /// and the disk's refusal if the last write failed.
+    pub fn spool(&mut self, spool: &SpoolState, now: Ms, out: &mut Vec<Transition>) {
+        let percent = spool.fill * 100.0;
+        for index in 0..self.rules.len() {
+            let Check::Spool { fill_percent } = self.rules[index].rule.check else {
+                continue;
+            };
+            if !self.rules[index].matches(SPOOL_SUBJECT) {
+                continue;
+            }
+            let key = self.key(index, SPOOL_SUBJECT);
+            let active = self.is_active(&key);
+            let value = Some((percent * 10.0).round() / 10.0);
+            if let Some(error) = &spool.error {
+                if !active {
+                    let message = format!(
+                        "the server cannot write its spool ({error}): readings wait in memory \
+                         only; free disk space under the data directory"
+                    );
+                    self.raise(&key, now, value, message, None, out);
+                }
+            } else if percent >= fill_percent {
+                if !active {
+                    let message = format!(
+                        "server spool {percent:.0} % full ({} of {}): readings are waiting for \
+                         the database; at 100 % {}",
+                        bytes_words(spool.bytes),
+                        bytes_words(spool.max_bytes),
+                        spool.at_bound_policy
+                    );
+                    self.raise(&key, now, value, message, None, out);
+                }
+            } else if active && percent < fill_percent - SPOOL_HYSTERESIS {
+                let message = format!("server spool down to {percent:.0} % and writable");
+                self.clear(&key, now, value, message, None, out);
             }
         }
     }
@@ -928,7 +1014,7 @@ impl Engine {
                 .filter(|c| c.gateway == key.subject)
                 .map(|c| lookup.criticality(c.name.circuit()))
                 .max()
-                .unwrap_or_else(|| lookup.default_criticality()),
+                .unwrap_or(super::priority::DEFAULT_CRITICALITY),
         };
         let severity = self.rule(&key.rule).map_or(Severity::Major, |r| r.severity);
         let mut alarm = AlarmState::new(priority(severity, criticality), criticality);
@@ -1039,7 +1125,9 @@ impl Engine {
                     .filter(|(_, r)| {
                         !matches!(
                             r.rule.check,
-                            Check::GatewayOffline { .. } | Check::Predicted { .. }
+                            Check::GatewayOffline { .. }
+                                | Check::Predicted { .. }
+                                | Check::Spool { .. }
                         )
                     })
                     .filter(|(_, r)| r.matches(name))
@@ -1639,12 +1727,13 @@ fn new_watch(check: &Check) -> Watch {
         Check::LongOccupation { .. } => Watch::LongOccupation {
             occupied_since: None,
         },
-        Check::Stale { .. } | Check::GatewayOffline { .. } | Check::Predicted { .. } => {
-            Watch::Stale {
-                last_received: None,
-                intervals: VecDeque::new(),
-            }
-        }
+        Check::Stale { .. }
+        | Check::GatewayOffline { .. }
+        | Check::Predicted { .. }
+        | Check::Spool { .. } => Watch::Stale {
+            last_received: None,
+            intervals: VecDeque::new(),
+        },
     }
 }
 
@@ -1757,6 +1846,16 @@ fn clock_time(ms: Ms) -> String {
         .map_or_else(String::new, |t| t.format("%H:%M").to_string())
 }
 
+fn bytes_words(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mib = bytes as f64 / MIB;
+    if mib >= 1024.0 {
+        format!("{:.1} GiB", mib / 1024.0)
+    } else {
+        format!("{mib:.0} MiB")
+    }
+}
+
 fn duration_words(ms: Ms) -> String {
     let s = ms as f64 / 1000.0;
     if s < 120.0 {
@@ -1768,5 +1867,7 @@ fn duration_words(ms: Ms) -> String {
     }
 }
 
+#[cfg(test)]
+mod alarm_tests;
 #[cfg(test)]
 mod tests;

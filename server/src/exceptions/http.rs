@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::DateTime;
 use serde::Deserialize;
-use trackside_wire::{AckRequest, ExceptionDetail, ExceptionInfo, Rule, Severity};
+use trackside_wire::{AckRequest, ExceptionDetail, ExceptionInfo, Priority, Rule, Severity};
 
 use super::AckFailure;
 use super::store::{self, Filter};
@@ -17,6 +17,8 @@ use crate::http::{AppError, AppState};
 const DEFAULT_LIMIT: i64 = 500;
 const MAX_LIMIT: i64 = 5_000;
 const MAX_COMMENT: usize = 2_000;
+/// How long a stored acknowledgement waits for its audit row.
+const AUDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -34,6 +36,9 @@ struct ListQuery {
     acknowledged: Option<bool>,
     /// Comma-separated: `major,critical`.
     severity: Option<String>,
+    /// Comma-separated: `high,medium`.
+    priority: Option<String>,
+    suppressed: Option<bool>,
     circuit: Option<String>,
     rule: Option<String>,
     from: Option<i64>,
@@ -47,8 +52,8 @@ async fn list(
 ) -> Result<Json<Vec<ExceptionInfo>>, AppError> {
     let Query(query) = query.map_err(|e| {
         AppError::BadRequest(format!(
-            "{}; filters: active, open, acknowledged (true/false), severity (comma-separated), \
-             circuit, rule, from, to (Unix ms), limit",
+            "{}; filters: active, open, acknowledged, suppressed (true/false), severity and \
+             priority (comma-separated), circuit, rule, from, to (Unix ms), limit",
             e.body_text()
         ))
     })?;
@@ -62,6 +67,22 @@ async fn list(
                         .ok_or_else(|| {
                             AppError::BadRequest(format!(
                                 "unknown severity {s:?}: use info, warning, major or critical"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let priorities = query
+        .priority
+        .map(|list| {
+            list.split(',')
+                .map(|p| {
+                    Priority::parse(p.trim())
+                        .map(|p| p.as_str().to_owned())
+                        .ok_or_else(|| {
+                            AppError::BadRequest(format!(
+                                "unknown priority {p:?}: use low, medium or high"
                             ))
                         })
                 })
@@ -86,6 +107,8 @@ async fn list(
         open: query.open,
         acknowledged: query.acknowledged,
         severities,
+        priorities,
+        suppressed: query.suppressed,
         circuit: query.circuit,
         rule: query.rule,
         from: time("from", query.from)?,
@@ -141,14 +164,26 @@ async fn acknowledge(
         .await
     {
         Ok(info) => {
-            audit::record(
+            // The acknowledgement is stored; a database that stops
+            // answering just now must not hold the answer past its bound.
+            let (actor, target) = (principal.actor(), id.to_string());
+            let detail = [
+                ("comment", comment.as_str()),
+                ("subject", info.subject.as_str()),
+            ];
+            let recorded = audit::record(
                 &state.pool,
-                &principal.actor(),
+                &actor,
                 action::ACKNOWLEDGE,
-                Some(&id.to_string()),
-                &[("comment", &comment), ("subject", &info.subject)],
-            )
-            .await;
+                Some(&target),
+                &detail,
+            );
+            if tokio::time::timeout(AUDIT_WAIT, recorded).await.is_err() {
+                tracing::error!(
+                    id,
+                    "the acknowledgement's audit row was not written within 2 s"
+                );
+            }
             Ok(Json(info))
         }
         Err(AckFailure::NotFound) => Err(AppError::NotFound(format!("no exception {id}"))),
@@ -159,6 +194,7 @@ async fn acknowledge(
             "exception {id} is already acknowledged{}",
             by.map(|b| format!(" by {b}")).unwrap_or_default()
         ))),
+        Err(AckFailure::Unavailable(message)) => Err(AppError::Unavailable(message)),
         Err(AckFailure::Internal(err)) => Err(err.into()),
     }
 }

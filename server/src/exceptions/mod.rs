@@ -4,14 +4,29 @@
 //! The ingest path hands each decoded message to [`Feed`], which never
 //! waits: a full queue is counted and the message skipped for the engine
 //! only (it is still stored and sent live). One task owns the [`Engine`]:
-//! it feeds it messages, ticks and acknowledgements, writes each step's
-//! transitions in one transaction, then pushes them to the live hub and the
-//! webhook. See ARCHITECTURE.md.
+//! it feeds it messages, ticks and acknowledgements, and never waits for
+//! the database either, so alarms keep working while PostgreSQL is away:
+//!
+//! - each step's transitions become exception states in memory
+//!   ([`lifecycle`]), numbered from ids reserved ahead;
+//! - while nothing waits in the [`journal`], they are stored at once (one
+//!   transaction, a short timeout) and then pushed live and to the
+//!   webhooks, as stored;
+//! - otherwise (the database is away, or earlier ones still wait) they go
+//!   to the journal and are pushed at once, marked not yet stored; the
+//!   journal's writer stores them in order when it can, and says so on
+//!   `/ws`;
+//! - an acknowledgement needs the database (it is an operator's record):
+//!   while it is away the answer is a 503 within seconds.
+//!
+//! See ARCHITECTURE.md.
 
 mod config;
 pub mod defaults;
 pub mod engine;
 pub mod http;
+pub mod journal;
+pub mod lifecycle;
 pub mod priority;
 pub mod store;
 pub mod webhook;
@@ -25,13 +40,21 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use trackside_wire::{ExceptionEvent, ExceptionInfo, Rule, TransitionInfo};
+use tokio_util::sync::CancellationToken;
+use trackside_wire::{
+    Check, ExceptionEvent, ExceptionInfo, Layout, Rule, Severity, TransitionInfo,
+};
 
 use crate::live::LiveHub;
 use crate::metrics::Metrics;
 use crate::reading::GatewayStatus;
 use crate::reading::ReadingBatch;
-use engine::{AckError, Engine, Key, Ms, Transition};
+use crate::yard::YardLayout;
+use engine::{AckError, Engine, Key, Ms, Resumed, Transition};
+use journal::Journal;
+use priority::{AlarmPolicy, Criticalities};
+
+pub use engine::SpoolState;
 
 pub use config::ExceptionsConfig;
 
@@ -53,6 +76,8 @@ pub enum Input {
         points: Vec<(Ms, f64)>,
         at: Ms,
     },
+    /// The server's spool, sampled.
+    Spool { state: SpoolState, at: Ms },
 }
 
 /// The ingest path's side of the engine's queue.
@@ -90,6 +115,14 @@ impl Feed {
             .await;
     }
 
+    /// The spool's state, sampled about once a second.
+    pub fn spool(&self, state: SpoolState, at: DateTime<Utc>) {
+        self.send(Input::Spool {
+            state,
+            at: at.timestamp_millis(),
+        });
+    }
+
     fn send(&self, input: Input) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(input) {
             let dropped = self.metrics.exception_events_dropped.fetch_add(1, Relaxed);
@@ -110,6 +143,9 @@ pub enum AckFailure {
     NotFound,
     Closed,
     AlreadyAcknowledged(Option<String>),
+    /// The database is unreachable: nothing was recorded (or, when the
+    /// message says so, it was kept and is stored once it is back).
+    Unavailable(String),
     Internal(anyhow::Error),
 }
 
@@ -118,9 +154,20 @@ enum Command {
         id: i64,
         by: String,
         comment: String,
+        /// Started later than this, it could not finish within
+        /// [`ACK_DEADLINE`]: refused unrecorded.
+        start_by: tokio::time::Instant,
         reply: oneshot::Sender<Result<ExceptionInfo, AckFailure>>,
     },
 }
+
+/// How long an acknowledgement may take, whatever the database does: the
+/// engine's check and store take at most `2 * STORE_WAIT`, and it starts
+/// one only while that still fits.
+const ACK_DEADLINE: Duration = Duration::from_secs(6);
+/// How long the engine waits for the database before it journals a step,
+/// and how long the check before an acknowledgement may take.
+const STORE_WAIT: Duration = Duration::from_secs(2);
 
 /// The HTTP side: the rules, and acknowledgements through the engine's task.
 #[derive(Clone)]
@@ -134,6 +181,7 @@ impl Handle {
         &self.rules
     }
 
+    /// Acknowledges through the engine; answers within [`ACK_DEADLINE`].
     pub async fn acknowledge(
         &self,
         id: i64,
@@ -142,16 +190,29 @@ impl Handle {
     ) -> Result<ExceptionInfo, AckFailure> {
         let (reply, answer) = oneshot::channel();
         let gone = || AckFailure::Internal(anyhow::anyhow!("the exception engine has stopped"));
-        self.commands
-            .send(Command::Ack {
-                id,
-                by,
-                comment,
-                reply,
-            })
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        let start_by = tokio::time::Instant::now() + ACK_DEADLINE - 2 * STORE_WAIT;
+        let asked = async {
+            self.commands
+                .send(Command::Ack {
+                    id,
+                    by,
+                    comment,
+                    start_by,
+                    reply,
+                })
+                .await
+                .map_err(|_| gone())?;
+            answer.await.map_err(|_| gone())?
+        };
+        // The engine answers within the deadline; this is the backstop.
+        match tokio::time::timeout(ACK_DEADLINE + Duration::from_secs(1), asked).await {
+            Ok(answer) => answer,
+            Err(_) => Err(AckFailure::Unavailable(format!(
+                "the exception engine did not answer within {} s (is the database slow?); \
+                 reload the exception to see whether the acknowledgement was recorded",
+                ACK_DEADLINE.as_secs()
+            ))),
+        }
     }
 }
 
@@ -159,85 +220,212 @@ pub struct Started {
     pub feed: Feed,
     pub handle: Handle,
     pub task: JoinHandle<()>,
-    pub webhook: Option<JoinHandle<()>>,
+    /// Writes the journal; ends after the engine's task.
+    pub journal: JoinHandle<()>,
+    pub webhooks: Vec<JoinHandle<()>>,
 }
 
-/// Builds the engine, resumes it from the open exceptions in the database,
-/// and starts its task. The task ends when every [`Feed`] is dropped.
-pub async fn start(
-    config: &ExceptionsConfig,
-    pool: PgPool,
-    live: LiveHub,
-    metrics: Arc<Metrics>,
-) -> anyhow::Result<Started> {
-    let mut engine =
-        Engine::new(config.rules.clone(), config.realarm_after_s).map_err(anyhow::Error::msg)?;
-    let open = store::load_open(&pool).await?;
-    let mut ids = HashMap::with_capacity(open.len());
-    let mut resumed = Vec::with_capacity(open.len());
-    for (id, entry) in open {
-        ids.insert(entry.key.clone(), id);
-        resumed.push(entry);
-    }
-    tracing::info!(open = resumed.len(), "exception engine resumes");
-    let mut out = Vec::new();
-    engine.resume(resumed, Utc::now().timestamp_millis(), &mut out);
+/// Where a transition goes once decided: the live view and the webhooks.
+pub struct Outlets {
+    pub live: LiveHub,
+    pub webhook: Option<webhook::Notifier>,
+}
 
-    let (webhook, webhook_task) = match &config.webhook_url {
-        Some(url) => {
-            let (notifier, task) = webhook::start(
-                url.clone(),
-                config.webhook_queue,
-                config.webhook_attempts,
-                metrics.clone(),
-            )?;
-            (Some(notifier), Some(task))
+impl Outlets {
+    fn push(&self, event: &ExceptionEvent) {
+        self.live.publish_exception(event);
+        if let Some(webhook) = &self.webhook {
+            webhook.notify(event);
         }
-        None => (None, None),
-    };
-    let (tx, inputs) = mpsc::channel(config.queue);
-    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
-    let mut service = Service {
-        engine,
+    }
+}
+
+/// The rule every server has for its own spool when the configuration
+/// names none.
+fn spool_rule() -> Rule {
+    Rule {
+        id: "server-spool".into(),
+        target: engine::SPOOL_SUBJECT.into(),
+        exclude: Vec::new(),
+        severity: Severity::Warning,
+        realarm_after_s: None,
+        escalate_after_s: None,
+        check: Check::Spool { fill_percent: 80.0 },
+    }
+}
+
+/// Ids reserved ahead, and the level below which more are taken.
+pub const RESERVE: usize = 2_048;
+const RESERVE_LOW: usize = 1_024;
+/// How often a reserve below its low level is topped up at most.
+const RESERVE_RETRY: Duration = Duration::from_secs(10);
+
+/// What the exceptions need from the rest of the server.
+pub struct Environment {
+    pub pool: PgPool,
+    pub live: LiveHub,
+    pub metrics: Arc<Metrics>,
+    /// Where the journal lives.
+    pub data_dir: std::path::PathBuf,
+    pub fsync_window: Option<Duration>,
+    pub shutdown: CancellationToken,
+    /// Names each circuit's criticality, which ranks its exceptions.
+    pub layout: Arc<YardLayout>,
+}
+
+/// Builds the engine: writes what an earlier run left in the journal,
+/// resumes from the open exceptions in the database, and starts its task
+/// and the journal's writer. The task ends when every [`Feed`] is dropped.
+pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Result<Started> {
+    let Environment {
         pool,
         live,
-        metrics: metrics.clone(),
-        webhook,
-        ids,
+        metrics,
+        data_dir,
+        fsync_window,
+        shutdown,
+        layout,
+    } = env;
+    let mut rules = config.rules.clone();
+    if !rules.iter().any(|r| matches!(r.check, Check::Spool { .. })) {
+        rules.push(spool_rule());
+    }
+    let ranked_by = layout.layout();
+    let mut engine = Engine::new(rules.clone(), config.realarm_after_s)
+        .map_err(anyhow::Error::msg)?
+        .with_policy(AlarmPolicy {
+            criticalities: ranked_by
+                .as_deref()
+                .map(Criticalities::from_layout)
+                .unwrap_or_default(),
+            escalation: config.escalation(),
+        });
+
+    let (webhook, webhooks) = if config.webhook_urls.is_empty() {
+        (None, Vec::new())
+    } else {
+        let (notifier, tasks) = webhook::start(
+            &config.webhook_urls,
+            config.webhook_queue,
+            config.webhook_attempts,
+            metrics.clone(),
+            shutdown.clone(),
+        )?;
+        (Some(notifier), tasks)
     };
-    service
-        .metrics
-        .exceptions_open
-        .store(service.engine.open_count() as i64, Relaxed);
+    let outlets = Arc::new(Outlets { live, webhook });
+
+    let journal_dir = data_dir.join("exceptions");
+    let journal = {
+        let metrics = metrics.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || Journal::open(&journal_dir, fsync_window, metrics))
+                .await??,
+        )
+    };
+    if !journal.is_empty() {
+        tracing::info!("writing exception transitions an earlier run journalled");
+        journal
+            .drain(&pool, &outlets, &mut HashMap::new(), None)
+            .await
+            .map_err(|err| anyhow::anyhow!("writing the exception journal: {err}"))?;
+    }
+    let open = store::load_open(&pool).await?;
+    tracing::info!(open = open.len(), "exception engine resumes");
+    let mut out = Vec::new();
+    engine.resume(
+        open.iter()
+            .map(|e| Resumed {
+                key: Key {
+                    rule: e.rule.clone(),
+                    subject: e.subject.clone(),
+                },
+                active: e.active,
+                acked_at: e.acked_at,
+                alarm: engine::AlarmState::resumed(e),
+            })
+            .collect(),
+        Utc::now().timestamp_millis(),
+        &mut out,
+    );
+    let ids = store::reserve_ids(&pool, RESERVE).await?;
+
+    let (tx, inputs) = mpsc::channel(config.queue);
+    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let (learned_tx, learned) = mpsc::channel(LEARNED_QUEUE);
+    let engine_done = CancellationToken::new();
+    let mut service = Service {
+        engine,
+        pool: pool.clone(),
+        outlets: outlets.clone(),
+        metrics: metrics.clone(),
+        open: open
+            .into_iter()
+            .map(|e| {
+                let key = Key {
+                    rule: e.rule.clone(),
+                    subject: e.subject.clone(),
+                };
+                (key, e)
+            })
+            .collect(),
+        ids: ids.into(),
+        reserve_tried: std::time::Instant::now(),
+        journal: journal.clone(),
+        journalling: false,
+        layout,
+        ranked_by,
+    };
+    service.count_open();
     service.commit(out).await;
+    let journal_task = tokio::spawn(journal::run_writer(
+        journal,
+        pool,
+        outlets,
+        learned_tx,
+        engine_done.clone(),
+        shutdown,
+    ));
     let tick = Duration::from_millis(config.tick_ms);
-    let task = tokio::spawn(service.run(inputs, commands, tick));
+    let task = tokio::spawn(async move {
+        service.run(inputs, commands, learned, tick).await;
+        engine_done.cancel();
+    });
     Ok(Started {
         feed: Feed { tx, metrics },
         handle: Handle {
             commands: commands_tx,
-            rules: Arc::new(config.rules.clone()),
+            rules: Arc::new(rules),
         },
         task,
-        webhook: webhook_task,
+        journal: journal_task,
+        webhooks,
     })
 }
 
 struct Service {
     engine: Engine,
     pool: PgPool,
-    live: LiveHub,
+    outlets: Arc<Outlets>,
     metrics: Arc<Metrics>,
-    webhook: Option<webhook::Notifier>,
-    /// Database id of every open exception.
-    ids: HashMap<Key, i64>,
+    /// Every open exception as last pushed, stored or not.
+    open: HashMap<Key, ExceptionInfo>,
+    /// Ids taken from the database's sequence ahead of need.
+    ids: std::collections::VecDeque<i64>,
+    reserve_tried: std::time::Instant,
+    journal: Arc<Journal>,
+    /// Steps are going to the journal (logged when it starts and ends).
+    journalling: bool,
+    layout: Arc<YardLayout>,
+    /// The layout the engine's criticalities come from.
+    ranked_by: Option<Arc<Layout>>,
 }
 
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Acknowledgements waiting for the engine's task. A full queue makes the
 /// HTTP request wait, never the ingest path.
 const COMMAND_QUEUE: usize = 64;
+/// Ids the journal's writer gave exceptions that had none.
+const LEARNED_QUEUE: usize = 1_024;
 /// Inputs judged in one engine step, whose transitions are stored in one
 /// transaction.
 const INPUTS_PER_STEP: usize = 256;
@@ -247,6 +435,7 @@ impl Service {
         mut self,
         mut inputs: mpsc::Receiver<Input>,
         mut commands: mpsc::Receiver<Command>,
+        mut learned: mpsc::Receiver<(Key, i64)>,
         tick: Duration,
     ) {
         let mut ticker = tokio::time::interval(tick);
@@ -255,6 +444,15 @@ impl Service {
         loop {
             let mut out = Vec::new();
             tokio::select! {
+                biased;
+                Some((key, id)) = learned.recv() => {
+                    if let Some(open) = self.open.get_mut(&key)
+                        && open.id == 0
+                    {
+                        open.id = id;
+                    }
+                    continue;
+                }
                 received = inputs.recv_many(&mut pending, INPUTS_PER_STEP) => {
                     if received == 0 {
                         break;
@@ -270,17 +468,33 @@ impl Service {
                             Input::Forecast { channel, points, at } => {
                                 self.engine.forecast(&channel, &points, at, &mut out);
                             }
+                            Input::Spool { state, at } => {
+                                self.engine.spool(&state, at, &mut out);
+                            }
                         }
                     }
                 }
                 Some(command) = commands.recv() => match command {
-                    Command::Ack { id, by, comment, reply } => {
-                        let answer = self.acknowledge(id, &by, &comment).await;
+                    Command::Ack { id, by, comment, start_by, reply } => {
+                        let answer = if tokio::time::Instant::now() > start_by || reply.is_closed() {
+                            self.metrics.exception_acks_refused.fetch_add(1, Relaxed);
+                            Err(AckFailure::Unavailable(
+                                "the exception engine is busy (is the database slow?): nothing \
+                                 was recorded, try again"
+                                    .into(),
+                            ))
+                        } else {
+                            self.acknowledge(id, &by, &comment).await
+                        };
                         let _ = reply.send(answer);
                         continue;
                     }
                 },
-                _ = ticker.tick() => self.engine.tick(Utc::now().timestamp_millis(), &mut out),
+                _ = ticker.tick() => {
+                    self.follow_layout();
+                    self.engine.tick(Utc::now().timestamp_millis(), &mut out);
+                    self.top_up_ids().await;
+                }
             }
             self.commit(out).await;
         }
@@ -293,91 +507,241 @@ impl Service {
         by: &str,
         comment: &str,
     ) -> Result<ExceptionInfo, AckFailure> {
-        let Some(key) = self
-            .ids
+        let away = || {
+            AckFailure::Unavailable(
+                "the database is unreachable, so the acknowledgement cannot be recorded now: \
+                 nothing was changed. Alarms are still raised and shown; acknowledge once the \
+                 database is back."
+                    .into(),
+            )
+        };
+        if !self.journal.is_empty() {
+            self.metrics.exception_acks_refused.fetch_add(1, Relaxed);
+            return Err(away());
+        }
+        let found = self
+            .open
             .iter()
-            .find(|(_, v)| **v == id)
-            .map(|(k, _)| k.clone())
-        else {
-            return match store::get(&self.pool, id).await {
-                Ok(Some(_)) => Err(AckFailure::Closed),
-                Ok(None) => Err(AckFailure::NotFound),
-                Err(err) => Err(AckFailure::Internal(err)),
+            .find(|(_, e)| e.id == id)
+            .map(|(k, e)| (k.clone(), e.acked_by.clone()));
+        let Some((key, acked_by)) = found else {
+            return match tokio::time::timeout(STORE_WAIT, store::get(&self.pool, id)).await {
+                Ok(Ok(Some(_))) => Err(AckFailure::Closed),
+                Ok(Ok(None)) => Err(AckFailure::NotFound),
+                _ => {
+                    self.metrics.exception_acks_refused.fetch_add(1, Relaxed);
+                    Err(away())
+                }
             };
         };
+        // The engine cannot take an acknowledgement back: make sure the
+        // database answers before it is given one.
+        let probe = sqlx::query("SELECT 1").execute(&self.pool);
+        if !matches!(tokio::time::timeout(STORE_WAIT, probe).await, Ok(Ok(_))) {
+            self.metrics.exception_acks_refused.fetch_add(1, Relaxed);
+            return Err(away());
+        }
         let mut out = Vec::new();
         let at = Utc::now().timestamp_millis();
         match self.engine.acknowledge(&key, by, comment, at, &mut out) {
             Ok(()) => {}
             Err(AckError::NotOpen) => return Err(AckFailure::Closed),
             Err(AckError::AlreadyAcknowledged) => {
-                let by = store::get(&self.pool, id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|d| d.exception.acked_by);
-                return Err(AckFailure::AlreadyAcknowledged(by));
+                return Err(AckFailure::AlreadyAcknowledged(acked_by));
             }
         }
         let events = self.commit(out).await;
-        events
+        let info = events
             .into_iter()
             .rev()
             .find(|e| e.exception.id == id)
             .map(|e| e.exception)
-            .ok_or_else(|| AckFailure::Internal(anyhow::anyhow!("acknowledgement not stored")))
+            .ok_or_else(|| AckFailure::Internal(anyhow::anyhow!("acknowledgement not recorded")))?;
+        if info.stored {
+            Ok(info)
+        } else {
+            Err(AckFailure::Unavailable(
+                "the database stopped answering while the acknowledgement was stored: it is \
+                 kept and will be stored when the database is back"
+                    .into(),
+            ))
+        }
     }
 
-    /// Stores one step's transitions in one transaction (retrying until the
-    /// database takes them), then pushes them live and to the webhook.
+    /// Turns one step's transitions into exception states, stores them if
+    /// the database takes them now (else journals them), then pushes them.
     async fn commit(&mut self, out: Vec<Transition>) -> Vec<ExceptionEvent> {
         if out.is_empty() {
             return Vec::new();
         }
-        let mut delay = RETRY_FIRST;
-        let events = loop {
-            match store::apply(&self.pool, &self.engine, &self.ids, &out).await {
-                Ok(events) => break events,
-                Err(err) => {
-                    self.metrics.exception_store_errors.fetch_add(1, Relaxed);
-                    tracing::error!(retry_in = ?delay, "storing exception transitions failed: {err:#}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(RETRY_MAX);
-                }
-            }
-        };
-        for (transition, event) in out.iter().zip(&events) {
-            if transition.closes {
-                self.ids.remove(&transition.key);
-            } else {
-                self.ids.insert(transition.key.clone(), event.exception.id);
-            }
-            let counter = match transition.kind {
-                trackside_wire::TransitionKind::Raised => &self.metrics.exceptions_raised,
-                trackside_wire::TransitionKind::Cleared => &self.metrics.exceptions_cleared,
-                trackside_wire::TransitionKind::Acknowledged => {
-                    &self.metrics.exceptions_acknowledged
-                }
-                trackside_wire::TransitionKind::Realarmed => &self.metrics.exceptions_realarmed,
+        let mut events = Vec::with_capacity(out.len());
+        for transition in &out {
+            let previous = self.open.get(&transition.key);
+            let described = previous
+                .map(|p| (p.kind, p.severity))
+                .or_else(|| self.engine.describe_rule(&transition.key.rule));
+            let Some((kind, severity)) = described else {
+                tracing::error!(rule = %transition.key.rule, "transition of an unknown rule dropped");
+                continue;
             };
-            counter.fetch_add(1, Relaxed);
+            let id = match previous {
+                Some(p) => p.id,
+                None => self.ids.pop_front().unwrap_or(0),
+            };
+            let info = lifecycle::advance(previous, transition, id, kind, severity);
+            if transition.closes {
+                self.open.remove(&transition.key);
+            } else {
+                self.open.insert(transition.key.clone(), info.clone());
+            }
+            events.push(ExceptionEvent {
+                transition: transition_info(transition),
+                exception: info,
+                announced: transition.announce.is_some(),
+            });
+        }
+
+        let stored = self.journal.is_empty()
+            && events.iter().all(|e| e.exception.id != 0)
+            && self.store_now(&mut events).await;
+        if stored {
+            if self.journalling {
+                tracing::info!("exception transitions are stored at once again");
+                self.journalling = false;
+            }
+        } else {
+            if !self.journalling {
+                tracing::warn!(
+                    "the database is not taking exception transitions: journalling them and \
+                     showing them live as not yet stored"
+                );
+                self.journalling = true;
+            }
+            for event in &mut events {
+                event.exception.stored = false;
+            }
+            self.journal.push(&events);
+        }
+
+        for event in &events {
+            let transition = &event.transition;
+            if transition.kind == trackside_wire::TransitionKind::Raised
+                && event.transition.at == event.exception.raised_at
+                && !event.exception.suppressed
+            {
+                self.metrics.exceptions_raised_by_priority[event.exception.base_priority as usize]
+                    .fetch_add(1, Relaxed);
+            }
+            use trackside_wire::TransitionKind as K;
+            let counter = match transition.kind {
+                K::Raised => Some(&self.metrics.exceptions_raised),
+                K::Cleared => Some(&self.metrics.exceptions_cleared),
+                K::Acknowledged => Some(&self.metrics.exceptions_acknowledged),
+                K::Realarmed => Some(&self.metrics.exceptions_realarmed),
+                K::Escalated => Some(&self.metrics.exceptions_escalated),
+                K::Released => Some(&self.metrics.exceptions_released),
+                // Operators' actions: counted in the audit trail.
+                K::Shelved | K::Unshelved => None,
+            };
+            if let Some(counter) = counter {
+                counter.fetch_add(1, Relaxed);
+            }
             tracing::info!(
                 id = event.exception.id,
-                rule = %transition.key.rule,
-                subject = %transition.key.subject,
+                rule = %event.exception.rule,
+                subject = %event.exception.subject,
                 transition = transition.kind.as_str(),
+                stored = event.exception.stored,
                 "{}",
                 transition.message
             );
-            self.live.publish_exception(event);
-            if let Some(webhook) = &self.webhook {
-                webhook.notify(event.clone());
+            // Without an id it is shown once the journal's writer has
+            // stored (and numbered) it.
+            if event.exception.id != 0 {
+                self.outlets.push(event);
             }
         }
-        self.metrics
-            .exceptions_open
-            .store(self.ids.len() as i64, Relaxed);
+        self.count_open();
         events
+    }
+
+    /// Ranks new exceptions by the layout in force, once it changed.
+    fn follow_layout(&mut self) {
+        let current = self.layout.layout();
+        let same = match (&current, &self.ranked_by) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.engine.set_criticalities(
+                current
+                    .as_deref()
+                    .map(Criticalities::from_layout)
+                    .unwrap_or_default(),
+            );
+            self.ranked_by = current;
+        }
+    }
+
+    /// The open-exception gauges, by priority.
+    fn count_open(&self) {
+        let mut by_priority = [0i64; 3];
+        let mut suppressed = 0;
+        for exception in self.open.values() {
+            by_priority[exception.priority as usize] += 1;
+            suppressed += i64::from(exception.suppressed);
+        }
+        let metrics = &self.metrics;
+        metrics
+            .exceptions_open
+            .store(self.open.len() as i64, Relaxed);
+        for (gauge, count) in metrics.exceptions_open_by_priority.iter().zip(by_priority) {
+            gauge.store(count, Relaxed);
+        }
+        metrics
+            .exceptions_open_suppressed
+            .store(suppressed, Relaxed);
+    }
+
+    /// Stores a step now, or says it could not within [`STORE_WAIT`].
+    async fn store_now(&mut self, events: &mut [ExceptionEvent]) -> bool {
+        let mut assigned = HashMap::new();
+        match tokio::time::timeout(STORE_WAIT, store::write(&self.pool, events, &mut assigned))
+            .await
+        {
+            Ok(Ok(())) => true,
+            Ok(Err(err)) => {
+                self.metrics.exception_store_errors.fetch_add(1, Relaxed);
+                tracing::error!("storing exception transitions failed: {err}");
+                false
+            }
+            Err(_) => {
+                self.metrics.exception_store_errors.fetch_add(1, Relaxed);
+                tracing::error!(
+                    "storing exception transitions took longer than {} s",
+                    STORE_WAIT.as_secs()
+                );
+                false
+            }
+        }
+    }
+
+    /// Takes more ids while the database answers and the reserve runs low.
+    async fn top_up_ids(&mut self) {
+        if self.ids.len() >= RESERVE_LOW
+            || self.reserve_tried.elapsed() < RESERVE_RETRY
+            || !self.journal.is_empty()
+        {
+            return;
+        }
+        self.reserve_tried = std::time::Instant::now();
+        let wanted = RESERVE - self.ids.len();
+        match tokio::time::timeout(STORE_WAIT, store::reserve_ids(&self.pool, wanted)).await {
+            Ok(Ok(ids)) => self.ids.extend(ids),
+            Ok(Err(err)) => tracing::warn!("reserving exception ids failed: {err:#}"),
+            Err(_) => tracing::warn!("reserving exception ids timed out"),
+        }
     }
 }
 

@@ -4,13 +4,13 @@
 //! a major fault on a running line must outrank the same fault on a
 //! siding, so it comes from two things, the rule's severity and the
 //! circuit's criticality. The criticality is looked up in one place,
-//! [`Criticalities::criticality`], which reads configuration today and is
-//! where the yard layout (which names each circuit's) answers first once
-//! it is there. An exception nobody acknowledges escalates
+//! [`Criticalities::criticality`], from the yard layout, which names each
+//! circuit's (a new layout takes effect at the engine's next tick). An exception nobody acknowledges escalates
 //! ([`Escalation`]): its priority rises a step and the next group is told.
 
-use serde::Deserialize;
-use trackside_wire::{Criticality, Priority, Severity, pattern_matches};
+use std::collections::HashMap;
+
+use trackside_wire::{Criticality, Layout, Priority, Severity};
 
 use super::engine::Ms;
 
@@ -38,47 +38,38 @@ pub fn priority(severity: Severity, criticality: Criticality) -> Priority {
     }
 }
 
-/// `[[alarms.criticality]]`: circuits (names or patterns) of one
-/// criticality.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CriticalityEntry {
-    pub circuits: Vec<String>,
-    pub criticality: Criticality,
-}
-
-/// Every circuit's criticality.
-#[derive(Debug, Clone, PartialEq)]
+/// Every circuit's criticality, as the yard layout names it.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Criticalities {
-    entries: Vec<CriticalityEntry>,
-    default: Criticality,
-}
-
-impl Default for Criticalities {
-    fn default() -> Self {
-        Self::new(Vec::new(), Criticality::RunningLine)
-    }
+    by_circuit: HashMap<String, Criticality>,
 }
 
 impl Criticalities {
-    /// The first entry naming a circuit decides; a circuit nobody named
-    /// gets `default`.
-    pub fn new(entries: Vec<CriticalityEntry>, default: Criticality) -> Self {
-        Self { entries, default }
+    /// What `layout` says of each of its circuits.
+    pub fn from_layout(layout: &Layout) -> Self {
+        Self {
+            by_circuit: layout
+                .circuits
+                .iter()
+                .map(|c| (c.id.clone(), c.criticality))
+                .collect(),
+        }
     }
 
-    /// The one lookup every priority goes through.
+    /// The one lookup every priority goes through. A circuit the layout
+    /// does not name (or every circuit, while there is no layout) counts
+    /// as a running line, [`DEFAULT_CRITICALITY`], so that no asset is
+    /// under-prioritised for want of a drawing.
     pub fn criticality(&self, circuit: &str) -> Criticality {
-        self.entries
-            .iter()
-            .find(|e| e.circuits.iter().any(|p| pattern_matches(p, circuit)))
-            .map_or(self.default, |e| e.criticality)
-    }
-
-    pub fn default_criticality(&self) -> Criticality {
-        self.default
+        self.by_circuit
+            .get(circuit)
+            .copied()
+            .unwrap_or(DEFAULT_CRITICALITY)
     }
 }
+
+/// The criticality of a circuit the layout does not name.
+pub const DEFAULT_CRITICALITY: Criticality = Criticality::RunningLine;
 
 /// When an unacknowledged exception escalates.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,30 +132,32 @@ mod tests {
     }
 
     #[test]
-    fn the_first_entry_naming_a_circuit_decides_and_unknown_ones_are_running_lines() {
-        let criticalities = Criticalities::new(
-            vec![
-                CriticalityEntry {
-                    circuits: vec!["S*".into(), "T9".into()],
-                    criticality: Criticality::Siding,
-                },
-                CriticalityEntry {
-                    circuits: vec!["S1*".into(), "L*".into()],
-                    criticality: Criticality::Loop,
-                },
+    fn the_layout_names_criticalities_and_unnamed_circuits_are_running_lines() {
+        let layout: Layout = serde_json::from_value(serde_json::json!({
+            "name": null,
+            "circuits": [
+                {"id": "S12", "name": null, "criticality": "siding"},
+                {"id": "L3", "name": "Up loop", "criticality": "loop"},
+                {"id": "T1", "name": null, "criticality": "running_line"},
             ],
-            Criticality::RunningLine,
-        );
+            "sections": [], "points": [], "signals": [], "labels": [], "routes": [],
+            "adjacent": [],
+        }))
+        .expect("a layout");
+        let criticalities = Criticalities::from_layout(&layout);
         let cases = [
             ("S12", Criticality::Siding),
-            ("T9", Criticality::Siding),
-            ("T90", Criticality::RunningLine),
             ("L3", Criticality::Loop),
-            ("T101", Criticality::RunningLine),
+            ("T1", Criticality::RunningLine),
+            ("T90", Criticality::RunningLine),
         ];
         for (circuit, expected) in cases {
             assert_eq!(criticalities.criticality(circuit), expected, "{circuit}");
         }
+        assert_eq!(
+            Criticalities::default().criticality("S12"),
+            DEFAULT_CRITICALITY
+        );
     }
 
     #[test]
@@ -179,7 +172,10 @@ mod tests {
             Some(1_800_000)
         );
         assert_eq!(escalation.after_ms(Priority::Low, 0, None), None);
-        assert_eq!(escalation.after_ms(Priority::Low, 0, Some(60.0)), Some(60_000));
+        assert_eq!(
+            escalation.after_ms(Priority::Low, 0, Some(60.0)),
+            Some(60_000)
+        );
         assert_eq!(escalation.after_ms(Priority::High, 2, Some(60.0)), None);
     }
 }

@@ -6,15 +6,15 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use trackside_wire::{
-    ChannelName, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Severity,
+    Criticality, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Priority, Severity,
     TransitionInfo, TransitionKind,
 };
 
-use super::engine::{Engine, Key, Resumed, Transition};
-use super::transition_info;
+use super::engine::Key;
 
 const COLUMNS: &str = "id, rule_id, kind, severity, subject, circuit, gateway_id, message, value, \
-     active, open, raised_at, last_raised_at, cleared_at, acked_at, acked_by, ack_comment, occurrences";
+     active, open, raised_at, last_raised_at, cleared_at, acked_at, acked_by, ack_comment, occurrences, \
+     criticality, base_priority, priority, escalation, escalated_at, suppressed, window_id";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -36,6 +36,13 @@ struct Row {
     acked_by: Option<String>,
     ack_comment: Option<String>,
     occurrences: i32,
+    criticality: String,
+    base_priority: String,
+    priority: String,
+    escalation: i16,
+    escalated_at: Option<DateTime<Utc>>,
+    suppressed: bool,
+    window_id: Option<i64>,
 }
 
 impl Row {
@@ -66,168 +73,194 @@ impl Row {
             acked_by: self.acked_by,
             ack_comment: self.ack_comment,
             occurrences: self.occurrences,
+            criticality: Criticality::parse(&self.criticality).with_context(|| {
+                format!(
+                    "exception {}: unknown criticality {:?}",
+                    self.id, self.criticality
+                )
+            })?,
+            base_priority: parse_priority(self.id, &self.base_priority)?,
+            priority: parse_priority(self.id, &self.priority)?,
+            escalation: u8::try_from(self.escalation).unwrap_or(u8::MAX),
+            escalated_at: self.escalated_at.map(|t| t.timestamp_millis()),
+            suppressed: self.suppressed,
+            window: self.window_id,
+            stored: true,
         })
     }
 }
 
-fn time(ms: i64) -> anyhow::Result<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(ms).context("time out of range")
+fn parse_priority(id: i64, text: &str) -> anyhow::Result<Priority> {
+    Priority::parse(text).with_context(|| format!("exception {id}: unknown priority {text:?}"))
 }
 
-/// The open exceptions, for the engine to resume from.
-pub async fn load_open(pool: &PgPool) -> anyhow::Result<Vec<(i64, Resumed)>> {
-    type OpenRow = (i64, String, String, bool, Option<DateTime<Utc>>);
-    let rows: Vec<OpenRow> = sqlx::query_as(
-        "SELECT id, rule_id, subject, active, acked_at FROM exceptions WHERE open ORDER BY id",
-    )
+/// The open exceptions, whole: the service keeps them in memory, and the
+/// engine resumes from them.
+pub async fn load_open(pool: &PgPool) -> anyhow::Result<Vec<ExceptionInfo>> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM exceptions WHERE open ORDER BY id"
+    )))
     .fetch_all(pool)
     .await
     .context("loading open exceptions")?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, rule, subject, active, acked_at)| {
-            (
-                id,
-                Resumed {
-                    key: Key { rule, subject },
-                    active,
-                    acked_at: acked_at.map(|t| t.timestamp_millis()),
-                },
-            )
-        })
-        .collect())
+    rows.into_iter().map(Row::into_info).collect()
 }
 
-/// Writes one step's transitions in one transaction; returns, per
-/// transition, the exception as it is afterwards.
-pub async fn apply(
+/// Takes `count` ids from the exceptions' sequence ahead of need, so that a
+/// raise can be numbered and shown while the database is unreachable.
+/// Unused ones are gaps in the numbering, nothing more.
+pub async fn reserve_ids(pool: &PgPool, count: usize) -> anyhow::Result<Vec<i64>> {
+    let ids: Vec<(i64,)> = sqlx::query_as(
+        "SELECT nextval(pg_get_serial_sequence('exceptions', 'id'))
+         FROM generate_series(1, $1)",
+    )
+    .bind(count as i64)
+    .fetch_all(pool)
+    .await
+    .context("reserving exception ids")?;
+    Ok(ids.into_iter().map(|(id,)| id).collect())
+}
+
+/// Writes events in order: each exception's row as the event shows it
+/// (inserted, or replaced), and its transition once. Writing the same
+/// events again changes nothing, which makes a replayed journal harmless.
+///
+/// An event numbered 0 (no id was reserved for it) gets an id here; so do
+/// later events of the same rule and subject, through `assigned`, until
+/// the exception closes. Their ids are written back into `events`.
+pub async fn write(
     pool: &PgPool,
-    engine: &Engine,
-    ids: &HashMap<Key, i64>,
-    transitions: &[Transition],
-) -> anyhow::Result<Vec<ExceptionEvent>> {
+    events: &mut [ExceptionEvent],
+    assigned: &mut HashMap<Key, i64>,
+) -> Result<(), WriteError> {
     let mut tx = pool.begin().await?;
-    // Later transitions of the same step may refer to an exception this
-    // step opened.
-    let mut opened: HashMap<&Key, i64> = HashMap::new();
-    let mut events = Vec::with_capacity(transitions.len());
-    for t in transitions {
-        let id = opened.get(&t.key).or_else(|| ids.get(&t.key)).copied();
-        let row = match (t.kind, id) {
-            (TransitionKind::Raised, None) => {
-                let row = insert(&mut tx, engine, t).await?;
-                opened.insert(&t.key, row.id);
-                row
-            }
-            (_, None) => anyhow::bail!(
-                "transition {:?} for {:?} has no open exception",
-                t.kind,
-                t.key
-            ),
-            (kind, Some(id)) => update(&mut tx, id, kind, t).await?,
-        };
-        sqlx::query(
-            "INSERT INTO exception_transitions (exception_id, at, kind, value, message, actor, comment)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(row.id)
-        .bind(time(t.at)?)
-        .bind(t.kind.as_str())
-        .bind(t.value)
-        .bind(&t.message)
-        .bind(&t.by)
-        .bind(&t.comment)
-        .execute(&mut *tx)
-        .await?;
-        events.push(ExceptionEvent {
-            transition: transition_info(t),
-            exception: row.into_info()?,
-        });
+    for event in events.iter_mut() {
+        write_one(&mut tx, event, assigned).await?;
     }
     tx.commit().await?;
-    Ok(events)
+    Ok(())
 }
 
-async fn insert(
+/// Why a write failed: the database is away (try again later), or it
+/// refuses these events for good (a constraint, a value out of range).
+#[derive(Debug)]
+pub enum WriteError {
+    Unreachable(sqlx::Error),
+    Refused(sqlx::Error),
+}
+
+impl From<sqlx::Error> for WriteError {
+    fn from(err: sqlx::Error) -> Self {
+        // Integrity (23) and data (22) errors come again on every retry.
+        let refused = err
+            .as_database_error()
+            .and_then(|e| e.code())
+            .is_some_and(|code| code.starts_with("23") || code.starts_with("22"));
+        if refused {
+            WriteError::Refused(err)
+        } else {
+            WriteError::Unreachable(err)
+        }
+    }
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Unreachable(err) => write!(f, "{err}"),
+            WriteError::Refused(err) => write!(f, "refused for good: {err}"),
+        }
+    }
+}
+
+async fn write_one(
     tx: &mut Transaction<'_, Postgres>,
-    engine: &Engine,
-    t: &Transition,
-) -> anyhow::Result<Row> {
-    let (kind, severity) = engine
-        .describe_rule(&t.key.rule)
-        .with_context(|| format!("no rule {:?}", t.key.rule))?;
-    let circuit = (kind != ExceptionKind::GatewayOffline)
-        .then(|| ChannelName::parse(&t.key.subject).ok())
-        .flatten()
-        .map(|c| c.circuit().to_owned());
-    let at = time(t.at)?;
-    let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO exceptions (rule_id, kind, severity, subject, circuit, gateway_id, message,
-                                 value, active, open, raised_at, last_raised_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true, true, $9, $9)
-         RETURNING {COLUMNS}"
-    )))
-    .bind(&t.key.rule)
-    .bind(kind.as_str())
-    .bind(severity.as_str())
-    .bind(&t.key.subject)
-    .bind(circuit)
-    .bind(&t.gateway)
-    .bind(&t.message)
-    .bind(t.value)
-    .bind(at)
+    event: &mut ExceptionEvent,
+    assigned: &mut HashMap<Key, i64>,
+) -> Result<(), WriteError> {
+    let e = &mut event.exception;
+    let key = Key {
+        rule: e.rule.clone(),
+        subject: e.subject.clone(),
+    };
+    if e.id == 0
+        && let Some(&id) = assigned.get(&key)
+    {
+        e.id = id;
+    }
+    let time = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms);
+    let id: Option<i64> = (e.id != 0).then_some(e.id);
+    let (written,): (i64,) = sqlx::query_as(
+        "INSERT INTO exceptions (id, rule_id, kind, severity, subject, circuit, gateway_id,
+                                 message, value, active, open, raised_at, last_raised_at,
+                                 cleared_at, acked_at, acked_by, ack_comment, occurrences,
+                                 criticality, base_priority, priority, escalation,
+                                 escalated_at, suppressed, window_id)
+         OVERRIDING SYSTEM VALUE
+         VALUES (COALESCE($1, nextval(pg_get_serial_sequence('exceptions', 'id'))),
+                 $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                 $19, $20, $21, $22, $23, $24, $25)
+         ON CONFLICT (id) DO UPDATE SET
+             message = EXCLUDED.message, value = EXCLUDED.value, active = EXCLUDED.active,
+             open = EXCLUDED.open, last_raised_at = EXCLUDED.last_raised_at,
+             cleared_at = EXCLUDED.cleared_at, acked_at = EXCLUDED.acked_at,
+             acked_by = EXCLUDED.acked_by, ack_comment = EXCLUDED.ack_comment,
+             occurrences = EXCLUDED.occurrences, priority = EXCLUDED.priority,
+             escalation = EXCLUDED.escalation, escalated_at = EXCLUDED.escalated_at,
+             suppressed = EXCLUDED.suppressed
+         RETURNING id",
+    )
+    .bind(id)
+    .bind(&e.rule)
+    .bind(e.kind.as_str())
+    .bind(e.severity.as_str())
+    .bind(&e.subject)
+    .bind(&e.circuit)
+    .bind(&e.gateway)
+    .bind(&e.message)
+    .bind(e.value)
+    .bind(e.active)
+    .bind(e.open)
+    .bind(time(e.raised_at))
+    .bind(time(e.last_raised_at))
+    .bind(e.cleared_at.and_then(time))
+    .bind(e.acked_at.and_then(time))
+    .bind(&e.acked_by)
+    .bind(&e.ack_comment)
+    .bind(e.occurrences)
+    .bind(e.criticality.as_str())
+    .bind(e.base_priority.as_str())
+    .bind(e.priority.as_str())
+    .bind(i16::from(e.escalation))
+    .bind(e.escalated_at.and_then(time))
+    .bind(e.suppressed)
+    .bind(e.window)
     .fetch_one(&mut **tx)
     .await?;
-    Ok(row)
-}
-
-async fn update(
-    tx: &mut Transaction<'_, Postgres>,
-    id: i64,
-    kind: TransitionKind,
-    t: &Transition,
-) -> anyhow::Result<Row> {
-    let at = time(t.at)?;
-    let returning = |set: &str| {
-        sqlx::AssertSqlSafe(format!(
-            "UPDATE exceptions SET {set} WHERE id = $1 RETURNING {COLUMNS}"
-        ))
-    };
-    // The raise message stays the exception's; later transitions keep
-    // theirs in exception_transitions.
-    let query = match kind {
-        TransitionKind::Raised => sqlx::query_as(returning(
-            "active = true, last_raised_at = $2, cleared_at = NULL, message = $3,
-             value = COALESCE($4, value), occurrences = occurrences + 1",
-        ))
-        .bind(id)
-        .bind(at)
-        .bind(&t.message)
-        .bind(t.value),
-        TransitionKind::Cleared => sqlx::query_as(returning(
-            "active = false, cleared_at = $2, open = acked_at IS NULL,
-             value = COALESCE($3, value)",
-        ))
-        .bind(id)
-        .bind(at)
-        .bind(t.value),
-        TransitionKind::Acknowledged => sqlx::query_as(returning(
-            "acked_at = $2, acked_by = $3, ack_comment = $4, open = active",
-        ))
-        .bind(id)
-        .bind(at)
-        .bind(&t.by)
-        .bind(&t.comment),
-        TransitionKind::Realarmed => sqlx::query_as(returning(
-            "acked_at = NULL, acked_by = NULL, ack_comment = NULL, last_raised_at = $2",
-        ))
-        .bind(id)
-        .bind(at),
-    };
-    query
-        .fetch_optional(&mut **tx)
-        .await?
-        .with_context(|| format!("exception {id} vanished"))
+    e.id = written;
+    if e.open {
+        if id.is_none() {
+            assigned.insert(key, written);
+        }
+    } else {
+        assigned.remove(&key);
+    }
+    let t = &event.transition;
+    sqlx::query(
+        "INSERT INTO exception_transitions (exception_id, at, kind, value, message, actor, comment)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (exception_id, at, kind) DO NOTHING",
+    )
+    .bind(written)
+    .bind(time(t.at))
+    .bind(t.kind.as_str())
+    .bind(t.value)
+    .bind(&t.message)
+    .bind(&t.by)
+    .bind(&t.comment)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// `GET /api/exceptions` filters.
@@ -237,6 +270,9 @@ pub struct Filter {
     pub open: Option<bool>,
     pub acknowledged: Option<bool>,
     pub severities: Option<Vec<String>>,
+    pub priorities: Option<Vec<String>>,
+    /// Suppressed by a maintenance window (true), or not (false).
+    pub suppressed: Option<bool>,
     pub circuit: Option<String>,
     pub rule: Option<String>,
     pub from: Option<DateTime<Utc>>,
@@ -245,11 +281,13 @@ pub struct Filter {
 }
 
 /// Unacknowledged first (active before cleared), then acknowledged active,
-/// then closed; within each, the most severe, then the latest.
+/// then closed; within each, the highest priority, the most severe, then
+/// the latest.
 const ORDER: &str = "ORDER BY open DESC,
       CASE WHEN acked_at IS NULL AND active THEN 0
            WHEN acked_at IS NULL THEN 1
            WHEN active THEN 2 ELSE 3 END,
+      CASE priority WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END,
       CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END,
       last_raised_at DESC, id DESC";
 
@@ -264,6 +302,8 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> anyhow::Result<Vec<Exceptio
            AND ($6::text IS NULL OR rule_id = $6)
            AND ($7::timestamptz IS NULL OR active OR cleared_at >= $7)
            AND ($8::timestamptz IS NULL OR raised_at <= $8)
+           AND ($10::text[] IS NULL OR priority = ANY($10))
+           AND ($11::boolean IS NULL OR suppressed = $11)
          {ORDER}
          LIMIT $9"
     )))
@@ -276,6 +316,8 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> anyhow::Result<Vec<Exceptio
     .bind(filter.from)
     .bind(filter.to)
     .bind(filter.limit)
+    .bind(&filter.priorities)
+    .bind(filter.suppressed)
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(Row::into_info).collect()

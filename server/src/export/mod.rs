@@ -359,9 +359,10 @@ fn ms_to_time(ms: i64) -> DateTime<Utc> {
 /// from the database and are written as integer literals.
 ///
 /// Raw: `channel_id, ts, value` over `[$1, $2)`. Buckets: `channel_id,
-/// bucket, min, max, sum, count` from the rollup table before `$3` (the
+/// bucket, min, max, avg, count` from the rollup table before `$3` (the
 /// earliest dirty minute) and from the exact view after it, as the history
-/// API reads them.
+/// API reads them; `avg` is `rollup_avg` (sum / count, or the readings'
+/// mean where the sum is beyond the double range).
 pub fn export_sql(resolution: Resolution, ids: &[i32]) -> String {
     let mut sql = String::from("SELECT * FROM (");
     for (i, id) in ids.iter().enumerate() {
@@ -374,15 +375,18 @@ pub fn export_sql(resolution: Resolution, ids: &[i32]) -> String {
                  WHERE channel_id = {id} AND ts >= $1 AND ts < $2 ORDER BY ts, channel_id)"
             ),
             Resolution::Minute | Resolution::Hour => {
-                let (table, view) = match resolution {
-                    Resolution::Minute => ("readings_1m", "history_1m"),
-                    _ => ("readings_1h", "history_1h"),
+                let (table, view, width) = match resolution {
+                    Resolution::Minute => ("readings_1m", "history_1m", "1 minute"),
+                    _ => ("readings_1h", "history_1h", "1 hour"),
                 };
+                let avg = format!(
+                    "rollup_avg(sum, count, channel_id, bucket, bucket + interval '{width}')"
+                );
                 format!(
-                    "(SELECT channel_id, bucket AS ts, min, max, sum, count FROM {table} \
+                    "(SELECT channel_id, bucket AS ts, min, max, {avg}, count FROM {table} \
                      WHERE channel_id = {id} AND bucket >= $1 AND bucket < $3 \
                      ORDER BY ts, channel_id) \
-                     UNION ALL (SELECT channel_id, bucket, min, max, sum, count FROM {view} \
+                     UNION ALL (SELECT channel_id, bucket, min, max, {avg}, count FROM {view} \
                      WHERE channel_id = {id} AND bucket >= $3 AND bucket < $2 \
                      ORDER BY bucket, channel_id)"
                 )
@@ -404,8 +408,8 @@ pub fn export_sql(resolution: Resolution, ids: &[i32]) -> String {
 pub const SESSION_SETTINGS: &str = "SELECT set_config('jit', 'off', true), \
      set_config('statement_timeout', '0', true), set_config('enable_sort', 'off', true)";
 
-/// A bucket row: channel, start, min, max, sum, count.
-type BucketRow = (i32, DateTime<Utc>, f64, f64, f64, i64);
+/// A bucket row: channel, start, min, max, avg, count.
+type BucketRow = (i32, DateTime<Utc>, f64, f64, Option<f64>, i64);
 
 async fn export(
     State(state): State<AppState>,
@@ -507,7 +511,8 @@ impl Job {
                     Resolution::Minute => Tier::Minute,
                     _ => Tier::Hour,
                 };
-                let split = rollup::dirty_split(&mut *conn, tier, &ids, lo, hi)
+                // Bucketed exports are UTC minutes and hours: no zone.
+                let split = rollup::dirty_split(&mut *conn, tier, &ids, lo, hi, "UTC")
                     .await
                     .map_err(database)?;
                 let mut rows = sqlx::query_as::<_, BucketRow>(AssertSqlSafe(sql))
@@ -518,11 +523,12 @@ impl Job {
                     .fetch(&mut *conn);
                 let mut layout = layout;
                 while let Some(row) = rows.next().await {
-                    let (id, bucket, min, max, sum, count) = row.map_err(database)?;
+                    let (id, bucket, min, max, avg, count) = row.map_err(database)?;
                     let figures = Bucket {
                         min,
                         max,
-                        avg: sum / count.max(1) as f64,
+                        // Rounding may put a mean a hair outside its extremes.
+                        avg: avg.filter(|a| a.is_finite()).map(|a| a.max(min).min(max)),
                         count,
                     };
                     layout.bucket(&mut out, id, bucket.timestamp_micros(), &figures);
@@ -643,11 +649,12 @@ impl Output<'_> {
     }
 }
 
-/// One bucket's figures.
+/// One bucket's figures. `avg` is empty only where the readings' sum is
+/// beyond the double range and the readings are past raw retention.
 struct Bucket {
     min: f64,
     max: f64,
-    avg: f64,
+    avg: Option<f64>,
     count: i64,
 }
 
@@ -749,14 +756,16 @@ impl Rows {
                 out.buffer.push(b',');
                 out.float(bucket.max);
                 out.buffer.push(b',');
-                out.float(bucket.avg);
+                if let Some(avg) = bucket.avg {
+                    out.float(avg);
+                }
                 out.buffer.push(b',');
                 integer(&mut out.buffer, bucket.count);
                 out.buffer.extend_from_slice(back);
             }
             Self::Wide { stat, .. } => {
                 let (value, count) = match stat {
-                    Stat::Avg => (Some(bucket.avg), None),
+                    Stat::Avg => (bucket.avg, None),
                     Stat::Min => (Some(bucket.min), None),
                     Stat::Max => (Some(bucket.max), None),
                     Stat::Count => (None, Some(bucket.count)),

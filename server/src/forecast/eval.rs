@@ -129,7 +129,9 @@ fn yard(options: &EvalOptions, seed: u64) -> Yard {
         password: None,
         faults: false,
         start_at_s: 0.0,
+        sags: Vec::new(),
     })
+    .expect("the generated yard's layout is valid")
 }
 
 /// Every circuit's relay-voltage steps over `days`, with `sags` injected.

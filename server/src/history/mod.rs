@@ -33,7 +33,7 @@ use trackside_wire::{
 
 use crate::config::HistoryConfig;
 use crate::http::{AppError, AppState};
-use crate::store::rollup::{self, Tier};
+use crate::store::rollup;
 use crate::time::{DAY_MS, MINUTE_MS, parse_time};
 
 pub use plan::{LADDER_MS, Plan, utc_grid};
@@ -191,7 +191,7 @@ type BucketRow = (
     DateTime<Utc>, // bucket start
     f64,           // min
     f64,           // max
-    f64,           // sum
+    Option<f64>,   // avg (none once the readings of an overflowing sum are gone)
     i64,           // count
     f64,           // first
     f64,           // last
@@ -448,14 +448,9 @@ async fn bucket_rows(
     zone: &str,
 ) -> Result<Vec<BucketRow>, AppError> {
     let (lo, hi) = (ms_to_time(lo)?, ms_to_time(hi)?);
-    let split = match query {
-        BucketQuery::Readings => None,
-        BucketQuery::Minutes => {
-            Some(rollup::dirty_split(&mut *conn, Tier::Minute, ids, lo, hi).await?)
-        }
-        BucketQuery::Hours | BucketQuery::HoursWallClock => {
-            Some(rollup::dirty_split(&mut *conn, Tier::Hour, ids, lo, hi).await?)
-        }
+    let split = match query.tier() {
+        None => None,
+        Some(tier) => Some(rollup::dirty_split(&mut *conn, tier, ids, lo, hi, zone).await?),
     };
     let mut statement = sqlx::query_as(query.sql())
         .bind(ids)
@@ -465,7 +460,7 @@ async fn bucket_rows(
     if let Some(split) = split {
         statement = statement.bind(split);
     }
-    if query == BucketQuery::HoursWallClock {
+    if query.takes_zone() {
         statement = statement.bind(zone);
     }
     Ok(statement.fetch_all(conn).await?)
@@ -487,7 +482,7 @@ fn fill_grid<'a>(
     let (mut min, mut max, mut avg) = (vec![None; n], vec![None; n], vec![None; n]);
     let (mut first, mut last) = (vec![None; n], vec![None; n]);
     let mut newest: Option<i64> = None;
-    for &(_, b, lo, hi, sum, n_readings, f, l, latest) in rows {
+    for &(_, b, lo, hi, mean, n_readings, f, l, latest) in rows {
         let Ok(i) = grid.binary_search(&b.timestamp_millis()) else {
             // Cannot happen while the grid and the query bin alike; a
             // bucket off the grid is left out rather than misplaced.
@@ -497,7 +492,8 @@ fn fill_grid<'a>(
         count[i] = n_readings.max(0) as u64;
         min[i] = Some(lo);
         max[i] = Some(hi);
-        avg[i] = (n_readings > 0).then(|| sum / n_readings as f64);
+        // Rounding may put a mean a hair outside its extremes.
+        avg[i] = mean.filter(|m| m.is_finite()).map(|m| m.max(lo).min(hi));
         first[i] = Some(f);
         last[i] = Some(l);
         let latest = latest.timestamp_millis();
@@ -609,12 +605,18 @@ mod tests {
         check(HOUR_MS, 1000, 5_000, HistorySource::Raw);
         check(6 * HOUR_MS, 1000, 30_000, HistorySource::Raw);
         check(24 * HOUR_MS, 1000, 120_000, HistorySource::Minute);
-        check(7 * DAY_MS, 1000, 900_000, HistorySource::Minute);
+        check(3 * DAY_MS, 1000, 300_000, HistorySource::FiveMinute);
+        check(5 * DAY_MS, 1000, 600_000, HistorySource::FiveMinute);
+        check(7 * DAY_MS, 1000, 900_000, HistorySource::QuarterHour);
+        check(14 * DAY_MS, 1000, 1_800_000, HistorySource::QuarterHour);
         check(7 * DAY_MS, 168, HOUR_MS, HistorySource::Hour);
         check(30 * DAY_MS, 1000, HOUR_MS, HistorySource::Hour);
         check(30 * DAY_MS, 300, 3 * HOUR_MS, HistorySource::Hour);
-        check(30 * DAY_MS, 10, DAY_MS, HistorySource::Hour);
-        check(3_000 * DAY_MS, 1, DAY_MS, HistorySource::Hour);
+        check(90 * DAY_MS, 1000, 3 * HOUR_MS, HistorySource::Hour);
+        check(180 * DAY_MS, 1000, 6 * HOUR_MS, HistorySource::SixHour);
+        check(365 * DAY_MS, 1000, 12 * HOUR_MS, HistorySource::SixHour);
+        check(30 * DAY_MS, 10, DAY_MS, HistorySource::SixHour);
+        check(3_000 * DAY_MS, 1, DAY_MS, HistorySource::SixHour);
         check(1_000, 1000, 10, HistorySource::Raw);
         // exactly on a step stays on it
         check(MINUTE_MS * 1000, 1000, MINUTE_MS, HistorySource::Minute);
@@ -629,6 +631,13 @@ mod tests {
             (MINUTE_MS, HistorySource::Minute)
         );
         let plan = Plan::choose(from, to, 1000, Some(from + 1), Some(from + 1));
+        assert_eq!(
+            (plan.bucket_ms, plan.source),
+            (HOUR_MS, HistorySource::Hour)
+        );
+        // Five- and fifteen-minute tiers follow the minutes' retention.
+        let week = (from, from + 7 * DAY_MS);
+        let plan = Plan::choose(week.0, week.1, 1000, None, Some(from + 1));
         assert_eq!(
             (plan.bucket_ms, plan.source),
             (HOUR_MS, HistorySource::Hour)
@@ -676,6 +685,16 @@ mod tests {
             panic!("readings");
         };
         assert_eq!(t, [0, 50_000]);
+    }
+
+    #[test]
+    fn every_rollup_width_is_at_most_four_buckets_of_its_tier() {
+        for &width in LADDER_MS.iter().filter(|&&w| w >= MINUTE_MS) {
+            let query = BucketQuery::for_plan(Plan::for_width(width), Some("Europe/London"));
+            let tier = query.tier().expect("a rollup tier");
+            assert_eq!(width % tier.width_ms(), 0, "{width} ms from {tier:?}");
+            assert!(width / tier.width_ms() <= 4, "{width} ms from {tier:?}");
+        }
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! How a request is answered: the bucket width from a fixed ladder, and
-//! the data that serves it (raw readings, minute or hour rollups).
+//! the data that serves it (raw readings, or the coarsest rollup tier the
+//! width is a whole number of buckets of).
 //!
 //! The width is the smallest step of [`LADDER_MS`] that is at least
-//! `(to - from) / points`. Widths of a minute or more read the minute
-//! rollup, an hour or more the hour rollup, anything finer the readings.
+//! `(to - from) / points`. Each width reads the coarsest tier that divides
+//! it, at most four rows per bucket: 1 and 2 minutes the minute tier, 5 and
+//! 10 the 5-minute tier, 15 and 30 the 15-minute tier, 1 to 3 hours the
+//! hour tier, 6 and 12 hours and a day the 6-hour tier; anything finer
+//! than a minute the readings.
 //! Buckets up to an hour wide are aligned to UTC; wider ones follow the
 //! yard's wall clock. See docs/design/history.md.
 
@@ -53,15 +57,26 @@ impl Plan {
         if plan.source == HistorySource::Raw && raw_from.is_some_and(|h| from < h) {
             plan = Self::for_width(MINUTE_MS);
         }
-        if plan.source == HistorySource::Minute && minute_from.is_some_and(|h| from < h) {
+        // Tiers finer than an hour follow the minutes' retention.
+        let sub_hour = matches!(
+            plan.source,
+            HistorySource::Minute | HistorySource::FiveMinute | HistorySource::QuarterHour
+        );
+        if sub_hour && minute_from.is_some_and(|h| from < h) {
             plan = Self::for_width(plan.bucket_ms.max(HOUR_MS));
         }
         plan
     }
 
     pub(super) fn for_width(bucket_ms: i64) -> Self {
-        let source = if bucket_ms >= HOUR_MS {
+        let source = if bucket_ms >= 6 * HOUR_MS {
+            HistorySource::SixHour
+        } else if bucket_ms >= HOUR_MS {
             HistorySource::Hour
+        } else if bucket_ms >= 15 * MINUTE_MS {
+            HistorySource::QuarterHour
+        } else if bucket_ms >= 5 * MINUTE_MS {
+            HistorySource::FiveMinute
         } else if bucket_ms >= MINUTE_MS {
             HistorySource::Minute
         } else {

@@ -1,7 +1,12 @@
 //! The bucket statements, one per source, written as `macro_rules!`
 //! fragments so that each is one `&'static str` the benchmark can run bare.
+//!
+//! Sums are `sum_of!` (overflow-free for any finite reading), and a
+//! bucket's average is `rollup_avg`: sum / count, or the raw readings' mean
+//! where the sum is beyond the double range (migration 20261207100000).
 
 use super::plan::Plan;
+use crate::store::rollup::{Tier, sum_of};
 use trackside_wire::HistorySource;
 
 /// The bucket query for raw readings: per channel (so each channel's rows
@@ -12,10 +17,14 @@ use trackside_wire::HistorySource;
 macro_rules! bucket_query {
     ($rows:expr) => {
         concat!(
-            "SELECT c.id, s.b, s.min, s.max, s.sum, s.count, s.first, s.last, s.newest
+            "SELECT c.id, s.b, s.min, s.max,
+       rollup_avg(s.sum, s.count, c.id, s.b, s.b + $4 * interval '1 millisecond'),
+       s.count, s.first, s.last, s.newest
 FROM unnest($1::integer[]) AS c (id)
 CROSS JOIN LATERAL (
-    SELECT b, min(min) AS min, max(max) AS max, sum(sum) AS sum,
+    SELECT b, min(min) AS min, max(max) AS max, ",
+            sum_of!("sum"),
+            " AS sum,
            sum(count)::bigint AS count,
            max(first) FILTER (WHERE opens) AS first,
            max(last) FILTER (WHERE closes) AS last,
@@ -56,62 +65,88 @@ macro_rules! local_bin {
     };
 }
 
-/// Rollup rows of channel `c.id` in `[$2, $3)`. Before `$5` (the earliest
-/// dirty minute of the request, or `$3`) the rollup table is current and
-/// read directly; from `$5` on, the exact view, which reads dirty minutes
-/// from raw rows. Reading the whole range through the view would cost an
-/// anti-join per row.
+/// The end of the UTC bin starting at `g.b`.
+macro_rules! utc_bin_end {
+    () => {
+        "g.b + $4 * interval '1 millisecond'"
+    };
+}
+
+/// The end of the wall-clock bin starting at `g.b`: its local start plus
+/// the width on the wall clock (a day bucket may be 23 or 25 hours long).
+macro_rules! local_bin_end {
+    () => {
+        "((g.b AT TIME ZONE $6) + $4 * interval '1 millisecond') AT TIME ZONE $6"
+    };
+}
+
+/// Rollup rows of channel `c.id` in `[$2, $3)`, with each row's width
+/// `res`. Before `$5` (the start of the tier's bucket holding the earliest
+/// dirty minute of the request, or `$3`) the tier's table is current and
+/// read directly; from `$5` on, the minutes' exact view, which reads dirty
+/// minutes from raw rows. Bins are whole tier buckets, so a bin may hold
+/// both. (Reading the range through the tier's own exact view would
+/// recompute each dirty bucket through every finer tier's view: fine on
+/// plain tables, tens of times slower over TimescaleDB's aggregates.)
 macro_rules! rollup_rows {
-    ($table:literal, $view:literal, $bin:expr) => {
+    ($table:literal, $resolution_ms:literal, $bin:expr) => {
         concat!(
-            "SELECT bucket, min, max, sum, count, first, last, last_ts, ",
+            "SELECT bucket, ",
+            $resolution_ms,
+            " AS res, min, max, sum, count, first, last, last_ts, ",
             $bin,
             " AS b FROM ",
             $table,
             " WHERE channel_id = c.id AND bucket >= $2 AND bucket < $5
             UNION ALL
-            SELECT bucket, min, max, sum, count, first, last, last_ts, ",
+            SELECT bucket, 60000 AS res, min, max, sum, count, first, last, last_ts, ",
             $bin,
-            " AS b FROM ",
-            $view,
-            " WHERE channel_id = c.id AND bucket >= $5 AND bucket < $3"
+            " AS b FROM history_1m WHERE channel_id = c.id AND bucket >= $5 AND bucket < $3"
         )
     };
 }
 
-/// The bucket query for a rollup: per channel, its rows binned into `b`.
-/// `first` and `last` come from the rows at the bin's nominal first and
-/// last minute (or hour), a cheap filter; only where data has a hole at a
-/// bin's edge is the real first or last row looked up, one index probe in
-/// the exact view. (A window over every row to find the edges cost twice
-/// as much; see docs/design/history.md.)
+/// The bucket query for a rollup tier: per channel, its rows binned into
+/// `b`. `first` and `last` come from the rows that open the bin and close
+/// it (at `b`, and ending at `b` plus the width), a cheap filter; only
+/// where data has a hole at a bin's edge (or a wall-clock bin is not its
+/// nominal width) is the real first or last row looked up, one index probe
+/// in the table (before `$5`) or the minutes' view. (A window over every
+/// row to find the edges cost twice as much; see docs/design/history.md.)
 macro_rules! rollup_query {
-    ($table:literal, $view:literal, $resolution_ms:literal, $bin:expr) => {
+    ($table:literal, $resolution_ms:literal, $bin:expr, $bin_end:expr) => {
         concat!(
-            "SELECT c.id, g.b, g.min, g.max, g.sum, g.count,
-       CASE WHEN g.first_at = g.b THEN g.first_nominal
-            ELSE (SELECT v.first FROM ",
-            $view,
-            " AS v WHERE v.channel_id = c.id AND v.bucket = g.first_at) END,
-       CASE WHEN g.last_at = g.b + ($4 - ",
-            $resolution_ms,
-            ") * interval '1 millisecond' THEN g.last_nominal
-            ELSE (SELECT v.last FROM ",
-            $view,
-            " AS v WHERE v.channel_id = c.id AND v.bucket = g.last_at) END,
+            "SELECT c.id, g.b, g.min, g.max, rollup_avg(g.sum, g.count, c.id, g.b, ",
+            $bin_end,
+            "), g.count,
+       coalesce(g.first_nominal,
+           CASE WHEN g.first_at < $5
+                THEN (SELECT t.first FROM ",
+            $table,
+            " AS t WHERE t.channel_id = c.id AND t.bucket = g.first_at)
+                ELSE (SELECT m.first FROM history_1m AS m
+                      WHERE m.channel_id = c.id AND m.bucket = g.first_at) END),
+       coalesce(g.last_nominal,
+           CASE WHEN g.last_at < $5
+                THEN (SELECT t.last FROM ",
+            $table,
+            " AS t WHERE t.channel_id = c.id AND t.bucket = g.last_at)
+                ELSE (SELECT m.last FROM history_1m AS m
+                      WHERE m.channel_id = c.id AND m.bucket = g.last_at) END),
        g.newest
 FROM unnest($1::integer[]) AS c (id)
 CROSS JOIN LATERAL (
-    SELECT b, min(min) AS min, max(max) AS max, sum(sum) AS sum,
+    SELECT b, min(min) AS min, max(max) AS max, ",
+            sum_of!("sum"),
+            " AS sum,
            sum(count)::bigint AS count,
            min(bucket) AS first_at, max(bucket) AS last_at,
            max(first) FILTER (WHERE bucket = b) AS first_nominal,
-           max(last) FILTER (WHERE bucket = b + ($4 - ",
-            $resolution_ms,
-            ") * interval '1 millisecond') AS last_nominal,
+           max(last) FILTER (WHERE bucket + (res - $4) * interval '1 millisecond' = b)
+               AS last_nominal,
            max(last_ts) AS newest
     FROM (",
-            rollup_rows!($table, $view, $bin),
+            rollup_rows!($table, $resolution_ms, $bin),
             ") AS x
     GROUP BY b
 ) AS g"
@@ -125,10 +160,26 @@ const FROM_READINGS: &str = bucket_query!(concat!(
     utc_bin!("ts"),
     " AS b FROM readings WHERE channel_id = c.id AND ts >= $2 AND ts < $3"
 ));
-const FROM_MINUTES: &str = rollup_query!("readings_1m", "history_1m", "60000", utc_bin!("bucket"));
-const FROM_HOURS: &str = rollup_query!("readings_1h", "history_1h", "3600000", utc_bin!("bucket"));
-const FROM_HOURS_WALL_CLOCK: &str =
-    rollup_query!("readings_1h", "history_1h", "3600000", local_bin!("bucket"));
+const FROM_MINUTES: &str =
+    rollup_query!("readings_1m", "60000", utc_bin!("bucket"), utc_bin_end!());
+const FROM_5M: &str = rollup_query!("readings_5m", "300000", utc_bin!("bucket"), utc_bin_end!());
+const FROM_15M: &str = rollup_query!("readings_15m", "900000", utc_bin!("bucket"), utc_bin_end!());
+const FROM_HOURS: &str =
+    rollup_query!("readings_1h", "3600000", utc_bin!("bucket"), utc_bin_end!());
+const FROM_HOURS_WALL_CLOCK: &str = rollup_query!(
+    "readings_1h",
+    "3600000",
+    local_bin!("bucket"),
+    local_bin_end!()
+);
+/// The six-hour tier is on the wall clock of the zone it was built for,
+/// which is the yard's (or UTC when PostgreSQL does not know that).
+const FROM_6H: &str = rollup_query!(
+    "readings_6h",
+    "21600000",
+    local_bin!("bucket"),
+    local_bin_end!()
+);
 
 /// Which bucket query a plan runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,9 +188,16 @@ pub enum BucketQuery {
     Readings,
     /// As `Readings`, plus `$5` the start of the exact (dirty) range.
     Minutes,
+    FiveMinutes,
+    QuarterHours,
     Hours,
-    /// As `Hours`, plus `$6` the yard's zone.
+    /// As `Hours`, plus `$6` the zone.
     HoursWallClock,
+    SixHours,
+    /// The minute rollup for any width of whole minutes: what answered
+    /// every width from a minute to an hour before the finer tiers. Not
+    /// planned; the benchmark runs it to show what the tiers save.
+    MinutesOnly,
 }
 
 impl BucketQuery {
@@ -147,11 +205,31 @@ impl BucketQuery {
         match plan.source {
             HistorySource::Raw => Self::Readings,
             HistorySource::Minute => Self::Minutes,
+            HistorySource::FiveMinute => Self::FiveMinutes,
+            HistorySource::QuarterHour => Self::QuarterHours,
             HistorySource::Hour if plan.follows_wall_clock() && zone.is_some() => {
                 Self::HoursWallClock
             }
             HistorySource::Hour => Self::Hours,
+            HistorySource::SixHour => Self::SixHours,
         }
+    }
+
+    /// The rollup tier read, if any.
+    pub fn tier(self) -> Option<Tier> {
+        match self {
+            Self::Readings => None,
+            Self::Minutes | Self::MinutesOnly => Some(Tier::Minute),
+            Self::FiveMinutes => Some(Tier::FiveMinutes),
+            Self::QuarterHours => Some(Tier::QuarterHour),
+            Self::Hours | Self::HoursWallClock => Some(Tier::Hour),
+            Self::SixHours => Some(Tier::SixHours),
+        }
+    }
+
+    /// Whether the statement takes the zone as `$6`.
+    pub fn takes_zone(self) -> bool {
+        matches!(self, Self::HoursWallClock | Self::SixHours)
     }
 
     /// The statement, exactly as the API runs it (the benchmark runs it
@@ -159,9 +237,12 @@ impl BucketQuery {
     pub fn sql(self) -> &'static str {
         match self {
             Self::Readings => FROM_READINGS,
-            Self::Minutes => FROM_MINUTES,
+            Self::Minutes | Self::MinutesOnly => FROM_MINUTES,
+            Self::FiveMinutes => FROM_5M,
+            Self::QuarterHours => FROM_15M,
             Self::Hours => FROM_HOURS,
             Self::HoursWallClock => FROM_HOURS_WALL_CLOCK,
+            Self::SixHours => FROM_6H,
         }
     }
 }

@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::{AppError, AppState};
+use crate::metrics::SpoolFigures;
 
 /// How long `/readyz` waits for the database.
 const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -23,28 +24,72 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let health = state.spool.health();
+    let stats = state.spool.stats();
+    let spool = SpoolFigures {
+        backlog_bytes: health.backlog,
+        bytes: health.bytes,
+        max_bytes: health.max_bytes,
+        failing: health.error.is_some(),
+        write_errors: stats.write_errors.load(Relaxed),
+        fsyncs: stats.fsyncs.load(Relaxed),
+        fsync_errors: stats.fsync_errors.load(Relaxed),
+        fsync_micros: stats.fsync_micros.load(Relaxed),
+        dropped_bytes: stats.dropped_bytes.load(Relaxed),
+        dropped_readings: stats.dropped_units.load(Relaxed),
+        refused: stats.refused.load(Relaxed),
+        damaged_bytes: stats.damaged_bytes.load(Relaxed),
+    };
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        state.metrics.render(state.spool.backlog()),
+        state.metrics.render(&spool),
     )
 }
 
-/// Ready when the database answers and the ingest link is being read.
+/// Ready when the database answers, the ingest link is being read and the
+/// spool can be written below its bound; otherwise a 503 that names every
+/// problem and what it costs.
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, AppError> {
+    let mut problems = Vec::new();
     if !state.ingest_running.load(Relaxed) {
-        return Err(AppError::Unavailable("MQTT ingest is not running".into()));
+        problems.push("MQTT ingest is not running".to_owned());
+    }
+    let spool = state.spool.health();
+    if let Some(err) = &spool.error {
+        problems.push(format!(
+            "the spool cannot be written ({err}): readings wait in memory only, up to \
+             ingest.store_queue_readings; free space under the data directory and ingest \
+             resumes by itself"
+        ));
+    }
+    if spool.at_bound {
+        problems.push(format!(
+            "the spool is at its bound of {} bytes (ingest.spool_max_bytes): {}",
+            spool.max_bytes,
+            if state.redelivers {
+                "new messages are left unacknowledged at the external broker"
+            } else {
+                "its oldest unstored readings are being dropped"
+            }
+        ));
     }
     let ping = sqlx::query("SELECT 1").execute(&state.pool);
     match tokio::time::timeout(READY_PROBE_TIMEOUT, ping).await {
-        Ok(Ok(_)) => Ok("ready"),
-        Ok(Err(err)) => Err(AppError::Unavailable(format!(
-            "database unreachable: {err}"
-        ))),
-        Err(_) => Err(AppError::Unavailable(
-            "database did not answer within 2 s".into(),
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => problems.push(format!(
+            "database unreachable ({err}): readings wait in the spool, alarms in the exception journal"
         )),
+        Err(_) => problems.push(format!(
+            "database did not answer within {} s",
+            READY_PROBE_TIMEOUT.as_secs()
+        )),
+    }
+    if problems.is_empty() {
+        Ok("ready")
+    } else {
+        Err(AppError::Unavailable(problems.join("; ")))
     }
 }

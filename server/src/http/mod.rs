@@ -2,7 +2,7 @@
 //! the operator app's files, all from one router.
 //!
 //! Each area owns its routes (`live::http`, `history`, `export`,
-//! `exceptions::http`, `forecast::http`) and this module merges them; the
+//! `exceptions::http`, `forecast::http`, `yard`) and this module merges them; the
 //! handlers import [`AppState`] and [`AppError`] from here, the one circle
 //! in the module graph, as in any axum application.
 
@@ -40,6 +40,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::history::router())
         .merge(crate::export::router())
         .merge(crate::forecast::http::router())
+        .merge(crate::yard::router())
         .route("/api/{*rest}", get(unknown_api))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,

@@ -23,12 +23,15 @@ pub struct AppState {
     pub spool: Arc<Spool>,
     pub yard: Arc<YardConfig>,
     pub ingest_running: Arc<AtomicBool>,
+    /// Ingest reads an external broker, which keeps what is not acknowledged.
+    pub redelivers: bool,
     pub shutdown: CancellationToken,
     pub live_send_timeout: Duration,
     pub exceptions: crate::exceptions::Handle,
     pub history: Arc<crate::history::HistorySettings>,
     pub export: Arc<crate::export::ExportSettings>,
     pub forecast: Arc<crate::forecast::Forecasting>,
+    pub layout: Arc<crate::yard::YardLayout>,
     pub auth: Arc<crate::auth::Auth>,
     /// Where the gateway CA lives (`mqtt.tls_dir`).
     pub pki_dir: std::path::PathBuf,

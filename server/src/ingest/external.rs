@@ -2,22 +2,30 @@
 //! EMQX, ...) as its subscriber, instead of from the embedded one.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Pipeline;
 use super::decode;
 use crate::config::ExternalBroker;
+use crate::store::Receipt;
 
 /// Subscribes to an external broker and feeds what it delivers through the
 /// pipeline until shutdown. The session is persistent, so the broker keeps
 /// what arrives while Trackside is down, and acknowledgements are manual: a
-/// publish is acknowledged only once the pipeline has put it in the spool,
-/// so a crash before that leaves it with the broker, which delivers it
-/// again (the readings key skips what was stored twice).
+/// publish is acknowledged only once its readings are safe, fsynced in the
+/// spool or stored in PostgreSQL (its [`Receipt`]), so neither a crash nor
+/// a power cut before that loses it: the broker delivers it again, and the
+/// readings key skips what was stored twice.
+///
+/// A publish that neither the spool (full disk, or at its bound) nor the
+/// store queue could take is not acknowledged. The broker delivers
+/// unacknowledged publishes again only on a new connection, so the link
+/// then reconnects every few seconds until they are taken.
 pub async fn run_external_link(
     broker: ExternalBroker,
     pipeline: Arc<Pipeline>,
@@ -40,12 +48,37 @@ pub async fn run_external_link(
         options.set_credentials(username, broker.password.as_deref().unwrap_or_default());
     }
     let (client, mut events) = AsyncClient::new(options, EXTERNAL_REQUEST_QUEUE);
+    let (receipts, pending) = mpsc::channel(ACK_QUEUE);
+    let refused = Arc::new(AtomicBool::new(false));
+    let acks = tokio::spawn(acknowledge_when_safe(
+        client.clone(),
+        pending,
+        refused.clone(),
+    ));
     let connected = &pipeline.metrics.mqtt_external_connected;
     let mut retry = EXTERNAL_RETRY_FIRST;
+    let mut redelivery = tokio::time::interval(REDELIVERY_CHECK);
+    redelivery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
             event = events.poll() => event,
             () = shutdown.cancelled() => break,
+            _ = redelivery.tick() => {
+                // A broker stops sending once its window of unacknowledged
+                // publishes is full, so waiting for the next publish to try
+                // the spool again could wait for ever: a new session on the
+                // same id has the broker deliver them again, and they try
+                // it. If the spool still refuses, the next tick tries again.
+                if refused.swap(false, Relaxed) {
+                    pipeline.metrics.mqtt_redeliveries.fetch_add(1, Relaxed);
+                    tracing::info!(
+                        broker = %broker.address,
+                        "reconnecting so the broker delivers the publishes left unacknowledged"
+                    );
+                    events.clean();
+                }
+                continue;
+            }
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -64,23 +97,13 @@ pub async fn run_external_link(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                pipeline
+                let receipt = pipeline
                     .handle(publish.topic.as_bytes(), &publish.payload)
                     .await;
-                // Never wait for room in the request queue here: only this
-                // loop's polling empties it. A broker that allows many
-                // unacknowledged messages can fill it with acknowledgements
-                // faster than the event loop sends them, so the overflow
-                // waits on tasks of its own.
-                if client.try_ack(&publish).is_err() {
-                    let client = client.clone();
-                    tokio::spawn(async move {
-                        if let Err(err) = client.ack(&publish).await {
-                            tracing::warn!(
-                                "cannot acknowledge a publish (it will come again): {err}"
-                            );
-                        }
-                    });
+                // Waits only when ACK_QUEUE publishes wait for their fsync,
+                // far more than brokers send before acknowledgements.
+                if receipts.send((publish, receipt)).await.is_err() {
+                    break;
                 }
             }
             Ok(_) => {}
@@ -99,8 +122,10 @@ pub async fn run_external_link(
             }
         }
     }
-    // Send the acknowledgements still queued, then leave; what is not
-    // acknowledged by then is delivered again at the next start.
+    // Acknowledge what is safe by now, then leave; what is not acknowledged
+    // by then is delivered again at the next start.
+    drop(receipts);
+    let _ = tokio::time::timeout(Duration::from_secs(2), acks).await;
     if client.try_disconnect().is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while let Ok(event) = events.poll().await {
@@ -114,6 +139,33 @@ pub async fn run_external_link(
     connected.store(0, Relaxed);
 }
 
+/// Acknowledges each publish, in the order they came, once its readings
+/// are safe; marks `refused` when one never will be.
+async fn acknowledge_when_safe(
+    client: AsyncClient,
+    mut pending: mpsc::Receiver<(Publish, Receipt)>,
+    refused: Arc<AtomicBool>,
+) {
+    while let Some((publish, receipt)) = pending.recv().await {
+        if !receipt.safe().await {
+            refused.store(true, Relaxed);
+            continue;
+        }
+        // Never wait for room in the request queue here: only the link's
+        // polling empties it. A broker that allows many unacknowledged
+        // messages can fill it with acknowledgements faster than the event
+        // loop sends them, so the overflow waits on tasks of its own.
+        if client.try_ack(&publish).is_err() {
+            let client = client.clone();
+            tokio::spawn(async move {
+                if let Err(err) = client.ack(&publish).await {
+                    tracing::warn!("cannot acknowledge a publish (it will come again): {err}");
+                }
+            });
+        }
+    }
+}
+
 /// The largest packet MQTT can encode (a four-byte remaining length).
 const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 const EXTERNAL_RETRY_FIRST: Duration = Duration::from_millis(500);
@@ -122,3 +174,11 @@ const EXTERNAL_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Only the event loop empties it; an acknowledgement that finds it full
 /// waits on a task of its own.
 const EXTERNAL_REQUEST_QUEUE: usize = 256;
+/// Publishes waiting for their readings to be safe before they are
+/// acknowledged. A broker sends only so many before it hears an
+/// acknowledgement (Mosquitto: `max_inflight_messages`, 20 by default), so
+/// this is rarely more than that.
+const ACK_QUEUE: usize = 4_096;
+/// How often a link that left publishes unacknowledged reconnects to have
+/// them delivered again.
+const REDELIVERY_CHECK: Duration = Duration::from_secs(5);

@@ -8,12 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use chrono::{TimeDelta, Utc};
+use tokio::sync::oneshot;
 
 use super::decode::{self, DecodeContext};
+use crate::durable::AppendError;
 use crate::live::LiveHub;
 use crate::live::registry::Registry;
 use crate::metrics::Metrics;
 use crate::reading::{ReadingBatch, Rejection, RejectionKind};
+use crate::store::Receipt;
 use crate::store::queue::StoreQueue;
 use crate::store::rejections::RejectionQueue;
 use crate::store::spool::Spool;
@@ -27,10 +30,16 @@ pub struct Pipeline {
     pub rejections: RejectionQueue,
     pub max_future: TimeDelta,
     pub exceptions: crate::exceptions::Feed,
+    /// The source delivers again what is not acknowledged (an external
+    /// broker's persistent session): a message neither the spool nor the
+    /// store queue takes is left to it, not lost.
+    pub redelivers: bool,
 }
 
 impl Pipeline {
-    pub async fn handle(&self, topic: &[u8], payload: &[u8]) {
+    /// Decodes and hands on one publish; the receipt says when its readings
+    /// are safe.
+    pub async fn handle(&self, topic: &[u8], payload: &[u8]) -> Receipt {
         self.metrics.mqtt_messages.fetch_add(1, Relaxed);
         let cx = DecodeContext {
             received_at: Utc::now(),
@@ -74,7 +83,7 @@ impl Pipeline {
             self.rejections.keep(rejection);
         }
         if decoded.readings.is_empty() {
-            return;
+            return Receipt::Nothing;
         }
 
         Metrics::add(&self.metrics.readings_received, decoded.readings.len());
@@ -88,18 +97,38 @@ impl Pipeline {
         // Spool first, then queue, never wait: when the writer is behind,
         // the spool alone holds the message and the writer reads it back.
         let spooled = self.spool.append(&batch, |start, end| {
-            self.store.try_push(Some((start, end)), &batch)
+            self.store.try_push(Some((start, end)), &batch, None)
         });
-        if let Err(err) = spooled {
-            self.metrics.spool_errors.fetch_add(1, Relaxed);
-            tracing::error!("cannot write the spool (is the disk full?): {err}");
-            if !self.store.try_push(None, &batch) {
+        match spooled {
+            Ok((_, ticket)) => Receipt::Spooled(ticket),
+            Err(err) => {
+                if let AppendError::Io(_) = err {
+                    // The spool logs the failure when it starts and when it ends.
+                    self.metrics.spool_errors.fetch_add(1, Relaxed);
+                }
+                let (stored, receipt) = oneshot::channel();
+                if self.store.try_push(None, &batch, Some(stored)) {
+                    return Receipt::Queued(receipt);
+                }
                 let readings = batch.readings.len();
-                Metrics::add(&self.metrics.readings_lost, readings);
-                tracing::error!(
-                    readings,
-                    "store queue full and spool unwritable: readings lost"
-                );
+                if self.redelivers {
+                    // Not acknowledged: the source delivers it again.
+                    self.metrics.mqtt_unacknowledged.fetch_add(1, Relaxed);
+                } else {
+                    let lost = self
+                        .metrics
+                        .readings_lost
+                        .fetch_add(readings as u64, Relaxed);
+                    // The first time, then about every thousandth reading.
+                    if lost == 0 || lost / 1000 != (lost + readings as u64) / 1000 {
+                        tracing::error!(
+                            readings,
+                            lost_so_far = lost + readings as u64,
+                            "spool refused ({err}) and store queue full: readings lost"
+                        );
+                    }
+                }
+                Receipt::Refused
             }
         }
     }

@@ -117,12 +117,13 @@ pub fn run(options: &DrillOptions, rules: Vec<Rule>) -> anyhow::Result<DrillRepo
         faults: true,
         start_at_s: 0.0,
         password: None,
+        sags: Vec::new(),
     };
     anyhow::ensure!(
         options.circuits >= 1 && options.gateways >= 1,
         "a yard needs circuits and gateways"
     );
-    let yard = Yard::new(&yard_options);
+    let yard = Yard::new(&yard_options)?;
     let mut models = yard.gateway_models(options.seed);
     // Nobody acknowledges during the drill, so re-alarm plays no part.
     let mut engine = Engine::new(rules, None).map_err(anyhow::Error::msg)?;

@@ -1,11 +1,15 @@
 //! The simulated yard: gateways that publish track-circuit readings over real
 //! MQTT, for `--demo` and as the load generator (`trackside simulate`).
 //!
-//! The yard is one line of circuits, T101 upward. Trains enter at the first
-//! circuit at random intervals and run through to the last; a circuit is
-//! occupied while any part of a train is on it. Every third circuit is an
-//! audio-frequency circuit (with carrier frequency and receiver level), the
-//! rest are DC. Analogue values carry a little Gaussian noise.
+//! The yard is a layout (`crate::yard::layout`): the demo's Millbrook Yard,
+//! or for the load generator a generated yard of parallel roads. Trains run
+//! along the layout's routes, through adjacent circuits in order, stopping
+//! where a route says; a circuit is occupied while any part of a train is
+//! on it, so most circuits are clear most of the time, as in a real yard.
+//! Every third circuit is an audio-frequency circuit (with carrier
+//! frequency and receiver level), the rest are DC. Analogue values carry a
+//! little Gaussian noise, follow the day (damp ballast at dawn) and, where
+//! planned, slow sags over hours ([`SlowSag`]).
 //!
 //! With faults on, a [`FaultPlan`] injects one fault at a time on a
 //! 35-minute cycle (flicks, a stuck occupation, a sagging and a stepping
@@ -13,17 +17,24 @@
 //! exception rule shows up in the demo; `trackside fault-drill` runs the
 //! same yard in simulated time against the rule engine.
 
+pub mod backfill;
 pub mod drill;
 mod faults;
 mod publisher;
+mod trains;
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use trackside_wire::Layout;
 
 pub use faults::{Effect, Fault, FaultKind, FaultPlan};
 pub use publisher::run;
+pub(crate) use trains::Trains;
+
+use crate::yard::layout;
 
 /// The demo yard: every command that simulates a yard (`--demo`,
 /// `simulate`, `fault-drill`) starts from this size, rate and seed.
@@ -32,6 +43,11 @@ pub const DEFAULT_GATEWAYS: usize = 3;
 /// Readings per second of each analogue parameter.
 pub const DEFAULT_RATE_HZ: f64 = 2.0;
 pub const DEFAULT_SEED: u64 = 1;
+/// A generated yard's roads: up to this many circuits each.
+const ROAD_CIRCUITS: usize = 12;
+/// Trains per hour on each road of a generated yard: a busy load-test
+/// yard, a train every 25 to 70 seconds.
+const ROAD_TRAINS_PER_HOUR: f64 = 75.0;
 
 #[derive(Debug, Clone)]
 pub struct YardOptions {
@@ -50,12 +66,28 @@ pub struct YardOptions {
     /// Where in the timetable and fault schedule the run begins, in
     /// seconds (0 for a demo; tests start just before a fault).
     pub start_at_s: f64,
+    /// Slow sags of the relay-end values, in the run's seconds (the demo
+    /// continues one its backfilled history began).
+    pub sags: Vec<SlowSag>,
 }
 
-/// Length of a circuit and of a train, in metres; trains run at `SPEED`.
-const CIRCUIT_M: f64 = 400.0;
-const TRAIN_M: f64 = 220.0;
-const SPEED_M_S: f64 = 15.0;
+impl YardOptions {
+    /// The layout this yard runs on: the demo's for 0 circuits, else a
+    /// generated one of `circuits` circuits.
+    pub fn layout_text(&self) -> String {
+        yard_layout_text(self.circuits)
+    }
+}
+
+/// The demo layout for 0 circuits, else a generated yard of that many.
+pub fn yard_layout_text(circuits: usize) -> String {
+    if circuits == 0 {
+        layout::DEMO_LAYOUT.to_owned()
+    } else {
+        layout::generated(circuits, ROAD_CIRCUITS, ROAD_TRAINS_PER_HOUR)
+    }
+}
+
 /// Discrete channels are re-sent this often even without a change, so a
 /// board that connects late learns the state.
 const STATE_REFRESH: Duration = Duration::from_secs(10);
@@ -84,12 +116,25 @@ pub struct Yard {
     trains: Trains,
     pub faults: FaultPlan,
     gateways: usize,
+    sags: Vec<SlowSag>,
+    pub layout: Layout,
 }
 
 impl Yard {
-    pub fn new(options: &YardOptions) -> Self {
-        let circuits = build_circuits(options.circuits, options.seed);
-        let trains = Trains::new(options.seed, options.circuits);
+    pub fn new(options: &YardOptions) -> anyhow::Result<Self> {
+        Self::with_layout(&options.layout_text(), options)
+    }
+
+    /// The yard of a layout file's text (its routes give the timetable);
+    /// `options.circuits` is not used.
+    pub fn with_layout(text: &str, options: &YardOptions) -> anyhow::Result<Self> {
+        let layout = layout::check(text, &|_| false)
+            .map_err(|problems| anyhow::anyhow!(layout::describe(&problems)))
+            .context("the simulated yard's layout")?;
+        let names: Vec<String> = layout.circuits.iter().map(|c| c.id.clone()).collect();
+        anyhow::ensure!(!names.is_empty(), "a yard needs at least one circuit");
+        let circuits = build_circuits(&names, options.seed);
+        let trains = Trains::new(&layout, options.seed);
         let gateways = options.gateways.clamp(1, circuits.len().max(1));
         // The timetable covers a day, and so do the faults.
         let faults = if options.faults {
@@ -97,12 +142,35 @@ impl Yard {
         } else {
             FaultPlan::default()
         };
-        Self {
+        Ok(Self {
             circuits,
             trains,
             faults,
             gateways,
-        }
+            sags: options.sags.clone(),
+            layout,
+        })
+    }
+
+    /// A circuit's name, by its index in the layout.
+    pub fn circuit_name(&self, index: usize) -> &str {
+        &self.circuits[index].name
+    }
+
+    /// The gateways the yard's circuits are spread over.
+    pub fn gateway_names(&self) -> Vec<String> {
+        (0..self.circuits.len().div_ceil(self.per_gateway()))
+            .map(gateway_name)
+            .collect()
+    }
+
+    /// The relay-end factor of every slow sag on `circuit` at `now_s`.
+    fn sag_factor(&self, circuit: usize, now_s: f64) -> f64 {
+        self.sags
+            .iter()
+            .filter(|s| s.circuit == circuit)
+            .map(|s| s.factor(now_s))
+            .product()
     }
 
     fn per_gateway(&self) -> usize {
@@ -175,7 +243,8 @@ impl GatewayModel {
                     if occupied { 0.0 } else { 1.0 },
                 ));
             }
-            let relay_factor = effect.relay_factor * ballast_factor(now_s);
+            let relay_factor =
+                effect.relay_factor * ballast_factor(now_s) * yard.sag_factor(index, now_s);
             for (parameter, value) in circuit.sample(occupied, relay_factor, &mut self.rng) {
                 if effect.silent != Some(parameter) {
                     readings.push((format!("{}/{parameter}", circuit.name), value));
@@ -186,12 +255,14 @@ impl GatewayModel {
     }
 }
 
-fn build_circuits(count: usize, seed: u64) -> Vec<Circuit> {
+fn build_circuits(names: &[String], seed: u64) -> Vec<Circuit> {
     let mut rng = StdRng::seed_from_u64(seed);
     let carriers = [388.8, 418.8, 448.8, 478.8, 508.8];
-    (0..count)
-        .map(|i| Circuit {
-            name: circuit_name(i),
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Circuit {
+            name: name.clone(),
             audio_frequency: i % 3 == 2,
             feed_voltage: rng.random_range(6.0..10.0),
             feed_current: rng.random_range(0.8..2.5),
@@ -284,48 +355,6 @@ fn gaussian(rng: &mut StdRng) -> f64 {
     let u1: f64 = rng.random_range(f64::EPSILON..1.0);
     let u2: f64 = rng.random_range(0.0..1.0);
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
-/// Train departures: the same seed gives every gateway the same timetable,
-/// so gateways agree where the trains are without talking to each other.
-pub(crate) struct Trains {
-    departures: Vec<f64>,
-    line_m: f64,
-}
-
-impl Trains {
-    fn new(seed: u64, circuits: usize) -> Self {
-        let mut rng = StdRng::seed_from_u64(seed.wrapping_add(7));
-        let mut departures = Vec::new();
-        let mut t = 3.0;
-        // A day of timetable is plenty for a demo; it is a few KB.
-        while t < 86_400.0 {
-            departures.push(t);
-            t += rng.random_range(25.0..70.0);
-        }
-        Self {
-            departures,
-            line_m: circuits as f64 * CIRCUIT_M,
-        }
-    }
-
-    /// The timetable repeats every day, so a run of any length has trains.
-    pub(crate) fn occupies(&self, circuit: usize, now_s: f64) -> bool {
-        let now_s = now_s.rem_euclid(86_400.0);
-        let start = circuit as f64 * CIRCUIT_M;
-        let end = start + CIRCUIT_M;
-        let transit = (self.line_m + TRAIN_M) / SPEED_M_S;
-        let departed = self.departures.partition_point(|&d| d <= now_s);
-        self.departures[..departed]
-            .iter()
-            .rev()
-            .take_while(|&&departed| now_s - departed <= transit)
-            .any(|&departed| {
-                let head = (now_s - departed) * SPEED_M_S;
-                let tail = head - TRAIN_M;
-                head > start && tail < end
-            })
-    }
 }
 
 /// Damp ballast leaks more current between the rails, so relay-end values
@@ -443,25 +472,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_train_moves_along_the_line() {
-        let trains = Trains {
-            departures: vec![0.0],
-            line_m: 4.0 * CIRCUIT_M,
-        };
-        // 10 s in, the head is at 150 m: only the first circuit.
-        assert!(trains.occupies(0, 10.0));
-        assert!(!trains.occupies(1, 10.0));
-        // At 40 s the head is at 600 m and the tail at 380 m: both.
-        assert!(trains.occupies(0, 40.0));
-        assert!(trains.occupies(1, 40.0));
-        // Long gone from the first circuit after 60 s.
-        assert!(!trains.occupies(0, 60.0));
-        assert!(!trains.occupies(0, 1_000.0));
-    }
-
-    #[test]
     fn the_fault_plan_injects_every_kind_one_at_a_time() {
-        let trains = Trains::new(1, 12);
+        let layout = crate::yard::layout::check(&yard_layout_text(12), &|_| false).unwrap();
+        let trains = Trains::new(&layout, 1);
         let plan = FaultPlan::cycle(12, 3, &trains, 2.0 * CYCLE_S);
         assert_eq!(plan.faults.len(), 12);
         for pair in plan.faults.windows(2) {
@@ -491,9 +504,17 @@ mod tests {
     }
 
     #[test]
+    fn the_demo_configuration_defaults_to_the_simulators_own() {
+        let demo = crate::config::DemoConfig::default();
+        assert_eq!(demo.gateways, DEFAULT_GATEWAYS);
+        assert_eq!(demo.rate_hz, DEFAULT_RATE_HZ);
+    }
+
+    #[test]
     fn occupied_circuits_read_near_zero_at_the_relay() {
         let mut rng = StdRng::seed_from_u64(1);
-        let circuit = build_circuits(3, 1).pop().unwrap();
+        let names: Vec<String> = (0..3).map(circuit_name).collect();
+        let circuit = build_circuits(&names, 1).pop().unwrap();
         let clear: Vec<_> = circuit.sample(false, 1.0, &mut rng);
         let occupied: Vec<_> = circuit.sample(true, 1.0, &mut rng);
         let get =

@@ -16,8 +16,7 @@ use super::{GatewayModel, Yard, YardOptions};
 /// Runs the yard until `shutdown`: one MQTT client per gateway.
 pub async fn run(options: YardOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     anyhow::ensure!(options.gateways >= 1, "a yard needs at least one gateway");
-    anyhow::ensure!(options.circuits >= 1, "a yard needs at least one circuit");
-    let yard = Arc::new(Yard::new(&options));
+    let yard = Arc::new(Yard::new(&options)?);
     let mut tasks = Vec::new();
     for model in yard.gateway_models(options.seed) {
         let (client, eventloop) = connect(&options, &model.gateway);

@@ -137,12 +137,21 @@ impl EmbeddedPostgres {
             return Ok(());
         }
         self.stopped = true;
-        let out = self.pg_ctl(&["-w", "-m", "fast", "stop"])?;
+        // Fast (roll back sessions, checkpoint) within a few seconds, else
+        // immediate (crash recovery at the next start): a shutdown must end.
+        let out = self.pg_ctl(&["-w", "-t", "4", "-m", "fast", "stop"])?;
         if !out.status.success() {
-            bail!(
-                "pg_ctl stop failed: {}",
+            tracing::warn!(
+                "private PostgreSQL did not stop within 4 s ({}); stopping it immediately",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
+            let out = self.pg_ctl(&["-w", "-t", "4", "-m", "immediate", "stop"])?;
+            if !out.status.success() {
+                bail!(
+                    "pg_ctl stop failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
         }
         tracing::info!("private PostgreSQL stopped");
         Ok(())

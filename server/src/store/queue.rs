@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::metrics::Metrics;
 use crate::reading::ReadingBatch;
@@ -25,6 +25,9 @@ pub struct Spooled {
     /// The batch's share of the queue's bound, given back once the writer
     /// is done with it.
     pub room: OwnedSemaphorePermit,
+    /// Told once the batch is stored, for a batch the spool could not take
+    /// whose source waits to acknowledge it (see [`super::Receipt`]).
+    pub stored: Option<oneshot::Sender<()>>,
 }
 
 /// The ingest side of the queue. It never waits.
@@ -63,7 +66,12 @@ impl StoreQueue {
     /// then waits only while the writer is busy, and the writer reads the
     /// spool before it idles. Were it refused for good, it would sit in the
     /// spool until the next message arrived.
-    pub fn try_push(&self, offsets: Option<(u64, u64)>, batch: &Arc<ReadingBatch>) -> bool {
+    pub fn try_push(
+        &self,
+        offsets: Option<(u64, u64)>,
+        batch: &Arc<ReadingBatch>,
+        stored: Option<oneshot::Sender<()>>,
+    ) -> bool {
         let readings = u32::try_from(batch.readings.len())
             .unwrap_or(u32::MAX)
             .min(self.capacity_readings);
@@ -81,6 +89,7 @@ impl StoreQueue {
                         offsets,
                         batch: batch.clone(),
                         room,
+                        stored,
                     })
                     .is_ok()
             });

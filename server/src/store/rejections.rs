@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use sqlx::PgPool;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::writer::{RETRY_FIRST, RETRY_MAX};
 use crate::metrics::Metrics;
@@ -41,8 +42,15 @@ impl RejectionQueue {
     }
 }
 
-/// Keeps rejected payloads until the queue closes.
-pub async fn run_writer(pool: PgPool, metrics: Arc<Metrics>, mut queue: mpsc::Receiver<Rejection>) {
+/// Keeps rejected payloads until the queue closes. During shutdown a
+/// failed write is not retried: those rejections are counted as not kept
+/// (they are inspection material, not readings).
+pub async fn run_writer(
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    mut queue: mpsc::Receiver<Rejection>,
+    shutdown: CancellationToken,
+) {
     let mut pending = Vec::new();
     while queue.recv_many(&mut pending, REJECTIONS_PER_INSERT).await > 0 {
         let mut delay = RETRY_FIRST;
@@ -51,8 +59,19 @@ pub async fn run_writer(pool: PgPool, metrics: Arc<Metrics>, mut queue: mpsc::Re
                 Ok(()) => break,
                 Err(err) => {
                     metrics.store_errors.fetch_add(1, Relaxed);
+                    if shutdown.is_cancelled() {
+                        Metrics::add(&metrics.rejected_not_kept, pending.len() + queue.len());
+                        tracing::warn!(
+                            rejections = pending.len() + queue.len(),
+                            "shutting down with the database unreachable: rejected messages not kept"
+                        );
+                        return;
+                    }
                     tracing::error!(retry_in = ?delay, "storing rejected messages failed: {err:#}");
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.cancelled() => {}
+                    }
                     delay = (delay * 2).min(RETRY_MAX);
                 }
             }

@@ -1,290 +1,251 @@
-//! The spool: an append-only log of every decoded message, written before
-//! the message is queued for the store writer.
+//! The spool: every decoded message, on local disk, from the moment it is
+//! decoded until the store writer has it in PostgreSQL.
 //!
 //! The in-memory store queue is only a cache of the spool's tail. When the
 //! queue is full (the database is down or slower than the gateways), a
 //! message stays in the spool alone and ingest goes on; the writer notices
-//! the gap in offsets and reads it back from the file, in order, once it can
-//! write again. The writer tells the spool how far it is stored after each
-//! commit; the spool records that in `spool.committed` at most once a second
-//! (and at every truncation and when it closes), and a restart replays from
-//! there. Recording every commit cost a file creation and rename per write,
-//! hundreds a second under load; a crash instead replays up to a second of
-//! stored messages, which the readings key skips. So a database outage costs
-//! disk, not readings, and `kill -9` loses only what had not reached the file
-//! yet: the message being decoded.
+//! the gap in positions and reads it back, in order, once it can write
+//! again. So a database outage costs disk, not readings.
 //!
-//! Records: `[len u32][crc32 u32][body]`, body = gateway and readings in a
-//! small fixed binary layout. A torn record at the end (the process died
-//! mid-write) fails its checksum and is cut off at open.
+//! The file layer is [`crate::durable::Log`]: checksummed records in
+//! segments, streamed at open and on replay, fsynced in groups, bounded.
+//! This module adds what a record holds (one message's gateway and
+//! readings, split into records of at most [`frame::MAX_BODY`]) and the
+//! import of the spool format before it (`spool.log`).
+//!
+//! What each failure costs, and why (see also ARCHITECTURE.md):
+//! - `kill -9`: nothing written. A restart replays from the last recorded
+//!   position, up to a second of stored messages, which the readings key
+//!   skips.
+//! - Power loss: what was written in the last fsync window
+//!   (`ingest.spool_fsync_ms`) plus the fsync itself. [`Spool::append`]
+//!   hands back a ticket that resolves once its message is fsynced (or
+//!   stored); external mode acknowledges to its broker only then.
+//! - Disk full or failing: the failed write is cut off again, so nothing
+//!   already in the spool is touched; the message goes to the store queue
+//!   alone, and the next append tries the disk again.
+//! - The bound (`ingest.spool_max_bytes`): with the embedded broker, which
+//!   acknowledged the message before Trackside saw it, the oldest unstored
+//!   segment is dropped and counted (the newest readings are the ones an
+//!   operator needs); in external mode a full spool refuses, the message is
+//!   not acknowledged, and the external broker keeps it.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::fs::File;
+use std::io::{self, Read as _, Seek as _, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::DateTime;
 use trackside_wire::ChannelName;
 
+use crate::durable::frame::{self, MAX_BODY};
+use crate::durable::log::{Health, Read};
+use crate::durable::{AppendError, Log, LogConfig, LogStats, Ticket, WhenFull};
 use crate::reading::{DecodedReading, ReadingBatch};
 
-/// Truncate the file once everything in it is stored and it is this big, so
-/// a long-running server does not keep an ever-growing file.
-const TRUNCATE_AT: u64 = 64 * 1024 * 1024;
-const HEADER: usize = 8;
-/// How often the stored position is recorded on disk while it moves.
-const RECORD_EVERY: Duration = Duration::from_secs(1);
+/// The largest segment file; smaller when the bound is small, so that
+/// dropping one at the bound costs a fraction of it.
+const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// The smallest bound: several segments of whole records.
+pub const MIN_MAX_BYTES: u64 = crate::durable::MIN_BOUND;
 
-/// Positions are logical byte offsets that keep growing across truncations:
-/// file position = logical - base.
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    pub max_bytes: u64,
+    pub fsync_window: Option<Duration>,
+    pub when_full: WhenFull,
+}
+
 pub struct Spool {
-    dir: PathBuf,
-    file: Mutex<Tail>,
+    log: Log,
 }
 
-struct Tail {
-    file: File,
-    base: u64,
-    end: u64,
-    committed: u64,
-    /// The stored position `spool.committed` holds, and when it was written.
-    recorded: u64,
-    recorded_at: Instant,
-}
-
-/// One record read back: its logical end offset and its batch.
+/// One record read back: its logical end offset and its batch (a part of
+/// one message's readings).
 pub struct SpoolRecord {
     pub end: u64,
     pub batch: ReadingBatch,
 }
 
+/// Records read back, and where the next read starts.
+pub struct Replay {
+    pub records: Vec<SpoolRecord>,
+    pub reached: u64,
+}
+
 impl Spool {
-    /// Opens (or creates) the spool in `dir`, cutting off a torn last record.
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating spool directory {}", dir.display()))?;
-        let path = dir.join("spool.log");
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let (base, committed) = read_committed(dir)?;
-        let valid = valid_length(&mut file)?;
-        let length = file.metadata()?.len();
-        if valid < length {
+    /// Opens (or creates) the spool in `dir`: cuts a torn record off its
+    /// end, and imports a spool of the earlier format.
+    pub fn open(dir: &Path, config: &SpoolConfig, stats: Arc<LogStats>) -> anyhow::Result<Self> {
+        let log_config = LogConfig {
+            max_bytes: config.max_bytes,
+            segment_bytes: (config.max_bytes / 8).clamp(MAX_BODY as u64, SEGMENT_BYTES),
+            fsync_window: config.fsync_window,
+            when_full: config.when_full,
+            units: readings_in,
+        };
+        let (log, torn) = Log::open(dir, "spool", log_config, stats)
+            .with_context(|| format!("opening the spool in {}", dir.display()))?;
+        if torn > 0 {
             tracing::warn!(
-                torn_bytes = length - valid,
-                "spool ends in a torn record (the process died mid-write); cutting it off"
+                torn_bytes = torn,
+                "the spool ended in a torn record (the process or the machine stopped mid-write); cut off"
             );
-            file.set_len(valid)?;
         }
-        let end = base + valid;
-        let committed = committed.clamp(base, end);
-        if committed < end {
+        let spool = Self { log };
+        import_earlier_format(dir, &spool)?;
+        let backlog = spool.backlog();
+        if backlog > 0 {
             tracing::info!(
-                bytes = end - committed,
+                bytes = backlog,
                 "spool holds messages not yet stored; they will be written first"
             );
         }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            file: Mutex::new(Tail {
-                file,
-                base,
-                end,
-                committed,
-                recorded: committed,
-                recorded_at: Instant::now(),
-            }),
-        })
+        Ok(spool)
     }
 
-    /// Appends one batch and returns its logical `(start, end)`. `then` runs
-    /// while the spool is still locked, so whatever it queues is queued in
-    /// spool order.
+    /// Appends one message's batch and returns what `then(start, end)`
+    /// returns, with a ticket that resolves once it is fsynced. `then` runs
+    /// while the spool is locked, so whatever it queues is queued in spool
+    /// order.
     pub fn append<T>(
         &self,
         batch: &ReadingBatch,
         then: impl FnOnce(u64, u64) -> T,
-    ) -> io::Result<T> {
-        let record = encode(batch);
-        let mut tail = self.lock();
-        tail.file.write_all(&record)?;
-        let start = tail.end;
-        tail.end += record.len() as u64;
-        let end = tail.end;
-        Ok(then(start, end))
+    ) -> Result<(T, Ticket), AppendError> {
+        let bytes = encode(batch);
+        let mut end = 0;
+        let value = self
+            .log
+            .append(&bytes, batch.readings.len() as u64, |s, e| {
+                end = e;
+                then(s, e)
+            })?;
+        Ok((value, self.log.ticket(end)))
+    }
+
+    /// Reads the records in `[from, to)`, stopping after about `max_bytes`.
+    /// Damaged stretches are skipped and counted; only the store writer
+    /// reads.
+    pub fn read(&self, from: u64, to: u64, max_bytes: u64) -> io::Result<Replay> {
+        let Read { records, reached } = self.log.read(from, to, max_bytes)?;
+        let mut replay = Replay {
+            records: Vec::with_capacity(records.len()),
+            reached,
+        };
+        for record in records {
+            match decode_body(&record.body) {
+                Ok(batch) => replay.records.push(SpoolRecord {
+                    end: record.end,
+                    batch,
+                }),
+                // Its CRC matched, so this was written so: a bug, not damage.
+                Err(err) => {
+                    self.log.stats().damaged_bytes.fetch_add(
+                        record.body.len() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    tracing::error!(
+                        end = record.end,
+                        "undecodable spool record skipped: {err:#}"
+                    );
+                }
+            }
+        }
+        Ok(replay)
+    }
+
+    /// Records that everything before `upto` is stored.
+    pub fn commit(&self, upto: u64) -> io::Result<()> {
+        self.log.consume(upto)
     }
 
     /// Where the stored part of the spool ends (the writer's starting point).
     pub fn committed(&self) -> u64 {
-        self.lock().committed
+        self.log.consumed()
     }
 
     pub fn end(&self) -> u64 {
-        self.lock().end
+        self.log.end()
+    }
+
+    /// Records that everything before `upto` is stored, `held` among it:
+    /// the `(start, end, readings)` of batches stored from the store queue,
+    /// which a full spool may have dropped (and counted) meanwhile.
+    pub fn commit_stored(&self, upto: u64, held: &[(u64, u64, u64)]) -> io::Result<()> {
+        self.log.consume_holding(upto, held)
     }
 
     /// Bytes written but not yet stored.
     pub fn backlog(&self) -> u64 {
-        let tail = self.lock();
-        tail.end - tail.committed
+        self.log.health().backlog
     }
 
-    /// Reads the records in `[from, to)`, stopping after about `max_bytes`.
-    /// Only the store writer reads, and only it truncates, so the range
-    /// cannot move underneath.
-    pub fn read(&self, from: u64, to: u64, max_bytes: u64) -> anyhow::Result<Vec<SpoolRecord>> {
-        let base = self.lock().base;
-        anyhow::ensure!(
-            from >= base && from <= to,
-            "spool range {from}..{to} is outside the file"
-        );
-        let mut file = File::open(self.dir.join("spool.log"))?;
-        file.seek(SeekFrom::Start(from - base))?;
-        let want = (to - from).min(max_bytes.max(1));
-        let mut records = Vec::new();
-        let mut position = from;
-        let mut header = [0u8; HEADER];
-        while position < to && position - from < want {
-            file.read_exact(&mut header)?;
-            let (len, crc) = split_header(header);
-            let mut body = vec![0u8; len];
-            file.read_exact(&mut body)?;
-            anyhow::ensure!(
-                crc32fast::hash(&body) == crc,
-                "spool record at {position} is corrupt"
-            );
-            position += (HEADER + len) as u64;
-            records.push(SpoolRecord {
-                end: position,
-                batch: decode_body(&body)
-                    .with_context(|| format!("spool record at {position} is unreadable"))?,
-            });
+    pub fn health(&self) -> Health {
+        self.log.health()
+    }
+
+    pub fn stats(&self) -> &Arc<LogStats> {
+        self.log.stats()
+    }
+
+    /// Fsyncs everything appended so far and records the stored position:
+    /// the last thing a shutdown does.
+    pub fn flush(&self) {
+        if let Err(err) = self.log.flush() {
+            tracing::error!("fsyncing the spool failed: {err}");
         }
-        Ok(records)
-    }
-
-    /// Records that everything before `upto` is stored; truncates the file
-    /// when nothing in it is waiting any more and it has grown large.
-    pub fn commit(&self, upto: u64) -> anyhow::Result<()> {
-        let mut tail = self.lock();
-        tail.committed = tail.committed.max(upto);
-        let truncate = tail.committed == tail.end && tail.end - tail.base >= TRUNCATE_AT;
-        if truncate {
-            // Pointer first, then truncate: a crash in between replays a few
-            // stored messages (skipped by the key), never skips unstored ones.
-            let end = tail.end;
-            self.record(&mut tail, end)?;
-            tail.file.set_len(0)?;
-            tail.base = end;
-        } else if tail.recorded_at.elapsed() >= RECORD_EVERY {
-            let base = tail.base;
-            self.record(&mut tail, base)?;
+        if let Err(err) = self.log.record_position() {
+            tracing::warn!("recording the spool's stored position failed: {err}");
         }
-        Ok(())
     }
 
-    /// Records the stored position now if it moved since it was last
-    /// recorded: at shutdown, so a clean restart replays nothing.
-    pub fn record_position(&self) -> anyhow::Result<()> {
-        let mut tail = self.lock();
-        if tail.recorded != tail.committed {
-            let base = tail.base;
-            self.record(&mut tail, base)?;
-        }
-        Ok(())
-    }
-
-    fn record(&self, tail: &mut Tail, base: u64) -> anyhow::Result<()> {
-        write_committed(&self.dir, base, tail.committed)?;
-        tail.recorded = tail.committed;
-        tail.recorded_at = Instant::now();
-        Ok(())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Tail> {
-        self.file.lock().unwrap_or_else(|e| e.into_inner())
+    /// Records the stored position now: at shutdown, so a clean restart
+    /// replays nothing.
+    pub fn record_position(&self) -> io::Result<()> {
+        self.log.record_position()
     }
 }
 
-impl Drop for Spool {
-    fn drop(&mut self) {
-        if let Err(err) = self.record_position() {
-            // Costs a replay of stored readings at the next start.
-            tracing::warn!("recording the spool's stored position failed: {err:#}");
-        }
-    }
+/// Readings in a record body, read from its count field.
+fn readings_in(body: &[u8]) -> u64 {
+    let mut cursor = body;
+    take_str(&mut cursor)
+        .and_then(|_| take::<4>(&mut cursor))
+        .map_or(0, |count| u32::from_le_bytes(count) as u64)
 }
 
-fn read_committed(dir: &Path) -> anyhow::Result<(u64, u64)> {
-    match std::fs::read_to_string(dir.join("spool.committed")) {
-        Ok(text) => {
-            let mut numbers = text.split_whitespace().map(str::parse::<u64>);
-            match (numbers.next(), numbers.next()) {
-                (Some(Ok(base)), Some(Ok(committed))) => Ok((base, committed)),
-                // Written by rename, so never half-written; if it is
-                // unreadable anyway, replaying everything is safe.
-                _ => Ok((0, 0)),
-            }
-        }
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok((0, 0)),
-        Err(err) => Err(err).context("reading spool.committed"),
-    }
-}
-
-fn write_committed(dir: &Path, base: u64, committed: u64) -> anyhow::Result<()> {
-    let temporary = dir.join("spool.committed.tmp");
-    std::fs::write(&temporary, format!("{base} {committed}\n"))?;
-    std::fs::rename(&temporary, dir.join("spool.committed"))?;
-    Ok(())
-}
-
-/// The length of the file's prefix made of whole, intact records.
-fn valid_length(file: &mut File) -> io::Result<u64> {
-    file.seek(SeekFrom::Start(0))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    let mut position = 0;
-    while bytes.len() - position >= HEADER {
-        let mut header = [0u8; HEADER];
-        header.copy_from_slice(&bytes[position..position + HEADER]);
-        let (len, crc) = split_header(header);
-        let Some(body) = bytes.get(position + HEADER..position + HEADER + len) else {
-            break;
-        };
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        position += HEADER + len;
-    }
-    Ok(position as u64)
-}
-
-fn split_header(header: [u8; HEADER]) -> (usize, u32) {
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    (len, crc)
-}
-
+/// One message as records: its gateway and as many readings as fit one
+/// record body, repeated until every reading is in.
 fn encode(batch: &ReadingBatch) -> Vec<u8> {
-    let mut body = Vec::with_capacity(16 + batch.readings.len() * 40);
-    put_str(&mut body, &batch.gateway);
-    body.extend_from_slice(&(batch.readings.len() as u32).to_le_bytes());
-    for reading in &batch.readings {
-        put_str(&mut body, reading.channel.as_str());
-        body.extend_from_slice(&reading.ts.timestamp_micros().to_le_bytes());
-        body.extend_from_slice(&reading.value.to_le_bytes());
+    let mut records = Vec::with_capacity(64 + batch.readings.len() * 48);
+    let mut body = Vec::new();
+    let mut readings = batch.readings.as_slice();
+    loop {
+        body.clear();
+        put_str(&mut body, &batch.gateway);
+        let count_at = body.len();
+        body.extend_from_slice(&0u32.to_le_bytes());
+        let mut count = 0u32;
+        while let Some((reading, rest)) = readings.split_first() {
+            let size = 2 + reading.channel.as_str().len() + 16;
+            if count > 0 && body.len() + size > MAX_BODY {
+                break;
+            }
+            put_str(&mut body, reading.channel.as_str());
+            body.extend_from_slice(&reading.ts.timestamp_micros().to_le_bytes());
+            body.extend_from_slice(&reading.value.to_le_bytes());
+            count += 1;
+            readings = rest;
+        }
+        body[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+        frame::put(&mut records, &body);
+        if readings.is_empty() {
+            return records;
+        }
     }
-    let mut record = Vec::with_capacity(HEADER + body.len());
-    record.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    record.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    record.extend_from_slice(&body);
-    record
 }
 
 fn put_str(out: &mut Vec<u8>, text: &str) {
@@ -326,9 +287,81 @@ fn take_str<'a>(cursor: &mut &'a [u8]) -> anyhow::Result<&'a str> {
     Ok(std::str::from_utf8(text)?)
 }
 
+/// The spool before segments: one `spool.log` of `[len u32][crc32 u32]
+/// [body]` records (the same body) and `spool.committed` holding `base
+/// stored`. What it holds past the stored position is appended to the new
+/// spool, then both files go. A record longer than this is damage.
+const EARLIER_MAX_BODY: usize = 64 * 1024 * 1024;
+
+fn import_earlier_format(dir: &Path, spool: &Spool) -> anyhow::Result<()> {
+    let path = dir.join("spool.log");
+    let mut file = match File::open(&path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err).context("opening the earlier spool.log"),
+    };
+    let pointer = dir.join("spool.committed");
+    let (base, stored) = std::fs::read_to_string(&pointer)
+        .ok()
+        .and_then(|text| {
+            let mut numbers = text.split_whitespace().map(str::parse::<u64>);
+            match (numbers.next(), numbers.next()) {
+                (Some(Ok(base)), Some(Ok(stored))) => Some((base, stored)),
+                _ => None,
+            }
+        })
+        .unwrap_or((0, 0));
+    file.seek(SeekFrom::Start(stored.saturating_sub(base)))?;
+    let mut reader = io::BufReader::new(file);
+    let (mut messages, mut readings) = (0u64, 0u64);
+    loop {
+        let mut header = [0u8; 8];
+        if reader.read_exact(&mut header).is_err() {
+            break;
+        }
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len > EARLIER_MAX_BODY {
+            break;
+        }
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() || crc32fast::hash(&body) != crc {
+            break;
+        }
+        let Ok(batch) = decode_body(&body) else {
+            break;
+        };
+        readings += batch.readings.len() as u64;
+        messages += 1;
+        spool
+            .append(&batch, |_, _| ())
+            .map_err(|err| anyhow::anyhow!("importing the earlier spool: {err}"))?;
+    }
+    tracing::info!(
+        messages,
+        readings,
+        "imported the unstored part of a spool of the earlier format"
+    );
+    std::fs::remove_file(&path).context("removing the imported spool.log")?;
+    let _ = std::fs::remove_file(&pointer);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config() -> SpoolConfig {
+        SpoolConfig {
+            max_bytes: 1 << 30,
+            fsync_window: Some(Duration::from_millis(1)),
+            when_full: WhenFull::Refuse,
+        }
+    }
+
+    fn open(dir: &Path) -> Spool {
+        Spool::open(dir, &config(), Arc::default()).unwrap()
+    }
 
     fn batch(gateway: &str, values: &[f64]) -> ReadingBatch {
         ReadingBatch {
@@ -345,38 +378,39 @@ mod tests {
         }
     }
 
-    fn values(records: &[SpoolRecord]) -> Vec<Vec<f64>> {
+    fn values(records: &[SpoolRecord]) -> Vec<f64> {
         records
             .iter()
-            .map(|r| r.batch.readings.iter().map(|r| r.value).collect())
+            .flat_map(|r| r.batch.readings.iter().map(|r| r.value))
             .collect()
     }
 
     #[test]
     fn appended_batches_read_back_in_order_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let (s1, e1) = spool
+        let spool = open(dir.path());
+        let ((s1, e1), _) = spool
             .append(&batch("gw1", &[1.0, 2.0]), |s, e| (s, e))
             .unwrap();
-        let (s2, e2) = spool.append(&batch("gw2", &[3.0]), |s, e| (s, e)).unwrap();
+        let ((s2, e2), _) = spool.append(&batch("gw2", &[3.0]), |s, e| (s, e)).unwrap();
         assert_eq!((s1, s2), (0, e1));
-        let records = spool.read(0, e2, u64::MAX).unwrap();
-        assert_eq!(values(&records), vec![vec![1.0, 2.0], vec![3.0]]);
-        assert_eq!(records[1].batch.gateway, "gw2");
+        let replay = spool.read(0, e2, u64::MAX).unwrap();
+        assert_eq!(values(&replay.records), [1.0, 2.0, 3.0]);
+        assert_eq!(replay.reached, e2);
+        assert_eq!(replay.records[1].batch.gateway, "gw2");
         assert_eq!(
-            records[0].batch.readings[1].ts.timestamp_micros(),
+            replay.records[0].batch.readings[1].ts.timestamp_micros(),
             1_800_000_000_000_001
         );
 
         spool.commit(e1).unwrap();
         drop(spool);
-        let reopened = Spool::open(dir.path()).unwrap();
+        let reopened = open(dir.path());
         assert_eq!(reopened.committed(), e1);
         assert_eq!(reopened.end(), e2);
         assert_eq!(
-            values(&reopened.read(e1, e2, u64::MAX).unwrap()),
-            vec![vec![3.0]]
+            values(&reopened.read(e1, e2, u64::MAX).unwrap().records),
+            [3.0]
         );
     }
 
@@ -385,88 +419,103 @@ mod tests {
     #[test]
     fn a_crash_replays_from_the_last_recorded_position() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let (_, e1) = spool.append(&batch("gw1", &[1.0]), |s, e| (s, e)).unwrap();
-        let (_, e2) = spool.append(&batch("gw1", &[2.0]), |s, e| (s, e)).unwrap();
+        let spool = open(dir.path());
+        let (e1, _) = spool.append(&batch("gw1", &[1.0]), |_, e| e).unwrap();
+        let (e2, _) = spool.append(&batch("gw1", &[2.0]), |_, e| e).unwrap();
         spool.commit(e1).unwrap();
         // kill -9: no shutdown, no drop.
         std::mem::forget(spool);
-        let reopened = Spool::open(dir.path()).unwrap();
+        let reopened = open(dir.path());
         assert_eq!((reopened.committed(), reopened.end()), (0, e2));
 
         reopened.commit(e2).unwrap();
         reopened.record_position().unwrap();
         std::mem::forget(reopened);
-        assert_eq!(Spool::open(dir.path()).unwrap().committed(), e2);
+        assert_eq!(open(dir.path()).committed(), e2);
     }
 
     #[test]
-    fn a_torn_last_record_is_cut_off() {
+    fn a_message_larger_than_a_record_is_split_and_read_back_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let (_, end) = spool.append(&batch("gw1", &[1.0]), |s, e| (s, e)).unwrap();
-        spool.append(&batch("gw1", &[2.0, 3.0]), |_, _| ()).unwrap();
-        drop(spool);
-        // The process died halfway through writing the second record.
-        let path = dir.path().join("spool.log");
-        let length = std::fs::metadata(&path).unwrap().len();
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(length - 5)
-            .unwrap();
-
-        let reopened = Spool::open(dir.path()).unwrap();
-        assert_eq!(reopened.end(), end);
+        let spool = open(dir.path());
+        let big: Vec<f64> = (0..100_000).map(f64::from).collect();
+        let (end, _) = spool.append(&batch("gw", &big), |_, e| e).unwrap();
+        let replay = spool.read(0, end, u64::MAX).unwrap();
+        assert!(replay.records.len() > 1);
+        assert_eq!(values(&replay.records), big);
         assert_eq!(
-            values(&reopened.read(0, end, u64::MAX).unwrap()),
-            vec![vec![1.0]]
+            readings_in(&{
+                let mut body = Vec::new();
+                put_str(&mut body, "gw");
+                body.extend_from_slice(&7u32.to_le_bytes());
+                body
+            }),
+            7
         );
-        // Appending goes on after the last intact record.
-        let (start, _) = reopened
-            .append(&batch("gw1", &[4.0]), |s, e| (s, e))
-            .unwrap();
-        assert_eq!(start, end);
     }
 
     #[test]
     fn reads_stop_near_the_byte_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         for i in 0..10 {
             spool.append(&batch("gw", &[i as f64]), |_, _| ()).unwrap();
         }
         let first = spool.read(0, spool.end(), 1).unwrap();
-        assert_eq!(first.len(), 1);
-        let rest = spool.read(first[0].end, spool.end(), u64::MAX).unwrap();
-        assert_eq!(rest.len(), 9);
+        assert_eq!(first.records.len(), 1);
+        let rest = spool.read(first.reached, spool.end(), u64::MAX).unwrap();
+        assert_eq!(rest.records.len(), 9);
+    }
+
+    #[tokio::test]
+    async fn a_ticket_says_when_the_message_is_safe_against_power_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(dir.path());
+        let ((), ticket) = spool.append(&batch("gw", &[1.0]), |_, _| ()).unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), ticket.wait())
+                .await
+                .unwrap()
+        );
+        assert!(
+            spool
+                .stats()
+                .fsyncs
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        );
     }
 
     #[test]
-    fn a_fully_stored_large_spool_is_truncated_and_offsets_keep_growing() {
+    fn a_spool_of_the_earlier_format_is_imported_from_its_stored_position() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let big = batch("gw", &vec![1.0; 100_000]);
-        let mut end = 0;
-        while end < TRUNCATE_AT {
-            end = spool.append(&big, |_, e| e).unwrap();
+        let mut earlier = Vec::new();
+        let mut stored = 0;
+        for (i, value) in [1.0, 2.0, 3.0].into_iter().enumerate() {
+            let mut body = Vec::new();
+            put_str(&mut body, "gw");
+            body.extend_from_slice(&1u32.to_le_bytes());
+            put_str(&mut body, "T101/relay_voltage");
+            body.extend_from_slice(&(1_800_000_000_000_000i64 + i as i64).to_le_bytes());
+            body.extend_from_slice(&f64::to_le_bytes(value));
+            earlier.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            earlier.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+            earlier.extend_from_slice(&body);
+            if i == 0 {
+                stored = earlier.len();
+            }
         }
-        spool.commit(end).unwrap();
-        assert_eq!(
-            std::fs::metadata(dir.path().join("spool.log"))
-                .unwrap()
-                .len(),
-            0
-        );
-        let (start, next) = spool.append(&batch("gw", &[7.0]), |s, e| (s, e)).unwrap();
-        assert_eq!(start, end);
-        assert_eq!(
-            values(&spool.read(start, next, u64::MAX).unwrap()),
-            vec![vec![7.0]]
-        );
-        drop(spool);
-        let reopened = Spool::open(dir.path()).unwrap();
-        assert_eq!((reopened.committed(), reopened.end()), (end, next));
+        std::fs::write(dir.path().join("spool.log"), &earlier).unwrap();
+        std::fs::write(
+            dir.path().join("spool.committed"),
+            format!("1000 {}\n", 1000 + stored),
+        )
+        .unwrap();
+        let spool = open(dir.path());
+        let replay = spool
+            .read(spool.committed(), spool.end(), u64::MAX)
+            .unwrap();
+        assert_eq!(values(&replay.records), [2.0, 3.0]);
+        assert!(!dir.path().join("spool.log").exists());
     }
 }

@@ -10,6 +10,12 @@
 //! rare (a gateway retrying, a replay after a crash), so the slower statement
 //! is paid only then. A failed write is retried, with backoff, until it
 //! succeeds.
+//!
+//! On TimescaleDB the writer also leaves the dirty marks that the plain
+//! path's trigger leaves (a hypertable cannot run it), for readings old
+//! enough to belong to a materialised minute only: one comparison per
+//! reading, and a mark per late (channel, minute), committed together with
+//! the rows, so a reader never sees late rows without their marks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,12 +23,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolCopyExt as _;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
-use trackside_wire::parameter_info;
+use trackside_wire::{ChannelName, parameter_info};
 
 use super::queue::{Spooled, StoreQueueReceiver};
+use super::rollup::{StoragePath, timescale};
 use super::spool::Spool;
 use crate::metrics::Metrics;
 use crate::reading::{DecodedReading, ReadingBatch};
@@ -37,6 +43,10 @@ pub struct StoreWriter {
     channel_ids: HashMap<String, i32>,
     /// Where the spool is stored up to: the next message the writer expects.
     stored_to: u64,
+    /// The spool ranges and readings of the queued batches being written.
+    held: Vec<(u64, u64, u64)>,
+    /// Whether this writer marks late readings (TimescaleDB).
+    marks_late: bool,
 }
 
 /// The writer stopped retrying because the server is shutting down; what it
@@ -56,6 +66,7 @@ impl StoreWriter {
         spool: Arc<Spool>,
         shutdown: CancellationToken,
         batch_rows: usize,
+        storage: StoragePath,
     ) -> Self {
         let stored_to = spool.committed();
         Self {
@@ -67,6 +78,8 @@ impl StoreWriter {
             gateways: HashSet::new(),
             channel_ids: HashMap::new(),
             stored_to,
+            held: Vec::new(),
+            marks_late: storage == StoragePath::Timescale,
         }
     }
 
@@ -95,14 +108,18 @@ impl StoreWriter {
         let drain_limit = self.batch_rows.max(64);
         let mut run: Vec<Arc<ReadingBatch>> = Vec::new();
         let mut held_room = Vec::new();
+        let mut waiting = Vec::new();
         while queue.recv_many(&mut pending, drain_limit).await > 0 {
             let mut run_end = None;
             for item in pending.drain(..) {
+                waiting.extend(item.stored);
                 if let Some((start, end)) = item.offsets {
                     if end <= self.stored_to {
                         // A catch-up already read this one from the spool.
                         continue;
                     }
+                    self.held
+                        .push((start, end, item.batch.readings.len() as u64));
                     if start > self.stored_to.max(run_end.unwrap_or(0)) {
                         // Messages between here and `start` overflowed the
                         // queue and live only in the spool: they go first.
@@ -116,6 +133,10 @@ impl StoreWriter {
             }
             self.flush(&mut run, run_end).await?;
             held_room.clear();
+            // Batches the spool could not take are safe now.
+            for stored in waiting.drain(..) {
+                let _ = stored.send(());
+            }
             if queue.is_empty() {
                 // Overflow only happens while the queue is full, so once it
                 // is empty whatever lives in the spool alone is behind us:
@@ -143,20 +164,24 @@ impl StoreWriter {
     }
 
     /// Reads the spool from where it is stored up to `to` and writes it.
+    /// A failed write reads again before it retries rather than hold what
+    /// it read: while the database is away a full spool may drop it, and
+    /// then it must be gone, as counted.
     async fn catch_up(&mut self, to: u64) -> Result<(), Abandoned> {
+        let mut delay = RETRY_FIRST;
         while self.stored_to < to {
             let spool = self.spool.clone();
             let from = self.stored_to;
             let read =
                 tokio::task::spawn_blocking(move || spool.read(from, to, CATCH_UP_BYTES)).await;
-            let records = match read {
-                Ok(Ok(records)) if !records.is_empty() => records,
-                Ok(Ok(_)) => return Ok(()),
+            let replay = match read {
+                Ok(Ok(replay)) => replay,
                 Ok(Err(err)) => {
-                    // A corrupt spool cannot be repaired by retrying; skip
-                    // to what arrives next rather than stall ingest forever.
+                    // Damaged records are skipped by the read itself; this
+                    // is the disk refusing to read. Retrying would stall
+                    // ingest for good, so skip to what arrives next.
                     tracing::error!(
-                        "unreadable spool between {from} and {to}, skipping it: {err:#}"
+                        "cannot read the spool between {from} and {to}, skipping it: {err}"
                     );
                     self.metrics.spool_errors.fetch_add(1, Relaxed);
                     self.mark_stored(to);
@@ -167,20 +192,34 @@ impl StoreWriter {
                     return Ok(());
                 }
             };
-            let end = records.last().map_or(to, |r| r.end);
-            let readings: usize = records.iter().map(|r| r.batch.readings.len()).sum();
-            let batches: Vec<Arc<ReadingBatch>> =
-                records.into_iter().map(|r| Arc::new(r.batch)).collect();
-            self.write_with_retry(&batches).await?;
+            if replay.reached <= from {
+                return Ok(());
+            }
+            let readings: usize = replay.records.iter().map(|r| r.batch.readings.len()).sum();
+            let batches: Vec<Arc<ReadingBatch>> = replay
+                .records
+                .into_iter()
+                .map(|r| Arc::new(r.batch))
+                .collect();
+            if !batches.is_empty()
+                && let Err(err) = self.write(&batches).await
+            {
+                self.failed(err, &mut delay).await?;
+                continue;
+            }
+            delay = RETRY_FIRST;
             Metrics::add(&self.metrics.readings_replayed, readings);
-            self.mark_stored(end);
+            self.mark_stored(replay.reached);
         }
         Ok(())
     }
 
     fn mark_stored(&mut self, end: u64) {
         self.stored_to = self.stored_to.max(end);
-        if let Err(err) = self.spool.commit(self.stored_to) {
+        // Queued batches just stored may lie in a segment a full spool has
+        // dropped meanwhile (and counted): the spool takes them off the count.
+        let held = std::mem::take(&mut self.held);
+        if let Err(err) = self.spool.commit_stored(self.stored_to, &held) {
             // Only costs a replay of stored readings at the next start.
             tracing::warn!("recording the spool's stored position failed: {err:#}");
         }
@@ -191,24 +230,34 @@ impl StoreWriter {
         loop {
             match self.write(batches).await {
                 Ok(()) => return Ok(()),
-                Err(err) => {
-                    self.metrics.store_errors.fetch_add(1, Relaxed);
-                    if self.shutdown.is_cancelled() {
-                        return Err(Abandoned);
-                    }
-                    tracing::error!(retry_in = ?delay, "store write failed, will retry: {err:#}");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.shutdown.cancelled() => {}
-                    }
-                    delay = (delay * 2).min(RETRY_MAX);
-                }
+                Err(err) => self.failed(err, &mut delay).await?,
             }
         }
     }
 
+    /// Counts a failed write and waits before the next try, unless the
+    /// server is shutting down.
+    async fn failed(&mut self, err: anyhow::Error, delay: &mut Duration) -> Result<(), Abandoned> {
+        self.metrics.store_errors.fetch_add(1, Relaxed);
+        if self.shutdown.is_cancelled() {
+            return Err(Abandoned);
+        }
+        tracing::error!(retry_in = ?*delay, "store write failed, will retry: {err:#}");
+        tokio::select! {
+            () = tokio::time::sleep(*delay) => {}
+            () = self.shutdown.cancelled() => {}
+        }
+        *delay = (*delay * 2).min(RETRY_MAX);
+        Ok(())
+    }
+
     async fn write(&mut self, batches: &[Arc<ReadingBatch>]) -> anyhow::Result<()> {
-        let mut chunk = Chunk::default();
+        let mut chunk = Chunk {
+            late_before: self
+                .marks_late
+                .then(|| (Utc::now() - timescale::LATE_AFTER).timestamp_micros()),
+            ..Chunk::default()
+        };
         for batch in batches {
             for reading in &batch.readings {
                 let channel_id = self.channel_id(&batch.gateway, reading).await?;
@@ -227,10 +276,25 @@ impl StoreWriter {
 
     async fn store(&self, chunk: &Chunk) -> anyhow::Result<()> {
         let started = Instant::now();
-        let stored = match self.copy(chunk).await {
-            Ok(stored) => stored,
-            Err(err) if is_unique_violation(&err) => self.insert_new(chunk).await?,
-            Err(err) => return Err(err.into()),
+        let stored = if chunk.late.is_empty() {
+            let mut conn = self.pool.acquire().await?;
+            write_rows(&mut conn, chunk, false).await?
+        } else {
+            // Late rows and their marks commit together.
+            let mut tx = self.pool.begin().await?;
+            let stored = write_rows(&mut tx, chunk, true).await?;
+            let (channels, minutes): (Vec<i32>, Vec<i64>) = chunk.late.iter().copied().unzip();
+            sqlx::query(
+                "INSERT INTO rollup_dirty (channel_id, minute)
+                 SELECT c, timestamptz 'epoch' + us * interval '1 microsecond'
+                 FROM unnest($1::integer[], $2::bigint[]) AS m (c, us)",
+            )
+            .bind(channels)
+            .bind(minutes)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            stored
         };
         // Each chunk is atomic. When a later chunk of the same drain fails,
         // the retry sends the committed chunks again; they go through the
@@ -245,36 +309,6 @@ impl StoreWriter {
         Ok(())
     }
 
-    async fn copy(&self, chunk: &Chunk) -> Result<usize, sqlx::Error> {
-        let mut copy = self
-            .pool
-            .copy_in_raw("COPY readings (channel_id, ts, value) FROM STDIN (FORMAT binary)")
-            .await?;
-        copy.send(chunk.binary_copy.as_slice()).await?;
-        copy.send(COPY_TRAILER.as_slice()).await?;
-        Ok(copy.finish().await? as usize)
-    }
-
-    /// The chunk's rows not stored yet; returns how many that was. The
-    /// columns are read back from the `COPY` stream: this path is rare, and
-    /// keeping them beside it would cost every reading.
-    async fn insert_new(&self, chunk: &Chunk) -> anyhow::Result<usize> {
-        let (channel_ids, micros, values) = chunk.columns();
-        let stored = sqlx::query(
-            "INSERT INTO readings (channel_id, ts, value)
-             SELECT id, timestamptz '2000-01-01 00:00:00+00' + us * interval '1 microsecond', v
-             FROM UNNEST($1::integer[], $2::bigint[], $3::double precision[]) AS r (id, us, v)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(channel_ids)
-        .bind(micros)
-        .bind(values)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(stored as usize)
-    }
-
     /// The channel's id, registering the gateway and the channel on first
     /// sight. Cached: after warm-up this is a hash lookup per reading.
     async fn channel_id(&mut self, gateway: &str, reading: &DecodedReading) -> anyhow::Result<i32> {
@@ -282,28 +316,10 @@ impl StoreWriter {
             return Ok(id);
         }
         if !self.gateways.contains(gateway) {
-            sqlx::query("INSERT INTO gateways (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
-                .bind(gateway)
-                .execute(&self.pool)
-                .await?;
+            register_gateway(&self.pool, gateway).await?;
             self.gateways.insert(gateway.to_owned());
         }
-        let unit = parameter_info(reading.channel.parameter()).and_then(|(_, p)| p.unit);
-        // DO UPDATE (to itself) rather than DO NOTHING, so RETURNING also
-        // yields the id of a channel another instance registered first.
-        let (id,): (i32,) = sqlx::query_as(
-            "INSERT INTO channels (name, circuit, parameter, unit, gateway_id)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
-             RETURNING id",
-        )
-        .bind(reading.channel.as_str())
-        .bind(reading.channel.circuit())
-        .bind(reading.channel.parameter())
-        .bind(unit)
-        .bind(gateway)
-        .fetch_one(&self.pool)
-        .await?;
+        let id = register_channel(&self.pool, gateway, &reading.channel).await?;
         tracing::info!(channel = %reading.channel, gateway, id, "registered channel");
         self.channel_ids
             .insert(reading.channel.as_str().to_owned(), id);
@@ -311,11 +327,107 @@ impl StoreWriter {
     }
 }
 
+/// Registers a gateway on first sight (idempotent).
+pub(crate) async fn register_gateway(pool: &PgPool, gateway: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO gateways (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
+        .bind(gateway)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A channel's id, registering it (as the gateway's) if it is new. The
+/// gateway must be registered.
+pub(crate) async fn register_channel(
+    pool: &PgPool,
+    gateway: &str,
+    channel: &ChannelName,
+) -> sqlx::Result<i32> {
+    let unit = parameter_info(channel.parameter()).and_then(|(_, p)| p.unit);
+    // DO UPDATE (to itself) rather than DO NOTHING, so RETURNING also
+    // yields the id of a channel another instance registered first.
+    let (id,): (i32,) = sqlx::query_as(
+        "INSERT INTO channels (name, circuit, parameter, unit, gateway_id)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+         RETURNING id",
+    )
+    .bind(channel.as_str())
+    .bind(channel.circuit())
+    .bind(channel.parameter())
+    .bind(unit)
+    .bind(gateway)
+    .fetch_one(pool)
+    .await?;
+    Ok(id)
+}
+
+/// Writes the chunk's rows with one binary `COPY`, or, when a row is
+/// already stored, those not stored yet; returns how many were stored.
+/// Inside a transaction (`in_transaction`) a savepoint keeps the failed
+/// `COPY` from aborting it.
+async fn write_rows(
+    conn: &mut PgConnection,
+    chunk: &Chunk,
+    in_transaction: bool,
+) -> anyhow::Result<usize> {
+    if in_transaction {
+        sqlx::raw_sql("SAVEPOINT copy").execute(&mut *conn).await?;
+    }
+    match copy(conn, chunk).await {
+        Ok(stored) => Ok(stored),
+        Err(err) if is_unique_violation(&err) => {
+            if in_transaction {
+                sqlx::raw_sql("ROLLBACK TO SAVEPOINT copy")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            insert_new(conn, chunk).await
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// One binary `COPY` of the chunk; fails whole on a reading already
+/// stored. The demo's backfill writes its hours with it too.
+pub(crate) async fn copy(conn: &mut PgConnection, chunk: &Chunk) -> Result<usize, sqlx::Error> {
+    let mut copy = conn
+        .copy_in_raw("COPY readings (channel_id, ts, value) FROM STDIN (FORMAT binary)")
+        .await?;
+    copy.send(chunk.binary_copy.as_slice()).await?;
+    copy.send(COPY_TRAILER.as_slice()).await?;
+    Ok(copy.finish().await? as usize)
+}
+
+/// The chunk's rows not stored yet; returns how many that was. The
+/// columns are read back from the `COPY` stream: this path is rare, and
+/// keeping them beside it would cost every reading.
+async fn insert_new(conn: &mut PgConnection, chunk: &Chunk) -> anyhow::Result<usize> {
+    let (channel_ids, micros, values) = chunk.columns();
+    let stored = sqlx::query(
+        "INSERT INTO readings (channel_id, ts, value)
+         SELECT id, timestamptz '2000-01-01 00:00:00+00' + us * interval '1 microsecond', v
+         FROM UNNEST($1::integer[], $2::bigint[], $3::double precision[]) AS r (id, us, v)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(channel_ids)
+    .bind(micros)
+    .bind(values)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(stored as usize)
+}
+
 /// Rows on their way to `readings`, as a binary `COPY` stream.
 #[derive(Default)]
-struct Chunk {
+pub(crate) struct Chunk {
     binary_copy: Vec<u8>,
     rows: usize,
+    /// On TimescaleDB: readings before this (Unix microseconds) are late.
+    late_before: Option<i64>,
+    /// The (channel, minute in Unix microseconds) of late readings.
+    late: HashSet<(i32, i64)>,
 }
 
 /// PostgreSQL's binary `COPY` signature, flags and header extension length.
@@ -328,28 +440,34 @@ const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 const COPY_ROW_BYTES: usize = 2 + (4 + 4) + (4 + 8) + (4 + 8);
 
 impl Chunk {
-    fn push(&mut self, channel_id: i32, ts: DateTime<Utc>, value: f64) {
+    pub(crate) fn push(&mut self, channel_id: i32, ts: DateTime<Utc>, value: f64) {
         if self.binary_copy.is_empty() {
             self.binary_copy.extend_from_slice(COPY_HEADER);
+        }
+        let micros = ts.timestamp_micros();
+        if self.late_before.is_some_and(|before| micros < before) {
+            self.late
+                .insert((channel_id, micros.div_euclid(60_000_000) * 60_000_000));
         }
         let row = &mut self.binary_copy;
         row.extend_from_slice(&3i16.to_be_bytes());
         row.extend_from_slice(&4i32.to_be_bytes());
         row.extend_from_slice(&channel_id.to_be_bytes());
         row.extend_from_slice(&8i32.to_be_bytes());
-        row.extend_from_slice(&(ts.timestamp_micros() - POSTGRES_EPOCH_MICROS).to_be_bytes());
+        row.extend_from_slice(&(micros - POSTGRES_EPOCH_MICROS).to_be_bytes());
         row.extend_from_slice(&8i32.to_be_bytes());
         row.extend_from_slice(&value.to_bits().to_be_bytes());
         self.rows += 1;
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.rows
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.binary_copy.clear();
         self.rows = 0;
+        self.late.clear();
     }
 
     /// The rows as columns: channel ids, microseconds from PostgreSQL's

@@ -618,7 +618,7 @@ async fn api_tokens_act_as_their_user_with_at_most_their_role() {
         .unwrap();
     assert!(listed.contains("nightly export") && !listed.contains(&token));
     let (stored,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM api_tokens WHERE convert_from(token_hash, 'LATIN1') LIKE '%tsk_%'",
+        "SELECT count(*) FROM api_tokens WHERE position('tsk_'::bytea IN token_hash) > 0",
     )
     .fetch_one(&server.pool)
     .await
@@ -1161,27 +1161,13 @@ async fn every_answer_carries_the_security_headers() {
 }
 
 /// The database's URL, for the `trackside` command.
-fn database_url(pool: &sqlx::PgPool) -> String {
-    let options = pool.connect_options();
-    format!(
-        "postgres://{}@localhost/{}?host={}&port={}",
-        options.get_username(),
-        options.get_database().unwrap_or("postgres"),
-        options
-            .get_socket()
-            .map(|s| s.display().to_string())
-            .unwrap_or_default(),
-        options.get_port()
-    )
-}
-
 /// Runs `trackside <args>` on the test database; its standard output.
 fn trackside(pool: &sqlx::PgPool, args: &[&str], stdin: Option<&str>) -> String {
     use std::io::Write as _;
     let data = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trackside"))
         .args(args)
-        .env("TRACKSIDE_DATABASE_URL", database_url(pool))
+        .env("TRACKSIDE_DATABASE_URL", crate::harness::database_url(pool))
         .env("TRACKSIDE_DATA_DIR", data.path())
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::piped())

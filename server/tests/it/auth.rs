@@ -107,17 +107,7 @@ async fn weak_or_malformed_credentials_are_not_provisioned() {
 
 /// The `trackside gateway` command, run as an operator would.
 fn trackside_cli(server: &TestServer, args: &[&str]) -> std::process::Output {
-    let options = server.pool.connect_options();
-    let socket = options
-        .get_socket()
-        .expect("the test cluster uses a socket");
-    let url = format!(
-        "postgres://{}@localhost/{}?host={}&port={}",
-        options.get_username(),
-        options.get_database().expect("a database"),
-        socket.display(),
-        options.get_port()
-    );
+    let url = crate::harness::database_url(&server.pool);
     std::process::Command::new(env!("CARGO_BIN_EXE_trackside"))
         .args(args)
         .env("TRACKSIDE_DATABASE_URL", url)

@@ -224,6 +224,20 @@ pub(crate) fn screenshot_to(name: &str, png: Vec<u8>) {
     let _ = std::fs::write(dir.join(name), png);
 }
 
+/// A browser signed in as an operator on `path`, once its live feed is up.
+async fn live_page(server: &TestServer, path: &str) -> (ChromeDriver, Client) {
+    let (driver, client) = signed_in_browser(server, "Ann Signaller", Role::Operator).await;
+    client.goto(&server.url(path)).await.expect("open the page");
+    wait_for_attribute(
+        &client,
+        "[data-testid=connection-state]",
+        "data-state",
+        "live",
+    )
+    .await;
+    (driver, client)
+}
+
 pub(crate) async fn wait_for_attribute(client: &Client, css: &str, name: &str, want: &str) {
     let what = format!("{css} to have {name}={want:?}");
     eventually(&what, || async {
@@ -242,6 +256,7 @@ async fn an_exception_appears_live_and_is_acknowledged_through_the_dialog() {
         exclude: Vec::new(),
         severity: trackside_wire::Severity::Major,
         realarm_after_s: None,
+        escalate_after_s: None,
         check: trackside_wire::Check::Limit {
             low_set: Some(0.8),
             low_clear: Some(0.9),
@@ -502,5 +517,73 @@ async fn an_exception_appears_live_and_is_acknowledged_through_the_dialog() {
     if let Ok(png) = client.screenshot().await {
         screenshot_to("board-with-exception.png", png);
     }
+    client.close().await.expect("closing the browser session");
+}
+
+/// While PostgreSQL is down an alarm is still shown at once, marked as not
+/// yet stored (and not offered for acknowledgement), with the header
+/// saying why; once the database is back it is stored and can be
+/// acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_raised_while_the_database_is_down_shows_as_not_yet_stored() {
+    let mut cluster = crate::harness::OwnCluster::start().await;
+    let pool = cluster.pool().await;
+    let server = TestServer::start_on(crate::exceptions::fast_config(), pool).await;
+    let (_driver, client) = live_page(&server, "/exceptions").await;
+    wait_for_text(&client, "[data-testid=unacked-count]", "0").await;
+
+    cluster.stop().await;
+    let mut gateway = server.gateway("gw-away").await;
+    gateway
+        .publish(
+            "trackside/gw-away/readings",
+            crate::exceptions::batch(
+                chrono::Utc::now().timestamp_millis(),
+                &[("T301/relay_voltage", 0.52)],
+            ),
+        )
+        .await;
+    let row = "[data-testid=exceptions-list] [data-exception-id]";
+    wait_for_attribute(&client, row, "data-stored", "false").await;
+    wait_for_text(
+        &client,
+        &format!("{row} [data-testid=not-stored]"),
+        "NOT YET STORED",
+    )
+    .await;
+    wait_for_text(
+        &client,
+        "[data-testid=unstored-alarms] .pill-label",
+        "Database away: 1 alarm not yet stored",
+    )
+    .await;
+    assert!(
+        client
+            .find(Locator::Css(&format!("{row} [data-testid=ack-open]")))
+            .await
+            .is_err(),
+        "no acknowledgement offered before it is stored"
+    );
+    screenshot_to(
+        "exception-not-stored.png",
+        client.screenshot().await.expect("screenshot"),
+    );
+
+    cluster.restart().await;
+    wait_for_attribute(&client, row, "data-stored", "true").await;
+    eventually("the acknowledge button", || async {
+        client
+            .find(Locator::Css(&format!("{row} [data-testid=ack-open]")))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    assert!(
+        client
+            .find(Locator::Css("[data-testid=unstored-alarms]"))
+            .await
+            .is_err()
+    );
     client.close().await.expect("closing the browser session");
 }

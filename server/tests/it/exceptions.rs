@@ -13,7 +13,7 @@ use trackside_wire::{
 
 use crate::harness::{Gateway, LiveClient, TestServer, eventually, test_config};
 
-fn rules(text: &str) -> Vec<Rule> {
+pub(crate) fn rules(text: &str) -> Vec<Rule> {
     #[derive(serde::Deserialize)]
     struct File {
         rules: Vec<Rule>,
@@ -22,7 +22,7 @@ fn rules(text: &str) -> Vec<Rule> {
 }
 
 /// Fast rules, so the tests need not wait for the shipped delays.
-const FAST_RULES: &str = r#"
+pub(crate) const FAST_RULES: &str = r#"
 [[rules]]
 id = "rv-low"
 target = "*/relay_voltage"
@@ -70,18 +70,18 @@ severity = "critical"
 kind = "gateway_offline"
 "#;
 
-fn fast_config() -> Config {
+pub(crate) fn fast_config() -> Config {
     let mut config = test_config();
     config.exceptions.rules = rules(FAST_RULES);
     config.exceptions.tick_ms = 100;
     config
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn batch(ts: i64, readings: &[(&str, f64)]) -> String {
+pub(crate) fn batch(ts: i64, readings: &[(&str, f64)]) -> String {
     let readings: Vec<_> = readings
         .iter()
         .map(|(channel, value)| json!({"channel": channel, "value": value}))
@@ -89,21 +89,27 @@ fn batch(ts: i64, readings: &[(&str, f64)]) -> String {
     json!({"ts": ts, "readings": readings}).to_string()
 }
 
-/// Reads frames until an exception event matches.
-async fn exception_frame(
+/// Reads frames until an exception event matches, failing the test after
+/// the deadline (heartbeats alone must not keep it waiting for ever).
+pub(crate) async fn exception_frame(
     client: &mut LiveClient,
     want: impl Fn(&ExceptionEvent) -> bool,
 ) -> ExceptionEvent {
-    loop {
-        if let ServerMessage::Exception(event) = client.next().await
-            && want(&event)
-        {
-            return *event;
+    let wait = async {
+        loop {
+            if let ServerMessage::Exception(event) = client.next().await
+                && want(&event)
+            {
+                return *event;
+            }
         }
-    }
+    };
+    tokio::time::timeout(crate::harness::DEADLINE, wait)
+        .await
+        .expect("the exception frame within the deadline")
 }
 
-async fn exceptions(server: &TestServer, query: &str) -> Vec<ExceptionInfo> {
+pub(crate) async fn exceptions(server: &TestServer, query: &str) -> Vec<ExceptionInfo> {
     let response = server
         .get(server.url(&format!("/api/exceptions{query}")))
         .await
@@ -113,7 +119,11 @@ async fn exceptions(server: &TestServer, query: &str) -> Vec<ExceptionInfo> {
 }
 
 /// Acknowledges as the operator Ann Signaller.
-async fn ack(server: &TestServer, id: i64, body: serde_json::Value) -> (u16, serde_json::Value) {
+pub(crate) async fn ack(
+    server: &TestServer,
+    id: i64,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
     ack_as(server, "Ann Signaller", id, body).await
 }
 
@@ -514,7 +524,7 @@ async fn the_webhook_gets_every_transition_and_retries_a_failure() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let mut config = fast_config();
-    config.exceptions.webhook_url = Some(format!("http://{hook}/hook"));
+    config.exceptions.webhook_urls = vec![format!("http://{hook}/hook")];
     let server = TestServer::start_with(config).await;
     let mut gateway = server.gateway("gw-hook").await;
     let t = now_ms();
@@ -599,6 +609,7 @@ async fn the_simulated_gateway_drop_fires_its_will_without_stale_channels() {
             faults: true,
             start_at_s: 696.0,
             password: None,
+            sags: Vec::new(),
         },
         stop.clone(),
     ));
@@ -619,4 +630,197 @@ async fn the_simulated_gateway_drop_fires_its_will_without_stale_channels() {
     );
     stop.cancel();
     yard.await.expect("yard task").expect("yard ran");
+}
+
+/// A webhook receiver that accepts connections and reads every request but
+/// never answers, remembering what it was sent and when.
+pub(crate) struct SilentReceiver {
+    pub(crate) url: String,
+    seen: Arc<Mutex<Vec<(Instant, ExceptionEvent)>>>,
+}
+
+impl SilentReceiver {
+    pub(crate) async fn start() -> Self {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let seen: Arc<Mutex<Vec<(Instant, ExceptionEvent)>>> = Arc::default();
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(n) = socket.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&request).to_string();
+                        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                            continue;
+                        };
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                let (name, value) = l.split_once(':')?;
+                                name.eq_ignore_ascii_case("content-length")
+                                    .then(|| value.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if body.len() < length {
+                            continue;
+                        }
+                        if let Ok(event) = serde_json::from_str(&body[..length]) {
+                            record.lock().unwrap().push((Instant::now(), event));
+                        }
+                        request.clear();
+                        // No answer, ever: hold the connection until the
+                        // client gives up.
+                    }
+                });
+            }
+        });
+        Self { url, seen }
+    }
+
+    /// When each notification about `subject` of this kind arrived.
+    pub(crate) fn arrivals(&self, subject: &str, kind: TransitionKind) -> Vec<Instant> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, e)| e.exception.subject == subject && e.transition.kind == kind)
+            .map(|(at, _)| *at)
+            .collect()
+    }
+}
+
+/// With one receiver that never answers, a new critical transition is
+/// tried at once, while the old ones wait for their retries; and an
+/// exception's clear never overtakes its raise.
+#[tokio::test]
+async fn a_new_transition_is_tried_at_once_while_a_silent_receiver_holds_old_ones() {
+    let silent = SilentReceiver::start().await;
+    let mut config = fast_config();
+    config.exceptions.webhook_urls = vec![silent.url.clone()];
+    let server = TestServer::start_with(config).await;
+    let mut gateway = server.gateway("gw-old").await;
+    let t = now_ms();
+    gateway
+        .publish(
+            "trackside/gw-old/readings",
+            batch(t, &[("T1/relay_voltage", 0.5)]),
+        )
+        .await;
+    // Its first attempt waits out the client's timeout (10 s), then the
+    // retry queue tries it again: an old notification being retried.
+    eventually("the old raise attempted twice", || async {
+        (silent
+            .arrivals("T1/relay_voltage", TransitionKind::Raised)
+            .len()
+            >= 2)
+            .then_some(())
+    })
+    .await;
+    gateway
+        .publish(
+            "trackside/gw-old/readings",
+            batch(t + 1_000, &[("T1/relay_voltage", 1.5)]),
+        )
+        .await;
+
+    let mut other = server.gateway("gw-new").await;
+    let asked = Instant::now();
+    other.publish("trackside/gw-new/status", "offline").await;
+    let arrived = eventually("the new critical raise attempted", || async {
+        silent
+            .arrivals("gw-new", TransitionKind::Raised)
+            .first()
+            .copied()
+    })
+    .await;
+    let delay = arrived.duration_since(asked);
+    assert!(delay < Duration::from_secs(1), "tried after {delay:?}");
+    assert!(
+        silent
+            .arrivals("T1/relay_voltage", TransitionKind::Cleared)
+            .is_empty(),
+        "the clear waits behind its raise"
+    );
+    assert!(
+        server
+            .metric("trackside_webhook_oldest_undelivered_seconds")
+            .await
+            >= 10.0
+    );
+    assert!(server.metric("trackside_webhook_failures_total").await >= 1.0);
+}
+
+/// A receiver that never answers costs a second, healthy one nothing.
+#[tokio::test]
+async fn a_silent_webhook_receiver_does_not_delay_a_healthy_one() {
+    let silent = SilentReceiver::start().await;
+    let received: Arc<Mutex<Vec<(Instant, ExceptionEvent)>>> = Arc::default();
+    let app = {
+        let received = received.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(event): axum::Json<ExceptionEvent>| {
+                let received = received.clone();
+                async move {
+                    received.lock().unwrap().push((Instant::now(), event));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let healthy = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut config = fast_config();
+    config.exceptions.webhook_urls = vec![silent.url.clone(), healthy];
+    let server = TestServer::start_with(config).await;
+    let mut gateway = server.gateway("gw-many").await;
+    // More raises than the silent receiver has connections for.
+    let t = now_ms();
+    let many: Vec<(String, f64)> = (1..=12)
+        .map(|i| (format!("T{i}/relay_voltage"), 0.5))
+        .collect();
+    let readings: Vec<(&str, f64)> = many.iter().map(|(c, v)| (c.as_str(), *v)).collect();
+    gateway
+        .publish("trackside/gw-many/readings", batch(t, &readings))
+        .await;
+    eventually("the healthy receiver has all twelve", || async {
+        (received.lock().unwrap().len() == 12).then_some(())
+    })
+    .await;
+
+    let mut other = server.gateway("gw-critical").await;
+    let asked = Instant::now();
+    other
+        .publish("trackside/gw-critical/status", "offline")
+        .await;
+    let arrived = eventually("the critical raise delivered", || async {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, e)| e.exception.subject == "gw-critical")
+            .map(|(at, _)| *at)
+    })
+    .await;
+    let delay = arrived.duration_since(asked);
+    assert!(delay < Duration::from_secs(1), "delivered after {delay:?}");
+    assert!(
+        !silent
+            .arrivals("T1/relay_voltage", TransitionKind::Raised)
+            .is_empty()
+    );
+    assert!(server.metric("trackside_webhook_pending").await >= 12.0);
 }

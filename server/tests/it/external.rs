@@ -3,7 +3,7 @@
 
 use trackside::config::{Config, ExternalBroker};
 
-use crate::harness::{Gateway, Mosquitto, TestServer, eventually, test_config};
+use crate::harness::{Gateway, Mosquitto, OwnCluster, TestServer, eventually, test_config};
 
 const T0: i64 = 1_795_850_000_000;
 /// Messages published while Trackside is down: more than its MQTT client
@@ -34,21 +34,7 @@ async fn readings_from_an_external_broker_are_stored_and_sent_live() {
         (server.running.mqtt_v5_addr, server.running.mqtt_tls_addr),
         (None, None)
     );
-    let connected = "trackside_mqtt_external_connected{broker=\"127.0.0.1:";
-    eventually("the session with Mosquitto is up", || async {
-        let metrics = server
-            .get(server.url("/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        metrics
-            .lines()
-            .any(|line| line.starts_with(connected) && line.ends_with("} 1"))
-            .then_some(())
-    })
-    .await;
+    server.external_session_up().await;
 
     let mut browser = server.websocket().await;
     let mut gateway = Gateway::connect(mosquitto.port, "gw-ext").await;
@@ -150,4 +136,42 @@ async fn readings_published_while_trackside_is_down_are_stored_at_the_next_start
     let expected: Vec<f64> = (0..=BACKLOG).map(f64::from).collect();
     assert_eq!(values, expected);
     restarted.shutdown().await;
+}
+
+/// A publish is acknowledged to the broker only once the spool's fsync
+/// covers it (or it is stored; the database is stopped here). With a
+/// broker that sends one message at a time (it waits for each
+/// acknowledgement) and a one-second fsync window, five messages take four
+/// windows to arrive; acknowledged on write, they would arrive at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_is_acknowledged_only_once_fsynced() {
+    let mosquitto = Mosquitto::start_with("max_inflight_messages 1\nmax_queued_messages 0\n").await;
+    let mut cluster = OwnCluster::start().await;
+    let pool = cluster.pool().await;
+    let mut config = external_config(&mosquitto, "trackside-fsync");
+    config.ingest.spool_fsync_ms = Some(1_000);
+    let server = TestServer::start_on(config, pool).await;
+    server.external_session_up().await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut gateway = Gateway::connect(mosquitto.port, "gw-fsync").await;
+    cluster.stop().await;
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        gateway
+            .publish(
+                "trackside/gw-fsync/readings",
+                reading("T42/feed_current", f64::from(i), T0 + i64::from(i) * 1_000),
+            )
+            .await;
+    }
+    eventually("all five received", || async {
+        (server.metric("trackside_readings_received_total").await == 5.0).then_some(())
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(3_500),
+        "five messages arrived in {took:?}: acknowledged before their fsync"
+    );
+    assert!(server.metric("trackside_spool_fsyncs_total").await >= 4.0);
 }

@@ -1,8 +1,16 @@
 //! Test harness: one private PostgreSQL cluster per test process, a fresh
 //! database and a fresh server (on free ports) per test, and clients that
 //! speak the real protocols.
+//!
+//! With `TRACKSIDE_TEST_DATABASE_URL` set (a role allowed to create
+//! databases, on a server with TimescaleDB, say), every test database is
+//! created on that server instead (`it_<pid>_<n>`, left for inspection),
+//! so the whole suite runs against it and a server started on it takes
+//! the TimescaleDB path. Tests that stop their database keep a private
+//! cluster ([`OwnCluster`]).
 
 use std::future::Future;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -11,7 +19,7 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite};
 use trackside::config::Config;
@@ -36,9 +44,18 @@ extern "C" fn stop_cluster() {
     }
 }
 
-/// A fresh, migrated database in this process's cluster.
-pub async fn fresh_database() -> PgPool {
-    let admin_options = tokio::task::spawn_blocking(|| {
+/// The variable naming a PostgreSQL server to run the tests' databases on.
+pub const DATABASE_URL_VAR: &str = "TRACKSIDE_TEST_DATABASE_URL";
+
+/// Where test databases are created: the server `TRACKSIDE_TEST_DATABASE_URL`
+/// names, or this process's cluster (started on first use).
+async fn admin_options() -> PgConnectOptions {
+    if let Ok(url) = std::env::var(DATABASE_URL_VAR) {
+        return url
+            .parse()
+            .unwrap_or_else(|e| panic!("{DATABASE_URL_VAR} is not a PostgreSQL URL: {e}"));
+    }
+    tokio::task::spawn_blocking(|| {
         let mut cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
         if cluster.is_none() {
             let dir = tempfile::Builder::new()
@@ -56,9 +73,44 @@ pub async fn fresh_database() -> PgPool {
     })
     .await
     .expect("cluster start task")
-    .expect("cluster is running");
+    .expect("cluster is running")
+}
 
-    let name = format!("it_{}", DATABASES.fetch_add(1, Ordering::Relaxed));
+/// The URL of `pool`'s database, for a `trackside` command the test runs:
+/// on the server `TRACKSIDE_TEST_DATABASE_URL` names (with its
+/// credentials), or on this process's cluster through its socket.
+pub fn database_url(pool: &PgPool) -> String {
+    let options = pool.connect_options();
+    let database = options.get_database().expect("a database");
+    match std::env::var(DATABASE_URL_VAR) {
+        Ok(base) => {
+            let mut url = reqwest::Url::parse(&base).expect("a database URL");
+            url.set_path(database);
+            url.to_string()
+        }
+        Err(_) => format!(
+            "postgres://{}@localhost/{database}?host={}&port={}",
+            options.get_username(),
+            options
+                .get_socket()
+                .expect("the test cluster uses a socket")
+                .display(),
+            options.get_port()
+        ),
+    }
+}
+
+/// A fresh, migrated database in this process's cluster (or on the server
+/// `TRACKSIDE_TEST_DATABASE_URL` names).
+pub async fn fresh_database() -> PgPool {
+    let admin_options = admin_options().await;
+    let number = DATABASES.fetch_add(1, Ordering::Relaxed);
+    // Several test processes may share one external server.
+    let name = if std::env::var_os(DATABASE_URL_VAR).is_some() {
+        format!("it_{}_{number}", std::process::id())
+    } else {
+        format!("it_{number}")
+    };
     let admin = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(admin_options.clone())
@@ -119,7 +171,7 @@ pub struct TestServer {
     /// The configuration it runs with, including its own data directory, so
     /// a test can start it again on the same state.
     pub config: Config,
-    _data_dir: tempfile::TempDir,
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -138,6 +190,13 @@ impl TestServer {
             .tempdir()
             .expect("creating a data directory");
         config.database.data_dir = data_dir.path().to_path_buf();
+        let mut server = Self::start_in_place(config, pool).await;
+        server._data_dir = Some(data_dir);
+        server
+    }
+
+    /// A server on this database with the data directory `config` names.
+    pub async fn start_in_place(config: Config, pool: PgPool) -> Self {
         let running = trackside::start(&config, pool.clone())
             .await
             .expect("starting the server");
@@ -147,7 +206,7 @@ impl TestServer {
             running,
             token,
             config,
-            _data_dir: data_dir,
+            _data_dir: None,
         }
     }
 
@@ -235,6 +294,23 @@ impl TestServer {
         .expect("reading stored readings")
     }
 
+    /// Waits until the link to an external broker is up.
+    pub async fn external_session_up(&self) {
+        eventually("the session with the external broker up", || async {
+            let text = self
+                .get(self.url("/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.lines()
+                .any(|l| l.starts_with("trackside_mqtt_external_connected{") && l.ends_with("} 1"))
+                .then_some(())
+        })
+        .await;
+    }
+
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self
             .get(self.url("/metrics"))
@@ -269,6 +345,20 @@ pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// `GET url` (a server's `/metrics`) with an API token, as Prometheus
+/// scrapes it; `None` unless it answers 200.
+pub async fn scrape(url: &str, token: &str) -> Option<String> {
+    let response = client_with(&[("authorization", format!("Bearer {token}"))])
+        .get(url)
+        .send()
+        .await
+        .ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    response.text().await.ok()
+}
+
 pub fn client_with(headers: &[(&str, String)]) -> reqwest::Client {
     let mut map = reqwest::header::HeaderMap::new();
     for (name, value) in headers {
@@ -290,6 +380,12 @@ pub async fn make_user(pool: &PgPool, name: &str, role: Role) -> trackside::auth
     }
     match users::add(pool, name, role, password_hash(), true).await {
         Ok(user) => user,
+        // Servers started at once on one database (the start-up race
+        // tests) each make the test user; the first one wins.
+        Err(users::AddError::Exists) => users::by_name(pool, name)
+            .await
+            .expect("looking up a user")
+            .expect("a user that exists"),
         Err(err) => panic!("adding user {name}: {err:?}"),
     }
 }
@@ -299,6 +395,15 @@ pub async fn issue_token(pool: &PgPool, name: &str, role: Role) -> String {
     trackside::auth::tokens::issue(pool, &user, "tests", role, 1)
         .await
         .expect("issuing a token")
+        .0
+}
+
+/// A `metrics` API token, as a Prometheus scrape is given (held by a viewer).
+pub async fn metrics_token(pool: &PgPool) -> String {
+    let user = make_user(pool, "Prometheus", Role::Viewer).await;
+    trackside::auth::tokens::issue(pool, &user, "scrape", Role::Metrics, 1)
+        .await
+        .expect("issuing a metrics token")
         .0
 }
 
@@ -427,6 +532,26 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Publishes `(channel, Unix ms, value)` readings as JSON batches of at
+    /// most 1,000 on this gateway's readings topic, each acknowledged.
+    pub async fn publish_readings(&mut self, gateway_id: &str, readings: &[(&str, i64, f64)]) {
+        for chunk in readings.chunks(1_000) {
+            let batch: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|(channel, ts, value)| {
+                    serde_json::json!({"channel": channel, "ts": ts, "value": value})
+                })
+                .collect();
+            self.publish(
+                &format!("trackside/{gateway_id}/readings"),
+                serde_json::json!({ "readings": batch }).to_string(),
+            )
+            .await;
+        }
+    }
+}
+
 /// A browser-less WebSocket client of `/ws`.
 pub struct LiveClient {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -551,6 +676,21 @@ impl OwnCluster {
             .expect("connecting to the test cluster");
         trackside::migrate(&pool).await.expect("migrating");
         pool
+    }
+
+    /// A URL of the cluster's `postgres` database, for a `trackside`
+    /// process of its own.
+    pub fn url(&self) -> String {
+        let options = self.pg.connect_options("postgres");
+        let socket = options
+            .get_socket()
+            .expect("the test cluster uses a socket");
+        format!(
+            "postgres://{}@localhost/postgres?host={}&port={}",
+            options.get_username(),
+            socket.display(),
+            options.get_port()
+        )
     }
 
     pub async fn stop(&mut self) {
@@ -682,16 +822,102 @@ pub async fn dirty_marks(pool: &sqlx::PgPool) -> i64 {
     n
 }
 
-/// Runs the rollup job's pass until no dirty minute is left. A pass that
-/// finds the server's own job holding the lock claims nothing; the next
-/// one, or that job, finishes the work.
+/// Runs the rollup job's passes (of the server's storage path) until no
+/// dirty minute is left. A pass that finds the server's own job holding
+/// the lock claims nothing; the next one, or that job, finishes the work.
 pub async fn rolled_up(server: &TestServer) {
     let config = trackside::config::HistoryConfig::default();
     eventually("no dirty minute left", || async {
-        trackside::store::rollup::refresh_dirty(&server.pool, &config, 1_000)
+        trackside::store::rollup::settle(&server.pool, &config, server.running.storage)
             .await
             .expect("a rollup pass");
         (dirty_marks(&server.pool).await == 0).then_some(())
     })
     .await;
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The `trackside` binary run with a configuration file (after `wrapper`,
+/// such as `prlimit`), its log kept in `log`.
+pub struct Binary {
+    pub process: ChildProcess,
+    log: PathBuf,
+}
+
+impl Binary {
+    pub fn spawn(config: &std::path::Path, log: PathBuf, wrapper: &[&str]) -> Self {
+        let binary = env!("CARGO_BIN_EXE_trackside");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = std::process::Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => std::process::Command::new(binary),
+        };
+        let child = command
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info,sqlx=warn,rumqttd=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("the log file"))
+            .spawn()
+            .expect("starting trackside");
+        Self {
+            process: ChildProcess(child),
+            log,
+        }
+    }
+
+    /// What it logged so far, for a failure's message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A process a test started, killed if the test ends before it does.
+pub struct ChildProcess(pub std::process::Child);
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Whether the test databases' server can load TimescaleDB. A test of the
+/// TimescaleDB path calls this first and returns when it says no; the
+/// note it prints is not captured, so a skipped test is visible in the
+/// output.
+pub async fn timescale_available(test: &str) -> bool {
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(admin_options().await)
+        .await
+        .expect("connecting to the test server");
+    let available: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
+            AND current_setting('shared_preload_libraries') LIKE '%timescaledb%'",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("asking for TimescaleDB");
+    admin.close().await;
+    if !available {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: the test server has no TimescaleDB; set {DATABASE_URL_VAR} \
+             to a server that preloads it to run this test"
+        );
+    }
+    available
 }

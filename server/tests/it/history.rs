@@ -253,11 +253,15 @@ async fn every_bucket_matches_sql_over_raw_rows() {
             t0 + 2 * HOUR + 7,
             t0 + 30 * HOUR,
             300,
-            HistorySource::Minute,
+            HistorySource::FiveMinute,
         ),
-        (t0, t0 + span, 1000, HistorySource::Minute),
+        (t0, t0 + span, 1000, HistorySource::FiveMinute),
+        (t0, t0 + span, 2000, HistorySource::Minute),
+        (t0 - 5 * HOUR, t0 + span, 200, HistorySource::QuarterHour),
         (t0 - DAY, t0 + span + DAY, 40, HistorySource::Hour),
         (t0 + 19 * HOUR, t0 + 24 * HOUR, 5, HistorySource::Hour),
+        (t0 - DAY, t0 + span + DAY, 8, HistorySource::SixHour),
+        (t0, t0 + span, 8, HistorySource::SixHour),
     ];
     let check_all = |what: &'static str| {
         let server = &server;
@@ -473,7 +477,7 @@ async fn wide_buckets_follow_the_yards_clock_across_daylight_saving() {
     let answer = history(&server, &["T3/relay_voltage"], from, to, 4).await;
     assert_eq!(
         (answer.source, answer.bucket_ms),
-        (HistorySource::Hour, DAY)
+        (HistorySource::SixHour, DAY)
     );
     let t = answer.series[0].data.times().to_vec();
     assert_eq!(
@@ -495,11 +499,17 @@ async fn wide_buckets_follow_the_yards_clock_across_daylight_saving() {
     );
     check_against_sql(&server, &answer, ms("2026-10-28T00:00:00Z"), "London days").await;
     rolled_up(&server).await;
+    // The rollup tables answer as the raw rows did (averages to the last
+    // bits: TimescaleDB's aggregates add in another order).
     let again = history(&server, &["T3/relay_voltage"], from, to, 4).await;
-    assert_eq!(
-        again, answer,
-        "the rollup tables answer as the raw rows did"
-    );
+    assert_eq!(again.series[0].data.times(), answer.series[0].data.times());
+    check_against_sql(
+        &server,
+        &again,
+        ms("2026-10-28T00:00:00Z"),
+        "London days, rolled up",
+    )
+    .await;
 
     let server = quiet_server("America/New_York").await;
     let mut gateway = server.gateway("gw-hist").await;
@@ -620,41 +630,85 @@ async fn minute_row(pool: &sqlx::PgPool, channel_id: i32, minute: i64) -> Option
         .unwrap()
 }
 
-/// A pass that fails half-way (here: the hour rollup refuses the row)
-/// changes nothing, and its marks are there for the next pass.
+/// A minute that cannot be rolled up (here: the hour rollup refuses
+/// channel 1's rows) is isolated: it is counted, set aside with its mark
+/// kept, and answered from raw rows, while every other channel's minutes
+/// in the same pass are rolled up. Once it can be, a later pass takes it.
 #[tokio::test]
-async fn a_failed_rollup_pass_keeps_its_dirty_marks() {
+async fn a_minute_that_cannot_be_rolled_up_holds_up_no_other() {
     let pool = fresh_database().await;
-    let config = trackside::config::HistoryConfig::default();
+    let config = trackside::config::HistoryConfig {
+        rollup_interval_ms: 100,
+        ..Default::default()
+    };
+    let metrics = std::sync::Arc::new(trackside::metrics::Metrics::default());
+    let mut job = trackside::store::rollup::Refresher::new(config, metrics.clone());
     let minute = ms("2026-11-27T06:30:00Z");
-    insert(&pool, 1, &[(minute + 1_000, 1.0), (minute + 2_000, 3.0)]).await;
-    assert_eq!(dirty_marks(&pool).await, 1);
+    for channel in 1..=3 {
+        insert(
+            &pool,
+            channel,
+            &[(minute + 1_000, 1.0), (minute + 2_000, 3.0)],
+        )
+        .await;
+        insert(&pool, channel, &[(minute + 5 * MINUTE, 4.0)]).await;
+    }
+    assert_eq!(dirty_marks(&pool).await, 6);
 
-    sqlx::query("ALTER TABLE readings_1h ADD CONSTRAINT refuse CHECK (count < 0) NOT VALID")
+    sqlx::query("ALTER TABLE readings_1h ADD CONSTRAINT refuse CHECK (channel_id <> 1) NOT VALID")
         .execute(&pool)
         .await
         .unwrap();
-    let failed = trackside::store::rollup::refresh_dirty(&pool, &config, 100).await;
-    assert!(failed.is_err(), "the hour upsert must fail");
-    assert_eq!(dirty_marks(&pool).await, 1, "the claimed mark is restored");
+    let report = job.pass(&pool, 100).await.expect("the pass goes on");
+    assert_eq!((report.claimed, report.failed), (6, 2), "{report:?}");
     assert_eq!(
-        minute_row(&pool, 1, minute).await,
-        None,
-        "the minute upsert is undone"
+        dirty_marks(&pool).await,
+        2,
+        "the failed minutes stay marked"
     );
+    assert_eq!(minute_row(&pool, 1, minute).await, None, "undone");
+    for channel in 2..=3 {
+        assert_eq!(minute_row(&pool, channel, minute).await, Some((2, 3.0)));
+        assert_eq!(
+            minute_row(&pool, channel, minute + 5 * MINUTE).await,
+            Some((1, 4.0))
+        );
+    }
+    let fresh: Vec<(i64, f64)> =
+        sqlx::query_as("SELECT count, max FROM history_1m WHERE channel_id = 1 AND bucket = $1")
+            .bind(DateTime::from_timestamp_millis(minute).unwrap())
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(fresh, [(2, 3.0)], "answered from raw rows meanwhile");
+    let failures = |m: &trackside::metrics::Metrics| {
+        (
+            m.rollup_failed_minutes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            m.rollup_set_aside
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    };
+    assert_eq!(failures(&metrics), (2, 2));
+    let metrics_text = metrics.render(&Default::default());
+    assert!(
+        metrics_text.contains("trackside_rollup_failures_total 2"),
+        "{metrics_text}"
+    );
+
+    // Set aside: the next pass does not try them again at once.
+    assert_eq!(job.pass(&pool, 100).await.unwrap().claimed, 0);
 
     sqlx::query("ALTER TABLE readings_1h DROP CONSTRAINT refuse")
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(
-        trackside::store::rollup::refresh_dirty(&pool, &config, 100)
-            .await
-            .unwrap(),
-        1
-    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = job.pass(&pool, 100).await.unwrap();
+    assert_eq!((report.claimed, report.failed), (2, 0), "{report:?}");
     assert_eq!(dirty_marks(&pool).await, 0);
     assert_eq!(minute_row(&pool, 1, minute).await, Some((2, 3.0)));
+    assert_eq!(failures(&metrics), (2, 0));
 }
 
 /// A writer's marks are invisible until it commits: a pass meanwhile rolls
@@ -676,7 +730,8 @@ async fn a_minute_written_during_a_pass_is_rolled_up_again_after_the_commit() {
     assert_eq!(
         trackside::store::rollup::refresh_dirty(&pool, &config, 100)
             .await
-            .unwrap(),
+            .unwrap()
+            .claimed,
         1,
         "the committed mark is claimed"
     );
@@ -686,7 +741,8 @@ async fn a_minute_written_during_a_pass_is_rolled_up_again_after_the_commit() {
     assert_eq!(
         trackside::store::rollup::refresh_dirty(&pool, &config, 100)
             .await
-            .unwrap(),
+            .unwrap()
+            .claimed,
         1
     );
     assert_eq!(minute_row(&pool, 1, minute).await, Some((2, 7.0)));
@@ -732,6 +788,8 @@ async fn past_raw_retention_the_minute_rollup_answers() {
     let mut config: Config = test_config();
     config.history.raw_retention_days = 2;
     config.history.rollup_interval_ms = 60_000;
+    // Plain retention; TimescaleDB's policies are its own.
+    config.history.timescaledb = trackside::config::TimescaleMode::Off;
     // Seeded and rolled up before the server starts: its job applies
     // retention at once.
     let pool = fresh_database().await;
@@ -760,6 +818,7 @@ async fn past_raw_retention_the_minute_rollup_answers() {
     while trackside::store::rollup::refresh_dirty(&pool, &then, 1_000)
         .await
         .unwrap()
+        .claimed
         > 0
     {}
     let server = TestServer::start_on(config.clone(), pool).await;

@@ -118,7 +118,9 @@ async fn a_client_that_stops_reading_is_coalesced_and_others_are_not_held_up() {
             ServerMessage::Hello { .. } => panic!("hello twice"),
             ServerMessage::SessionEnded { reason } => panic!("session ended: {reason}"),
             // The default rules may find something in the flood's values.
-            ServerMessage::Heartbeat { .. } | ServerMessage::Exception(_) => {}
+            ServerMessage::Heartbeat { .. }
+            | ServerMessage::Exception(_)
+            | ServerMessage::Stored { .. } => {}
         }
     }
     assert!(missed > 0);

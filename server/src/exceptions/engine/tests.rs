@@ -17,6 +17,8 @@ enum Step {
     Tick(f64),
     Status(f64, &'static str, bool),
     Ack(f64, &'static str, &'static str),
+    /// (seconds, spool fill in percent, write error).
+    Spool(f64, f64, Option<&'static str>),
 }
 use Step::*;
 
@@ -56,6 +58,16 @@ fn run(engine: &mut Engine, steps: &[Step]) -> Vec<String> {
                 engine.readings("gw", &batch, at(s), &mut out);
             }
             Tick(s) => engine.tick(at(s), &mut out),
+            Spool(s, percent, error) => {
+                let state = SpoolState {
+                    fill: percent / 100.0,
+                    bytes: (percent * 1e7) as u64,
+                    max_bytes: 1_000_000_000,
+                    error: error.map(str::to_owned),
+                    at_bound_policy: "the oldest are dropped",
+                };
+                engine.spool(&state, at(s), &mut out);
+            }
             Status(s, gateway, online) => engine.gateway_status(gateway, online, at(s), &mut out),
             Ack(s, rule, subject) => {
                 let key = Key {
@@ -610,6 +622,7 @@ fn a_resumed_engine_neither_raises_again_nor_forgets() {
                 key: key.clone(),
                 active: true,
                 acked_at: None,
+                alarm: AlarmState::new(Priority::High, Criticality::RunningLine),
             },
             Resumed {
                 key: Key {
@@ -618,6 +631,7 @@ fn a_resumed_engine_neither_raises_again_nor_forgets() {
                 },
                 active: true,
                 acked_at: None,
+                alarm: AlarmState::new(Priority::High, Criticality::RunningLine),
             },
         ],
         at(0.0),
@@ -804,4 +818,56 @@ fn a_predicted_rule_must_name_a_limit_rule() {
         err.contains("rv-predicted") && err.contains("limit_rule"),
         "{err}"
     );
+}
+
+const SPOOL: &str = r#"
+[[rules]]
+id = "spool"
+target = "spool"
+severity = "warning"
+kind = "spool"
+fill_percent = 80
+"#;
+
+#[test]
+fn a_filling_spool_warns_at_its_threshold_and_clears_below_it_with_hysteresis() {
+    check(
+        SPOOL,
+        &[
+            Spool(0.0, 50.0, None),
+            Spool(1.0, 80.0, None),
+            Spool(2.0, 90.0, None),
+            // Within 5 points of the threshold: still raised.
+            Spool(3.0, 76.0, None),
+            Spool(4.0, 74.0, None),
+            // A disk that refuses writes raises it whatever the fill.
+            Spool(5.0, 10.0, Some("No space left on device")),
+            Spool(6.0, 10.0, Some("No space left on device")),
+            Spool(7.0, 10.0, None),
+        ],
+        &[
+            "1 raised spool spool",
+            "4 cleared spool spool",
+            "5 raised spool spool",
+            "7 cleared spool spool",
+        ],
+    );
+    let mut engine = Engine::new(rules(SPOOL), None).unwrap();
+    let mut out = Vec::new();
+    let state = SpoolState {
+        fill: 0.85,
+        bytes: 3_650_722_201,
+        max_bytes: 4_294_967_296,
+        error: None,
+        at_bound_policy: "the oldest unstored readings are dropped",
+    };
+    engine.spool(&state, T0, &mut out);
+    assert_eq!(
+        out[0].message,
+        "server spool 85 % full (3.4 GiB of 4.0 GiB): readings are waiting for the database; \
+         at 100 % the oldest unstored readings are dropped"
+    );
+    assert_eq!(out[0].value, Some(85.0));
+    let bad = rules(&SPOOL.replace("80", "0"));
+    assert!(validate(&bad).unwrap_err().contains("fill_percent"));
 }
