@@ -16,6 +16,9 @@ use crate::api::ApiFailure;
 #[derive(Clone, Copy)]
 pub struct Exceptions {
     all: RwSignal<BTreeMap<i64, ExceptionInfo>>,
+    /// The latest high-priority exception announced on the live feed (new,
+    /// escalated, or released from maintenance): for desktop notifications.
+    announced: RwSignal<Option<ExceptionInfo>>,
     /// Why the last load failed, while it stays failed.
     failure: RwSignal<Option<ApiFailure>>,
 }
@@ -43,6 +46,7 @@ impl Exceptions {
     pub fn new() -> Self {
         Self {
             all: RwSignal::new(BTreeMap::new()),
+            announced: RwSignal::new(None),
             failure: RwSignal::new(None),
         }
     }
@@ -56,7 +60,22 @@ impl Exceptions {
     }
 
     pub fn apply(&self, event: ExceptionEvent) {
+        if event.announced && sounds(&event.exception) {
+            self.announced.set(Some(event.exception.clone()));
+        }
         self.all.update(|all| merge_one(all, event.exception));
+    }
+
+    /// What must be acted on now: unacknowledged, high priority, not
+    /// suppressed (tracked). The alarm sounds while there is any.
+    pub fn sounding(&self) -> usize {
+        self.all
+            .with(|all| all.values().filter(|e| sounds(e)).count())
+    }
+
+    /// The latest high-priority announcement (tracked).
+    pub fn last_announced(&self) -> Option<ExceptionInfo> {
+        self.announced.get()
     }
 
     /// Exceptions shown as not yet stored are stored now, as given; a later
@@ -144,6 +163,11 @@ impl Exceptions {
     pub fn filtered(&self, filter: &Filter) -> Vec<ExceptionInfo> {
         self.all.with(|all| visible(all.values(), filter))
     }
+}
+
+/// Sounds the alarm: demands attention, at high priority.
+pub fn sounds(e: &ExceptionInfo) -> bool {
+    e.demands_attention() && e.priority == Priority::High
 }
 
 /// Whether an exception is about a circuit: on one of its channels, or its
@@ -384,6 +408,48 @@ mod tests {
             3,
             "suppressed ones do not count"
         );
+    }
+
+    #[test]
+    fn only_unacknowledged_unsuppressed_high_priority_ones_sound() {
+        let exceptions = Exceptions::new();
+        let mut high = info(1, Severity::Major, true, false, 10);
+        high.priority = Priority::High;
+        let medium = info(2, Severity::Critical, true, false, 10);
+        let mut acked = high.clone();
+        acked.id = 3;
+        acked.acknowledged = true;
+        acked.acked_at = Some(20);
+        let mut suppressed = high.clone();
+        suppressed.id = 4;
+        suppressed.suppressed = true;
+        let mut cleared = high.clone();
+        cleared.id = 5;
+        cleared.active = false;
+        cleared.cleared_at = Some(15);
+        exceptions.merge(vec![high.clone(), medium, acked, suppressed, cleared]);
+        assert_eq!(
+            exceptions.sounding(),
+            2,
+            "cleared but unacknowledged still sounds"
+        );
+        let mut now_acked = high;
+        now_acked.acknowledged = true;
+        now_acked.acked_at = Some(30);
+        exceptions.apply(ExceptionEvent {
+            transition: trackside_wire::TransitionInfo {
+                at: 30,
+                kind: trackside_wire::TransitionKind::Acknowledged,
+                value: None,
+                message: "acknowledged".into(),
+                by: Some("ann".into()),
+                comment: Some("ok".into()),
+            },
+            exception: now_acked,
+            announced: false,
+        });
+        assert_eq!(exceptions.sounding(), 1);
+        assert_eq!(exceptions.last_announced(), None);
     }
 
     #[test]
