@@ -42,3 +42,22 @@ BEGIN
 END $$;
 ALTER TABLE exceptions ADD CONSTRAINT exceptions_closed_acknowledged
     CHECK (open OR acked_at IS NOT NULL OR suppressed);
+
+-- Maintenance windows: planned or begun by an operator for circuits (names
+-- or patterns) or a gateway. Exceptions raised under one are suppressed.
+CREATE TABLE maintenance_windows (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    circuits    text[] NOT NULL DEFAULT '{}',
+    gateway_id  text,
+    reason      text NOT NULL,
+    starts_at   timestamptz NOT NULL,
+    ends_at     timestamptz NOT NULL,
+    created_by  text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- Who ended it before its planned end, or cancelled it before it began.
+    ended_by    text,
+    CHECK (starts_at < ends_at),
+    CHECK (cardinality(circuits) > 0 OR gateway_id IS NOT NULL)
+);
+
+CREATE INDEX maintenance_windows_ends_at ON maintenance_windows (ends_at);

@@ -1,5 +1,5 @@
-//! Alarm management on top of exceptions: priority, and the mix of
-//! priorities against the standard's target.
+//! Alarm management on top of exceptions: priority, and maintenance
+//! windows.
 //!
 //! The words follow the alarm-management standard (ISA-18.2 / IEC 62682):
 //! a *priority* says how soon someone must act, *shelving* is an
@@ -67,29 +67,54 @@ impl Priority {
     }
 }
 
-/// One priority's part of the mix.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PriorityShare {
-    pub priority: Priority,
-    pub count: i64,
-    /// Of all counted; 0 when nothing was.
-    pub share: f64,
-    /// What the standard aims for.
-    pub target: f64,
+/// Where a maintenance window stands at the time of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowState {
+    Planned,
+    Active,
+    Ended,
 }
 
-/// `GET /api/priority-mix`: the priorities exceptions were raised with over
-/// a period (before any escalation; suppressed ones are not counted:
-/// nobody was alarmed), against the standard's target.
+/// A maintenance window: while it lasts, exceptions raised on its circuits
+/// (or its gateway's) are recorded as suppressed instead of announced; at
+/// its end whatever is still active is raised normally.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PriorityMix {
-    pub from: i64,
-    pub to: i64,
-    pub total: i64,
-    /// High, medium, low.
-    pub shares: Vec<PriorityShare>,
-    /// Open exceptions suppressed by a maintenance window now.
-    pub suppressed_now: i64,
+pub struct MaintenanceWindowInfo {
+    pub id: i64,
+    /// Circuit names or patterns (`T1*`).
+    pub circuits: Vec<String>,
+    /// Every channel of this gateway, and the gateway itself.
+    pub gateway: Option<String>,
+    pub reason: String,
+    /// Unix ms.
+    pub starts_at: i64,
+    /// When it ends, or ended (earlier than planned when someone ended it).
+    pub ends_at: i64,
+    pub created_by: String,
+    pub created_at: i64,
+    /// Who ended it before its planned end (or cancelled it before it
+    /// began).
+    pub ended_by: Option<String>,
+    pub state: WindowState,
+    /// Exceptions raised under it (suppressed).
+    pub suppressed: i64,
+}
+
+/// `POST /api/maintenance`: plan a window, or start one now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMaintenanceWindow {
+    #[serde(default)]
+    pub circuits: Vec<String>,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    pub reason: String,
+    /// Unix ms; absent: now.
+    #[serde(default)]
+    pub starts_at: Option<i64>,
+    /// Unix ms.
+    pub ends_at: i64,
 }
 
 #[cfg(test)]

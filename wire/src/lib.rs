@@ -16,7 +16,7 @@ mod history;
 mod parameter;
 mod yard;
 
-pub use alarms::{Priority, PriorityMix, PriorityShare};
+pub use alarms::{MaintenanceWindowInfo, NewMaintenanceWindow, Priority, WindowState};
 pub use auth::{
     AuditEntry, CertificateRequest, GatewayCertificateFiles, GatewayCredentialInfo,
     IssuedGatewayPassword, IssuedPassword, IssuedToken, LinkSignInRequest, Me, NewGateway,

@@ -913,10 +913,15 @@ impl Engine {
         keys.sort();
         for key in keys {
             let gateway = self.gateway_of(&key.subject);
-            if self
-                .windows
-                .values()
-                .any(|w| w.covers(&key.subject, gateway.as_deref(), now))
+            // Its own window (known by id: after a restart the engine may
+            // not know a channel's gateway yet), or another that covers it.
+            let own = self.open.get(&key).and_then(|o| o.alarm.window);
+            let holds = |w: &Window| w.starts <= now && now < w.ends;
+            if own.and_then(|id| self.windows.get(&id)).is_some_and(holds)
+                || self
+                    .windows
+                    .values()
+                    .any(|w| w.covers(&key.subject, gateway.as_deref(), now))
             {
                 continue;
             }

@@ -27,6 +27,7 @@ pub mod engine;
 pub mod http;
 pub mod journal;
 pub mod lifecycle;
+pub mod maintenance;
 pub mod priority;
 pub mod store;
 pub mod webhook;
@@ -159,6 +160,11 @@ enum Command {
         start_by: tokio::time::Instant,
         reply: oneshot::Sender<Result<ExceptionInfo, AckFailure>>,
     },
+    /// A stored maintenance window, planned or begun.
+    AddWindow(engine::Window),
+    /// A stored window ended (or cancelled) at `at`: what it suppressed and
+    /// is still active is raised normally.
+    EndWindow { id: i64, at: Ms },
 }
 
 /// How long an acknowledgement may take, whatever the database does: the
@@ -213,6 +219,34 @@ impl Handle {
                 ACK_DEADLINE.as_secs()
             ))),
         }
+    }
+}
+
+impl Handle {
+    /// Tells the engine of a stored maintenance window.
+    pub async fn add_window(&self, window: &store::PlannedWindow) -> anyhow::Result<()> {
+        self.commands
+            .send(Command::AddWindow(window_of(window)))
+            .await
+            .map_err(|_| anyhow::anyhow!("the exception engine has stopped"))
+    }
+
+    /// Tells the engine a stored window ended at `at`.
+    pub async fn end_window(&self, id: i64, at: Ms) -> anyhow::Result<()> {
+        self.commands
+            .send(Command::EndWindow { id, at })
+            .await
+            .map_err(|_| anyhow::anyhow!("the exception engine has stopped"))
+    }
+}
+
+fn window_of(w: &store::PlannedWindow) -> engine::Window {
+    engine::Window {
+        id: w.id,
+        circuits: w.circuits.clone(),
+        gateway: w.gateway.clone(),
+        starts: w.starts_at,
+        ends: w.ends_at,
     }
 }
 
@@ -330,8 +364,16 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
             .await
             .map_err(|err| anyhow::anyhow!("writing the exception journal: {err}"))?;
     }
+    let windows = store::open_windows(&pool, Utc::now().timestamp_millis()).await?;
+    for window in &windows {
+        engine.add_window(window_of(window));
+    }
     let open = store::load_open(&pool).await?;
-    tracing::info!(open = open.len(), "exception engine resumes");
+    tracing::info!(
+        open = open.len(),
+        maintenance_windows = windows.len(),
+        "exception engine resumes"
+    );
     let mut out = Vec::new();
     engine.resume(
         open.iter()
@@ -488,6 +530,10 @@ impl Service {
                         };
                         let _ = reply.send(answer);
                         continue;
+                    }
+                    Command::AddWindow(window) => self.engine.add_window(window),
+                    Command::EndWindow { id, at } => {
+                        self.engine.end_window(id, at, &mut out);
                     }
                 },
                 _ = ticker.tick() => {

@@ -1,4 +1,5 @@
-//! The exceptions' tables: the only SQL that touches them.
+//! The exceptions' tables (and the maintenance windows'): the only SQL
+//! that touches them.
 
 use std::collections::HashMap;
 
@@ -6,8 +7,9 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use trackside_wire::{
-    Criticality, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Priority, Severity,
-    TransitionInfo, TransitionKind,
+    Criticality, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind,
+    MaintenanceWindowInfo, NewMaintenanceWindow, Priority, Severity, TransitionInfo,
+    TransitionKind, WindowState,
 };
 
 use super::engine::Key;
@@ -366,4 +368,173 @@ pub async fn get(pool: &PgPool, id: i64) -> anyhow::Result<Option<ExceptionDetai
         exception: row.into_info()?,
         transitions,
     }))
+}
+
+/// A maintenance window as the engine needs it.
+pub struct PlannedWindow {
+    pub id: i64,
+    pub circuits: Vec<String>,
+    pub gateway: Option<String>,
+    pub starts_at: i64,
+    pub ends_at: i64,
+}
+
+type WindowRow = (
+    i64,
+    Vec<String>,
+    Option<String>,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    String,
+    DateTime<Utc>,
+    Option<String>,
+    i64,
+);
+
+const WINDOW_COLUMNS: &str = "w.id, w.circuits, w.gateway_id, w.reason, w.starts_at, w.ends_at, \
+     w.created_by, w.created_at, w.ended_by, \
+     (SELECT count(*) FROM exceptions e WHERE e.window_id = w.id)";
+
+fn window_info(row: WindowRow, now: i64) -> MaintenanceWindowInfo {
+    let (id, circuits, gateway, reason, starts, ends, created_by, created_at, ended_by, count) =
+        row;
+    let (starts_at, ends_at) = (starts.timestamp_millis(), ends.timestamp_millis());
+    MaintenanceWindowInfo {
+        id,
+        circuits,
+        gateway,
+        reason,
+        starts_at,
+        ends_at,
+        created_by,
+        created_at: created_at.timestamp_millis(),
+        ended_by,
+        state: if now < starts_at {
+            WindowState::Planned
+        } else if now < ends_at {
+            WindowState::Active
+        } else {
+            WindowState::Ended
+        },
+        suppressed: count,
+    }
+}
+
+/// Stores a new window; answers it as stored.
+pub async fn insert_window(
+    pool: &PgPool,
+    new: &NewMaintenanceWindow,
+    starts_at: i64,
+    by: &str,
+) -> anyhow::Result<MaintenanceWindowInfo> {
+    let time = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).context("time out of range");
+    let row: WindowRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH w AS (
+             INSERT INTO maintenance_windows (circuits, gateway_id, reason, starts_at, ends_at,
+                                              created_by)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING *)
+         SELECT {WINDOW_COLUMNS} FROM w"
+    )))
+    .bind(&new.circuits)
+    .bind(&new.gateway)
+    .bind(&new.reason)
+    .bind(time(starts_at)?)
+    .bind(time(new.ends_at)?)
+    .bind(by)
+    .fetch_one(pool)
+    .await
+    .context("storing a maintenance window")?;
+    Ok(window_info(row, Utc::now().timestamp_millis()))
+}
+
+/// Ends a window at `at` (or cancels one not begun); `None` when there is
+/// no such window, `Some(false)` when it had ended already.
+pub async fn end_window(
+    pool: &PgPool,
+    id: i64,
+    at: i64,
+    by: &str,
+) -> anyhow::Result<Option<(bool, MaintenanceWindowInfo)>> {
+    let at_time = DateTime::<Utc>::from_timestamp_millis(at).context("time out of range")?;
+    let mut tx = pool.begin().await?;
+    let ends: Option<(DateTime<Utc>,)> =
+        sqlx::query_as("SELECT ends_at FROM maintenance_windows WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((ends,)) = ends else {
+        return Ok(None);
+    };
+    let ended_now = ends > at_time;
+    if ended_now {
+        // A window not yet begun is cancelled: it starts and ends now.
+        sqlx::query(
+            "UPDATE maintenance_windows
+             SET ends_at = $2, starts_at = LEAST(starts_at, $2 - interval '1 millisecond'),
+                 ended_by = $3
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(at_time)
+        .bind(by)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let row: WindowRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {WINDOW_COLUMNS} FROM maintenance_windows w WHERE w.id = $1"
+    )))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some((ended_now, window_info(row, at))))
+}
+
+/// Windows that have not ended, and those that ended within `recent_ms`,
+/// soonest first.
+pub async fn list_windows(
+    pool: &PgPool,
+    now: i64,
+    recent_ms: i64,
+) -> anyhow::Result<Vec<MaintenanceWindowInfo>> {
+    let since = DateTime::<Utc>::from_timestamp_millis(now - recent_ms).context("time")?;
+    let rows: Vec<WindowRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {WINDOW_COLUMNS} FROM maintenance_windows w WHERE w.ends_at >= $1
+         ORDER BY w.starts_at, w.id LIMIT 1000"
+    )))
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| window_info(r, now)).collect())
+}
+
+/// The windows the engine must know at start: those not ended.
+pub async fn open_windows(pool: &PgPool, now: i64) -> anyhow::Result<Vec<PlannedWindow>> {
+    let now = DateTime::<Utc>::from_timestamp_millis(now).context("time")?;
+    type Row = (
+        i64,
+        Vec<String>,
+        Option<String>,
+        DateTime<Utc>,
+        DateTime<Utc>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, circuits, gateway_id, starts_at, ends_at FROM maintenance_windows
+             WHERE ends_at > $1",
+    )
+    .bind(now)
+    .fetch_all(pool)
+    .await
+    .context("loading maintenance windows")?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, circuits, gateway, starts, ends)| PlannedWindow {
+            id,
+            circuits,
+            gateway,
+            starts_at: starts.timestamp_millis(),
+            ends_at: ends.timestamp_millis(),
+        })
+        .collect())
 }

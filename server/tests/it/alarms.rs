@@ -1,8 +1,13 @@
 //! Alarm handling through the real path: the yard layout's criticality
 //! and the rule's severity give each exception its priority, which is
-//! pushed, stored, filtered, sorted and counted on /metrics.
+//! pushed, stored, filtered, sorted and counted on /metrics; maintenance
+//! windows planned over HTTP suppress and release, audited, across a
+//! restart.
 
-use trackside_wire::{Criticality, Priority, TransitionKind};
+use serde_json::json;
+use trackside_wire::{
+    Criticality, MaintenanceWindowInfo, Priority, Role, TransitionKind, WindowState,
+};
 
 use crate::exceptions::{batch, exception_frame, exceptions, fast_config, now_ms};
 use crate::harness::eventually;
@@ -128,4 +133,195 @@ async fn priority_comes_from_the_layout_and_ranks_the_list() {
         metric("trackside_exceptions_priority_target_share{priority=\"high\"}").await,
         0.05
     );
+}
+
+/// `method path` with an operator's API token.
+async fn as_operator(
+    server: &crate::harness::TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let token = server.token_of("Otto Operator", Role::Operator).await;
+    let mut request = crate::harness::client_with(&[("authorization", format!("Bearer {token}"))])
+        .request(method, server.url(path));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("a response");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_maintenance_window_suppresses_its_circuits_and_releases_them_at_its_end() {
+    let server = crate::harness::TestServer::start_with(fast_config()).await;
+    let mut browser = server.websocket().await;
+    let now = now_ms();
+
+    // Refused with what to do.
+    let (status, body) = as_operator(
+        &server,
+        reqwest::Method::POST,
+        "/api/maintenance",
+        Some(json!({"reason": "grinding", "ends_at": now + 3_600_000})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("name the circuits"),
+        "{body}"
+    );
+
+    let (status, window) = as_operator(
+        &server,
+        reqwest::Method::POST,
+        "/api/maintenance",
+        Some(json!({"circuits": ["T30*"], "reason": "rail grinding",
+                    "ends_at": now + 3_600_000})),
+    )
+    .await;
+    assert_eq!(status, 200, "{window}");
+    let window: MaintenanceWindowInfo = serde_json::from_value(window).expect("a window");
+    assert_eq!(window.state, WindowState::Active);
+    assert_eq!(window.created_by, "Otto Operator");
+
+    let mut gateway = server.gateway("gw-mw").await;
+    let t = now_ms();
+    gateway
+        .publish(
+            "trackside/gw-mw/readings",
+            batch(
+                t,
+                &[
+                    ("T301/relay_state", 1.0),
+                    ("T301/relay_voltage", 1.5),
+                    ("T401/relay_state", 1.0),
+                    ("T401/relay_voltage", 1.5),
+                ],
+            ),
+        )
+        .await;
+    gateway
+        .publish(
+            "trackside/gw-mw/readings",
+            batch(
+                t + 500,
+                &[("T301/relay_voltage", 0.6), ("T401/relay_voltage", 0.6)],
+            ),
+        )
+        .await;
+    let inside = exception_frame(&mut browser, |e| {
+        e.exception.subject == "T301/relay_voltage"
+    })
+    .await;
+    assert!(inside.exception.suppressed, "raised under the window");
+    assert_eq!(inside.exception.window, Some(window.id));
+    assert!(!inside.announced, "a suppressed raise is not announced");
+    assert!(!inside.exception.demands_attention());
+    let outside = exception_frame(&mut browser, |e| {
+        e.exception.subject == "T401/relay_voltage"
+    })
+    .await;
+    assert!(!outside.exception.suppressed && outside.announced);
+
+    // Recorded, in its own filter; not counted as needing attention.
+    let suppressed = exceptions(&server, "?suppressed=true").await;
+    assert_eq!(suppressed.len(), 1);
+    assert_eq!(suppressed[0].id, inside.exception.id);
+    eventually("the suppressed gauge", || async {
+        (server.metric("trackside_exceptions_open_suppressed").await == 1.0).then_some(())
+    })
+    .await;
+
+    // Ended early: what is still active is raised normally.
+    let path = format!("/api/maintenance/{}/end", window.id);
+    let (status, ended) = as_operator(&server, reqwest::Method::POST, &path, None).await;
+    assert_eq!(status, 200, "{ended}");
+    assert_eq!(ended["state"], "ended");
+    assert_eq!(ended["ended_by"], "Otto Operator");
+    let released = exception_frame(&mut browser, |e| {
+        e.exception.id == inside.exception.id && e.transition.kind == TransitionKind::Released
+    })
+    .await;
+    assert!(released.announced && !released.exception.suppressed);
+    assert!(released.exception.demands_attention());
+    let (status, _) = as_operator(&server, reqwest::Method::POST, &path, None).await;
+    assert_eq!(status, 409, "ended already");
+    let (status, _) = as_operator(
+        &server,
+        reqwest::Method::POST,
+        "/api/maintenance/999999/end",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    let (status, list) = as_operator(&server, reqwest::Method::GET, "/api/maintenance", None).await;
+    assert_eq!(status, 200);
+    let list: Vec<MaintenanceWindowInfo> = serde_json::from_value(list).expect("windows");
+    assert_eq!(list.len(), 1);
+    assert_eq!((list[0].state, list[0].suppressed), (WindowState::Ended, 1));
+
+    let actions: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT action, actor FROM audit_log WHERE action LIKE 'maintenance.%' ORDER BY id",
+    )
+    .fetch_all(&server.pool)
+    .await
+    .expect("audit rows");
+    let who = Some("Otto Operator".to_owned());
+    assert_eq!(
+        actions,
+        [
+            ("maintenance.start".to_owned(), who.clone()),
+            ("maintenance.end".to_owned(), who)
+        ]
+    );
+    assert_eq!(
+        server.metric("trackside_exceptions_released_total").await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_a_window_and_its_suppression() {
+    let server = crate::harness::TestServer::start_with(fast_config()).await;
+    let now = now_ms();
+    let (status, _) = as_operator(
+        &server,
+        reqwest::Method::POST,
+        "/api/maintenance",
+        Some(json!({"gateway": "gw-rs", "reason": "gateway swap", "ends_at": now + 3_600_000})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut gateway = server.gateway("gw-rs").await;
+    let t = now_ms();
+    gateway
+        .publish(
+            "trackside/gw-rs/readings",
+            batch(t, &[("T501/relay_state", 1.0), ("T501/relay_voltage", 0.6)]),
+        )
+        .await;
+    eventually("the suppressed raise stored", || async {
+        let (suppressed,): (bool,) = sqlx::query_as("SELECT suppressed FROM exceptions")
+            .fetch_one(&server.pool)
+            .await
+            .ok()?;
+        suppressed.then_some(())
+    })
+    .await;
+    drop(gateway);
+    let pool = server.pool.clone();
+    let config = server.config.clone();
+    server.running.shutdown().await;
+    let again = crate::harness::TestServer::start_in_place(config, pool).await;
+    // Several ticks later, still suppressed: the window came back with it.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let listed = exceptions(&again, "?open=true").await;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].suppressed, "{:?}", listed[0]);
 }

@@ -421,3 +421,32 @@ fn acknowledging_or_shelving_stops_the_escalation_clock() {
         ]
     );
 }
+
+#[test]
+fn a_resumed_suppressed_exception_stays_so_while_its_window_holds() {
+    let mut engine = engine(off());
+    let mut out = Vec::new();
+    // After a restart: the window is back, but no reading has said which
+    // gateway the channel is on yet.
+    engine.add_window(window(5, &[], Some("gw"), 0.0, 100.0));
+    let mut alarm = AlarmState::new(Priority::High, Criticality::RunningLine);
+    alarm.suppressed = true;
+    alarm.window = Some(5);
+    engine.resume(
+        vec![Resumed {
+            key: key("rv", "T1/relay_voltage"),
+            active: true,
+            acked_at: None,
+            alarm,
+        }],
+        at(10.0),
+        &mut out,
+    );
+    engine.tick(at(50.0), &mut out);
+    assert!(out.is_empty(), "{:?}", lines(&out));
+    engine.tick(at(100.0), &mut out);
+    assert_eq!(
+        lines(&out),
+        ["100 released T1/relay_voltage high announced 0"]
+    );
+}
