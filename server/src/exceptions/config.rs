@@ -25,6 +25,12 @@ pub struct ExceptionsConfig {
     /// delays no other. `http://` only.
     #[serde(alias = "webhook_url", deserialize_with = "one_or_many")]
     pub webhook_urls: Vec<String>,
+    /// Chat channels' incoming webhooks (Slack, Mattermost, Microsoft
+    /// Teams): `{"text": "..."}` for each announced transition only (a new
+    /// exception, an escalation, a release from maintenance). One URL or
+    /// several; `http://` only, like the webhook.
+    #[serde(alias = "chat_webhook_url", deserialize_with = "one_or_many")]
+    pub chat_webhook_urls: Vec<String>,
     /// Notifications waiting per receiver (queued or retrying); beyond
     /// this the one retried longest is dropped, and counted.
     pub webhook_queue: usize,
@@ -70,6 +76,7 @@ impl Default for ExceptionsConfig {
             tick_ms: 500,
             realarm_after_s: Some(1_800.0),
             webhook_urls: Vec::new(),
+            chat_webhook_urls: Vec::new(),
             webhook_queue: 1_024,
             webhook_attempts: 6,
             escalate_after_s: EscalateAfter::default(),
@@ -97,7 +104,7 @@ impl ExceptionsConfig {
             self.realarm_after_s.is_none_or(|s| s > 0.0),
             "exceptions.realarm_after_s must be positive (leave it out to never re-alarm)"
         );
-        for url in &self.webhook_urls {
+        for url in self.webhook_urls.iter().chain(&self.chat_webhook_urls) {
             anyhow::ensure!(
                 url.starts_with("http://") && reqwest::Url::parse(url).is_ok(),
                 "exceptions.webhook_url must be an http:// URL (for https, send it through a local proxy)"

@@ -335,11 +335,22 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
             escalation: config.escalation(),
         });
 
-    let (webhook, webhooks) = if config.webhook_urls.is_empty() {
+    let receivers: Vec<(String, webhook::Format)> = config
+        .webhook_urls
+        .iter()
+        .map(|url| (url.clone(), webhook::Format::Json))
+        .chain(
+            config
+                .chat_webhook_urls
+                .iter()
+                .map(|url| (url.clone(), webhook::Format::Chat)),
+        )
+        .collect();
+    let (webhook, webhooks) = if receivers.is_empty() {
         (None, Vec::new())
     } else {
         let (notifier, tasks) = webhook::start(
-            &config.webhook_urls,
+            &receivers,
             config.webhook_queue,
             config.webhook_attempts,
             metrics.clone(),

@@ -4,12 +4,14 @@
 //! windows planned over HTTP suppress and release, audited, across a
 //! restart.
 
+use std::sync::{Arc, Mutex};
+
 use serde_json::json;
 use trackside_wire::{
     Criticality, MaintenanceWindowInfo, Priority, Role, TransitionKind, WindowState,
 };
 
-use crate::exceptions::{batch, exception_frame, exceptions, fast_config, now_ms};
+use crate::exceptions::{ack, batch, exception_frame, exceptions, fast_config, now_ms};
 use crate::harness::eventually;
 use crate::yard::server_with_layout;
 
@@ -324,4 +326,82 @@ async fn a_restart_keeps_a_window_and_its_suppression() {
     let listed = exceptions(&again, "?open=true").await;
     assert_eq!(listed.len(), 1);
     assert!(listed[0].suppressed, "{:?}", listed[0]);
+}
+
+#[tokio::test]
+async fn a_chat_channel_hears_raises_and_escalations_not_every_transition() {
+    // A real HTTP listener standing in for a Slack/Mattermost/Teams
+    // incoming webhook: it takes {"text": ...}.
+    let texts: Arc<Mutex<Vec<String>>> = Arc::default();
+    let app = {
+        let texts = texts.clone();
+        axum::Router::new().route(
+            "/chat",
+            axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let texts = texts.clone();
+                async move {
+                    let text = body["text"].as_str().unwrap_or("(no text)").to_owned();
+                    texts.lock().unwrap().push(text);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let chat = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut config = fast_config();
+    config.exceptions.chat_webhook_urls = vec![format!("http://{chat}/chat")];
+    // High priority escalates after a second, once.
+    config.exceptions.escalate_after_s.high = Some(1.0);
+    config.exceptions.escalation_levels = 1;
+    let server = crate::harness::TestServer::start_with(config).await;
+    let mut gateway = server.gateway("gw-chat").await;
+    let t = now_ms();
+    gateway
+        .publish(
+            "trackside/gw-chat/readings",
+            batch(t, &[("T9/relay_state", 1.0), ("T9/relay_voltage", 0.5)]),
+        )
+        .await;
+    let escalated = eventually("the escalation", || async {
+        exceptions(&server, "?open=true")
+            .await
+            .pop()
+            .filter(|e| e.escalation == 1)
+    })
+    .await;
+    assert_eq!(escalated.priority, Priority::High);
+    let (status, _) = ack(&server, escalated.id, json!({"comment": "on it"})).await;
+    assert_eq!(status, 200);
+    gateway
+        .publish(
+            "trackside/gw-chat/readings",
+            batch(t + 3_000, &[("T9/relay_voltage", 1.5)]),
+        )
+        .await;
+    eventually("the clear stored", || async {
+        exceptions(&server, "?open=false").await.pop()
+    })
+    .await;
+    // The acknowledgement and the clear were not announced: two lines.
+    let got = eventually("two chat lines", || async {
+        let got = texts.lock().unwrap().clone();
+        (got.len() >= 2).then_some(got)
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(texts.lock().unwrap().len(), 2, "{got:?}");
+    assert!(
+        got[0].starts_with("[HIGH] T9 Limit: Relay voltage low"),
+        "{}",
+        got[0]
+    );
+    assert!(
+        got[1].contains("ESCALATED (level 1, not acknowledged)"),
+        "{}",
+        got[1]
+    );
+    assert!(got[1].contains(&format!("#{}", escalated.id)), "{}", got[1]);
 }
