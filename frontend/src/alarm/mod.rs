@@ -165,17 +165,19 @@ pub fn AlarmControl(exceptions: Exceptions, clock: Clock) -> impl IntoView {
                     }
                     .into_any(),
                 }}
+                // Offered where it matters: with the first alarm, and the
+                // header stays as it was while the yard is quiet.
+                <Show when=move || permission.get() == Some(NotificationPermission::Default)>
+                    <button
+                        class="secondary notify-offer"
+                        data-testid="notifications-offer"
+                        title="Show high-priority alarms as desktop notifications, even when this tab is hidden"
+                        on:click=ask_permission
+                    >
+                        "Desktop alerts"
+                    </button>
+                </Show>
             </div>
-        </Show>
-        <Show when=move || permission.get() == Some(NotificationPermission::Default)>
-            <button
-                class="secondary notify-offer"
-                data-testid="notifications-offer"
-                title="Show high-priority alarms as desktop notifications, even when this tab is hidden"
-                on:click=ask_permission
-            >
-                "Desktop alerts"
-            </button>
         </Show>
     }
 }

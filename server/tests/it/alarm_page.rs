@@ -109,6 +109,11 @@ async fn a_high_priority_raise_sounds_until_it_is_acknowledged() {
     })
     .await;
     assert!(played > 0.2);
+    // Desktop notifications are offered with the alarm.
+    client
+        .find(Locator::Css("[data-testid=notifications-offer]"))
+        .await
+        .expect("desktop notifications offered");
     let (title, icon) = title_and_icon(&client).await;
     assert_eq!(title, "(1) HIGH · Trackside");
     assert!(
