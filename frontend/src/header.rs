@@ -5,6 +5,7 @@ use leptos::prelude::*;
 use leptos_router::components::A;
 use trackside_wire::{Role, YardInfo};
 
+use crate::alarm::AlarmControl;
 use crate::board::Board;
 use crate::exceptions::Exceptions;
 use crate::feed::Connection;
@@ -67,6 +68,7 @@ pub fn Header(
                     </span>
                 </div>
             </Show>
+            <AlarmControl exceptions clock />
             <YardClock yard clock />
             <Occupancy board />
             <div

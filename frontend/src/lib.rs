@@ -11,6 +11,7 @@
 //! (re)connects, so nothing missed while disconnected stays stale.
 
 mod admin;
+mod alarm;
 mod api;
 mod board;
 mod diagram;

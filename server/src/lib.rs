@@ -153,6 +153,20 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         shutdown.clone(),
     ));
 
+    // Before the exceptions: it names each circuit's criticality.
+    let layout = {
+        let known: std::collections::HashSet<String> = registry
+            .list(chrono::Utc::now())
+            .into_iter()
+            .map(|c| c.circuit)
+            .collect();
+        let path = yard::layout_path(config.yard.layout.as_deref(), &config.database.data_dir);
+        tokio::task::spawn_blocking(move || {
+            yard::YardLayout::load(path, &|circuit| known.contains(circuit))
+        })
+        .await
+        .context("loading the yard layout")?
+    };
     let exceptions = exceptions::start(
         &config.exceptions,
         exceptions::Environment {
@@ -165,6 +179,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
                 .spool_fsync_ms
                 .map(std::time::Duration::from_millis),
             shutdown: shutdown.clone(),
+            layout: layout.clone(),
         },
     )
     .await
@@ -258,19 +273,6 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
-    let layout = {
-        let known: std::collections::HashSet<String> = registry
-            .list(chrono::Utc::now())
-            .into_iter()
-            .map(|c| c.circuit)
-            .collect();
-        let path = yard::layout_path(config.yard.layout.as_deref(), &config.database.data_dir);
-        tokio::task::spawn_blocking(move || {
-            yard::YardLayout::load(path, &|circuit| known.contains(circuit))
-        })
-        .await
-        .context("loading the yard layout")?
-    };
     let listener = match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => {
             http::tls::HttpListener::tls(listener, cert, key, metrics.clone(), shutdown.clone())

@@ -65,6 +65,16 @@ pub struct Metrics {
     pub exceptions_cleared: AtomicU64,
     pub exceptions_acknowledged: AtomicU64,
     pub exceptions_realarmed: AtomicU64,
+    /// Unacknowledged exceptions escalated, and ones a maintenance window
+    /// suppressed that were raised normally at its end.
+    pub exceptions_escalated: AtomicU64,
+    pub exceptions_released: AtomicU64,
+    /// New exceptions by the priority they were raised with: low, medium,
+    /// high (`Priority as usize`); suppressed ones are not counted.
+    pub exceptions_raised_by_priority: [AtomicU64; 3],
+    /// Open exceptions by their priority now, and those suppressed.
+    pub exceptions_open_by_priority: [AtomicI64; 3],
+    pub exceptions_open_suppressed: AtomicI64,
     pub exception_store_errors: AtomicU64,
     pub exceptions_open: AtomicI64,
     pub webhook_sent: AtomicU64,
@@ -313,6 +323,16 @@ impl Metrics {
             self.exceptions_realarmed.load(Relaxed),
         );
         counter(
+            "trackside_exceptions_escalated_total",
+            "Escalations of exceptions nobody acknowledged in time.",
+            self.exceptions_escalated.load(Relaxed),
+        );
+        counter(
+            "trackside_exceptions_released_total",
+            "Exceptions a maintenance window suppressed, raised normally at its end.",
+            self.exceptions_released.load(Relaxed),
+        );
+        counter(
             "trackside_exception_store_errors_total",
             "Failed writes of exception transitions (each is retried).",
             self.exception_store_errors.load(Relaxed),
@@ -462,6 +482,11 @@ impl Metrics {
             self.exceptions_open.load(Relaxed),
         );
         gauge(
+            "trackside_exceptions_open_suppressed",
+            "Open exceptions raised inside a maintenance window that is still on.",
+            self.exceptions_open_suppressed.load(Relaxed),
+        );
+        gauge(
             "trackside_rollup_set_aside_minutes",
             "Minutes whose rollup failed and waits for a retry.",
             self.rollup_set_aside.load(Relaxed),
@@ -487,7 +512,69 @@ impl Metrics {
              trackside_webhook_oldest_undelivered_seconds {:.3}",
             oldest.map_or(0.0, |queued| (now - queued).max(0) as f64 / 1000.0)
         );
+        self.priority_mix(&mut out);
         out
+    }
+}
+
+impl Metrics {
+    /// The priority mix: open exceptions and raises by priority, and the
+    /// share of raises at each against the alarm-management standard's
+    /// target (about 80 % low, 15 % medium, 5 % high).
+    fn priority_mix(&self, out: &mut String) {
+        use trackside_wire::Priority;
+        let raised = self
+            .exceptions_raised_by_priority
+            .each_ref()
+            .map(|c| c.load(Relaxed));
+        let total: u64 = raised.iter().sum();
+        let mut family =
+            |name: &str, kind: &str, help: &str, value: &dyn Fn(Priority) -> String| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for priority in Priority::ALL {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{priority=\"{}\"}} {}",
+                        priority.as_str(),
+                        value(priority)
+                    );
+                }
+            };
+        family(
+            "trackside_exceptions_open_by_priority",
+            "gauge",
+            "Open exceptions by their priority now (escalation included).",
+            &|p| {
+                self.exceptions_open_by_priority[p as usize]
+                    .load(Relaxed)
+                    .to_string()
+            },
+        );
+        family(
+            "trackside_exceptions_raised_by_priority_total",
+            "counter",
+            "New exceptions by the priority they were raised with (suppressed ones not counted).",
+            &|p| raised[p as usize].to_string(),
+        );
+        family(
+            "trackside_exceptions_priority_share",
+            "gauge",
+            "Share of raised exceptions at each priority since the server started (0 to 1).",
+            &|p| {
+                let share = if total == 0 {
+                    0.0
+                } else {
+                    raised[p as usize] as f64 / total as f64
+                };
+                format!("{share:.4}")
+            },
+        );
+        family(
+            "trackside_exceptions_priority_target_share",
+            "gauge",
+            "The alarm-management standard's target share at each priority (ISA-18.2 / EEMUA 191).",
+            &|p| format!("{:.2}", p.target_share()),
+        );
     }
 }
 

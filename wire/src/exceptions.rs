@@ -6,6 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::alarms::Priority;
+use crate::yard::Criticality;
+
 /// How urgent an exception is. Ordered: `Info < Warning < Major < Critical`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -56,6 +59,10 @@ pub struct Rule {
     /// `exceptions.realarm_after_s`.
     #[serde(default)]
     pub realarm_after_s: Option<f64>,
+    /// Escalate an exception nobody acknowledged after this long, instead
+    /// of the time its priority sets (`[alarms.escalation]`).
+    #[serde(default)]
+    pub escalate_after_s: Option<f64>,
     #[serde(flatten)]
     pub check: Check,
 }
@@ -224,14 +231,28 @@ pub enum TransitionKind {
     Acknowledged,
     /// Still active long after its acknowledgement: unacknowledged again.
     Realarmed,
+    /// An operator shelved it (`by`, with the reason as `comment`).
+    Shelved,
+    /// Its shelf ended: by hand (`by`), or because its time ran out.
+    Unshelved,
+    /// Nobody acknowledged it in time: its priority rose and the next
+    /// escalation level is notified.
+    Escalated,
+    /// It was raised inside a maintenance window, which ended while it was
+    /// still active: now it is raised normally.
+    Released,
 }
 
 impl TransitionKind {
-    pub const ALL: [TransitionKind; 4] = [
+    pub const ALL: [TransitionKind; 8] = [
         TransitionKind::Raised,
         TransitionKind::Cleared,
         TransitionKind::Acknowledged,
         TransitionKind::Realarmed,
+        TransitionKind::Shelved,
+        TransitionKind::Unshelved,
+        TransitionKind::Escalated,
+        TransitionKind::Released,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -240,6 +261,10 @@ impl TransitionKind {
             TransitionKind::Cleared => "cleared",
             TransitionKind::Acknowledged => "acknowledged",
             TransitionKind::Realarmed => "realarmed",
+            TransitionKind::Shelved => "shelved",
+            TransitionKind::Unshelved => "unshelved",
+            TransitionKind::Escalated => "escalated",
+            TransitionKind::Released => "released",
         }
     }
 
@@ -281,12 +306,35 @@ pub struct ExceptionInfo {
     pub ack_comment: Option<String>,
     /// How many times the condition was raised while the exception was open.
     pub occurrences: i32,
+    /// How soon someone must act, now (escalation raises it).
+    pub priority: Priority,
+    /// The priority it was raised with: from the severity and the circuit's
+    /// criticality.
+    pub base_priority: Priority,
+    /// Its circuit's (for a gateway, its most critical circuit's).
+    pub criticality: Criticality,
+    /// How many times it escalated (0: never).
+    pub escalation: u8,
+    pub escalated_at: Option<i64>,
+    /// Raised inside a maintenance window that is still on: recorded, not
+    /// sounded or notified.
+    pub suppressed: bool,
+    /// The maintenance window it was raised in, if any.
+    pub window: Option<i64>,
     /// False while this state is known only to the server's memory and
     /// journal: judged while the database was unreachable, stored when it
     /// is back (a `stored` frame on `/ws` says when). Always true from the
     /// HTTP API, which reads the database.
     #[serde(default = "stored_by_default")]
     pub stored: bool,
+}
+
+impl ExceptionInfo {
+    /// Someone must act on it and nothing hides it: unacknowledged and not
+    /// suppressed. What the app counts, sounds and notifies.
+    pub fn demands_attention(&self) -> bool {
+        self.open && !self.acknowledged && !self.suppressed
+    }
 }
 
 fn stored_by_default() -> bool {
@@ -300,7 +348,7 @@ pub struct TransitionInfo {
     pub kind: TransitionKind,
     pub value: Option<f64>,
     pub message: String,
-    /// Who acknowledged (acknowledgements only).
+    /// Who acted: acknowledged, shelved or unshelved it.
     pub by: Option<String>,
     pub comment: Option<String>,
 }
@@ -327,6 +375,11 @@ pub struct ExceptionEvent {
     pub transition: TransitionInfo,
     /// The exception as it is after the transition.
     pub exception: ExceptionInfo,
+    /// This transition was announced: notifications went (or go) out, and
+    /// the app offers a desktop notification. False for what a shelf, a
+    /// maintenance window or a flood summary covers.
+    #[serde(default)]
+    pub announced: bool,
 }
 
 #[cfg(test)]

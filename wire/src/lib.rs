@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+mod alarms;
 mod auth;
 mod channel;
 mod exceptions;
@@ -15,6 +16,7 @@ mod history;
 mod parameter;
 mod yard;
 
+pub use alarms::{MaintenanceWindowInfo, NewMaintenanceWindow, Priority, WindowState};
 pub use auth::{
     AuditEntry, CertificateRequest, GatewayCertificateFiles, GatewayCredentialInfo,
     IssuedGatewayPassword, IssuedPassword, IssuedToken, LinkSignInRequest, Me, NewGateway,
@@ -126,9 +128,10 @@ pub enum ServerMessage {
     /// Sent every 15 s when nothing else was, so a client can tell a quiet
     /// yard from a dead connection (browsers do not surface WebSocket pings).
     Heartbeat { server_time: i64 },
-    /// An exception was raised, cleared, acknowledged or re-alarmed. Sent to
-    /// every client whatever its channel subscription. While the database
-    /// is unreachable this comes at once with `exception.stored` false.
+    /// An exception was raised, cleared, acknowledged, re-alarmed,
+    /// escalated or released from a maintenance window. Sent to every client
+    /// whatever its channel subscription. While the database is
+    /// unreachable this comes at once with `exception.stored` false.
     Exception(Box<ExceptionEvent>),
     /// Exceptions sent with `stored` false are now stored, as given here
     /// (a later, still unstored state of the same exception supersedes it).

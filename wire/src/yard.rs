@@ -43,6 +43,10 @@ impl Criticality {
             Criticality::RunningLine => "Running line",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == text)
+    }
 }
 
 /// A track circuit the layout names.

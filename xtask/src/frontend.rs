@@ -58,6 +58,8 @@ pub fn build(root: &Path) -> Result<()> {
     })?;
     step("frontend: static files", || {
         copy_dir(&root.join("public"), &staging)?;
+        fs::write(staging.join(ALARM_SOUND), alarm_sound())
+            .context("cannot write the alarm sound")?;
         for file in VENDORED {
             let from = root.join("frontend/node_modules").join(file);
             let name = Path::new(file)
@@ -75,6 +77,49 @@ pub fn build(root: &Path) -> Result<()> {
             .with_context(|| format!("cannot move the site to {}", site.display()))
     })?;
     report(&wasm, &site)
+}
+
+/// The alarm the app repeats for an unacknowledged high-priority
+/// exception, synthesised here (nothing third-party): see [`alarm_sound`].
+const ALARM_SOUND: &str = "alarm.wav";
+
+/// One second of a two-tone alarm, 16 kHz, 16-bit mono WAV: 880 Hz then
+/// 660 Hz for 0.2 s each with soft edges (no clicks), then silence. The
+/// app loops it: a falling pair once a second is heard through a control
+/// room's noise without being mistaken for a phone.
+fn alarm_sound() -> Vec<u8> {
+    const RATE: u32 = 16_000;
+    let tone = |hz: f64, seconds: f64| {
+        let n = (seconds * f64::from(RATE)) as usize;
+        (0..n).map(move |i| {
+            let t = i as f64 / f64::from(RATE);
+            let edge = (i.min(n - i) as f64 / (0.01 * f64::from(RATE))).min(1.0);
+            0.6 * edge * (std::f64::consts::TAU * hz * t).sin()
+        })
+    };
+    let samples: Vec<i16> = tone(880.0, 0.2)
+        .chain(tone(660.0, 0.2))
+        .chain(std::iter::repeat_n(0.0, (0.6 * f64::from(RATE)) as usize))
+        .map(|v| (v * f64::from(i16::MAX)) as i16)
+        .collect();
+    let data_len = (samples.len() * 2) as u32;
+    let mut wav = Vec::with_capacity(44 + data_len as usize);
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data_len).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&RATE.to_le_bytes());
+    wav.extend_from_slice(&(RATE * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data_len.to_le_bytes());
+    for sample in samples {
+        wav.extend_from_slice(&sample.to_le_bytes());
+    }
+    wav
 }
 
 struct Tools {
@@ -268,6 +313,20 @@ fn gzipped_size(file: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_alarm_sound_is_a_one_second_pcm_wav() {
+        let wav = alarm_sound();
+        assert_eq!(&wav[..4], b"RIFF");
+        assert_eq!(&wav[8..16], b"WAVEfmt ");
+        let data = u32::from_le_bytes([wav[40], wav[41], wav[42], wav[43]]) as usize;
+        assert_eq!(data, 16_000 * 2, "one second of 16 kHz 16-bit");
+        assert_eq!(wav.len(), 44 + data);
+        // Loud while it sounds, silent after.
+        let sample = |i: usize| i16::from_le_bytes([wav[44 + 2 * i], wav[45 + 2 * i]]);
+        assert!((0..3_200).map(sample).any(|s| s > 15_000));
+        assert!((8_000..16_000).map(sample).all(|s| s == 0));
+    }
 
     #[test]
     fn finds_local_references_in_index_html() {

@@ -282,7 +282,12 @@ impl Playback {
                                 spans.push((start, step.at));
                             }
                         }
-                        TransitionKind::Acknowledged => {}
+                        // Neither starts nor ends the condition.
+                        TransitionKind::Acknowledged
+                        | TransitionKind::Shelved
+                        | TransitionKind::Unshelved
+                        | TransitionKind::Escalated
+                        | TransitionKind::Released => {}
                     }
                 }
                 if let Some(start) = open {

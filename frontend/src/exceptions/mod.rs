@@ -11,7 +11,7 @@ mod ack_dialog;
 mod model;
 
 use leptos::prelude::*;
-use trackside_wire::{ExceptionInfo, Role, Severity};
+use trackside_wire::{ExceptionInfo, Priority, Role, Severity};
 
 use self::ack_dialog::AckDialog;
 pub use self::model::Exceptions;
@@ -44,11 +44,13 @@ pub fn load(exceptions: Exceptions, now_ms: i64) {
 pub fn ExceptionsPage(exceptions: Exceptions, clock: Clock) -> impl IntoView {
     let show = RwSignal::new(Show::Open);
     let severity = RwSignal::new(None::<Severity>);
+    let priority = RwSignal::new(None::<Priority>);
     let circuit = RwSignal::new(String::new());
     let acknowledging = RwSignal::new(None::<ExceptionInfo>);
     let filter = Memo::new(move |_| Filter {
         show: show.get(),
         severity: severity.get(),
+        priority: priority.get(),
         circuit: circuit.get(),
     });
     let list = Memo::new(move |_| exceptions.filtered(&filter.get()));
@@ -78,6 +80,17 @@ pub fn ExceptionsPage(exceptions: Exceptions, clock: Clock) -> impl IntoView {
                                 }
                             })
                             .collect_view()}
+                    </select>
+                </label>
+                <label class="filter">
+                    <span class="filter-label">"Priority"</span>
+                    <select
+                        data-testid="filter-priority"
+                        on:change=move |ev| priority.set(Priority::parse(&event_target_value(&ev)))
+                    >
+                        <option value="any">"Any"</option>
+                        <option value="high">"High"</option>
+                        <option value="medium">"Medium and above"</option>
                     </select>
                 </label>
                 <label class="filter">
@@ -207,11 +220,32 @@ fn ExceptionRow(
             data-exception-id=e.id
             data-exception-state=state
             data-severity=e.severity.as_str()
+            data-priority=e.priority.as_str()
+            data-suppressed=e.suppressed.to_string()
             data-active=e.active.to_string()
             data-acknowledged=e.acknowledged.to_string()
             data-stored=e.stored.to_string()
         >
-            <span class="severity-badge">{e.severity.as_str().to_uppercase()}</span>
+            <div class="badges">
+                <span
+                    class="priority-badge"
+                    data-testid="priority"
+                    title=format!(
+                        "{} priority: {} on a {} circuit{}",
+                        e.priority.label(),
+                        e.severity.as_str(),
+                        e.criticality.label().to_lowercase(),
+                        if e.escalation > 0 {
+                            format!(", escalated {}× (raised as {})", e.escalation, e.base_priority.as_str())
+                        } else {
+                            String::new()
+                        }
+                    )
+                >
+                    {e.priority.label().to_uppercase()}
+                </span>
+                <span class="severity-badge">{e.severity.as_str().to_uppercase()}</span>
+            </div>
             <div class="exception-main">
                 <p class="exception-title">
                     <span class="place">{place}</span>
@@ -232,6 +266,24 @@ fn ExceptionRow(
                 <span class="ack-chip" class:unacked=!e.acknowledged>
                     {if e.acknowledged { "ACKNOWLEDGED" } else { "UNACKNOWLEDGED" }}
                 </span>
+                {(e.escalation > 0).then(|| view! {
+                    <span
+                        class="escalated-chip"
+                        data-testid="escalated"
+                        title="Nobody acknowledged it in time: its priority rose and it was announced again."
+                    >
+                        {format!("ESCALATED ×{}", e.escalation)}
+                    </span>
+                })}
+                {e.suppressed.then(|| view! {
+                    <span
+                        class="suppressed-chip"
+                        data-testid="suppressed"
+                        title="Raised inside a maintenance window: recorded, but it does not sound or notify. If still active when the window ends it is raised normally."
+                    >
+                        "SUPPRESSED · MAINTENANCE"
+                    </span>
+                })}
                 {(!e.stored).then(|| view! {
                     <span
                         class="unstored-chip"

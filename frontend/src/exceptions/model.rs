@@ -9,13 +9,16 @@
 use std::collections::BTreeMap;
 
 use leptos::prelude::*;
-use trackside_wire::{ExceptionEvent, ExceptionInfo, ExceptionKind, Severity};
+use trackside_wire::{ExceptionEvent, ExceptionInfo, ExceptionKind, Priority, Severity};
 
 use crate::api::ApiFailure;
 
 #[derive(Clone, Copy)]
 pub struct Exceptions {
     all: RwSignal<BTreeMap<i64, ExceptionInfo>>,
+    /// The latest high-priority exception announced on the live feed (new,
+    /// escalated, or released from maintenance): for desktop notifications.
+    announced: RwSignal<Option<ExceptionInfo>>,
     /// Why the last load failed, while it stays failed.
     failure: RwSignal<Option<ApiFailure>>,
 }
@@ -26,7 +29,10 @@ pub fn progress(e: &ExceptionInfo) -> (i32, i64, i64) {
     (
         e.occurrences,
         e.last_raised_at,
-        e.cleared_at.max(e.acked_at).unwrap_or(0),
+        e.cleared_at
+            .max(e.acked_at)
+            .max(e.escalated_at)
+            .unwrap_or(0),
     )
 }
 
@@ -40,6 +46,7 @@ impl Exceptions {
     pub fn new() -> Self {
         Self {
             all: RwSignal::new(BTreeMap::new()),
+            announced: RwSignal::new(None),
             failure: RwSignal::new(None),
         }
     }
@@ -53,7 +60,22 @@ impl Exceptions {
     }
 
     pub fn apply(&self, event: ExceptionEvent) {
+        if event.announced && sounds(&event.exception) {
+            self.announced.set(Some(event.exception.clone()));
+        }
         self.all.update(|all| merge_one(all, event.exception));
+    }
+
+    /// What must be acted on now: unacknowledged, high priority, not
+    /// suppressed (tracked). The alarm sounds while there is any.
+    pub fn sounding(&self) -> usize {
+        self.all
+            .with(|all| all.values().filter(|e| sounds(e)).count())
+    }
+
+    /// The latest high-priority announcement (tracked).
+    pub fn last_announced(&self) -> Option<ExceptionInfo> {
+        self.announced.get()
     }
 
     /// Exceptions shown as not yet stored are stored now, as given; a later
@@ -69,10 +91,11 @@ impl Exceptions {
             .with(|all| all.values().filter(|e| !e.stored).count())
     }
 
-    /// Open and not acknowledged (tracked): the header's counter.
+    /// Open, not acknowledged, and not suppressed by a maintenance window
+    /// (tracked): the header's counter.
     pub fn unacknowledged(&self) -> usize {
         self.all
-            .with(|all| all.values().filter(|e| e.open && !e.acknowledged).count())
+            .with(|all| all.values().filter(|e| e.demands_attention()).count())
     }
 
     /// The most severe active exception of a circuit, counting its
@@ -142,6 +165,11 @@ impl Exceptions {
     }
 }
 
+/// Sounds the alarm: demands attention, at high priority.
+pub fn sounds(e: &ExceptionInfo) -> bool {
+    e.demands_attention() && e.priority == Priority::High
+}
+
 /// Whether an exception is about a circuit: on one of its channels, or its
 /// gateway being offline.
 fn touches(e: &ExceptionInfo, circuit: &str, gateways: &[String]) -> bool {
@@ -164,11 +192,18 @@ pub enum Show {
     Open,
     Unacknowledged,
     Active,
+    Suppressed,
     All,
 }
 
 impl Show {
-    pub const ALL: [Show; 4] = [Show::Open, Show::Unacknowledged, Show::Active, Show::All];
+    pub const ALL: [Show; 5] = [
+        Show::Open,
+        Show::Unacknowledged,
+        Show::Active,
+        Show::Suppressed,
+        Show::All,
+    ];
 
     /// The `<option>` value (`filter-show` in the browser tests).
     pub fn value(self) -> &'static str {
@@ -176,6 +211,7 @@ impl Show {
             Show::Open => "open",
             Show::Unacknowledged => "unacknowledged",
             Show::Active => "active",
+            Show::Suppressed => "suppressed",
             Show::All => "all",
         }
     }
@@ -185,6 +221,7 @@ impl Show {
             Show::Open => "Open (not yet cleared and acknowledged)",
             Show::Unacknowledged => "Unacknowledged",
             Show::Active => "Active now",
+            Show::Suppressed => "Suppressed by maintenance",
             Show::All => "All of the last 24 hours",
         }
     }
@@ -192,8 +229,9 @@ impl Show {
     fn keeps(self, e: &ExceptionInfo) -> bool {
         match self {
             Show::Open => e.open,
-            Show::Unacknowledged => e.open && !e.acknowledged,
+            Show::Unacknowledged => e.demands_attention(),
             Show::Active => e.active,
+            Show::Suppressed => e.suppressed,
             Show::All => true,
         }
     }
@@ -204,14 +242,17 @@ pub struct Filter {
     pub show: Show,
     /// At least this severe.
     pub severity: Option<Severity>,
+    /// At least this priority (after escalation).
+    pub priority: Option<Priority>,
     /// Circuit or gateway name, case-insensitive prefix.
     pub circuit: String,
 }
 
 /// Unacknowledged first (active before cleared), then acknowledged active,
-/// then closed; within each, the most severe, then the most recent.
+/// then closed; within each, the highest priority, the most severe, then
+/// the most recent. Suppressed ones wait with the acknowledged.
 pub fn state_rank(e: &ExceptionInfo) -> u8 {
-    match (e.open && !e.acknowledged, e.active) {
+    match (e.demands_attention(), e.active) {
         (true, true) => 0,
         (true, false) => 1,
         (false, true) => 2,
@@ -227,6 +268,7 @@ pub fn visible<'a>(
     let mut list: Vec<ExceptionInfo> = all
         .filter(|e| filter.show.keeps(e))
         .filter(|e| filter.severity.is_none_or(|min| e.severity >= min))
+        .filter(|e| filter.priority.is_none_or(|min| e.priority >= min))
         .filter(|e| {
             needle.is_empty()
                 || e.circuit
@@ -240,6 +282,7 @@ pub fn visible<'a>(
     list.sort_by(|a, b| {
         state_rank(a)
             .cmp(&state_rank(b))
+            .then(b.priority.cmp(&a.priority))
             .then(b.severity.cmp(&a.severity))
             .then(b.last_raised_at.cmp(&a.last_raised_at))
             .then(b.id.cmp(&a.id))
@@ -250,6 +293,7 @@ pub fn visible<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use trackside_wire::Criticality;
 
     fn info(
         id: i64,
@@ -278,6 +322,13 @@ mod tests {
             acked_by: None,
             ack_comment: None,
             occurrences: 1,
+            criticality: Criticality::RunningLine,
+            base_priority: Priority::Medium,
+            priority: Priority::Medium,
+            escalation: 0,
+            escalated_at: None,
+            suppressed: false,
+            window: None,
             stored: true,
         }
     }
@@ -299,6 +350,7 @@ mod tests {
         let filter = Filter {
             show: Show::All,
             severity: None,
+            priority: None,
             circuit: String::new(),
         };
         assert_eq!(ids(&visible(all.iter(), &filter)), [6, 4, 2, 5, 3, 1]);
@@ -318,6 +370,99 @@ mod tests {
             ..filter
         };
         assert_eq!(ids(&visible(all.iter(), &one)), [4]);
+    }
+
+    #[test]
+    fn priority_ranks_before_severity_and_suppressed_ones_wait() {
+        let mut high = info(1, Severity::Warning, true, false, 10);
+        high.priority = Priority::High;
+        let major = info(2, Severity::Major, true, false, 20);
+        let mut low = info(3, Severity::Critical, true, false, 30);
+        low.priority = Priority::Low;
+        let mut suppressed = info(4, Severity::Critical, true, false, 40);
+        suppressed.priority = Priority::High;
+        suppressed.suppressed = true;
+        let all = [high, major, low, suppressed];
+        let filter = Filter {
+            show: Show::Open,
+            severity: None,
+            priority: None,
+            circuit: String::new(),
+        };
+        assert_eq!(ids(&visible(all.iter(), &filter)), [1, 2, 3, 4]);
+        let urgent = Filter {
+            priority: Some(Priority::Medium),
+            show: Show::Unacknowledged,
+            ..filter.clone()
+        };
+        assert_eq!(ids(&visible(all.iter(), &urgent)), [1, 2]);
+        let maintenance = Filter {
+            show: Show::Suppressed,
+            ..filter
+        };
+        assert_eq!(ids(&visible(all.iter(), &maintenance)), [4]);
+        let exceptions = Exceptions::new();
+        exceptions.merge(all.to_vec());
+        assert_eq!(
+            exceptions.unacknowledged(),
+            3,
+            "suppressed ones do not count"
+        );
+    }
+
+    #[test]
+    fn only_unacknowledged_unsuppressed_high_priority_ones_sound() {
+        let exceptions = Exceptions::new();
+        let mut high = info(1, Severity::Major, true, false, 10);
+        high.priority = Priority::High;
+        let medium = info(2, Severity::Critical, true, false, 10);
+        let mut acked = high.clone();
+        acked.id = 3;
+        acked.acknowledged = true;
+        acked.acked_at = Some(20);
+        let mut suppressed = high.clone();
+        suppressed.id = 4;
+        suppressed.suppressed = true;
+        let mut cleared = high.clone();
+        cleared.id = 5;
+        cleared.active = false;
+        cleared.cleared_at = Some(15);
+        exceptions.merge(vec![high.clone(), medium, acked, suppressed, cleared]);
+        assert_eq!(
+            exceptions.sounding(),
+            2,
+            "cleared but unacknowledged still sounds"
+        );
+        let mut now_acked = high;
+        now_acked.acknowledged = true;
+        now_acked.acked_at = Some(30);
+        exceptions.apply(ExceptionEvent {
+            transition: trackside_wire::TransitionInfo {
+                at: 30,
+                kind: trackside_wire::TransitionKind::Acknowledged,
+                value: None,
+                message: "acknowledged".into(),
+                by: Some("ann".into()),
+                comment: Some("ok".into()),
+            },
+            exception: now_acked,
+            announced: false,
+        });
+        assert_eq!(exceptions.sounding(), 1);
+        assert_eq!(exceptions.last_announced(), None);
+    }
+
+    #[test]
+    fn an_escalation_is_progress() {
+        let mut all = BTreeMap::new();
+        let raised = info(1, Severity::Major, true, false, 10);
+        let mut escalated = raised.clone();
+        escalated.escalation = 1;
+        escalated.escalated_at = Some(40);
+        escalated.priority = Priority::High;
+        merge_one(&mut all, escalated.clone());
+        merge_one(&mut all, raised);
+        assert_eq!(all[&1], escalated);
     }
 
     #[test]

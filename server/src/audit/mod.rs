@@ -70,6 +70,8 @@ pub mod action {
     pub const SIGNIN_FAILED: &str = "signin.failed";
     pub const SIGNOUT: &str = "signout";
     pub const ACKNOWLEDGE: &str = "exception.acknowledge";
+    pub const MAINTENANCE_START: &str = "maintenance.start";
+    pub const MAINTENANCE_END: &str = "maintenance.end";
     pub const TRAIN: &str = "forecast.train";
     pub const MODEL_REPLACED: &str = "forecast.model_replaced";
     pub const LAYOUT_REPLACE: &str = "layout.replace";

@@ -76,8 +76,11 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/layout/source", VIEWER),
     rule("GET", "/api/replay", VIEWER),
     rule("GET", "/api/movements", VIEWER),
+    rule("GET", "/api/maintenance", VIEWER),
     // Operator actions.
     rule("POST", "/api/exceptions/{id}/ack", OPERATOR),
+    rule("POST", "/api/maintenance", OPERATOR),
+    rule("POST", "/api/maintenance/{id}/end", OPERATOR),
     // Administration.
     rule("POST", "/api/forecast/train", ADMIN),
     rule("PUT", "/api/layout", ADMIN),

@@ -54,6 +54,11 @@ pub struct DrillArgs {
     /// Take the rules from this configuration file instead of the shipped ones.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// A maintenance window, repeatable: `T1*,T20@1-2.5` (circuits, from
+    /// 1 h to 2.5 h of simulated time) or `gateway=yard-gw02@0.5-1`. What
+    /// it suppresses is counted as detected and suppressed, not missed.
+    #[arg(long = "maintenance", value_name = "CIRCUITS@FROM-TO")]
+    maintenance: Vec<drill::Maintenance>,
 }
 
 pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
@@ -88,6 +93,7 @@ pub fn fault_drill(args: DrillArgs) -> anyhow::Result<()> {
         gateways: args.gateways,
         rate_hz: args.rate_hz,
         seed: args.seed,
+        maintenance: args.maintenance,
     };
     let started = std::time::Instant::now();
     let report = trackside::sim::drill::run(&options, rules)?;

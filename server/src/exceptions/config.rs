@@ -1,7 +1,9 @@
 //! `[exceptions]` in the configuration file: the engine's queue and tick,
-//! re-alarm, the webhook, and the rules.
+//! re-alarm, escalation, the webhook, and the rules.
 
 use serde::{Deserialize, Deserializer};
+
+use super::priority::Escalation;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -23,13 +25,48 @@ pub struct ExceptionsConfig {
     /// delays no other. `http://` only.
     #[serde(alias = "webhook_url", deserialize_with = "one_or_many")]
     pub webhook_urls: Vec<String>,
+    /// Chat channels' incoming webhooks (Slack, Mattermost, Microsoft
+    /// Teams): `{"text": "..."}` for each announced transition only (a new
+    /// exception, an escalation, a release from maintenance). One URL or
+    /// several; `http://` only, like the webhook.
+    #[serde(alias = "chat_webhook_url", deserialize_with = "one_or_many")]
+    pub chat_webhook_urls: Vec<String>,
     /// Notifications waiting per receiver (queued or retrying); beyond
     /// this the one retried longest is dropped, and counted.
     pub webhook_queue: usize,
     /// Attempts per notification, with exponential backoff between them.
     pub webhook_attempts: u32,
+    /// Escalate an exception nobody acknowledged after this many seconds
+    /// at its current priority (a rule's `escalate_after_s` wins); each
+    /// escalation raises its priority a step and announces it again (the
+    /// webhook's `announced`, `exception.escalation` the level). Absent
+    /// for a priority: it never escalates.
+    pub escalate_after_s: EscalateAfter,
+    /// Escalations at most per exception; 0 turns escalation off.
+    pub escalation_levels: u8,
     /// The rules. Setting any replaces the shipped defaults as a whole.
     pub rules: Vec<trackside_wire::Rule>,
+}
+
+/// `[exceptions.escalate_after_s]`: seconds per priority.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EscalateAfter {
+    pub low: Option<f64>,
+    pub medium: Option<f64>,
+    pub high: Option<f64>,
+}
+
+impl Default for EscalateAfter {
+    /// High: five minutes; medium: half an hour (within the hour it asks
+    /// for); low waits for the maintenance plan and never escalates.
+    fn default() -> Self {
+        Self {
+            low: None,
+            medium: Some(1_800.0),
+            high: Some(300.0),
+        }
+    }
 }
 
 impl Default for ExceptionsConfig {
@@ -39,8 +76,11 @@ impl Default for ExceptionsConfig {
             tick_ms: 500,
             realarm_after_s: Some(1_800.0),
             webhook_urls: Vec::new(),
+            chat_webhook_urls: Vec::new(),
             webhook_queue: 1_024,
             webhook_attempts: 6,
+            escalate_after_s: EscalateAfter::default(),
+            escalation_levels: 2,
             rules: super::defaults::rules(),
         }
     }
@@ -64,14 +104,33 @@ impl ExceptionsConfig {
             self.realarm_after_s.is_none_or(|s| s > 0.0),
             "exceptions.realarm_after_s must be positive (leave it out to never re-alarm)"
         );
-        for url in &self.webhook_urls {
+        for url in self.webhook_urls.iter().chain(&self.chat_webhook_urls) {
             anyhow::ensure!(
                 url.starts_with("http://") && reqwest::Url::parse(url).is_ok(),
                 "exceptions.webhook_url must be an http:// URL (for https, send it through a local proxy)"
             );
         }
+        let after = &self.escalate_after_s;
+        anyhow::ensure!(
+            [after.low, after.medium, after.high]
+                .into_iter()
+                .chain(self.rules.iter().map(|r| r.escalate_after_s))
+                .flatten()
+                .all(|s| s.is_finite() && s > 0.0),
+            "exceptions.escalate_after_s (and a rule's) must be positive seconds (leave one out \
+             to never escalate at that priority)"
+        );
         super::engine::validate(&self.rules).map_err(anyhow::Error::msg)?;
         Ok(())
+    }
+
+    /// When unacknowledged exceptions escalate.
+    pub fn escalation(&self) -> Escalation {
+        let after = &self.escalate_after_s;
+        Escalation {
+            after_s: [after.low, after.medium, after.high],
+            levels: self.escalation_levels,
+        }
     }
 }
 

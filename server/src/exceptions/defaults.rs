@@ -35,6 +35,7 @@ fn rule(id: &str, target: &str, severity: Severity, check: Check) -> Rule {
         exclude: Vec::new(),
         severity,
         realarm_after_s: None,
+        escalate_after_s: None,
         check,
     }
 }

@@ -4,6 +4,13 @@
 //! `exceptions::run` feeds it and stores what it says, and the tests and the
 //! fault drill drive it with simulated time.
 //!
+//! Beside the rules it keeps the alarm side of each exception: its
+//! priority (severity and the circuit's criticality, `priority`), the
+//! shelves and maintenance windows that hide it, and escalation when
+//! nobody acknowledges it. Each transition carries the exception's alarm
+//! state after it, and whether it is to be announced (notified), and to
+//! which escalation level.
+//!
 //! Two times are involved. Value conditions (limits, rates, flick lengths)
 //! use the readings' own timestamps, so a gateway's backlog is judged as it
 //! happened. Timers (delays, stale channels, long occupation, re-alarm) use
@@ -13,10 +20,11 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use trackside_wire::{
-    ChannelName, Check, ExceptionKind, Rule, Severity, TransitionKind, parameter_info,
-    pattern_matches,
+    ChannelName, Check, Criticality, ExceptionKind, Priority, Rule, Severity, TransitionKind,
+    parameter_info, pattern_matches,
 };
 
+use super::priority::{AlarmPolicy, Criticalities, priority};
 use crate::reading::DecodedReading;
 
 /// Unix milliseconds.
@@ -47,6 +55,64 @@ pub struct Transition {
     pub closes: bool,
     /// The gateway of the subject, when known.
     pub gateway: Option<String>,
+    /// The exception's alarm state after this transition.
+    pub alarm: AlarmState,
+    /// Announce it (notify, offer a desktop notification) to this
+    /// escalation level: 0 for what is new to everyone.
+    pub announce: Option<u8>,
+}
+
+/// What decides how loudly an exception is presented.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmState {
+    pub priority: Priority,
+    pub base_priority: Priority,
+    pub criticality: Criticality,
+    pub escalation: u8,
+    pub escalated_at: Option<Ms>,
+    /// The shelf that hides it, and until when.
+    pub shelf: Option<(i64, Ms)>,
+    /// Raised inside a maintenance window that is still on.
+    pub suppressed: bool,
+    /// The maintenance window it was raised in.
+    pub window: Option<i64>,
+    /// Since when it waits for someone (active, unacknowledged, neither
+    /// shelved nor suppressed): the escalation clock.
+    pub waiting_since: Option<Ms>,
+}
+
+impl AlarmState {
+    /// As stored, after a restart. Shelves are applied again by
+    /// [`Engine::resume`]; the escalation clock restarts from the last
+    /// raise or escalation.
+    pub fn resumed(e: &trackside_wire::ExceptionInfo) -> Self {
+        let waiting = !e.acknowledged && !e.suppressed;
+        Self {
+            priority: e.priority,
+            base_priority: e.base_priority,
+            criticality: e.criticality,
+            escalation: e.escalation,
+            escalated_at: e.escalated_at,
+            shelf: None,
+            suppressed: e.suppressed,
+            window: e.window,
+            waiting_since: waiting.then(|| e.escalated_at.unwrap_or(e.last_raised_at)),
+        }
+    }
+
+    pub fn new(priority: Priority, criticality: Criticality) -> Self {
+        Self {
+            priority,
+            base_priority: priority,
+            criticality,
+            escalation: 0,
+            escalated_at: None,
+            shelf: None,
+            suppressed: false,
+            window: None,
+            waiting_since: None,
+        }
+    }
 }
 
 /// The subject of `spool` rules.
@@ -73,12 +139,80 @@ pub struct Resumed {
     pub key: Key,
     pub active: bool,
     pub acked_at: Option<Ms>,
+    pub alarm: AlarmState,
+}
+
+/// What a shelf hides: one exception's rule and subject, or a rule on
+/// every channel of a circuit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShelfScope {
+    Subject(String),
+    Circuit(String),
+}
+
+/// An operator's shelf, until `until`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shelf {
+    pub id: i64,
+    pub rule: String,
+    pub scope: ShelfScope,
+    pub until: Ms,
+    pub by: String,
+    pub reason: String,
+}
+
+impl Shelf {
+    fn covers(&self, key: &Key) -> bool {
+        key.rule == self.rule
+            && match &self.scope {
+                ShelfScope::Subject(subject) => *subject == key.subject,
+                ShelfScope::Circuit(circuit) => circuit_of(&key.subject) == Some(circuit.as_str()),
+            }
+    }
+}
+
+/// A maintenance window: exceptions opened on its circuits or its
+/// gateway from `starts` to `ends` are suppressed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub id: i64,
+    /// Circuit names or patterns.
+    pub circuits: Vec<String>,
+    pub gateway: Option<String>,
+    pub starts: Ms,
+    pub ends: Ms,
+}
+
+impl Window {
+    fn covers(&self, subject: &str, gateway: Option<&str>, at: Ms) -> bool {
+        if !(self.starts <= at && at < self.ends) {
+            return false;
+        }
+        let on_gateway = self.gateway.is_some() && self.gateway.as_deref() == gateway;
+        let on_circuit = circuit_of(subject)
+            .is_some_and(|c| self.circuits.iter().any(|p| pattern_matches(p, c)));
+        on_gateway || on_circuit
+    }
+}
+
+/// The circuit of a channel name; a gateway id has none.
+fn circuit_of(subject: &str) -> Option<&str> {
+    subject.split_once('/').map(|(circuit, _)| circuit)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AckError {
     NotOpen,
     AlreadyAcknowledged,
+}
+
+/// Why a shelf could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShelveError {
+    /// No rule with that id.
+    UnknownRule,
+    /// The time is not in the future.
+    Expired,
 }
 
 /// What one rule needs, checked and converted to milliseconds.
@@ -103,6 +237,7 @@ impl CompiledRule {
 struct Open {
     active: bool,
     acked_at: Option<Ms>,
+    alarm: AlarmState,
 }
 
 /// Per channel and rule: what the rule remembers between readings.
@@ -168,6 +303,11 @@ const MIN_INTERVALS: usize = 3;
 
 pub struct Engine {
     rules: Vec<CompiledRule>,
+    policy: AlarmPolicy,
+    /// By id; ended ones are removed.
+    shelves: BTreeMap<i64, Shelf>,
+    /// By id; removed once ended and nothing they suppress is open.
+    windows: BTreeMap<i64, Window>,
     open: HashMap<Key, Open>,
     /// Ordered, so ticks visit channels in the same order every run.
     channels: BTreeMap<String, ChannelState>,
@@ -308,11 +448,26 @@ impl Engine {
             .collect();
         Ok(Self {
             rules,
+            policy: AlarmPolicy::default(),
+            shelves: BTreeMap::new(),
+            windows: BTreeMap::new(),
             open: HashMap::new(),
             channels: BTreeMap::new(),
             gateways: HashMap::new(),
             circuits: HashMap::new(),
         })
+    }
+
+    /// Ranks and escalates with `policy` (the default: every circuit a
+    /// running line, no escalation).
+    pub fn with_policy(mut self, policy: AlarmPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// A new yard layout: exceptions raised from now on are ranked by it.
+    pub fn set_criticalities(&mut self, criticalities: Criticalities) {
+        self.policy.criticalities = criticalities;
     }
 
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
@@ -332,9 +487,17 @@ impl Engine {
         self.open.get(key).is_some_and(|o| o.active)
     }
 
+    /// Takes back the shelves and maintenance windows that have not ended,
+    /// before [`Engine::resume`].
+    pub fn restore(&mut self, shelves: Vec<Shelf>, windows: Vec<Window>) {
+        self.shelves = shelves.into_iter().map(|s| (s.id, s)).collect();
+        self.windows = windows.into_iter().map(|w| (w.id, w)).collect();
+    }
+
     /// Takes back the open exceptions after a restart, so nothing is raised
     /// twice. An active one whose rule is gone from the configuration is
-    /// cleared, since nothing would ever clear it.
+    /// cleared, since nothing would ever clear it. Shelves that began or
+    /// ended while the engine was down take effect now.
     pub fn resume(&mut self, open: Vec<Resumed>, now: Ms, out: &mut Vec<Transition>) {
         for resumed in open {
             let known = self.rules.iter().any(|r| r.rule.id == resumed.key.rule);
@@ -343,6 +506,7 @@ impl Engine {
                 Open {
                     active: resumed.active,
                     acked_at: resumed.acked_at,
+                    alarm: resumed.alarm,
                 },
             );
             if !known && resumed.active {
@@ -356,6 +520,7 @@ impl Engine {
                 );
             }
         }
+        self.reshelve(None, now, out);
     }
 
     /// The readings of one message from `gateway`, received at `received`.
@@ -533,8 +698,22 @@ impl Engine {
         }
     }
 
-    /// Time passes: timers fire.
+    /// Time passes: timers fire, shelves expire, maintenance windows end,
+    /// unacknowledged exceptions escalate.
     pub fn tick(&mut self, now: Ms, out: &mut Vec<Transition>) {
+        let expired: Vec<i64> = self
+            .shelves
+            .values()
+            .filter(|s| s.until <= now)
+            .map(|s| s.id)
+            .collect();
+        if !expired.is_empty() {
+            for id in expired {
+                self.shelves.remove(&id);
+            }
+            self.reshelve(None, now, out);
+        }
+        self.release(now, out);
         let names: Vec<String> = self.channels.keys().cloned().collect();
         for name in names {
             if let Some(mut channel) = self.channels.remove(&name) {
@@ -571,6 +750,290 @@ impl Engine {
             }
         }
         self.realarm(now, out);
+        self.escalate(now, out);
+    }
+
+    /// An operator shelves what `shelf` covers until its `until`; returns
+    /// how many open exceptions it hides now (it also hides what it covers
+    /// that is raised later).
+    pub fn shelve(
+        &mut self,
+        shelf: Shelf,
+        at: Ms,
+        out: &mut Vec<Transition>,
+    ) -> Result<usize, ShelveError> {
+        if self.rule(&shelf.rule).is_none() {
+            return Err(ShelveError::UnknownRule);
+        }
+        if shelf.until <= at {
+            return Err(ShelveError::Expired);
+        }
+        let id = shelf.id;
+        self.shelves.insert(id, shelf);
+        self.reshelve(None, at, out);
+        Ok(self
+            .open
+            .values()
+            .filter(|o| o.alarm.shelf.is_some_and(|(s, _)| s == id))
+            .count())
+    }
+
+    /// Ends a shelf before its time; `false` when there is no such shelf
+    /// (ended already).
+    pub fn unshelve(&mut self, id: i64, by: &str, at: Ms, out: &mut Vec<Transition>) -> bool {
+        if self.shelves.remove(&id).is_none() {
+            return false;
+        }
+        self.reshelve(Some(by), at, out);
+        true
+    }
+
+    /// The shelves that hold.
+    pub fn shelves(&self) -> impl Iterator<Item = &Shelf> {
+        self.shelves.values()
+    }
+
+    /// A maintenance window, planned or begun: it suppresses what is opened
+    /// under it from its start.
+    pub fn add_window(&mut self, window: Window) {
+        self.windows.insert(window.id, window);
+    }
+
+    /// Ends a window now (or cancels one that has not begun): what it
+    /// suppressed and is still active is raised normally. `false` when
+    /// there is no such window (ended already).
+    pub fn end_window(&mut self, id: i64, at: Ms, out: &mut Vec<Transition>) -> bool {
+        let Some(window) = self.windows.get_mut(&id) else {
+            return false;
+        };
+        window.ends = window.ends.min(at);
+        if window.starts >= window.ends {
+            self.windows.remove(&id);
+        }
+        self.release(at, out);
+        true
+    }
+
+    /// The windows that have not ended.
+    pub fn windows(&self) -> impl Iterator<Item = &Window> {
+        self.windows.values()
+    }
+
+    /// The alarm state of an open exception.
+    pub fn alarm(&self, key: &Key) -> Option<&AlarmState> {
+        self.open.get(key).map(|o| &o.alarm)
+    }
+
+    /// The longest-holding shelf covering `key`.
+    fn shelf_for(&self, key: &Key) -> Option<(i64, Ms)> {
+        self.shelves
+            .values()
+            .filter(|s| s.covers(key))
+            .max_by_key(|s| (s.until, std::cmp::Reverse(s.id)))
+            .map(|s| (s.id, s.until))
+    }
+
+    /// Brings every open exception's shelving in line with the shelves,
+    /// saying so for each that changes. `by`: who ended a shelf.
+    fn reshelve(&mut self, by: Option<&str>, now: Ms, out: &mut Vec<Transition>) {
+        let mut keys: Vec<Key> = self.open.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            let want = self.shelf_for(&key);
+            let shelf = want.and_then(|(id, _)| self.shelves.get(&id)).cloned();
+            let gateway = self.gateway_of(&key.subject);
+            let Some(open) = self.open.get_mut(&key) else {
+                continue;
+            };
+            if want.map(|(id, _)| id) == open.alarm.shelf.map(|(id, _)| id) {
+                continue;
+            }
+            open.alarm.shelf = want;
+            let transition = match shelf {
+                Some(shelf) => {
+                    open.alarm.waiting_since = None;
+                    Transition {
+                        key: key.clone(),
+                        kind: TransitionKind::Shelved,
+                        at: now,
+                        value: None,
+                        message: format!(
+                            "shelved by {} until {} UTC: {}",
+                            shelf.by,
+                            clock_time(shelf.until),
+                            shelf.reason
+                        ),
+                        by: Some(shelf.by),
+                        comment: Some(shelf.reason),
+                        opens: false,
+                        closes: false,
+                        gateway,
+                        alarm: open.alarm.clone(),
+                        announce: None,
+                    }
+                }
+                None => {
+                    let waiting = open.acked_at.is_none() && !open.alarm.suppressed;
+                    if waiting {
+                        open.alarm.waiting_since = Some(now);
+                    }
+                    Transition {
+                        key: key.clone(),
+                        kind: TransitionKind::Unshelved,
+                        at: now,
+                        value: None,
+                        message: match by {
+                            Some(by) => format!("unshelved by {by}"),
+                            None => "its shelf ran out: shown again".to_owned(),
+                        },
+                        by: by.map(str::to_owned),
+                        comment: None,
+                        opens: false,
+                        closes: false,
+                        gateway,
+                        alarm: open.alarm.clone(),
+                        // Back in front of whoever must act.
+                        announce: (waiting && open.active).then_some(0),
+                    }
+                }
+            };
+            out.push(transition);
+        }
+    }
+
+    /// Raises normally what a maintenance window suppressed once no window
+    /// covers it any more, and forgets windows that have ended.
+    fn release(&mut self, now: Ms, out: &mut Vec<Transition>) {
+        let mut keys: Vec<Key> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.alarm.suppressed)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        for key in keys {
+            let gateway = self.gateway_of(&key.subject);
+            // Its own window (known by id: after a restart the engine may
+            // not know a channel's gateway yet), or another that covers it.
+            let own = self.open.get(&key).and_then(|o| o.alarm.window);
+            let holds = |w: &Window| w.starts <= now && now < w.ends;
+            if own.and_then(|id| self.windows.get(&id)).is_some_and(holds)
+                || self
+                    .windows
+                    .values()
+                    .any(|w| w.covers(&key.subject, gateway.as_deref(), now))
+            {
+                continue;
+            }
+            let Some(open) = self.open.get_mut(&key) else {
+                continue;
+            };
+            open.alarm.suppressed = false;
+            let waiting = open.acked_at.is_none() && open.alarm.shelf.is_none();
+            if waiting {
+                open.alarm.waiting_since = Some(now);
+            }
+            out.push(Transition {
+                key,
+                kind: TransitionKind::Released,
+                at: now,
+                value: None,
+                message: "still active when its maintenance window ended: raised normally".into(),
+                by: None,
+                comment: None,
+                opens: false,
+                closes: false,
+                gateway,
+                alarm: open.alarm.clone(),
+                announce: (waiting && open.active).then_some(0),
+            });
+        }
+        self.windows.retain(|_, w| w.ends > now);
+    }
+
+    /// Raises the priority of what waited too long for an acknowledgement,
+    /// and tells the next level.
+    fn escalate(&mut self, now: Ms, out: &mut Vec<Transition>) {
+        let mut due: Vec<Key> = self
+            .open
+            .iter()
+            .filter(|(key, open)| {
+                open.alarm.waiting_since.is_some_and(|since| {
+                    let rule_s = self.rule(&key.rule).and_then(|r| r.escalate_after_s);
+                    self.policy
+                        .escalation
+                        .after_ms(open.alarm.priority, open.alarm.escalation, rule_s)
+                        .is_some_and(|after| now - since >= after)
+                })
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        due.sort();
+        for key in due {
+            let gateway = self.gateway_of(&key.subject);
+            let Some(open) = self.open.get_mut(&key) else {
+                continue;
+            };
+            let waited = now - open.alarm.waiting_since.unwrap_or(now);
+            let before = open.alarm.priority;
+            open.alarm.escalation += 1;
+            open.alarm.priority = before.raised();
+            open.alarm.escalated_at = Some(now);
+            open.alarm.waiting_since = Some(now);
+            let level = open.alarm.escalation;
+            out.push(Transition {
+                key,
+                kind: TransitionKind::Escalated,
+                at: now,
+                value: None,
+                message: format!(
+                    "not acknowledged for {}: escalated to level {level}, priority {}{}",
+                    duration_words(waited),
+                    open.alarm.priority.as_str(),
+                    if before == open.alarm.priority {
+                        String::new()
+                    } else {
+                        format!(" (was {})", before.as_str())
+                    }
+                ),
+                by: None,
+                comment: None,
+                opens: false,
+                closes: false,
+                gateway,
+                alarm: open.alarm.clone(),
+                announce: Some(level),
+            });
+        }
+    }
+
+    /// The alarm state of an exception `key` opens at `at`.
+    fn new_alarm(&self, key: &Key, gateway: Option<&str>, at: Ms) -> AlarmState {
+        let lookup = &self.policy.criticalities;
+        let criticality = match circuit_of(&key.subject) {
+            Some(circuit) => lookup.criticality(circuit),
+            // A gateway: its most critical circuit.
+            None => self
+                .channels
+                .values()
+                .filter(|c| c.gateway == key.subject)
+                .map(|c| lookup.criticality(c.name.circuit()))
+                .max()
+                .unwrap_or(super::priority::DEFAULT_CRITICALITY),
+        };
+        let severity = self.rule(&key.rule).map_or(Severity::Major, |r| r.severity);
+        let mut alarm = AlarmState::new(priority(severity, criticality), criticality);
+        alarm.shelf = self.shelf_for(key);
+        alarm.window = self
+            .windows
+            .values()
+            .find(|w| w.covers(&key.subject, gateway, at))
+            .map(|w| w.id);
+        alarm.suppressed = alarm.window.is_some();
+        if alarm.shelf.is_none() && !alarm.suppressed {
+            alarm.waiting_since = Some(at);
+        }
+        alarm
     }
 
     /// An operator acknowledges an open exception.
@@ -587,6 +1050,8 @@ impl Engine {
             return Err(AckError::AlreadyAcknowledged);
         }
         open.acked_at = Some(at);
+        open.alarm.waiting_since = None;
+        let alarm = open.alarm.clone();
         let closes = !open.active;
         if closes {
             self.open.remove(key);
@@ -602,6 +1067,8 @@ impl Engine {
             opens: false,
             closes,
             gateway: self.gateway_of(&key.subject),
+            alarm,
+            announce: None,
         });
         Ok(())
     }
@@ -1128,11 +1595,17 @@ impl Engine {
             .collect();
         due.sort();
         for key in due {
-            if let Some(open) = self.open.get_mut(&key) {
-                open.acked_at = None;
+            let gateway = self.gateway_of(&key.subject);
+            let Some(open) = self.open.get_mut(&key) else {
+                continue;
+            };
+            open.acked_at = None;
+            let shown = open.alarm.shelf.is_none() && !open.alarm.suppressed;
+            if shown {
+                open.alarm.waiting_since = Some(now);
             }
             out.push(Transition {
-                gateway: self.gateway_of(&key.subject),
+                gateway,
                 key,
                 kind: TransitionKind::Realarmed,
                 at: now,
@@ -1142,6 +1615,8 @@ impl Engine {
                 comment: None,
                 opens: false,
                 closes: false,
+                alarm: open.alarm.clone(),
+                announce: shown.then_some(0),
             });
         }
     }
@@ -1155,21 +1630,26 @@ impl Engine {
         gateway: Option<&str>,
         out: &mut Vec<Transition>,
     ) {
-        let opens = match self.open.get_mut(key) {
+        let (opens, alarm, announce) = match self.open.get_mut(key) {
             Some(open) if open.active => return,
+            // Cleared but not acknowledged, active again: the same
+            // exception, already in front of whoever must act.
             Some(open) => {
                 open.active = true;
-                false
+                (false, open.alarm.clone(), None)
             }
             None => {
+                let alarm = self.new_alarm(key, gateway, at);
+                let announce = (alarm.shelf.is_none() && !alarm.suppressed).then_some(0);
                 self.open.insert(
                     key.clone(),
                     Open {
                         active: true,
                         acked_at: None,
+                        alarm: alarm.clone(),
                     },
                 );
-                true
+                (true, alarm, announce)
             }
         };
         out.push(Transition {
@@ -1183,6 +1663,8 @@ impl Engine {
             opens,
             closes: false,
             gateway: gateway.map(str::to_owned),
+            alarm,
+            announce,
         });
     }
 
@@ -1202,7 +1684,10 @@ impl Engine {
             return;
         }
         open.active = false;
-        let closes = open.acked_at.is_some();
+        // Raised and cleared under a maintenance window: nobody was
+        // alarmed, so nobody need acknowledge it.
+        let closes = open.acked_at.is_some() || open.alarm.suppressed;
+        let alarm = open.alarm.clone();
         if closes {
             self.open.remove(key);
         }
@@ -1217,6 +1702,8 @@ impl Engine {
             opens: false,
             closes,
             gateway: gateway.map(str::to_owned),
+            alarm,
+            announce: None,
         });
     }
 
@@ -1358,6 +1845,12 @@ fn describe(parameter: &str, value: Option<f64>) -> String {
     }
 }
 
+/// `HH:MM` of a time, UTC.
+fn clock_time(ms: Ms) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or_else(String::new, |t| t.format("%H:%M").to_string())
+}
+
 fn bytes_words(bytes: u64) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
     let mib = bytes as f64 / MIB;
@@ -1379,5 +1872,7 @@ fn duration_words(ms: Ms) -> String {
     }
 }
 
+#[cfg(test)]
+mod alarm_tests;
 #[cfg(test)]
 mod tests;

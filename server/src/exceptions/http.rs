@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::DateTime;
 use serde::Deserialize;
-use trackside_wire::{AckRequest, ExceptionDetail, ExceptionInfo, Rule, Severity};
+use trackside_wire::{AckRequest, ExceptionDetail, ExceptionInfo, Priority, Rule, Severity};
 
 use super::AckFailure;
 use super::store::{self, Filter};
@@ -36,6 +36,9 @@ struct ListQuery {
     acknowledged: Option<bool>,
     /// Comma-separated: `major,critical`.
     severity: Option<String>,
+    /// Comma-separated: `high,medium`.
+    priority: Option<String>,
+    suppressed: Option<bool>,
     circuit: Option<String>,
     rule: Option<String>,
     from: Option<i64>,
@@ -49,8 +52,8 @@ async fn list(
 ) -> Result<Json<Vec<ExceptionInfo>>, AppError> {
     let Query(query) = query.map_err(|e| {
         AppError::BadRequest(format!(
-            "{}; filters: active, open, acknowledged (true/false), severity (comma-separated), \
-             circuit, rule, from, to (Unix ms), limit",
+            "{}; filters: active, open, acknowledged, suppressed (true/false), severity and \
+             priority (comma-separated), circuit, rule, from, to (Unix ms), limit",
             e.body_text()
         ))
     })?;
@@ -64,6 +67,22 @@ async fn list(
                         .ok_or_else(|| {
                             AppError::BadRequest(format!(
                                 "unknown severity {s:?}: use info, warning, major or critical"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let priorities = query
+        .priority
+        .map(|list| {
+            list.split(',')
+                .map(|p| {
+                    Priority::parse(p.trim())
+                        .map(|p| p.as_str().to_owned())
+                        .ok_or_else(|| {
+                            AppError::BadRequest(format!(
+                                "unknown priority {p:?}: use low, medium or high"
                             ))
                         })
                 })
@@ -88,6 +107,8 @@ async fn list(
         open: query.open,
         acknowledged: query.acknowledged,
         severities,
+        priorities,
+        suppressed: query.suppressed,
         circuit: query.circuit,
         rule: query.rule,
         from: time("from", query.from)?,

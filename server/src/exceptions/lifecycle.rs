@@ -44,11 +44,23 @@ pub fn advance(
             acked_by: None,
             ack_comment: None,
             occurrences: 1,
+            criticality: t.alarm.criticality,
+            base_priority: t.alarm.base_priority,
+            priority: t.alarm.priority,
+            escalation: t.alarm.escalation,
+            escalated_at: t.alarm.escalated_at,
+            suppressed: t.alarm.suppressed,
+            window: t.alarm.window,
             stored: true,
         };
     };
     let mut next = previous.clone();
     next.stored = true;
+    // The engine keeps the alarm side; the row shows it as it is now.
+    next.priority = t.alarm.priority;
+    next.escalation = t.alarm.escalation;
+    next.escalated_at = t.alarm.escalated_at;
+    next.suppressed = t.alarm.suppressed;
     match t.kind {
         // A cleared, unacknowledged exception raised again: the same one,
         // once more.
@@ -63,7 +75,9 @@ pub fn advance(
         TransitionKind::Cleared => {
             next.active = false;
             next.cleared_at = Some(t.at);
-            next.open = previous.acked_at.is_none();
+            // Acknowledged already, or suppressed by a maintenance window
+            // (nobody was alarmed): closed.
+            next.open = previous.acked_at.is_none() && !t.alarm.suppressed;
             next.value = t.value.or(previous.value);
         }
         // The raise message stays the exception's; later transitions keep
@@ -82,14 +96,21 @@ pub fn advance(
             next.acknowledged = false;
             next.last_raised_at = t.at;
         }
+        // The alarm side only, copied above; the transition is in the
+        // history.
+        TransitionKind::Shelved
+        | TransitionKind::Unshelved
+        | TransitionKind::Escalated
+        | TransitionKind::Released => {}
     }
     next
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::engine::Key;
+    use super::super::engine::{AlarmState, Key};
     use super::*;
+    use trackside_wire::{Criticality, Priority};
 
     fn transition(kind: TransitionKind, at: i64, value: Option<f64>) -> Transition {
         Transition {
@@ -106,6 +127,8 @@ mod tests {
             opens: false,
             closes: false,
             gateway: Some("gw".into()),
+            alarm: AlarmState::new(Priority::High, Criticality::RunningLine),
+            announce: None,
         }
     }
 

@@ -27,6 +27,8 @@ pub mod engine;
 pub mod http;
 pub mod journal;
 pub mod lifecycle;
+pub mod maintenance;
+pub mod priority;
 pub mod store;
 pub mod webhook;
 
@@ -40,14 +42,18 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use trackside_wire::{Check, ExceptionEvent, ExceptionInfo, Rule, Severity, TransitionInfo};
+use trackside_wire::{
+    Check, ExceptionEvent, ExceptionInfo, Layout, Rule, Severity, TransitionInfo,
+};
 
 use crate::live::LiveHub;
 use crate::metrics::Metrics;
 use crate::reading::GatewayStatus;
 use crate::reading::ReadingBatch;
+use crate::yard::YardLayout;
 use engine::{AckError, Engine, Key, Ms, Resumed, Transition};
 use journal::Journal;
+use priority::{AlarmPolicy, Criticalities};
 
 pub use engine::SpoolState;
 
@@ -154,6 +160,11 @@ enum Command {
         start_by: tokio::time::Instant,
         reply: oneshot::Sender<Result<ExceptionInfo, AckFailure>>,
     },
+    /// A stored maintenance window, planned or begun.
+    AddWindow(engine::Window),
+    /// A stored window ended (or cancelled) at `at`: what it suppressed and
+    /// is still active is raised normally.
+    EndWindow { id: i64, at: Ms },
 }
 
 /// How long an acknowledgement may take, whatever the database does: the
@@ -211,6 +222,34 @@ impl Handle {
     }
 }
 
+impl Handle {
+    /// Tells the engine of a stored maintenance window.
+    pub async fn add_window(&self, window: &store::PlannedWindow) -> anyhow::Result<()> {
+        self.commands
+            .send(Command::AddWindow(window_of(window)))
+            .await
+            .map_err(|_| anyhow::anyhow!("the exception engine has stopped"))
+    }
+
+    /// Tells the engine a stored window ended at `at`.
+    pub async fn end_window(&self, id: i64, at: Ms) -> anyhow::Result<()> {
+        self.commands
+            .send(Command::EndWindow { id, at })
+            .await
+            .map_err(|_| anyhow::anyhow!("the exception engine has stopped"))
+    }
+}
+
+fn window_of(w: &store::PlannedWindow) -> engine::Window {
+    engine::Window {
+        id: w.id,
+        circuits: w.circuits.clone(),
+        gateway: w.gateway.clone(),
+        starts: w.starts_at,
+        ends: w.ends_at,
+    }
+}
+
 pub struct Started {
     pub feed: Feed,
     pub handle: Handle,
@@ -244,6 +283,7 @@ fn spool_rule() -> Rule {
         exclude: Vec::new(),
         severity: Severity::Warning,
         realarm_after_s: None,
+        escalate_after_s: None,
         check: Check::Spool { fill_percent: 80.0 },
     }
 }
@@ -263,6 +303,8 @@ pub struct Environment {
     pub data_dir: std::path::PathBuf,
     pub fsync_window: Option<Duration>,
     pub shutdown: CancellationToken,
+    /// Names each circuit's criticality, which ranks its exceptions.
+    pub layout: Arc<YardLayout>,
 }
 
 /// Builds the engine: writes what an earlier run left in the journal,
@@ -276,19 +318,39 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
         data_dir,
         fsync_window,
         shutdown,
+        layout,
     } = env;
     let mut rules = config.rules.clone();
     if !rules.iter().any(|r| matches!(r.check, Check::Spool { .. })) {
         rules.push(spool_rule());
     }
-    let mut engine =
-        Engine::new(rules.clone(), config.realarm_after_s).map_err(anyhow::Error::msg)?;
+    let ranked_by = layout.layout();
+    let mut engine = Engine::new(rules.clone(), config.realarm_after_s)
+        .map_err(anyhow::Error::msg)?
+        .with_policy(AlarmPolicy {
+            criticalities: ranked_by
+                .as_deref()
+                .map(Criticalities::from_layout)
+                .unwrap_or_default(),
+            escalation: config.escalation(),
+        });
 
-    let (webhook, webhooks) = if config.webhook_urls.is_empty() {
+    let receivers: Vec<(String, webhook::Format)> = config
+        .webhook_urls
+        .iter()
+        .map(|url| (url.clone(), webhook::Format::Json))
+        .chain(
+            config
+                .chat_webhook_urls
+                .iter()
+                .map(|url| (url.clone(), webhook::Format::Chat)),
+        )
+        .collect();
+    let (webhook, webhooks) = if receivers.is_empty() {
         (None, Vec::new())
     } else {
         let (notifier, tasks) = webhook::start(
-            &config.webhook_urls,
+            &receivers,
             config.webhook_queue,
             config.webhook_attempts,
             metrics.clone(),
@@ -313,8 +375,16 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
             .await
             .map_err(|err| anyhow::anyhow!("writing the exception journal: {err}"))?;
     }
+    let windows = store::open_windows(&pool, Utc::now().timestamp_millis()).await?;
+    for window in &windows {
+        engine.add_window(window_of(window));
+    }
     let open = store::load_open(&pool).await?;
-    tracing::info!(open = open.len(), "exception engine resumes");
+    tracing::info!(
+        open = open.len(),
+        maintenance_windows = windows.len(),
+        "exception engine resumes"
+    );
     let mut out = Vec::new();
     engine.resume(
         open.iter()
@@ -325,6 +395,7 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
                 },
                 active: e.active,
                 acked_at: e.acked_at,
+                alarm: engine::AlarmState::resumed(e),
             })
             .collect(),
         Utc::now().timestamp_millis(),
@@ -355,11 +426,10 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
         reserve_tried: std::time::Instant::now(),
         journal: journal.clone(),
         journalling: false,
+        layout,
+        ranked_by,
     };
-    service
-        .metrics
-        .exceptions_open
-        .store(service.open.len() as i64, Relaxed);
+    service.count_open();
     service.commit(out).await;
     let journal_task = tokio::spawn(journal::run_writer(
         journal,
@@ -399,6 +469,9 @@ struct Service {
     journal: Arc<Journal>,
     /// Steps are going to the journal (logged when it starts and ends).
     journalling: bool,
+    layout: Arc<YardLayout>,
+    /// The layout the engine's criticalities come from.
+    ranked_by: Option<Arc<Layout>>,
 }
 
 /// Acknowledgements waiting for the engine's task. A full queue makes the
@@ -469,8 +542,13 @@ impl Service {
                         let _ = reply.send(answer);
                         continue;
                     }
+                    Command::AddWindow(window) => self.engine.add_window(window),
+                    Command::EndWindow { id, at } => {
+                        self.engine.end_window(id, at, &mut out);
+                    }
                 },
                 _ = ticker.tick() => {
+                    self.follow_layout();
                     self.engine.tick(Utc::now().timestamp_millis(), &mut out);
                     self.top_up_ids().await;
                 }
@@ -576,6 +654,7 @@ impl Service {
             events.push(ExceptionEvent {
                 transition: transition_info(transition),
                 exception: info,
+                announced: transition.announce.is_some(),
             });
         }
 
@@ -603,15 +682,27 @@ impl Service {
 
         for event in &events {
             let transition = &event.transition;
+            if transition.kind == trackside_wire::TransitionKind::Raised
+                && event.transition.at == event.exception.raised_at
+                && !event.exception.suppressed
+            {
+                self.metrics.exceptions_raised_by_priority[event.exception.base_priority as usize]
+                    .fetch_add(1, Relaxed);
+            }
+            use trackside_wire::TransitionKind as K;
             let counter = match transition.kind {
-                trackside_wire::TransitionKind::Raised => &self.metrics.exceptions_raised,
-                trackside_wire::TransitionKind::Cleared => &self.metrics.exceptions_cleared,
-                trackside_wire::TransitionKind::Acknowledged => {
-                    &self.metrics.exceptions_acknowledged
-                }
-                trackside_wire::TransitionKind::Realarmed => &self.metrics.exceptions_realarmed,
+                K::Raised => Some(&self.metrics.exceptions_raised),
+                K::Cleared => Some(&self.metrics.exceptions_cleared),
+                K::Acknowledged => Some(&self.metrics.exceptions_acknowledged),
+                K::Realarmed => Some(&self.metrics.exceptions_realarmed),
+                K::Escalated => Some(&self.metrics.exceptions_escalated),
+                K::Released => Some(&self.metrics.exceptions_released),
+                // Operators' actions: counted in the audit trail.
+                K::Shelved | K::Unshelved => None,
             };
-            counter.fetch_add(1, Relaxed);
+            if let Some(counter) = counter {
+                counter.fetch_add(1, Relaxed);
+            }
             tracing::info!(
                 id = event.exception.id,
                 rule = %event.exception.rule,
@@ -627,10 +718,47 @@ impl Service {
                 self.outlets.push(event);
             }
         }
-        self.metrics
+        self.count_open();
+        events
+    }
+
+    /// Ranks new exceptions by the layout in force, once it changed.
+    fn follow_layout(&mut self) {
+        let current = self.layout.layout();
+        let same = match (&current, &self.ranked_by) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.engine.set_criticalities(
+                current
+                    .as_deref()
+                    .map(Criticalities::from_layout)
+                    .unwrap_or_default(),
+            );
+            self.ranked_by = current;
+        }
+    }
+
+    /// The open-exception gauges, by priority.
+    fn count_open(&self) {
+        let mut by_priority = [0i64; 3];
+        let mut suppressed = 0;
+        for exception in self.open.values() {
+            by_priority[exception.priority as usize] += 1;
+            suppressed += i64::from(exception.suppressed);
+        }
+        let metrics = &self.metrics;
+        metrics
             .exceptions_open
             .store(self.open.len() as i64, Relaxed);
-        events
+        for (gauge, count) in metrics.exceptions_open_by_priority.iter().zip(by_priority) {
+            gauge.store(count, Relaxed);
+        }
+        metrics
+            .exceptions_open_suppressed
+            .store(suppressed, Relaxed);
     }
 
     /// Stores a step now, or says it could not within [`STORE_WAIT`].

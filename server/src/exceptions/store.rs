@@ -1,4 +1,5 @@
-//! The exceptions' tables: the only SQL that touches them.
+//! The exceptions' tables (and the maintenance windows'): the only SQL
+//! that touches them.
 
 use std::collections::HashMap;
 
@@ -6,14 +7,16 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use trackside_wire::{
-    ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Severity, TransitionInfo,
-    TransitionKind,
+    Criticality, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind,
+    MaintenanceWindowInfo, NewMaintenanceWindow, Priority, Severity, TransitionInfo,
+    TransitionKind, WindowState,
 };
 
 use super::engine::Key;
 
 const COLUMNS: &str = "id, rule_id, kind, severity, subject, circuit, gateway_id, message, value, \
-     active, open, raised_at, last_raised_at, cleared_at, acked_at, acked_by, ack_comment, occurrences";
+     active, open, raised_at, last_raised_at, cleared_at, acked_at, acked_by, ack_comment, occurrences, \
+     criticality, base_priority, priority, escalation, escalated_at, suppressed, window_id";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -35,6 +38,13 @@ struct Row {
     acked_by: Option<String>,
     ack_comment: Option<String>,
     occurrences: i32,
+    criticality: String,
+    base_priority: String,
+    priority: String,
+    escalation: i16,
+    escalated_at: Option<DateTime<Utc>>,
+    suppressed: bool,
+    window_id: Option<i64>,
 }
 
 impl Row {
@@ -65,9 +75,25 @@ impl Row {
             acked_by: self.acked_by,
             ack_comment: self.ack_comment,
             occurrences: self.occurrences,
+            criticality: Criticality::parse(&self.criticality).with_context(|| {
+                format!(
+                    "exception {}: unknown criticality {:?}",
+                    self.id, self.criticality
+                )
+            })?,
+            base_priority: parse_priority(self.id, &self.base_priority)?,
+            priority: parse_priority(self.id, &self.priority)?,
+            escalation: u8::try_from(self.escalation).unwrap_or(u8::MAX),
+            escalated_at: self.escalated_at.map(|t| t.timestamp_millis()),
+            suppressed: self.suppressed,
+            window: self.window_id,
             stored: true,
         })
     }
+}
+
+fn parse_priority(id: i64, text: &str) -> anyhow::Result<Priority> {
+    Priority::parse(text).with_context(|| format!("exception {id}: unknown priority {text:?}"))
 }
 
 /// The open exceptions, whole: the service keeps them in memory, and the
@@ -169,16 +195,21 @@ async fn write_one(
     let (written,): (i64,) = sqlx::query_as(
         "INSERT INTO exceptions (id, rule_id, kind, severity, subject, circuit, gateway_id,
                                  message, value, active, open, raised_at, last_raised_at,
-                                 cleared_at, acked_at, acked_by, ack_comment, occurrences)
+                                 cleared_at, acked_at, acked_by, ack_comment, occurrences,
+                                 criticality, base_priority, priority, escalation,
+                                 escalated_at, suppressed, window_id)
          OVERRIDING SYSTEM VALUE
          VALUES (COALESCE($1, nextval(pg_get_serial_sequence('exceptions', 'id'))),
-                 $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                 $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                 $19, $20, $21, $22, $23, $24, $25)
          ON CONFLICT (id) DO UPDATE SET
              message = EXCLUDED.message, value = EXCLUDED.value, active = EXCLUDED.active,
              open = EXCLUDED.open, last_raised_at = EXCLUDED.last_raised_at,
              cleared_at = EXCLUDED.cleared_at, acked_at = EXCLUDED.acked_at,
              acked_by = EXCLUDED.acked_by, ack_comment = EXCLUDED.ack_comment,
-             occurrences = EXCLUDED.occurrences
+             occurrences = EXCLUDED.occurrences, priority = EXCLUDED.priority,
+             escalation = EXCLUDED.escalation, escalated_at = EXCLUDED.escalated_at,
+             suppressed = EXCLUDED.suppressed
          RETURNING id",
     )
     .bind(id)
@@ -199,6 +230,13 @@ async fn write_one(
     .bind(&e.acked_by)
     .bind(&e.ack_comment)
     .bind(e.occurrences)
+    .bind(e.criticality.as_str())
+    .bind(e.base_priority.as_str())
+    .bind(e.priority.as_str())
+    .bind(i16::from(e.escalation))
+    .bind(e.escalated_at.and_then(time))
+    .bind(e.suppressed)
+    .bind(e.window)
     .fetch_one(&mut **tx)
     .await?;
     e.id = written;
@@ -234,6 +272,9 @@ pub struct Filter {
     pub open: Option<bool>,
     pub acknowledged: Option<bool>,
     pub severities: Option<Vec<String>>,
+    pub priorities: Option<Vec<String>>,
+    /// Suppressed by a maintenance window (true), or not (false).
+    pub suppressed: Option<bool>,
     pub circuit: Option<String>,
     pub rule: Option<String>,
     pub from: Option<DateTime<Utc>>,
@@ -242,11 +283,13 @@ pub struct Filter {
 }
 
 /// Unacknowledged first (active before cleared), then acknowledged active,
-/// then closed; within each, the most severe, then the latest.
+/// then closed; within each, the highest priority, the most severe, then
+/// the latest.
 const ORDER: &str = "ORDER BY open DESC,
       CASE WHEN acked_at IS NULL AND active THEN 0
            WHEN acked_at IS NULL THEN 1
            WHEN active THEN 2 ELSE 3 END,
+      CASE priority WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END,
       CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END,
       last_raised_at DESC, id DESC";
 
@@ -261,6 +304,8 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> anyhow::Result<Vec<Exceptio
            AND ($6::text IS NULL OR rule_id = $6)
            AND ($7::timestamptz IS NULL OR active OR cleared_at >= $7)
            AND ($8::timestamptz IS NULL OR raised_at <= $8)
+           AND ($10::text[] IS NULL OR priority = ANY($10))
+           AND ($11::boolean IS NULL OR suppressed = $11)
          {ORDER}
          LIMIT $9"
     )))
@@ -273,6 +318,8 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> anyhow::Result<Vec<Exceptio
     .bind(filter.from)
     .bind(filter.to)
     .bind(filter.limit)
+    .bind(&filter.priorities)
+    .bind(filter.suppressed)
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(Row::into_info).collect()
@@ -321,4 +368,173 @@ pub async fn get(pool: &PgPool, id: i64) -> anyhow::Result<Option<ExceptionDetai
         exception: row.into_info()?,
         transitions,
     }))
+}
+
+/// A maintenance window as the engine needs it.
+pub struct PlannedWindow {
+    pub id: i64,
+    pub circuits: Vec<String>,
+    pub gateway: Option<String>,
+    pub starts_at: i64,
+    pub ends_at: i64,
+}
+
+type WindowRow = (
+    i64,
+    Vec<String>,
+    Option<String>,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    String,
+    DateTime<Utc>,
+    Option<String>,
+    i64,
+);
+
+const WINDOW_COLUMNS: &str = "w.id, w.circuits, w.gateway_id, w.reason, w.starts_at, w.ends_at, \
+     w.created_by, w.created_at, w.ended_by, \
+     (SELECT count(*) FROM exceptions e WHERE e.window_id = w.id)";
+
+fn window_info(row: WindowRow, now: i64) -> MaintenanceWindowInfo {
+    let (id, circuits, gateway, reason, starts, ends, created_by, created_at, ended_by, count) =
+        row;
+    let (starts_at, ends_at) = (starts.timestamp_millis(), ends.timestamp_millis());
+    MaintenanceWindowInfo {
+        id,
+        circuits,
+        gateway,
+        reason,
+        starts_at,
+        ends_at,
+        created_by,
+        created_at: created_at.timestamp_millis(),
+        ended_by,
+        state: if now < starts_at {
+            WindowState::Planned
+        } else if now < ends_at {
+            WindowState::Active
+        } else {
+            WindowState::Ended
+        },
+        suppressed: count,
+    }
+}
+
+/// Stores a new window; answers it as stored.
+pub async fn insert_window(
+    pool: &PgPool,
+    new: &NewMaintenanceWindow,
+    starts_at: i64,
+    by: &str,
+) -> anyhow::Result<MaintenanceWindowInfo> {
+    let time = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).context("time out of range");
+    let row: WindowRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH w AS (
+             INSERT INTO maintenance_windows (circuits, gateway_id, reason, starts_at, ends_at,
+                                              created_by)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING *)
+         SELECT {WINDOW_COLUMNS} FROM w"
+    )))
+    .bind(&new.circuits)
+    .bind(&new.gateway)
+    .bind(&new.reason)
+    .bind(time(starts_at)?)
+    .bind(time(new.ends_at)?)
+    .bind(by)
+    .fetch_one(pool)
+    .await
+    .context("storing a maintenance window")?;
+    Ok(window_info(row, Utc::now().timestamp_millis()))
+}
+
+/// Ends a window at `at` (or cancels one not begun); `None` when there is
+/// no such window, `Some(false)` when it had ended already.
+pub async fn end_window(
+    pool: &PgPool,
+    id: i64,
+    at: i64,
+    by: &str,
+) -> anyhow::Result<Option<(bool, MaintenanceWindowInfo)>> {
+    let at_time = DateTime::<Utc>::from_timestamp_millis(at).context("time out of range")?;
+    let mut tx = pool.begin().await?;
+    let ends: Option<(DateTime<Utc>,)> =
+        sqlx::query_as("SELECT ends_at FROM maintenance_windows WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((ends,)) = ends else {
+        return Ok(None);
+    };
+    let ended_now = ends > at_time;
+    if ended_now {
+        // A window not yet begun is cancelled: it starts and ends now.
+        sqlx::query(
+            "UPDATE maintenance_windows
+             SET ends_at = $2, starts_at = LEAST(starts_at, $2 - interval '1 millisecond'),
+                 ended_by = $3
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(at_time)
+        .bind(by)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let row: WindowRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {WINDOW_COLUMNS} FROM maintenance_windows w WHERE w.id = $1"
+    )))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some((ended_now, window_info(row, at))))
+}
+
+/// Windows that have not ended, and those that ended within `recent_ms`,
+/// soonest first.
+pub async fn list_windows(
+    pool: &PgPool,
+    now: i64,
+    recent_ms: i64,
+) -> anyhow::Result<Vec<MaintenanceWindowInfo>> {
+    let since = DateTime::<Utc>::from_timestamp_millis(now - recent_ms).context("time")?;
+    let rows: Vec<WindowRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {WINDOW_COLUMNS} FROM maintenance_windows w WHERE w.ends_at >= $1
+         ORDER BY w.starts_at, w.id LIMIT 1000"
+    )))
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| window_info(r, now)).collect())
+}
+
+/// The windows the engine must know at start: those not ended.
+pub async fn open_windows(pool: &PgPool, now: i64) -> anyhow::Result<Vec<PlannedWindow>> {
+    let now = DateTime::<Utc>::from_timestamp_millis(now).context("time")?;
+    type Row = (
+        i64,
+        Vec<String>,
+        Option<String>,
+        DateTime<Utc>,
+        DateTime<Utc>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, circuits, gateway_id, starts_at, ends_at FROM maintenance_windows
+             WHERE ends_at > $1",
+    )
+    .bind(now)
+    .fetch_all(pool)
+    .await
+    .context("loading maintenance windows")?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, circuits, gateway, starts, ends)| PlannedWindow {
+            id,
+            circuits,
+            gateway,
+            starts_at: starts.timestamp_millis(),
+            ends_at: ends.timestamp_millis(),
+        })
+        .collect())
 }

@@ -1,5 +1,8 @@
 //! The webhooks: a JSON POST of every exception transition to each
-//! configured receiver.
+//! configured receiver, or, for a chat receiver (Slack, Mattermost,
+//! Microsoft Teams incoming webhooks all take `{"text": ...}`), one line
+//! for each announced transition only: a chat channel is for people, who
+//! need what must be acted on, not every clear.
 //!
 //! The engine only queues (bounded per receiver; never waits). Each
 //! receiver has its own sender, so a dead receiver costs the others
@@ -48,15 +51,27 @@ const RETRY_SLOTS: usize = 2;
 /// How long senders keep delivering once shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// What a receiver is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Every transition as `ExceptionEvent` JSON.
+    Json,
+    /// Announced transitions only, as `{"text": "..."}`.
+    Chat,
+}
+
 /// The engine's side: one bounded queue per receiver.
 pub struct Notifier {
-    queues: Vec<mpsc::Sender<ExceptionEvent>>,
+    queues: Vec<(Format, mpsc::Sender<ExceptionEvent>)>,
     metrics: Arc<Metrics>,
 }
 
 impl Notifier {
     pub fn notify(&self, event: &ExceptionEvent) {
-        for queue in &self.queues {
+        for (format, queue) in &self.queues {
+            if *format == Format::Chat && !event.announced {
+                continue;
+            }
             match queue.try_send(event.clone()) {
                 Ok(()) => {
                     self.metrics.webhook_pending.fetch_add(1, Relaxed);
@@ -73,7 +88,7 @@ impl Notifier {
 /// Starts one sender per URL. Each ends once the [`Notifier`] is dropped
 /// and its queue is delivered, or `SHUTDOWN_GRACE` after `shutdown`.
 pub fn start(
-    urls: &[String],
+    urls: &[(String, Format)],
     queue: usize,
     attempts: u32,
     metrics: Arc<Metrics>,
@@ -89,12 +104,13 @@ pub fn start(
         .set(urls.iter().map(|_| AtomicI64::new(0)).collect());
     let mut queues = Vec::with_capacity(urls.len());
     let mut tasks = Vec::with_capacity(urls.len());
-    for (index, url) in urls.iter().enumerate() {
+    for (index, (url, format)) in urls.iter().enumerate() {
         let (tx, rx) = mpsc::channel(queue);
-        queues.push(tx);
+        queues.push((*format, tx));
         let sender = Sender {
             client: client.clone(),
             url: url.clone(),
+            format: *format,
             shown: shown(url),
             index,
             capacity: queue,
@@ -111,6 +127,32 @@ pub fn start(
         tasks.push(tokio::spawn(sender.run(rx, shutdown.clone())));
     }
     Ok((Notifier { queues, metrics }, tasks))
+}
+
+/// One line a person reads in a chat channel: how urgent, where, what,
+/// and what happened (times in UTC; the app shows the yard's zone).
+pub fn chat_text(event: &ExceptionEvent) -> String {
+    use trackside_wire::TransitionKind;
+    let e = &event.exception;
+    let place = e.circuit.as_deref().unwrap_or(&e.subject);
+    let at = chrono::DateTime::from_timestamp_millis(event.transition.at)
+        .map_or_else(String::new, |t| t.format("%H:%M:%S UTC").to_string());
+    let what = match event.transition.kind {
+        TransitionKind::Escalated => {
+            format!("ESCALATED (level {}, not acknowledged): ", e.escalation)
+        }
+        TransitionKind::Released => "maintenance over, still active: ".to_owned(),
+        TransitionKind::Unshelved => "unshelved, still unacknowledged: ".to_owned(),
+        _ => String::new(),
+    };
+    format!(
+        "[{}] {place} {}: {what}{} ({}, #{}, {at})",
+        e.priority.label().to_uppercase(),
+        e.kind.label(),
+        e.message,
+        e.severity.as_str(),
+        e.id
+    )
 }
 
 /// The URL as logs may show it: no credentials, no query (either may hold
@@ -150,6 +192,7 @@ struct Ready {
 struct Sender {
     client: reqwest::Client,
     url: String,
+    format: Format,
     shown: String,
     index: usize,
     capacity: usize,
@@ -276,7 +319,13 @@ impl Sender {
             if !first {
                 self.retrying += 1;
             }
-            let request = self.client.post(&self.url).json(&front.event);
+            let request = match self.format {
+                Format::Json => self.client.post(&self.url).json(&front.event),
+                Format::Chat => self
+                    .client
+                    .post(&self.url)
+                    .json(&serde_json::json!({ "text": chat_text(&front.event) })),
+            };
             self.in_flight.spawn(async move {
                 let outcome = match request.send().await {
                     Ok(response) if response.status().is_success() => Ok(()),

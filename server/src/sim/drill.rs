@@ -4,6 +4,10 @@
 //! shipped rules to the target (none missed, false alarms at most 1 % of
 //! raised).
 //!
+//! A drill may plan maintenance windows (`--maintenance`): what is raised
+//! inside one is detected all the same, and counted as suppressed, so a
+//! team working on circuits shows up as work done, not as faults missed.
+//!
 //! The engine is driven exactly as the server drives it (messages with their
 //! receive time, a tick every 500 ms), without MQTT or a database: those
 //! are covered by the integration tests, and simulated time makes hours of
@@ -15,7 +19,7 @@ use std::fmt;
 use chrono::DateTime;
 use trackside_wire::{ChannelName, ExceptionKind, Rule, TransitionKind};
 
-use crate::exceptions::engine::{Engine, Ms};
+use crate::exceptions::engine::{Engine, Ms, Window};
 use crate::reading::DecodedReading;
 use crate::sim::{self, FaultKind, Yard, YardOptions};
 
@@ -26,6 +30,62 @@ pub struct DrillOptions {
     pub gateways: usize,
     pub rate_hz: f64,
     pub seed: u64,
+    pub maintenance: Vec<Maintenance>,
+}
+
+/// A maintenance window in a drill: circuits (names or patterns) or a
+/// gateway, from and to simulated seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Maintenance {
+    pub circuits: Vec<String>,
+    pub gateway: Option<String>,
+    pub from_s: f64,
+    pub to_s: f64,
+}
+
+impl std::str::FromStr for Maintenance {
+    type Err = String;
+
+    /// `T1*,T20@1-2.5` (circuits, from 1 h to 2.5 h of simulated time) or
+    /// `gateway=yard-gw02@0.5-1`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let usage = "a maintenance window is CIRCUITS@FROM-TO or gateway=ID@FROM-TO, hours of \
+                     simulated time: T1*,T20@1-2.5";
+        let (what, when) = text.split_once('@').ok_or(usage)?;
+        let (from, to) = when.split_once('-').ok_or(usage)?;
+        let hours = |h: &str| {
+            h.trim()
+                .trim_end_matches('h')
+                .parse::<f64>()
+                .ok()
+                .filter(|h| h.is_finite() && *h >= 0.0)
+                .ok_or_else(|| format!("{h:?} is not a number of hours; {usage}"))
+        };
+        let (from_s, to_s) = (hours(from)? * 3600.0, hours(to)? * 3600.0);
+        if from_s >= to_s {
+            return Err(format!("the window must end after it starts; {usage}"));
+        }
+        let (circuits, gateway) = match what.trim().strip_prefix("gateway=") {
+            Some(gateway) => (Vec::new(), Some(gateway.to_owned())),
+            None => (
+                what.split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                None,
+            ),
+        };
+        if circuits.is_empty() && gateway.as_deref().is_none_or(str::is_empty) {
+            return Err(format!("name circuits or a gateway; {usage}"));
+        }
+        Ok(Self {
+            circuits,
+            gateway,
+            from_s,
+            to_s,
+        })
+    }
 }
 
 /// Simulated hours a drill runs unless told otherwise.
@@ -39,6 +99,7 @@ impl Default for DrillOptions {
             gateways: sim::DEFAULT_GATEWAYS,
             rate_hz: sim::DEFAULT_RATE_HZ,
             seed: sim::DEFAULT_SEED,
+            maintenance: Vec::new(),
         }
     }
 }
@@ -58,6 +119,8 @@ pub struct Row {
     pub latencies_s: Vec<f64>,
     /// Raises of this row's exception kind that no fault explains.
     pub false_alarms: usize,
+    /// Detected faults whose raise a maintenance window suppressed.
+    pub suppressed: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +137,10 @@ pub struct DrillReport {
     pub examples: Vec<String>,
     /// Every missed fault.
     pub missed_faults: Vec<String>,
+    /// Raises a maintenance window suppressed (recorded, not sounded), and
+    /// those still active at its end, then raised normally.
+    pub suppressed: usize,
+    pub released: usize,
 }
 
 impl DrillReport {
@@ -99,6 +166,7 @@ struct Raise {
     at_s: f64,
     kind: ExceptionKind,
     subject: String,
+    suppressed: bool,
 }
 
 pub fn run(options: &DrillOptions, rules: Vec<Rule>) -> anyhow::Result<DrillReport> {
@@ -130,6 +198,16 @@ pub fn run(options: &DrillOptions, rules: Vec<Rule>) -> anyhow::Result<DrillRepo
     let horizon_s = options.hours * 3600.0;
     let step_s = 1.0 / options.rate_hz;
     let at = |s: f64| T0 + (s * 1000.0).round() as Ms;
+    for (id, m) in (1..).zip(&options.maintenance) {
+        engine.add_window(Window {
+            id,
+            circuits: m.circuits.clone(),
+            gateway: m.gateway.clone(),
+            starts: at(m.from_s),
+            ends: at(m.to_s),
+        });
+    }
+    let mut released = 0;
 
     let mut out = Vec::new();
     let mut raises = Vec::new();
@@ -181,6 +259,9 @@ pub fn run(options: &DrillOptions, rules: Vec<Rule>) -> anyhow::Result<DrillRepo
             next_tick_s += TICK_S;
         }
         for t in out.drain(..) {
+            if t.kind == TransitionKind::Released {
+                released += 1;
+            }
             if t.kind != TransitionKind::Raised {
                 continue;
             }
@@ -191,6 +272,7 @@ pub fn run(options: &DrillOptions, rules: Vec<Rule>) -> anyhow::Result<DrillRepo
                 at_s: (t.at - T0) as f64 / 1000.0,
                 kind,
                 subject: t.key.subject,
+                suppressed: t.alarm.suppressed,
             });
         }
     }
@@ -229,6 +311,7 @@ pub fn run(options: &DrillOptions, rules: Vec<Rule>) -> anyhow::Result<DrillRepo
                 && r.at_s <= fault.end_s + GRACE_S
         }) {
             row.detected += 1;
+            row.suppressed += usize::from(first.suppressed);
             row.latencies_s.push(first.at_s - fault.start_s);
         } else {
             missed_faults.push(format!(
@@ -249,6 +332,8 @@ pub fn run(options: &DrillOptions, rules: Vec<Rule>) -> anyhow::Result<DrillRepo
         false_alarms: 0,
         examples: Vec::new(),
         missed_faults,
+        suppressed: raises.iter().filter(|r| r.suppressed).count(),
+        released,
     };
     for raise in &raises {
         let circuit = ChannelName::parse(&raise.subject)
@@ -302,14 +387,25 @@ impl fmt::Display for DrillReport {
             "Fault drill: {} h simulated, {} circuits on {} gateways, {} Hz, seed {}",
             o.hours, o.circuits, o.gateways, o.rate_hz, o.seed
         )?;
+        for m in &o.maintenance {
+            writeln!(
+                f,
+                "Maintenance window on {} from {:.2} h to {:.2} h: raises are suppressed, not missed",
+                m.gateway
+                    .as_ref()
+                    .map_or_else(|| m.circuits.join(", "), |g| format!("gateway {g}")),
+                m.from_s / 3600.0,
+                m.to_s / 3600.0
+            )?;
+        }
         writeln!(f)?;
         writeln!(
             f,
-            "| injected fault     | detected as     | injected | detected | missed | false alarms | latency median (max) |"
+            "| injected fault     | detected as     | injected | detected | suppressed | missed | false alarms | latency median (max) |"
         )?;
         writeln!(
             f,
-            "|--------------------|-----------------|---------:|---------:|-------:|-------------:|---------------------:|"
+            "|--------------------|-----------------|---------:|---------:|-----------:|-------:|-------------:|---------------------:|"
         )?;
         for (kind, row) in &self.rows {
             let mut latencies = row.latencies_s.clone();
@@ -320,11 +416,12 @@ impl fmt::Display for DrillReport {
             };
             writeln!(
                 f,
-                "| {:<18} | {:<15} | {:>8} | {:>8} | {:>6} | {:>12} | {:>20} |",
+                "| {:<18} | {:<15} | {:>8} | {:>8} | {:>10} | {:>6} | {:>12} | {:>20} |",
                 kind.label(),
                 kind.expected().0.as_str(),
                 row.injected,
                 row.detected,
+                row.suppressed,
                 row.injected - row.detected,
                 row.false_alarms,
                 latency
@@ -341,6 +438,14 @@ impl fmt::Display for DrillReport {
             self.false_alarms,
             100.0 * self.false_alarm_share()
         )?;
+        if !self.options.maintenance.is_empty() {
+            writeln!(
+                f,
+                "Maintenance: {} raises suppressed (recorded, not sounded); {} still active at a \
+                 window's end and raised normally then.",
+                self.suppressed, self.released
+            )?;
+        }
         for missed in &self.missed_faults {
             writeln!(f, "  missed: {missed}")?;
         }
@@ -373,5 +478,52 @@ mod tests {
         println!("{report}");
         assert!(report.rows.values().all(|r| r.injected >= 3), "{report}");
         assert!(report.meets_target(), "{report}");
+        assert_eq!(report.suppressed, 0);
+    }
+
+    #[test]
+    fn a_maintenance_window_shows_its_faults_as_suppressed_not_missed() {
+        let plain = DrillOptions {
+            hours: 1.0,
+            ..DrillOptions::default()
+        };
+        let windowed = DrillOptions {
+            maintenance: vec!["*@0.25-0.75".parse().expect("a window")],
+            ..plain.clone()
+        };
+        let without = run(&plain, crate::exceptions::defaults::rules()).unwrap();
+        let with = run(&windowed, crate::exceptions::defaults::rules()).unwrap();
+        println!("{with}");
+        // The same faults detected, none missed; some of them suppressed.
+        let detected = |r: &DrillReport| r.rows.values().map(|r| r.detected).sum::<usize>();
+        assert_eq!(detected(&with), detected(&without), "{with}");
+        assert_eq!(with.missed(), 0, "{with}");
+        let suppressed: usize = with.rows.values().map(|r| r.suppressed).sum();
+        assert!(suppressed > 0 && with.suppressed >= suppressed, "{with}");
+        assert!(
+            with.to_string().contains("suppressed, not missed"),
+            "{with}"
+        );
+        assert_eq!(without.suppressed, 0);
+    }
+
+    #[test]
+    fn maintenance_windows_parse_or_say_how() {
+        let m: Maintenance = "T1*, T20@1-2.5h".parse().unwrap();
+        assert_eq!(
+            (m.circuits, m.gateway, m.from_s, m.to_s),
+            (
+                vec!["T1*".to_owned(), "T20".to_owned()],
+                None,
+                3600.0,
+                9000.0
+            )
+        );
+        let g: Maintenance = "gateway=yard-gw02@0-0.5".parse().unwrap();
+        assert_eq!(g.gateway.as_deref(), Some("yard-gw02"));
+        for bad in ["T1", "T1@2-1", "@0-1", "T1@x-1", "gateway=@0-1"] {
+            let err = bad.parse::<Maintenance>().unwrap_err();
+            assert!(err.contains("CIRCUITS@FROM-TO"), "{bad}: {err}");
+        }
     }
 }

@@ -256,6 +256,7 @@ async fn an_exception_appears_live_and_is_acknowledged_through_the_dialog() {
         exclude: Vec::new(),
         severity: trackside_wire::Severity::Major,
         realarm_after_s: None,
+        escalate_after_s: None,
         check: trackside_wire::Check::Limit {
             low_set: Some(0.8),
             low_clear: Some(0.9),

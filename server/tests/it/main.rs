@@ -4,6 +4,8 @@
 
 mod access;
 mod admin_page;
+mod alarm_page;
+mod alarms;
 mod auth;
 mod browser;
 mod diagram_page;

@@ -195,6 +195,7 @@ async fn replay_includes_the_exceptions_of_the_interval() {
         exclude: Vec::new(),
         severity: trackside_wire::Severity::Major,
         realarm_after_s: None,
+        escalate_after_s: None,
         check: trackside_wire::Check::Flick {
             min_occupied_s: Some(2.0),
             max_transitions: None,

@@ -86,6 +86,8 @@ fn run(engine: &mut Engine, steps: &[Step]) -> Vec<String> {
                         opens: false,
                         closes: false,
                         gateway: None,
+                        alarm: AlarmState::new(Priority::Low, Criticality::Siding),
+                        announce: None,
                     });
                 }
             }
@@ -620,6 +622,7 @@ fn a_resumed_engine_neither_raises_again_nor_forgets() {
                 key: key.clone(),
                 active: true,
                 acked_at: None,
+                alarm: AlarmState::new(Priority::High, Criticality::RunningLine),
             },
             Resumed {
                 key: Key {
@@ -628,6 +631,7 @@ fn a_resumed_engine_neither_raises_again_nor_forgets() {
                 },
                 active: true,
                 acked_at: None,
+                alarm: AlarmState::new(Priority::High, Criticality::RunningLine),
             },
         ],
         at(0.0),
