@@ -11,6 +11,7 @@ mod auth;
 mod channel;
 mod exceptions;
 mod forecast;
+mod health;
 mod history;
 mod parameter;
 mod yard;
@@ -28,6 +29,7 @@ pub use exceptions::{
 pub use forecast::{
     Forecast, ForecastModel, ForecastPoint, ForecastStatus, TrainJob, TrainRequest, TrainState,
 };
+pub use health::{Occupation, OccupationClass, Occupations};
 pub use history::{
     History, HistorySeries, HistorySource, MAX_CHANNELS, MAX_POINTS, MAX_RANGE_DAYS, SeriesData,
 };

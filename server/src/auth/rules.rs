@@ -76,6 +76,8 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/layout/source", VIEWER),
     rule("GET", "/api/replay", VIEWER),
     rule("GET", "/api/movements", VIEWER),
+    rule("GET", "/api/occupations", VIEWER),
+    rule("GET", "/api/occupations.csv", VIEWER),
     // Operator actions.
     rule("POST", "/api/exceptions/{id}/ack", OPERATOR),
     // Administration.

@@ -281,6 +281,13 @@ pub fn validate(rules: &[Rule]) -> Result<(), String> {
                     return fail("fill_percent must be above 0 and at most 100");
                 }
             }
+            Check::PoorShunt { .. }
+            | Check::UnstableOccupationCurrent { .. }
+            | Check::DropPickDrift { .. } => {
+                if let Err(what) = occupation::validate(&rule.check) {
+                    return fail(&what);
+                }
+            }
             Check::Predicted { limit_rule } => {
                 let names_a_limit = rules
                     .iter()
@@ -666,6 +673,9 @@ impl Engine {
                             Check::GatewayOffline { .. }
                                 | Check::Predicted { .. }
                                 | Check::Spool { .. }
+                                | Check::PoorShunt { .. }
+                                | Check::UnstableOccupationCurrent { .. }
+                                | Check::DropPickDrift { .. }
                         )
                     })
                     .filter(|(_, r)| r.matches(name))
@@ -1248,7 +1258,10 @@ fn new_watch(check: &Check) -> Watch {
         Check::Stale { .. }
         | Check::GatewayOffline { .. }
         | Check::Predicted { .. }
-        | Check::Spool { .. } => Watch::Stale {
+        | Check::Spool { .. }
+        | Check::PoorShunt { .. }
+        | Check::UnstableOccupationCurrent { .. }
+        | Check::DropPickDrift { .. } => Watch::Stale {
             last_received: None,
             intervals: VecDeque::new(),
         },
@@ -1378,6 +1391,8 @@ fn duration_words(ms: Ms) -> String {
         format!("{:.1} h", s / 3_600.0)
     }
 }
+
+mod occupation;
 
 #[cfg(test)]
 mod tests;

@@ -73,6 +73,12 @@ pub enum Input {
     },
     /// The server's spool, sampled.
     Spool { state: SpoolState, at: Ms },
+    /// A circuit's recent occupations, oldest first, after new ones were
+    /// derived (`health`).
+    Occupations {
+        circuit: String,
+        occupations: Vec<trackside_wire::Occupation>,
+    },
 }
 
 /// The ingest path's side of the engine's queue.
@@ -106,6 +112,17 @@ impl Feed {
                 channel: channel.to_owned(),
                 points,
                 at: at.timestamp_millis(),
+            })
+            .await;
+    }
+
+    /// From the health job, not the ingest path: it may wait for room.
+    pub async fn occupations(&self, circuit: &str, occupations: Vec<trackside_wire::Occupation>) {
+        let _ = self
+            .tx
+            .send(Input::Occupations {
+                circuit: circuit.to_owned(),
+                occupations,
             })
             .await;
     }
@@ -450,6 +467,9 @@ impl Service {
                             }
                             Input::Spool { state, at } => {
                                 self.engine.spool(&state, at, &mut out);
+                            }
+                            Input::Occupations { circuit, occupations } => {
+                                self.engine.occupations(&circuit, &occupations, &mut out);
                             }
                         }
                     }
