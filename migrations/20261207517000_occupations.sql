@@ -57,3 +57,21 @@ CREATE TRIGGER rollup_dirty_marks_occupations
     AFTER INSERT ON rollup_dirty
     REFERENCING NEW TABLE AS inserted
     FOR EACH STATEMENT EXECUTE FUNCTION occupation_mark();
+
+-- The health score (docs/design/health.md): the latest per circuit, with
+-- what lowered it, and one row per circuit and day in the yard's zone.
+CREATE TABLE circuit_health (
+    circuit     text PRIMARY KEY,
+    score       double precision NOT NULL,
+    at          timestamptz NOT NULL,
+    deductions  jsonb NOT NULL,
+    occupations integer NOT NULL
+);
+
+CREATE TABLE circuit_health_daily (
+    circuit  text NOT NULL,
+    day      date NOT NULL,
+    lowest   double precision NOT NULL,
+    last     double precision NOT NULL,
+    PRIMARY KEY (circuit, day)
+);

@@ -22,6 +22,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub forecast: ForecastConfig,
     pub auth: crate::auth::AuthConfig,
+    pub health: crate::health::HealthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,6 +309,7 @@ impl Default for Config {
             history: HistoryConfig::default(),
             forecast: ForecastConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            health: crate::health::HealthConfig::default(),
         }
     }
 }
@@ -499,6 +501,7 @@ impl Config {
         self.exceptions.validate()?;
         self.history.validate()?;
         self.auth.validate()?;
+        self.health.validate().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }

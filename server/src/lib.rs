@@ -194,7 +194,11 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     let occupations = tokio::spawn(health::job::run(
         pool.clone(),
         exceptions.feed.clone(),
-        health::occupation::Settings::default(),
+        health::job::JobConfig::new(
+            config.health.clone(),
+            exceptions.handle.rules(),
+            &config.yard.timezone,
+        ),
         shutdown.clone(),
     ));
 

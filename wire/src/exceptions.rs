@@ -163,6 +163,10 @@ pub enum Check {
         baseline_days: f64,
         min_baseline: u32,
     },
+    /// A circuit's health score (docs/design/health.md) below `below`.
+    /// The subject is `{circuit}/health`. Cleared once it is 5 points
+    /// above.
+    HealthLow { below: f64 },
 }
 
 impl Check {
@@ -179,6 +183,7 @@ impl Check {
             Check::PoorShunt { .. } => ExceptionKind::PoorShunt,
             Check::UnstableOccupationCurrent { .. } => ExceptionKind::UnstableOccupationCurrent,
             Check::DropPickDrift { .. } => ExceptionKind::DropPickDrift,
+            Check::HealthLow { .. } => ExceptionKind::HealthLow,
         }
     }
 }
@@ -198,10 +203,11 @@ pub enum ExceptionKind {
     PoorShunt,
     UnstableOccupationCurrent,
     DropPickDrift,
+    HealthLow,
 }
 
 impl ExceptionKind {
-    pub const ALL: [ExceptionKind; 11] = [
+    pub const ALL: [ExceptionKind; 12] = [
         ExceptionKind::Limit,
         ExceptionKind::RateOfChange,
         ExceptionKind::Flick,
@@ -213,6 +219,7 @@ impl ExceptionKind {
         ExceptionKind::PoorShunt,
         ExceptionKind::UnstableOccupationCurrent,
         ExceptionKind::DropPickDrift,
+        ExceptionKind::HealthLow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -228,6 +235,7 @@ impl ExceptionKind {
             ExceptionKind::PoorShunt => "poor_shunt",
             ExceptionKind::UnstableOccupationCurrent => "unstable_occupation_current",
             ExceptionKind::DropPickDrift => "drop_pick_drift",
+            ExceptionKind::HealthLow => "health_low",
         }
     }
 
@@ -249,6 +257,7 @@ impl ExceptionKind {
             ExceptionKind::PoorShunt => "Poor shunt",
             ExceptionKind::UnstableOccupationCurrent => "Unstable occupation current",
             ExceptionKind::DropPickDrift => "Drop/pick drift",
+            ExceptionKind::HealthLow => "Circuit health low",
         }
     }
 }

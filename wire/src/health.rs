@@ -67,3 +67,51 @@ pub struct Occupations {
     /// Occupations are exact up to here; later ones are still being derived.
     pub derived_to: Option<i64>,
 }
+
+/// One cause that lowered a circuit's health, in points out of 100.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthDeduction {
+    /// `poor_shunt`, `unstable_current`, `flicks`, `drift`, `exceptions`,
+    /// `margin`, `predicted` or `data_quality` (docs/design/health.md).
+    pub cause: String,
+    pub points: f64,
+    /// What was measured, in words.
+    pub detail: String,
+}
+
+/// A circuit's health now: 100 less its deductions, never below 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CircuitHealth {
+    pub circuit: String,
+    pub score: f64,
+    /// When it was computed (Unix ms).
+    pub at: i64,
+    pub deductions: Vec<HealthDeduction>,
+    /// Occupations it was judged on.
+    pub occupations: u32,
+}
+
+/// One day of a circuit's health, in the yard's time zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthDay {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub lowest: f64,
+    pub last: f64,
+}
+
+/// `GET /api/health`: every circuit's health, worst first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthList {
+    pub circuits: Vec<CircuitHealth>,
+    /// Health below this raises a `health_low` exception.
+    pub alarm_below: f64,
+}
+
+/// `GET /api/health/{circuit}`: its health now and day by day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CircuitHealthDetail {
+    pub current: Option<CircuitHealth>,
+    pub days: Vec<HealthDay>,
+    pub alarm_below: f64,
+}

@@ -29,7 +29,10 @@ pub use exceptions::{
 pub use forecast::{
     Forecast, ForecastModel, ForecastPoint, ForecastStatus, TrainJob, TrainRequest, TrainState,
 };
-pub use health::{Occupation, OccupationClass, Occupations};
+pub use health::{
+    CircuitHealth, CircuitHealthDetail, HealthDay, HealthDeduction, HealthList, Occupation,
+    OccupationClass, Occupations,
+};
 pub use history::{
     History, HistorySeries, HistorySource, MAX_CHANNELS, MAX_POINTS, MAX_RANGE_DAYS, SeriesData,
 };

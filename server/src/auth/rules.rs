@@ -78,6 +78,8 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/movements", VIEWER),
     rule("GET", "/api/occupations", VIEWER),
     rule("GET", "/api/occupations.csv", VIEWER),
+    rule("GET", "/api/health", VIEWER),
+    rule("GET", "/api/health/{circuit}", VIEWER),
     // Operator actions.
     rule("POST", "/api/exceptions/{id}/ack", OPERATOR),
     // Administration.

@@ -74,6 +74,14 @@ pub fn rules() -> Vec<Rule> {
                 min_baseline: 20,
             },
         ),
+        // Health (docs/design/health.md) below 50: two causes at full
+        // weight, or one exception of consequence on top of a poor shunt.
+        rule(
+            "health-low",
+            "*/health",
+            Severity::Warning,
+            Check::HealthLow { below: 50.0 },
+        ),
         limit(
             "relay-voltage-limits",
             "*/relay_voltage",

@@ -283,7 +283,8 @@ pub fn validate(rules: &[Rule]) -> Result<(), String> {
             }
             Check::PoorShunt { .. }
             | Check::UnstableOccupationCurrent { .. }
-            | Check::DropPickDrift { .. } => {
+            | Check::DropPickDrift { .. }
+            | Check::HealthLow { .. } => {
                 if let Err(what) = occupation::validate(&rule.check) {
                     return fail(&what);
                 }
@@ -676,6 +677,7 @@ impl Engine {
                                 | Check::PoorShunt { .. }
                                 | Check::UnstableOccupationCurrent { .. }
                                 | Check::DropPickDrift { .. }
+                                | Check::HealthLow { .. }
                         )
                     })
                     .filter(|(_, r)| r.matches(name))
@@ -1261,7 +1263,8 @@ fn new_watch(check: &Check) -> Watch {
         | Check::Spool { .. }
         | Check::PoorShunt { .. }
         | Check::UnstableOccupationCurrent { .. }
-        | Check::DropPickDrift { .. } => Watch::Stale {
+        | Check::DropPickDrift { .. }
+        | Check::HealthLow { .. } => Watch::Stale {
             last_received: None,
             intervals: VecDeque::new(),
         },

@@ -79,6 +79,13 @@ pub enum Input {
         circuit: String,
         occupations: Vec<trackside_wire::Occupation>,
     },
+    /// A circuit's health score and its worst cause, in words.
+    Health {
+        circuit: String,
+        score: f64,
+        worst: String,
+        at: Ms,
+    },
 }
 
 /// The ingest path's side of the engine's queue.
@@ -123,6 +130,19 @@ impl Feed {
             .send(Input::Occupations {
                 circuit: circuit.to_owned(),
                 occupations,
+            })
+            .await;
+    }
+
+    /// A circuit's new health score, from the health job.
+    pub async fn health(&self, circuit: &str, score: f64, worst: String, at: Ms) {
+        let _ = self
+            .tx
+            .send(Input::Health {
+                circuit: circuit.to_owned(),
+                score,
+                worst,
+                at,
             })
             .await;
     }
@@ -470,6 +490,9 @@ impl Service {
                             }
                             Input::Occupations { circuit, occupations } => {
                                 self.engine.occupations(&circuit, &occupations, &mut out);
+                            }
+                            Input::Health { circuit, score, worst, at } => {
+                                self.engine.health(&circuit, score, &worst, at, &mut out);
                             }
                         }
                     }

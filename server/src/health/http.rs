@@ -1,15 +1,18 @@
-//! `GET /api/occupations` and `GET /api/occupations.csv`.
+//! `GET /api/occupations`, `GET /api/occupations.csv`, `GET /api/health`
+//! and `GET /api/health/{circuit}`.
 
 use std::fmt::Write as _;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use trackside_wire::{ChannelName, Occupation, Occupations};
+use trackside_wire::{
+    ChannelName, Check, CircuitHealthDetail, HealthList, Occupation, Occupations,
+};
 
 use super::job;
 use crate::http::{AppError, AppState};
@@ -26,6 +29,67 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/occupations", get(list))
         .route("/api/occupations.csv", get(csv))
+        .route("/api/health", get(health_list))
+        .route("/api/health/{circuit}", get(health_detail))
+}
+
+/// Days of health history one request may ask for.
+const MAX_HEALTH_DAYS: i32 = 366;
+
+/// The level the `health_low` rule raises below (the first such rule's).
+fn alarm_below(state: &AppState) -> f64 {
+    state
+        .exceptions
+        .rules()
+        .iter()
+        .find_map(|r| match r.check {
+            Check::HealthLow { below } => Some(below),
+            _ => None,
+        })
+        .unwrap_or(0.0)
+}
+
+async fn health_list(State(state): State<AppState>) -> Result<Json<HealthList>, AppError> {
+    Ok(Json(HealthList {
+        circuits: job::health_list(&state.pool).await?,
+        alarm_below: alarm_below(&state),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DaysQuery {
+    days: Option<i32>,
+}
+
+async fn health_detail(
+    State(state): State<AppState>,
+    Path(circuit): Path<String>,
+    query: Result<Query<DaysQuery>, QueryRejection>,
+) -> Result<Json<CircuitHealthDetail>, AppError> {
+    ChannelName::from_parts(&circuit, "relay_state")
+        .map_err(|e| AppError::BadRequest(format!("circuit {circuit:?}: {e}")))?;
+    let Query(query) = query.map_err(|e| {
+        AppError::BadRequest(format!(
+            "{}; usage: /api/health/T101[?days=30]",
+            e.body_text()
+        ))
+    })?;
+    let days = query.days.unwrap_or(30);
+    if !(1..=MAX_HEALTH_DAYS).contains(&days) {
+        return Err(AppError::BadRequest(format!(
+            "days must be between 1 and {MAX_HEALTH_DAYS}"
+        )));
+    }
+    let current = job::health_list(&state.pool)
+        .await?
+        .into_iter()
+        .find(|h| h.circuit == circuit);
+    Ok(Json(CircuitHealthDetail {
+        current,
+        days: job::health_days(&state.pool, &circuit, days).await?,
+        alarm_below: alarm_below(&state),
+    }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,9 +19,12 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
-use trackside_wire::{Occupation, OccupationClass};
+use trackside_wire::{
+    Check, CircuitHealth, ExceptionKind, Occupation, OccupationClass, Rule, Severity,
+};
 
 use super::occupation::{self, Input, Ms, Settings};
+use super::score::{self, HealthConfig, Inputs, Limits, OpenException};
 use crate::exceptions::Feed;
 
 /// Readings are taken as complete this long after their time (TimescaleDB
@@ -42,11 +45,69 @@ const WINDOW_DAYS: i64 = 14;
 /// per pass; a bigger backlog is judged from its newest.
 const JUDGE_EACH: usize = 20;
 
+/// What the job is told at start.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub settings: Settings,
+    pub health: HealthConfig,
+    pub limits: Limits,
+    /// The yard's IANA zone: health days are its days.
+    pub timezone: String,
+}
+
+impl JobConfig {
+    /// The score's limits are the rules' own, so health and the
+    /// exceptions agree.
+    pub fn new(health: HealthConfig, rules: &[Rule], timezone: &str) -> Self {
+        let mut limits = Limits::default();
+        for rule in rules {
+            match &rule.check {
+                Check::PoorShunt {
+                    max_residual_fraction,
+                    ..
+                } => limits.max_residual_fraction = *max_residual_fraction,
+                Check::UnstableOccupationCurrent {
+                    max_relative_spread,
+                    ..
+                } => limits.max_relative_spread = *max_relative_spread,
+                Check::DropPickDrift {
+                    max_drift_fraction, ..
+                } => limits.max_drift_fraction = *max_drift_fraction,
+                Check::Limit { low_set, .. } if rule.target.ends_with("/relay_voltage") => {
+                    limits.relay_low = *low_set;
+                }
+                _ => {}
+            }
+        }
+        Self {
+            settings: Settings::default(),
+            health,
+            limits,
+            timezone: timezone.to_owned(),
+        }
+    }
+}
+
 /// Runs passes until shutdown. Started once, in `crate::start`.
-pub async fn run(pool: PgPool, feed: Feed, settings: Settings, shutdown: CancellationToken) {
+pub async fn run(pool: PgPool, feed: Feed, config: JobConfig, shutdown: CancellationToken) {
     let mut failures = 0u32;
+    let mut next_score = tokio::time::Instant::now();
     loop {
-        let pause = match pass(&pool, &feed, &settings, Utc::now().timestamp_millis()).await {
+        if tokio::time::Instant::now() >= next_score {
+            next_score += Duration::from_secs(config.health.every_s);
+            if let Err(err) = score_all(&pool, &feed, &config, Utc::now().timestamp_millis()).await
+            {
+                tracing::warn!(error = %format!("{err:#}"), "scoring circuit health failed; trying again next time");
+            }
+        }
+        let pause = match pass(
+            &pool,
+            &feed,
+            &config.settings,
+            Utc::now().timestamp_millis(),
+        )
+        .await
+        {
             Ok(more) => {
                 failures = 0;
                 if more { Duration::ZERO } else { INTERVAL }
@@ -389,4 +450,147 @@ pub async fn derived_to(pool: &PgPool, circuit: &str) -> sqlx::Result<Option<Ms>
             .fetch_optional(pool)
             .await?;
     Ok(at.map(ms))
+}
+
+/// Scores every circuit with a relay state as of `now`, stores the score
+/// and the day's, and tells the engine.
+pub async fn score_all(
+    pool: &PgPool,
+    feed: &Feed,
+    config: &JobConfig,
+    now: Ms,
+) -> anyhow::Result<()> {
+    let circuits: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT circuit FROM channels WHERE parameter = 'relay_state' ORDER BY circuit",
+    )
+    .fetch_all(pool)
+    .await?;
+    let open: Vec<(String, String, String, bool)> = sqlx::query_as(
+        "SELECT circuit, kind, severity, active FROM exceptions WHERE open AND circuit IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    for circuit in circuits {
+        let occupations = list(
+            pool,
+            &circuit,
+            now - WINDOW_DAYS * crate::time::DAY_MS,
+            now + 1,
+            WINDOW,
+            true,
+        )
+        .await?;
+        let exceptions: Vec<OpenException> = open
+            .iter()
+            .filter(|(c, ..)| *c == circuit)
+            .filter_map(|(_, kind, severity, active)| {
+                Some(OpenException {
+                    kind: ExceptionKind::parse(kind)?,
+                    severity: Severity::parse(severity)?,
+                    active: *active,
+                })
+            })
+            .collect();
+        let health = score::score(
+            &circuit,
+            &Inputs {
+                occupations: &occupations,
+                open: &exceptions,
+            },
+            &config.limits,
+            &config.health,
+            now,
+        );
+        store_score(pool, &health, &config.timezone).await?;
+        let worst = health
+            .deductions
+            .first()
+            .map_or_else(|| "nothing".to_owned(), |d| d.detail.clone());
+        feed.health(&circuit, health.score, worst, now).await;
+    }
+    Ok(())
+}
+
+async fn store_score(pool: &PgPool, health: &CircuitHealth, timezone: &str) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO circuit_health (circuit, score, at, deductions, occupations)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (circuit) DO UPDATE
+         SET score = $2, at = $3, deductions = $4, occupations = $5",
+    )
+    .bind(&health.circuit)
+    .bind(health.score)
+    .bind(ts(health.at))
+    .bind(sqlx::types::Json(&health.deductions))
+    .bind(health.occupations as i32)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO circuit_health_daily (circuit, day, lowest, last)
+         VALUES ($1, ($2 AT TIME ZONE $3)::date, $4, $4)
+         ON CONFLICT (circuit, day) DO UPDATE
+         SET lowest = least(circuit_health_daily.lowest, $4), last = $4",
+    )
+    .bind(&health.circuit)
+    .bind(ts(health.at))
+    .bind(timezone)
+    .bind(health.score)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Every circuit's latest health, worst first.
+pub async fn health_list(pool: &PgPool) -> sqlx::Result<Vec<CircuitHealth>> {
+    let rows: Vec<(
+        String,
+        f64,
+        DateTime<Utc>,
+        sqlx::types::Json<Vec<trackside_wire::HealthDeduction>>,
+        i32,
+    )> = sqlx::query_as(
+        "SELECT circuit, score, at, deductions, occupations FROM circuit_health
+             ORDER BY score, circuit",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(circuit, score, at, deductions, occupations)| CircuitHealth {
+                circuit,
+                score,
+                at: ms(at),
+                deductions: deductions.0,
+                occupations: occupations.max(0) as u32,
+            },
+        )
+        .collect())
+}
+
+/// One circuit's health day by day, oldest first, over the last `days`.
+pub async fn health_days(
+    pool: &PgPool,
+    circuit: &str,
+    days: i32,
+) -> sqlx::Result<Vec<trackside_wire::HealthDay>> {
+    let rows: Vec<(chrono::NaiveDate, f64, f64)> = sqlx::query_as(
+        "SELECT day, lowest, last FROM (
+             SELECT day, lowest, last FROM circuit_health_daily
+             WHERE circuit = $1 ORDER BY day DESC LIMIT $2
+         ) d ORDER BY day",
+    )
+    .bind(circuit)
+    .bind(i64::from(days))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(day, lowest, last)| trackside_wire::HealthDay {
+            day: day.format("%Y-%m-%d").to_string(),
+            lowest,
+            last,
+        })
+        .collect())
 }

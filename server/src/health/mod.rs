@@ -15,5 +15,7 @@
 mod http;
 pub mod job;
 pub mod occupation;
+pub mod score;
 
 pub use http::router;
+pub use score::HealthConfig;

@@ -56,10 +56,18 @@ pub(super) fn validate(check: &Check) -> Result<(), String> {
                     .into());
             }
         }
+        Check::HealthLow { below } => {
+            if !(below.is_finite() && *below > 0.0 && *below < 100.0) {
+                return Err("below must be between 0 and 100".into());
+            }
+        }
         _ => {}
     }
     Ok(())
 }
+
+/// Points above its level a `health_low` exception clears at.
+const HEALTH_HYSTERESIS: f64 = 5.0;
 
 /// The residual as a share of the level before the drop, for an
 /// occupation long enough to have one.
@@ -255,6 +263,39 @@ impl Engine {
                 self.raise(&key, at, Some(value), message, gateway.as_deref(), out);
             } else if self.is_active(&key) {
                 self.clear(&key, at, Some(value), message, gateway.as_deref(), out);
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// A circuit's health score as computed at `at`, with what lowered it
+    /// most, in words.
+    pub fn health(
+        &mut self,
+        circuit: &str,
+        score: f64,
+        worst: &str,
+        at: Ms,
+        out: &mut Vec<Transition>,
+    ) {
+        let subject = format!("{circuit}/health");
+        for index in 0..self.rules.len() {
+            let Check::HealthLow { below } = self.rules[index].rule.check else {
+                continue;
+            };
+            if !self.rules[index].matches(&subject) {
+                continue;
+            }
+            let key = self.key(index, &subject);
+            if score < below {
+                let message = format!(
+                    "circuit health {score:.0} of 100, below {below:.0}: {worst}; plan maintenance"
+                );
+                self.raise(&key, at, Some(score), message, None, out);
+            } else if score >= below + HEALTH_HYSTERESIS && self.is_active(&key) {
+                let message = format!("circuit health back to {score:.0} of 100");
+                self.clear(&key, at, Some(score), message, None, out);
             }
         }
     }
