@@ -3,6 +3,12 @@
 
 use trackside_wire::{CircuitHealthDetail, ExceptionKind, HealthList, Occupations, TransitionKind};
 
+use fantoccini::Locator;
+use trackside_wire::Role;
+
+use crate::browser::{
+    attribute, csp_violations, screenshot_to, signed_in_browser, wait_for_attribute, wait_for_text,
+};
 use crate::exceptions::{exception_frame, exceptions, now_ms};
 use crate::harness::{TestServer, eventually, test_config};
 
@@ -232,4 +238,109 @@ async fn bad_occupation_requests_say_what_to_send() {
             "{query}: {body}"
         );
     }
+}
+
+/// Waits until the server scored `circuit` from `occupations` occupations.
+async fn scored(server: &TestServer, circuit: &str, occupations: u32) -> HealthList {
+    eventually("the circuit scored", || async {
+        let list: HealthList = server
+            .get(server.url("/api/health"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let health = list.circuits.iter().find(|h| h.circuit == circuit)?;
+        (health.occupations == occupations).then_some(list)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_circuits_health_shows_on_its_card_and_its_page() {
+    let mut config = test_config();
+    config.health.every_s = 10;
+    let server = TestServer::start_with(config).await;
+    let mut gateway = server.gateway("gw-cards").await;
+    let from = now_ms() - 12 * 60 * S;
+    let trains = [(60 * S, 100 * S), (250 * S, 290 * S), (450 * S, 480 * S)];
+    publish(
+        &mut gateway,
+        "gw-cards",
+        &readings("T201", from, 600, &trains, 0.5),
+    )
+    .await;
+    publish(
+        &mut gateway,
+        "gw-cards",
+        &readings("T202", from, 600, &trains, 0.02),
+    )
+    .await;
+    scored(&server, "T201", 3).await;
+    scored(&server, "T202", 3).await;
+
+    let (_driver, client) = signed_in_browser(&server, "Vera Viewer", Role::Viewer).await;
+    let card = "[data-circuit=T201] [data-testid=card-health]";
+    wait_for_attribute(&client, card, "data-health", "60").await;
+    assert_eq!(
+        attribute(&client, card, "data-health-level")
+            .await
+            .as_deref(),
+        Some("fair")
+    );
+    wait_for_text(&client, &format!("{card} .health-cause"), "poor shunt").await;
+    wait_for_attribute(
+        &client,
+        "[data-circuit=T202] [data-testid=card-health]",
+        "data-health",
+        "100",
+    )
+    .await;
+    // The worst circuit leads the strip above the board.
+    wait_for_text(
+        &client,
+        "[data-testid=worst-circuits] li:first-child .worst-circuit",
+        "T201",
+    )
+    .await;
+    if let Ok(png) = client.screenshot().await {
+        screenshot_to("health-board.png", png);
+    }
+
+    // Its page: the score, what lowered it, the day, the occupations.
+    client
+        .find(Locator::Css(card))
+        .await
+        .expect("the card's health")
+        .click()
+        .await
+        .expect("click");
+    wait_for_text(&client, "[data-testid=health-score]", "60 / 100").await;
+    let deductions = crate::browser::text(&client, "[data-testid=health-deductions]")
+        .await
+        .unwrap_or_default();
+    assert!(deductions.contains("poor shunt"), "{deductions}");
+    assert!(
+        deductions.contains("3 of the last 3 occupations shunted poorly"),
+        "{deductions}"
+    );
+    eventually("the occupations listed", || async {
+        let rows = client
+            .find_all(Locator::Css("[data-testid=occupations] tbody tr"))
+            .await
+            .ok()?;
+        (rows.len() == 3).then_some(())
+    })
+    .await;
+    assert!(
+        client
+            .find(Locator::Css("[data-testid=health-trend] rect"))
+            .await
+            .is_ok()
+    );
+    if let Ok(png) = client.screenshot().await {
+        screenshot_to("health-page.png", png);
+    }
+    assert_eq!(csp_violations(&client).await, None);
+    client.close().await.expect("closing the browser session");
 }
