@@ -283,7 +283,7 @@ pub struct DemoConfig {
     pub gateways: usize,
     /// Readings per second per analogue parameter.
     pub rate_hz: f64,
-    /// Inject one fault at a time on a 35-minute cycle, so every exception
+    /// Inject one fault at a time on a 56-minute cycle, so every exception
     /// rule shows up in the demo.
     pub faults: bool,
     /// Days of simulated history written at the first start (and the gap

@@ -541,15 +541,17 @@ async fn store_score(pool: &PgPool, health: &CircuitHealth, timezone: &str) -> s
     tx.commit().await
 }
 
+type HealthRow = (
+    String,
+    f64,
+    DateTime<Utc>,
+    sqlx::types::Json<Vec<trackside_wire::HealthDeduction>>,
+    i32,
+);
+
 /// Every circuit's latest health, worst first.
 pub async fn health_list(pool: &PgPool) -> sqlx::Result<Vec<CircuitHealth>> {
-    let rows: Vec<(
-        String,
-        f64,
-        DateTime<Utc>,
-        sqlx::types::Json<Vec<trackside_wire::HealthDeduction>>,
-        i32,
-    )> = sqlx::query_as(
+    let rows: Vec<HealthRow> = sqlx::query_as(
         "SELECT circuit, score, at, deductions, occupations FROM circuit_health
              ORDER BY score, circuit",
     )

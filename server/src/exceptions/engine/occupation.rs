@@ -18,52 +18,40 @@ use super::{Engine, Ms, Transition};
 /// Checks one of these rules' parameters.
 pub(super) fn validate(check: &Check) -> Result<(), String> {
     let fraction = |v: f64| v.is_finite() && v > 0.0 && v < 1.0;
-    match check {
+    let problem = match check {
         Check::PoorShunt {
             max_residual_fraction,
             occupations,
-        } => {
-            if !fraction(*max_residual_fraction) || *occupations == 0 {
-                return Err(
-                    "max_residual_fraction must be between 0 and 1 and occupations at least 1"
-                        .into(),
-                );
-            }
+        } if !fraction(*max_residual_fraction) || *occupations == 0 => {
+            Some("max_residual_fraction must be between 0 and 1 and occupations at least 1")
         }
         Check::UnstableOccupationCurrent {
             max_relative_spread,
             occupations,
-        } => {
-            if !fraction(*max_relative_spread) || *occupations == 0 {
-                return Err(
-                    "max_relative_spread must be between 0 and 1 and occupations at least 1".into(),
-                );
-            }
+        } if !fraction(*max_relative_spread) || *occupations == 0 => {
+            Some("max_relative_spread must be between 0 and 1 and occupations at least 1")
         }
         Check::DropPickDrift {
             max_drift_fraction,
             recent,
             baseline_days,
             min_baseline,
-        } => {
-            if !fraction(*max_drift_fraction)
-                || *recent == 0
-                || *min_baseline == 0
-                || !(baseline_days.is_finite() && *baseline_days > 0.0)
-            {
-                return Err("max_drift_fraction must be between 0 and 1; recent, \
-                     min_baseline and baseline_days positive"
-                    .into());
-            }
+        } if !fraction(*max_drift_fraction)
+            || *recent == 0
+            || *min_baseline == 0
+            || !(baseline_days.is_finite() && *baseline_days > 0.0) =>
+        {
+            Some(
+                "max_drift_fraction must be between 0 and 1; recent, min_baseline and \
+                 baseline_days positive",
+            )
         }
-        Check::HealthLow { below } => {
-            if !(below.is_finite() && *below > 0.0 && *below < 100.0) {
-                return Err("below must be between 0 and 100".into());
-            }
+        Check::HealthLow { below } if !(below.is_finite() && *below > 0.0 && *below < 100.0) => {
+            Some("below must be between 0 and 100")
         }
-        _ => {}
-    }
-    Ok(())
+        _ => None,
+    };
+    problem.map_or(Ok(()), |p| Err(p.to_owned()))
 }
 
 /// Points above its level a `health_low` exception clears at.
@@ -93,7 +81,7 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     }
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
+    Some(if values.len().is_multiple_of(2) {
         (values[mid - 1] + values[mid]) / 2.0
     } else {
         values[mid]
