@@ -711,6 +711,60 @@ async fn a_minute_that_cannot_be_rolled_up_holds_up_no_other() {
     assert_eq!(failures(&metrics), (2, 0));
 }
 
+/// The server's job leaves a minute to a later pass while it is still being
+/// written, so a minute filled by many commits is recomputed once; but a
+/// minute written without pause gets its rollup once its oldest mark has
+/// waited a minute. Marks are aged by hand instead of waiting.
+#[tokio::test]
+async fn a_minute_still_being_written_waits_for_quiet_but_not_forever() {
+    let pool = fresh_database().await;
+    let metrics = std::sync::Arc::new(trackside::metrics::Metrics::default());
+    let mut job = trackside::store::rollup::Refresher::new(Default::default(), metrics)
+        .waiting_for_quiet(Duration::from_secs(10));
+    let age = |seconds: i32| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "UPDATE rollup_dirty SET marked_at = marked_at - make_interval(secs => $1)",
+            )
+            .bind(f64::from(seconds))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    let minute = ms("2026-11-27T06:30:00Z");
+    insert(&pool, 1, &[(minute + 1_000, 1.0), (minute + 2_000, 3.0)]).await;
+    assert_eq!(
+        job.pass(&pool, 100).await.unwrap().claimed,
+        0,
+        "still being written"
+    );
+    assert_eq!(minute_row(&pool, 1, minute).await, None);
+
+    age(11).await;
+    assert_eq!(job.pass(&pool, 100).await.unwrap().claimed, 1, "quiet now");
+    assert_eq!(minute_row(&pool, 1, minute).await, Some((2, 3.0)));
+
+    insert(&pool, 1, &[(minute + 3_000, 5.0)]).await;
+    age(11).await;
+    insert(&pool, 1, &[(minute + 4_000, 2.0)]).await;
+    assert_eq!(
+        job.pass(&pool, 100).await.unwrap().claimed,
+        0,
+        "an older mark waits while the minute has a young one"
+    );
+    age(50).await;
+    insert(&pool, 1, &[(minute + 5_000, 2.5)]).await;
+    assert_eq!(
+        job.pass(&pool, 100).await.unwrap().claimed,
+        1,
+        "a mark a minute old is taken even though the minute is being written"
+    );
+    assert_eq!(dirty_marks(&pool).await, 2, "the younger marks stay");
+    assert_eq!(minute_row(&pool, 1, minute).await, Some((5, 5.0)));
+}
+
 /// A writer's marks are invisible until it commits: a pass meanwhile rolls
 /// the minute up from what is committed, and the writer's commit marks the
 /// minute again for the next pass.

@@ -350,7 +350,10 @@ pub async fn run(
     let interval = Duration::from_millis(config.rollup_interval_ms);
     let mut next_retention = tokio::time::Instant::now();
     let mut failures = 0u32;
-    let mut refresher = Refresher::new(config.clone(), metrics.clone());
+    // Two intervals: a minute written by every writer commit is quiet once
+    // the writes have moved on for a whole pass.
+    let mut refresher =
+        Refresher::new(config.clone(), metrics.clone()).waiting_for_quiet(interval * 2);
     loop {
         let pass = match path {
             StoragePath::Plain => refresher.pass(&pool, REFRESH_BATCH).await,

@@ -33,6 +33,9 @@ const QUARANTINE_LIMIT: usize = 10_000;
 /// The longest a failing minute waits between attempts.
 const RETRY_MAX: Duration = Duration::from_secs(600);
 
+/// The longest a minute that keeps being written waits for its rollup.
+const QUIET_AT_MOST: Duration = Duration::from_secs(60);
+
 /// `INSERT INTO {table} ... {rows} ON CONFLICT ...`: stores recomputed
 /// buckets, each replacing the stored one whole. `rows` yields the channel
 /// id, then the columns of a tier's `rollup_*` function (the aggregates'
@@ -134,15 +137,27 @@ pub struct Refresher {
     config: HistoryConfig,
     metrics: Arc<Metrics>,
     set_aside: HashMap<Unit, SetAside>,
+    quiet: Duration,
 }
 
 impl Refresher {
+    /// A refresher that takes every committed mark (for `settle` and tools).
     pub fn new(config: HistoryConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             config,
             metrics,
             set_aside: HashMap::new(),
+            quiet: Duration::ZERO,
         }
+    }
+
+    /// Leaves a minute to a later pass while it has a mark younger than
+    /// `quiet` (but never once its oldest mark is a minute old): a minute
+    /// still being written is then recomputed once, not once per pass
+    /// (migration 20261207490000).
+    pub fn waiting_for_quiet(mut self, quiet: Duration) -> Self {
+        self.quiet = quiet.min(QUIET_AT_MOST);
+        self
     }
 
     /// One pass: claims up to `limit` dirty marks (not those of minutes set
@@ -210,11 +225,22 @@ impl Refresher {
         // when it commits, so every mark claimed here stands for rows this
         // pass's statements can see. A minute may be marked several times;
         // it is recomputed once.
+        //
+        // A mark is taken once its minute has had no mark for `quiet`, or
+        // once it is older than QUIET_AT_MOST; the check for younger marks
+        // probes the (channel, minute) index, and only the last moments'
+        // marks are young, so it stays cheap however long the backlog.
         let mut claimed: Vec<Unit> = sqlx::query_as(
             "DELETE FROM rollup_dirty
              WHERE ctid = ANY (ARRAY (
                  SELECT d.ctid FROM rollup_dirty d
-                 WHERE NOT EXISTS (
+                 WHERE d.marked_at <= now() - make_interval(secs => $4)
+                   AND (d.marked_at < now() - make_interval(secs => $5)
+                        OR NOT EXISTS (
+                            SELECT 1 FROM rollup_dirty y
+                            WHERE y.channel_id = d.channel_id AND y.minute = d.minute
+                              AND y.marked_at > now() - make_interval(secs => $4)))
+                   AND NOT EXISTS (
                      SELECT 1 FROM unnest($2::integer[], $3::timestamptz[]) AS h (channel_id, minute)
                      WHERE h.channel_id = d.channel_id AND h.minute = d.minute)
                  LIMIT $1 FOR UPDATE OF d SKIP LOCKED))
@@ -223,6 +249,8 @@ impl Refresher {
         .bind(limit)
         .bind(&held_channels)
         .bind(&held_minutes)
+        .bind(self.quiet.as_secs_f64())
+        .bind(QUIET_AT_MOST.as_secs_f64())
         .fetch_all(&mut *tx)
         .await?;
         let mut report = PassReport {

@@ -1,0 +1,12 @@
+-- When each dirty mark was made, so the rollup job can leave a minute that
+-- is still being written until its writes pause.
+--
+-- Every writer commit marks the minutes it touched. A job pass that took
+-- every mark recomputed a minute still filling up once per pass: under a
+-- steady batched load each raw row was read dozens of times, and the job,
+-- not the writer, set the ingest rate. Now a pass takes a minute once no
+-- mark of it is younger than a short quiet time, or once its oldest mark
+-- has waited a minute. `now()` is the marking transaction's start: cheap,
+-- and early enough (a long transaction only makes its marks look older).
+-- Readers are unaffected: they answer every marked minute from raw rows.
+ALTER TABLE rollup_dirty ADD COLUMN marked_at timestamptz NOT NULL DEFAULT now();
