@@ -41,6 +41,11 @@ const INTERVAL: Duration = Duration::from_secs(5);
 const WINDOW: i64 = 1_000;
 /// The baseline the drift rule may look back over.
 const WINDOW_DAYS: i64 = 14;
+/// Occupations that ended longer ago than this when first derived are
+/// stored but not judged: a history written in bulk (the demo's backfilled
+/// week, a restored archive) must not raise a week of exceptions at once,
+/// while a gateway's backlog after a day's outage still is.
+const JUDGE_WITHIN: Ms = 24 * 3_600_000;
 /// At most this many new occupations of one circuit are judged one by one
 /// per pass; a bigger backlog is judged from its newest.
 const JUDGE_EACH: usize = 20;
@@ -273,7 +278,7 @@ async fn derive_circuit(
     insert(&mut tx, &derived).await?;
     let fresh: Vec<&Occupation> = derived
         .iter()
-        .filter(|o| judged_to.is_none_or(|j| o.end > j))
+        .filter(|o| judged_to.is_none_or(|j| o.end > j) && o.end > now - JUDGE_WITHIN)
         .collect();
     let judged = fresh.iter().map(|o| o.end).max().or(judged_to);
     sqlx::query(
