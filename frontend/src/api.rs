@@ -55,6 +55,35 @@ impl fmt::Display for ApiFailure {
 
 impl std::error::Error for ApiFailure {}
 
+pub async fn health() -> Result<trackside_wire::HealthList, ApiFailure> {
+    get_json("/api/health").await
+}
+
+pub async fn circuit_health(
+    circuit: &str,
+) -> Result<trackside_wire::CircuitHealthDetail, ApiFailure> {
+    get_json_at(
+        "/api/health",
+        &format!("/api/health/{}?days=30", encode(circuit)),
+    )
+    .await
+}
+
+pub async fn occupations(
+    circuit: &str,
+    from: i64,
+    to: i64,
+) -> Result<trackside_wire::Occupations, ApiFailure> {
+    get_json_at(
+        "/api/occupations",
+        &format!(
+            "/api/occupations?circuit={}&from={from}&to={to}",
+            encode(circuit)
+        ),
+    )
+    .await
+}
+
 pub async fn yard() -> Result<YardInfo, ApiFailure> {
     get_json("/api/yard").await
 }

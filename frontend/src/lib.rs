@@ -20,6 +20,7 @@ mod exceptions;
 mod feed;
 mod fields;
 mod header;
+mod health;
 mod history;
 mod perf;
 mod session;
@@ -38,6 +39,7 @@ use crate::diagram::DiagramPage;
 use crate::exceptions::{Exceptions, ExceptionsPage};
 use crate::feed::{Connection, Event, Feed, Subscription};
 use crate::header::Header;
+use crate::health::{Health, HealthPage};
 use crate::history::HistoryPage;
 use crate::session::{ChoosePasswordPage, Phase, Session, SignInPage, State};
 use crate::time::Clock;
@@ -95,6 +97,8 @@ fn Workspace(session: Session) -> impl IntoView {
     let yard = RwSignal::new(None::<YardInfo>);
 
     let exceptions = Exceptions::new();
+    // Shared with the cards, the diagram's panel and the health page.
+    let _health = Health::start();
 
     let snapshot = LocalResource::new(move || load_snapshot(board, clock, yard));
     // After a gap in the feed, what it did not say is fetched again.
@@ -167,6 +171,7 @@ fn Workspace(session: Session) -> impl IntoView {
                 />
                 <Route path=path!("/history") view=move || view! { <HistoryPage board yard clock /> } />
                 <Route path=path!("/exceptions") view=move || view! { <ExceptionsPage exceptions clock /> } />
+                <Route path=path!("/health/:circuit") view=move || view! { <HealthPage clock yard /> } />
             </Routes>
         </Router>
     }

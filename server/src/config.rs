@@ -22,6 +22,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub forecast: ForecastConfig,
     pub auth: crate::auth::AuthConfig,
+    pub health: crate::health::HealthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -282,7 +283,7 @@ pub struct DemoConfig {
     pub gateways: usize,
     /// Readings per second per analogue parameter.
     pub rate_hz: f64,
-    /// Inject one fault at a time on a 35-minute cycle, so every exception
+    /// Inject one fault at a time on a 56-minute cycle, so every exception
     /// rule shows up in the demo.
     pub faults: bool,
     /// Days of simulated history written at the first start (and the gap
@@ -308,6 +309,7 @@ impl Default for Config {
             history: HistoryConfig::default(),
             forecast: ForecastConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            health: crate::health::HealthConfig::default(),
         }
     }
 }
@@ -499,6 +501,7 @@ impl Config {
         self.exceptions.validate()?;
         self.history.validate()?;
         self.auth.validate()?;
+        self.health.validate().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }

@@ -24,6 +24,7 @@ pub mod store;
 pub mod auth;
 pub mod export;
 pub mod forecast;
+pub mod health;
 pub mod history;
 pub mod http;
 pub mod yard;
@@ -91,6 +92,7 @@ pub struct Running {
     spool_watch: JoinHandle<()>,
     spool: Arc<store::spool::Spool>,
     rollup: JoinHandle<()>,
+    occupations: JoinHandle<()>,
     forecaster: JoinHandle<()>,
 }
 
@@ -200,6 +202,18 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     let forecaster = tokio::spawn(forecast::run(
         forecast.clone(),
         exceptions.feed.clone(),
+        shutdown.clone(),
+    ));
+
+    // Occupation events and the rules judged on them, from stored readings.
+    let occupations = tokio::spawn(health::job::run(
+        pool.clone(),
+        exceptions.feed.clone(),
+        health::job::JobConfig::new(
+            config.health.clone(),
+            exceptions.handle.rules(),
+            &config.yard.timezone,
+        ),
         shutdown.clone(),
     ));
 
@@ -355,6 +369,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         spool_watch,
         spool: spool_handle,
         rollup,
+        occupations,
         forecaster,
     })
 }
@@ -478,10 +493,11 @@ impl Running {
         finish("HTTP", self.http, deadline).await;
         finish("store writer", self.store, deadline).await;
         finish("rejection writer", self.rejections, deadline).await;
-        // The forecaster and the spool watch hold feeds of the engine: they
+        // The forecaster, the spool watch and the occupation job hold feeds of the engine: they
         // end first.
         finish("forecaster", self.forecaster, deadline).await;
         finish("spool watch", self.spool_watch, deadline).await;
+        finish("occupation job", self.occupations, deadline).await;
         // The engine stops once every feed is gone; its journal's writer
         // after it, and the webhooks within their grace period.
         finish("exception engine", self.exceptions, deadline).await;

@@ -143,6 +143,37 @@ pub enum Check {
     /// writes. Cleared once it is 5 points below and writable again. The
     /// subject is `spool`; one such rule is added when none is configured.
     Spool { fill_percent: f64 },
+    /// Poor shunt (a `relay_voltage` channel): under each of the last
+    /// `occupations` occupations the relay voltage stayed above
+    /// `max_residual_fraction` of its level just before the drop. Cleared
+    /// once that many occupations in a row shunt well.
+    PoorShunt {
+        max_residual_fraction: f64,
+        occupations: u32,
+    },
+    /// Unstable occupation current (a `feed_current` channel): the feed
+    /// current's standard deviation while occupied exceeded
+    /// `max_relative_spread` of its mean under each of the last
+    /// `occupations` occupations. Cleared like `poor_shunt`.
+    UnstableOccupationCurrent {
+        max_relative_spread: f64,
+        occupations: u32,
+    },
+    /// Drop or pick values drifting (a `relay_voltage` channel): the median
+    /// of the last `recent` occupations' drop (or pick) values differs from
+    /// the median of the occupations before them, over `baseline_days`, by
+    /// more than `max_drift_fraction`. Needs `min_baseline` occupations of
+    /// baseline; cleared once both are back within 80 % of the limit.
+    DropPickDrift {
+        max_drift_fraction: f64,
+        recent: u32,
+        baseline_days: f64,
+        min_baseline: u32,
+    },
+    /// A circuit's health score (docs/design/health.md) below `below`.
+    /// The subject is `{circuit}/health`. Cleared once it is 5 points
+    /// above.
+    HealthLow { below: f64 },
 }
 
 impl Check {
@@ -156,6 +187,10 @@ impl Check {
             Check::GatewayOffline { .. } => ExceptionKind::GatewayOffline,
             Check::Predicted { .. } => ExceptionKind::Predicted,
             Check::Spool { .. } => ExceptionKind::Spool,
+            Check::PoorShunt { .. } => ExceptionKind::PoorShunt,
+            Check::UnstableOccupationCurrent { .. } => ExceptionKind::UnstableOccupationCurrent,
+            Check::DropPickDrift { .. } => ExceptionKind::DropPickDrift,
+            Check::HealthLow { .. } => ExceptionKind::HealthLow,
         }
     }
 }
@@ -172,10 +207,14 @@ pub enum ExceptionKind {
     GatewayOffline,
     Predicted,
     Spool,
+    PoorShunt,
+    UnstableOccupationCurrent,
+    DropPickDrift,
+    HealthLow,
 }
 
 impl ExceptionKind {
-    pub const ALL: [ExceptionKind; 8] = [
+    pub const ALL: [ExceptionKind; 12] = [
         ExceptionKind::Limit,
         ExceptionKind::RateOfChange,
         ExceptionKind::Flick,
@@ -184,6 +223,10 @@ impl ExceptionKind {
         ExceptionKind::GatewayOffline,
         ExceptionKind::Predicted,
         ExceptionKind::Spool,
+        ExceptionKind::PoorShunt,
+        ExceptionKind::UnstableOccupationCurrent,
+        ExceptionKind::DropPickDrift,
+        ExceptionKind::HealthLow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -196,6 +239,10 @@ impl ExceptionKind {
             ExceptionKind::GatewayOffline => "gateway_offline",
             ExceptionKind::Predicted => "predicted",
             ExceptionKind::Spool => "spool",
+            ExceptionKind::PoorShunt => "poor_shunt",
+            ExceptionKind::UnstableOccupationCurrent => "unstable_occupation_current",
+            ExceptionKind::DropPickDrift => "drop_pick_drift",
+            ExceptionKind::HealthLow => "health_low",
         }
     }
 
@@ -214,6 +261,10 @@ impl ExceptionKind {
             ExceptionKind::GatewayOffline => "Gateway offline",
             ExceptionKind::Predicted => "Predicted exceedance",
             ExceptionKind::Spool => "Server spool filling",
+            ExceptionKind::PoorShunt => "Poor shunt",
+            ExceptionKind::UnstableOccupationCurrent => "Unstable occupation current",
+            ExceptionKind::DropPickDrift => "Drop/pick drift",
+            ExceptionKind::HealthLow => "Circuit health low",
         }
     }
 }

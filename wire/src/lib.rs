@@ -12,6 +12,7 @@ mod auth;
 mod channel;
 mod exceptions;
 mod forecast;
+mod health;
 mod history;
 mod parameter;
 mod yard;
@@ -29,6 +30,10 @@ pub use exceptions::{
 };
 pub use forecast::{
     Forecast, ForecastModel, ForecastPoint, ForecastStatus, TrainJob, TrainRequest, TrainState,
+};
+pub use health::{
+    CircuitHealth, CircuitHealthDetail, HealthDay, HealthDeduction, HealthList, Occupation,
+    OccupationClass, Occupations,
 };
 pub use history::{
     History, HistorySeries, HistorySource, MAX_CHANNELS, MAX_POINTS, MAX_RANGE_DAYS, SeriesData,

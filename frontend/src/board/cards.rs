@@ -8,6 +8,7 @@ use trackside_wire::Severity;
 
 use super::model::{Board, Channel, Circuit, CircuitState, format_value};
 use crate::exceptions::Exceptions;
+use crate::health::HealthLine;
 use crate::time::{Clock, STALE_AFTER_MS, format_age, utc_timestamp};
 
 #[component]
@@ -61,6 +62,7 @@ fn CircuitCard(circuit: Circuit, clock: Clock, exceptions: Exceptions) -> impl I
                     {format!("{} exception", severity.as_str().to_uppercase())}
                 </p>
             })}
+            <HealthLine circuit=circuit.name.clone() />
             <ul class="params">
                 <For
                     each=move || channels.get()

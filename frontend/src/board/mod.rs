@@ -18,6 +18,7 @@ use self::cards::CircuitGrid;
 pub use self::model::Board;
 use crate::api::ApiFailure;
 use crate::exceptions::Exceptions;
+use crate::health::WorstCircuits;
 use crate::time::Clock;
 
 /// How long after a failed snapshot the board asks again.
@@ -46,6 +47,7 @@ pub fn BoardPage(
                     }
                 })}
             </Transition>
+            <WorstCircuits />
             <CircuitGrid board clock exceptions />
         </main>
     }

@@ -68,6 +68,7 @@ pub fn CircuitPanel(
                     "×"
                 </button>
             </header>
+            <crate::health::HealthLine circuit=circuit.clone() />
             <PanelPart title="Now">
                 <LiveValues circuit=for_values board clock />
             </PanelPart>

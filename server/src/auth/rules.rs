@@ -77,6 +77,10 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/replay", VIEWER),
     rule("GET", "/api/movements", VIEWER),
     rule("GET", "/api/maintenance", VIEWER),
+    rule("GET", "/api/occupations", VIEWER),
+    rule("GET", "/api/occupations.csv", VIEWER),
+    rule("GET", "/api/health", VIEWER),
+    rule("GET", "/api/health/{circuit}", VIEWER),
     // Operator actions.
     rule("POST", "/api/exceptions/{id}/ack", OPERATOR),
     rule("POST", "/api/maintenance", OPERATOR),

@@ -33,7 +33,8 @@ pub struct SimulateArgs {
     #[arg(long, env = "TRACKSIDE_SIM_PASSWORD", hide_env_values = true)]
     password: Option<String>,
     /// Inject faults (flicks, stuck occupation, voltage sag and step, a
-    /// silent sensor, a gateway dropping off) on a 35-minute cycle.
+    /// silent sensor, a gateway dropping off, a poor shunt, an unstable
+    /// occupation current, a drifting relay) on a 56-minute cycle.
     #[arg(long)]
     faults: bool,
 }

@@ -42,6 +42,47 @@ fn rule(id: &str, target: &str, severity: Severity, check: Check) -> Rule {
 
 pub fn rules() -> Vec<Rule> {
     vec![
+        // Per occupation (docs/design/health.md): a residual above 15 %
+        // of the clear level is far from the relay's drop-away (about
+        // half) yet far above a good shunt (a few per cent); two trains in
+        // a row, so one light vehicle alone does not raise it.
+        rule(
+            "poor-shunt",
+            "*/relay_voltage",
+            Severity::Major,
+            Check::PoorShunt {
+                max_residual_fraction: 0.15,
+                occupations: 2,
+            },
+        ),
+        rule(
+            "unstable-occupation-current",
+            "*/feed_current",
+            Severity::Warning,
+            Check::UnstableOccupationCurrent {
+                max_relative_spread: 0.1,
+                occupations: 2,
+            },
+        ),
+        rule(
+            "drop-pick-drift",
+            "*/relay_voltage",
+            Severity::Warning,
+            Check::DropPickDrift {
+                max_drift_fraction: 0.15,
+                recent: 5,
+                baseline_days: 7.0,
+                min_baseline: 20,
+            },
+        ),
+        // Health (docs/design/health.md) below 50: two causes at full
+        // weight, or one exception of consequence on top of a poor shunt.
+        rule(
+            "health-low",
+            "*/health",
+            Severity::Warning,
+            Check::HealthLow { below: 50.0 },
+        ),
         limit(
             "relay-voltage-limits",
             "*/relay_voltage",

@@ -421,6 +421,14 @@ pub fn validate(rules: &[Rule]) -> Result<(), String> {
                     return fail("fill_percent must be above 0 and at most 100");
                 }
             }
+            Check::PoorShunt { .. }
+            | Check::UnstableOccupationCurrent { .. }
+            | Check::DropPickDrift { .. }
+            | Check::HealthLow { .. } => {
+                if let Err(what) = occupation::validate(&rule.check) {
+                    return fail(&what);
+                }
+            }
             Check::Predicted { limit_rule } => {
                 let names_a_limit = rules
                     .iter()
@@ -1133,6 +1141,10 @@ impl Engine {
                             Check::GatewayOffline { .. }
                                 | Check::Predicted { .. }
                                 | Check::Spool { .. }
+                                | Check::PoorShunt { .. }
+                                | Check::UnstableOccupationCurrent { .. }
+                                | Check::DropPickDrift { .. }
+                                | Check::HealthLow { .. }
                         )
                     })
                     .filter(|(_, r)| r.matches(name))
@@ -1735,7 +1747,11 @@ fn new_watch(check: &Check) -> Watch {
         Check::Stale { .. }
         | Check::GatewayOffline { .. }
         | Check::Predicted { .. }
-        | Check::Spool { .. } => Watch::Stale {
+        | Check::Spool { .. }
+        | Check::PoorShunt { .. }
+        | Check::UnstableOccupationCurrent { .. }
+        | Check::DropPickDrift { .. }
+        | Check::HealthLow { .. } => Watch::Stale {
             last_received: None,
             intervals: VecDeque::new(),
         },
@@ -1871,6 +1887,8 @@ fn duration_words(ms: Ms) -> String {
         format!("{:.1} h", s / 3_600.0)
     }
 }
+
+mod occupation;
 
 #[cfg(test)]
 mod alarm_tests;

@@ -79,6 +79,19 @@ pub enum Input {
     },
     /// The server's spool, sampled.
     Spool { state: SpoolState, at: Ms },
+    /// A circuit's recent occupations, oldest first, after new ones were
+    /// derived (`health`).
+    Occupations {
+        circuit: String,
+        occupations: Vec<trackside_wire::Occupation>,
+    },
+    /// A circuit's health score and its worst cause, in words.
+    Health {
+        circuit: String,
+        score: f64,
+        worst: String,
+        at: Ms,
+    },
 }
 
 /// The ingest path's side of the engine's queue.
@@ -112,6 +125,30 @@ impl Feed {
                 channel: channel.to_owned(),
                 points,
                 at: at.timestamp_millis(),
+            })
+            .await;
+    }
+
+    /// From the health job, not the ingest path: it may wait for room.
+    pub async fn occupations(&self, circuit: &str, occupations: Vec<trackside_wire::Occupation>) {
+        let _ = self
+            .tx
+            .send(Input::Occupations {
+                circuit: circuit.to_owned(),
+                occupations,
+            })
+            .await;
+    }
+
+    /// A circuit's new health score, from the health job.
+    pub async fn health(&self, circuit: &str, score: f64, worst: String, at: Ms) {
+        let _ = self
+            .tx
+            .send(Input::Health {
+                circuit: circuit.to_owned(),
+                score,
+                worst,
+                at,
             })
             .await;
     }
@@ -523,6 +560,12 @@ impl Service {
                             }
                             Input::Spool { state, at } => {
                                 self.engine.spool(&state, at, &mut out);
+                            }
+                            Input::Occupations { circuit, occupations } => {
+                                self.engine.occupations(&circuit, &occupations, &mut out);
+                            }
+                            Input::Health { circuit, score, worst, at } => {
+                                self.engine.health(&circuit, score, &worst, at, &mut out);
                             }
                         }
                     }

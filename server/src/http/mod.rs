@@ -42,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::export::router())
         .merge(crate::forecast::http::router())
         .merge(crate::yard::router())
+        .merge(crate::health::router())
         .route("/api/{*rest}", get(unknown_api))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,

@@ -1,4 +1,4 @@
-//! The faults the simulated yard injects, one at a time on a 35-minute
+//! The faults the simulated yard injects, one at a time on a 56-minute
 //! cycle, so every exception rule shows up in the demo and the drill can
 //! tell injected faults apart.
 
@@ -19,16 +19,29 @@ pub enum FaultKind {
     StaleSensor,
     /// A gateway falls silent without a goodbye: its session times out.
     GatewayDrop,
+    /// Trains leave a residual relay voltage (rusty rail, leaf fall), a
+    /// third of the clear level, more on damp ballast.
+    PoorShunt,
+    /// The feed current swings while a train is on the circuit (a loose
+    /// bond under the wheels).
+    UnstableCurrent,
+    /// The relay-end level, and with it the drop and pick values, drifts
+    /// down by a quarter and stays there. Days in a real yard; compressed
+    /// into minutes so the cycle shows it.
+    RelayDrift,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Flick,
         FaultKind::StuckOccupied,
         FaultKind::VoltageSag,
         FaultKind::VoltageStep,
         FaultKind::StaleSensor,
         FaultKind::GatewayDrop,
+        FaultKind::PoorShunt,
+        FaultKind::UnstableCurrent,
+        FaultKind::RelayDrift,
     ];
 
     pub fn label(self) -> &'static str {
@@ -39,6 +52,9 @@ impl FaultKind {
             FaultKind::VoltageStep => "relay voltage step",
             FaultKind::StaleSensor => "silent sensor",
             FaultKind::GatewayDrop => "gateway drops off",
+            FaultKind::PoorShunt => "poor shunt",
+            FaultKind::UnstableCurrent => "unstable current",
+            FaultKind::RelayDrift => "relay drift",
         }
     }
 
@@ -53,6 +69,9 @@ impl FaultKind {
             FaultKind::VoltageStep => (K::RateOfChange, Some("relay_voltage")),
             FaultKind::StaleSensor => (K::Stale, Some("feed_current")),
             FaultKind::GatewayDrop => (K::GatewayOffline, None),
+            FaultKind::PoorShunt => (K::PoorShunt, Some("relay_voltage")),
+            FaultKind::UnstableCurrent => (K::UnstableOccupationCurrent, Some("feed_current")),
+            FaultKind::RelayDrift => (K::DropPickDrift, Some("relay_voltage")),
         }
     }
 }
@@ -81,6 +100,11 @@ pub struct Effect {
     pub dropped: bool,
     pub relay_factor: f64,
     pub silent: Option<&'static str>,
+    /// Under a train: the relay voltage left, as a share of the clear
+    /// level (0 for a good shunt).
+    pub residual: f64,
+    /// Under a train: the feed current's extra relative noise.
+    pub current_swing: f64,
 }
 
 const HEALTHY: Effect = Effect {
@@ -88,12 +112,14 @@ const HEALTHY: Effect = Effect {
     dropped: false,
     relay_factor: 1.0,
     silent: None,
+    residual: 0.0,
+    current_swing: 0.0,
 };
 
 /// Every kind once per cycle: (kind, offset in the cycle, duration), in
 /// seconds. The first comes a minute after start, so a demo shows it soon.
-pub(super) const CYCLE_S: f64 = 2_100.0;
-const SCHEDULE: [(FaultKind, f64, f64); 6] = [
+pub(super) const CYCLE_S: f64 = 3_360.0;
+const SCHEDULE: [(FaultKind, f64, f64); 9] = [
     (FaultKind::Flick, 60.0, 40.0),
     (FaultKind::StaleSensor, 240.0, 60.0),
     (FaultKind::VoltageStep, 400.0, 120.0),
@@ -101,6 +127,10 @@ const SCHEDULE: [(FaultKind, f64, f64); 6] = [
     // Long enough below the limit to be seen between trains in a busy yard.
     (FaultKind::VoltageSag, 800.0, 480.0),
     (FaultKind::StuckOccupied, 1_340.0, 630.0),
+    // Judged per occupation: each lasts long enough for several trains.
+    (FaultKind::PoorShunt, 2_030.0, 300.0),
+    (FaultKind::UnstableCurrent, 2_390.0, 300.0),
+    (FaultKind::RelayDrift, 2_750.0, 480.0),
 ];
 
 impl FaultPlan {
@@ -120,6 +150,34 @@ impl FaultPlan {
                     FaultKind::VoltageStep => Some((3.0, 3.0)),
                     _ => None,
                 };
+                if matches!(
+                    kind,
+                    FaultKind::PoorShunt | FaultKind::UnstableCurrent | FaultKind::RelayDrift
+                ) {
+                    // The first circuit, in rotation, that trains cross at
+                    // least four times while it lasts: a circuit no train
+                    // uses shows no occupation to judge.
+                    let occupations = |circuit: usize| {
+                        let mut count = 0;
+                        let mut was = trains.occupies(circuit, start_s);
+                        let mut t = start_s;
+                        while t < start_s + duration {
+                            let now = trains.occupies(circuit, t);
+                            if now && !was {
+                                count += 1;
+                            }
+                            was = now;
+                            t += 1.0;
+                        }
+                        count
+                    };
+                    if let Some(busy) = (0..circuits)
+                        .map(|i| (circuit + i) % circuits)
+                        .find(|c| occupations(*c) >= 4)
+                    {
+                        circuit = busy;
+                    }
+                }
                 if let Some((before, after)) = needs_clear {
                     let clear = |circuit: usize, t: f64| {
                         let mut probe = t - before;
@@ -204,6 +262,21 @@ impl FaultPlan {
                 ..HEALTHY
             },
             FaultKind::GatewayDrop => HEALTHY,
+            // Worse on damp ballast (dawn): 30 % of the clear level at
+            // noon, up to 45 % at dawn.
+            FaultKind::PoorShunt => Effect {
+                residual: 0.3 + 5.0 * (1.0 - super::ballast_factor(now_s)).max(0.0),
+                ..HEALTHY
+            },
+            FaultKind::UnstableCurrent => Effect {
+                current_swing: 0.3,
+                ..HEALTHY
+            },
+            // Down by a quarter over 3 minutes, held, back in the last one.
+            FaultKind::RelayDrift => Effect {
+                relay_factor: 1.0 - 0.25 * (into / 180.0).min(1.0).min(left / 60.0),
+                ..HEALTHY
+            },
         }
     }
 }

@@ -12,8 +12,9 @@
 //! planned, slow sags over hours ([`SlowSag`]).
 //!
 //! With faults on, a [`FaultPlan`] injects one fault at a time on a
-//! 35-minute cycle (flicks, a stuck occupation, a sagging and a stepping
-//! relay voltage, a silent sensor, a gateway that drops off), so every
+//! 56-minute cycle (flicks, a stuck occupation, a sagging and a stepping
+//! relay voltage, a silent sensor, a gateway that drops off, a poor shunt,
+//! an unstable occupation current, a drifting relay), so every
 //! exception rule shows up in the demo; `trackside fault-drill` runs the
 //! same yard in simulated time against the rule engine.
 
@@ -245,7 +246,13 @@ impl GatewayModel {
             }
             let relay_factor =
                 effect.relay_factor * ballast_factor(now_s) * yard.sag_factor(index, now_s);
-            for (parameter, value) in circuit.sample(occupied, relay_factor, &mut self.rng) {
+            let under_train = Shunt {
+                residual: effect.residual,
+                current_swing: effect.current_swing,
+            };
+            for (parameter, value) in
+                circuit.sample_under(occupied, relay_factor, under_train, &mut self.rng)
+            {
                 if effect.silent != Some(parameter) {
                     readings.push((format!("{}/{parameter}", circuit.name), value));
                 }
@@ -289,6 +296,22 @@ impl Circuit {
         relay_factor: f64,
         rng: &mut StdRng,
     ) -> Vec<(&'static str, f64)> {
+        self.sample_under(occupied, relay_factor, Shunt::default(), rng)
+    }
+
+    /// As [`Circuit::sample`], with how a train shunts the circuit.
+    fn sample_under(
+        &self,
+        occupied: bool,
+        relay_factor: f64,
+        under_train: Shunt,
+        rng: &mut StdRng,
+    ) -> Vec<(&'static str, f64)> {
+        let swing = if occupied {
+            under_train.current_swing * gaussian(rng)
+        } else {
+            0.0
+        };
         let mut noisy = |nominal: f64, relative: f64| nominal * (1.0 + relative * gaussian(rng));
         let shunt = if occupied { 1.0 } else { 0.0 };
         let mut values = vec![
@@ -298,14 +321,21 @@ impl Circuit {
             ),
             (
                 "feed_current",
-                round(noisy(self.feed_current * (1.0 + 0.8 * shunt), 0.01), 3),
+                round(
+                    noisy(
+                        self.feed_current * (1.0 + 0.8 * shunt) * (1.0 + swing),
+                        0.01,
+                    )
+                    .max(0.0),
+                    3,
+                ),
             ),
             (
                 "relay_voltage",
                 round(
                     noisy(
                         if occupied {
-                            0.02
+                            0.02 + under_train.residual * self.relay_voltage * relay_factor
                         } else {
                             self.relay_voltage * relay_factor
                         },
@@ -345,6 +375,15 @@ impl Circuit {
     }
 }
 
+/// How a train shunts a circuit: perfectly by default.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shunt {
+    /// The relay voltage left, as a share of the clear level.
+    residual: f64,
+    /// The feed current's extra relative noise.
+    current_swing: f64,
+}
+
 fn round(value: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
     (value * scale).round() / scale
@@ -367,7 +406,7 @@ pub fn ballast_factor(now_s: f64) -> f64 {
 /// A slow degradation over hours (fouled ballast, a failing insulated
 /// joint): the relay-end values fall linearly to `floor` times nominal
 /// over `ramp_s`, stay there `hold_s`, then are restored by maintenance.
-/// The 35-minute demo cycle has no room for it; the forecast evaluation
+/// The 56-minute demo cycle has no room for it; the forecast evaluation
 /// (`trackside forecast-eval`) injects it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SlowSag {
@@ -476,7 +515,7 @@ mod tests {
         let layout = crate::yard::layout::check(&yard_layout_text(12), &|_| false).unwrap();
         let trains = Trains::new(&layout, 1);
         let plan = FaultPlan::cycle(12, 3, &trains, 2.0 * CYCLE_S);
-        assert_eq!(plan.faults.len(), 12);
+        assert_eq!(plan.faults.len(), 2 * FaultKind::ALL.len());
         for pair in plan.faults.windows(2) {
             assert!(pair[0].end_s <= pair[1].start_s, "{pair:?} overlap");
         }

@@ -16,6 +16,7 @@ mod external;
 mod forecast;
 mod forecast_page;
 mod harness;
+mod health;
 mod history;
 mod history_page;
 mod http;
