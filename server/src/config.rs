@@ -362,7 +362,7 @@ impl Default for IngestConfig {
             store_batch_rows: 10_000,
             live_queue: 1_024,
             live_send_timeout_secs: 10,
-            max_future_secs: 3_600,
+            max_future_secs: 10,
             spool_fsync_ms: Some(5),
             spool_max_bytes: 4 * 1024 * 1024 * 1024,
         }

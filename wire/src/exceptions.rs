@@ -136,6 +136,11 @@ pub enum Check {
     /// writes. Cleared once it is 5 points below and writable again. The
     /// subject is `spool`; one such rule is added when none is configured.
     Spool { fill_percent: f64 },
+    /// The gateway's clock is more than `max_offset_s` ahead of the
+    /// server's or behind it, estimated from the timestamps it states
+    /// (`clock_offset_ms` on `/api/gateways`). Cleared once the offset is
+    /// back under 80 % of the limit. The subject is the gateway id.
+    ClockSkew { max_offset_s: f64 },
 }
 
 impl Check {
@@ -149,6 +154,7 @@ impl Check {
             Check::GatewayOffline { .. } => ExceptionKind::GatewayOffline,
             Check::Predicted { .. } => ExceptionKind::Predicted,
             Check::Spool { .. } => ExceptionKind::Spool,
+            Check::ClockSkew { .. } => ExceptionKind::ClockSkew,
         }
     }
 }
@@ -165,10 +171,11 @@ pub enum ExceptionKind {
     GatewayOffline,
     Predicted,
     Spool,
+    ClockSkew,
 }
 
 impl ExceptionKind {
-    pub const ALL: [ExceptionKind; 8] = [
+    pub const ALL: [ExceptionKind; 9] = [
         ExceptionKind::Limit,
         ExceptionKind::RateOfChange,
         ExceptionKind::Flick,
@@ -177,6 +184,7 @@ impl ExceptionKind {
         ExceptionKind::GatewayOffline,
         ExceptionKind::Predicted,
         ExceptionKind::Spool,
+        ExceptionKind::ClockSkew,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -189,6 +197,7 @@ impl ExceptionKind {
             ExceptionKind::GatewayOffline => "gateway_offline",
             ExceptionKind::Predicted => "predicted",
             ExceptionKind::Spool => "spool",
+            ExceptionKind::ClockSkew => "clock_skew",
         }
     }
 
@@ -207,6 +216,7 @@ impl ExceptionKind {
             ExceptionKind::GatewayOffline => "Gateway offline",
             ExceptionKind::Predicted => "Predicted exceedance",
             ExceptionKind::Spool => "Server spool filling",
+            ExceptionKind::ClockSkew => "Gateway clock off",
         }
     }
 }

@@ -82,6 +82,11 @@ pub struct GatewayInfo {
     pub status_at: Option<i64>,
     /// Unix milliseconds of the last message of any kind from the gateway.
     pub last_message_at: Option<i64>,
+    /// How far the gateway's clock is ahead of the server's (negative:
+    /// behind), in milliseconds, estimated from the timestamps it stated
+    /// over the last one to two minutes; `None` until it stated one.
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// `GET /api/yard`: what the app needs to present the yard.

@@ -51,6 +51,8 @@ pub struct Transition {
 
 /// The subject of `spool` rules.
 pub const SPOOL_SUBJECT: &str = "spool";
+/// A clock-skew exception clears under this fraction of its limit.
+const CLOCK_CLEAR_FRACTION: f64 = 0.8;
 /// Points below its threshold a spool exception clears at.
 const SPOOL_HYSTERESIS: f64 = 5.0;
 
@@ -279,6 +281,11 @@ pub fn validate(rules: &[Rule]) -> Result<(), String> {
             Check::Spool { fill_percent } => {
                 if !(positive(*fill_percent) && *fill_percent <= 100.0) {
                     return fail("fill_percent must be above 0 and at most 100");
+                }
+            }
+            Check::ClockSkew { max_offset_s } => {
+                if !positive(*max_offset_s) {
+                    return fail("max_offset_s must be positive");
                 }
             }
             Check::Predicted { limit_rule } => {
@@ -533,6 +540,35 @@ impl Engine {
         }
     }
 
+    /// A gateway's estimated clock offset (its time minus the server's),
+    /// as of `at`.
+    pub fn clock(&mut self, gateway: &str, offset_ms: Ms, at: Ms, out: &mut Vec<Transition>) {
+        for index in 0..self.rules.len() {
+            let Check::ClockSkew { max_offset_s } = self.rules[index].rule.check else {
+                continue;
+            };
+            if !self.rules[index].matches(gateway) {
+                continue;
+            }
+            let key = self.key(index, gateway);
+            let active = self.is_active(&key);
+            let off = offset_ms.unsigned_abs() as f64 / 1000.0;
+            let way = if offset_ms > 0 { "ahead of" } else { "behind" };
+            let value = Some(offset_ms as f64 / 1000.0);
+            if !active && off > max_offset_s {
+                let message = format!(
+                    "gateway clock {off:.1} s {way} the server's (limit {max_offset_s:.0} s): \
+                     check its time source (NTP); readings stamped more than the server's \
+                     tolerance ahead are rejected"
+                );
+                self.raise(&key, at, value, message, Some(gateway), out);
+            } else if active && off < max_offset_s * CLOCK_CLEAR_FRACTION {
+                let message = format!("gateway clock back within {off:.1} s of the server's");
+                self.clear(&key, at, value, message, Some(gateway), out);
+            }
+        }
+    }
+
     /// Time passes: timers fire.
     pub fn tick(&mut self, now: Ms, out: &mut Vec<Transition>) {
         let names: Vec<String> = self.channels.keys().cloned().collect();
@@ -666,6 +702,7 @@ impl Engine {
                             Check::GatewayOffline { .. }
                                 | Check::Predicted { .. }
                                 | Check::Spool { .. }
+                                | Check::ClockSkew { .. }
                         )
                     })
                     .filter(|(_, r)| r.matches(name))
@@ -679,7 +716,9 @@ impl Engine {
         // channel is alive; judging it would run the state machines backwards.
         let in_order = channel.last_ts.is_none_or(|last| ts > last);
         if in_order {
-            channel.last_ts = Some(ts);
+            // Never later than its receipt: a reading stamped ahead (a clock
+            // that jumped) must not make the readings after it look old.
+            channel.last_ts = Some(ts.min(received));
             if reading.channel.parameter() == RELAY_STATE && (value == 0.0 || value == 1.0) {
                 let circuit = self
                     .circuits
@@ -1248,7 +1287,8 @@ fn new_watch(check: &Check) -> Watch {
         Check::Stale { .. }
         | Check::GatewayOffline { .. }
         | Check::Predicted { .. }
-        | Check::Spool { .. } => Watch::Stale {
+        | Check::Spool { .. }
+        | Check::ClockSkew { .. } => Watch::Stale {
             last_received: None,
             intervals: VecDeque::new(),
         },

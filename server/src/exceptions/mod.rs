@@ -73,6 +73,12 @@ pub enum Input {
     },
     /// The server's spool, sampled.
     Spool { state: SpoolState, at: Ms },
+    /// A gateway's estimated clock offset changed (by a whole second).
+    Clock {
+        gateway: String,
+        offset_ms: i64,
+        at: Ms,
+    },
 }
 
 /// The ingest path's side of the engine's queue.
@@ -94,6 +100,14 @@ impl Feed {
         self.send(Input::Status {
             gateway: gateway.to_owned(),
             online: status == GatewayStatus::Online,
+            at: at.timestamp_millis(),
+        });
+    }
+
+    pub fn clock(&self, gateway: &str, offset_ms: i64, at: DateTime<Utc>) {
+        self.send(Input::Clock {
+            gateway: gateway.to_owned(),
+            offset_ms,
             at: at.timestamp_millis(),
         });
     }
@@ -450,6 +464,9 @@ impl Service {
                             }
                             Input::Spool { state, at } => {
                                 self.engine.spool(&state, at, &mut out);
+                            }
+                            Input::Clock { gateway, offset_ms, at } => {
+                                self.engine.clock(&gateway, offset_ms, at, &mut out);
                             }
                         }
                     }

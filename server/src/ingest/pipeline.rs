@@ -41,10 +41,7 @@ impl Pipeline {
     /// are safe.
     pub async fn handle(&self, topic: &[u8], payload: &[u8]) -> Receipt {
         self.metrics.mqtt_messages.fetch_add(1, Relaxed);
-        let cx = DecodeContext {
-            received_at: Utc::now(),
-            max_future: self.max_future,
-        };
+        let cx = DecodeContext::new(Utc::now(), self.max_future);
         let decoded = match std::str::from_utf8(topic) {
             Ok(topic) => decode::decode(topic, payload, &cx),
             Err(_) => decode::Decoded {
@@ -71,6 +68,15 @@ impl Pipeline {
             tracing::info!(gateway = %decoded.gateway, status = ?decoded.status, "gateway status changed");
         }
 
+        if let (false, Some(offset)) = (decoded.gateway.is_empty(), cx.stated_offset())
+            && let Some(estimate) =
+                self.registry
+                    .observe_clock(&decoded.gateway, offset, cx.received_at)
+        {
+            self.exceptions
+                .clock(&decoded.gateway, estimate, cx.received_at);
+        }
+
         let whole_payload_rejected = decoded.readings.is_empty() && !decoded.rejections.is_empty();
         for rejection in decoded.rejections {
             tracing::warn!(topic = %rejection.topic, reason = %rejection.reason, "rejected MQTT payload");
@@ -91,7 +97,8 @@ impl Pipeline {
             gateway: decoded.gateway,
             readings: decoded.readings,
         });
-        self.registry.observe(&batch.gateway, &batch.readings);
+        self.registry
+            .observe(&batch.gateway, &batch.readings, cx.received_at);
         self.live.publish(&batch);
         self.exceptions.readings(&batch, cx.received_at);
         // Spool first, then queue, never wait: when the writer is behind,

@@ -13,6 +13,7 @@ mod export_page;
 mod external;
 mod forecast;
 mod forecast_page;
+mod gateway_trust;
 mod harness;
 mod history;
 mod history_page;
