@@ -38,6 +38,8 @@ pub struct Metrics {
     /// Rejections counted but not kept because their queue was full (a flood
     /// of garbage must not grow memory).
     pub rejected_not_kept: AtomicU64,
+    /// Rejections past their gateway's byte budget: counted, not kept.
+    pub rejected_over_budget: AtomicU64,
     pub store_queue_depth: AtomicI64,
     /// Messages that found the store queue full and live only in the spool
     /// until the writer reads them back.
@@ -191,6 +193,11 @@ impl Metrics {
             "trackside_rejected_not_kept_total",
             "Rejections counted but not stored because their queue was full.",
             self.rejected_not_kept.load(Relaxed),
+        );
+        counter(
+            "trackside_rejected_over_budget_total",
+            "Rejections counted but not stored because their gateway used up its budget (1 MiB, refilled at 2 KiB/s).",
+            self.rejected_over_budget.load(Relaxed),
         );
         counter(
             "trackside_store_queue_overflow_total",
@@ -386,8 +393,10 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP {name} Rejected MQTT messages and readings, kept in rejected_messages, by kind: \
-             topic (unknown topic), acl (a gateway's certificate does not allow the topic's gateway), \
-             payload (a whole payload that does not decode), reading (one element of a batch).\n\
+             topic (unknown topic), acl (a gateway's certificate does not allow the topic's gateway, or \
+             a channel another gateway owns), payload (a whole payload that does not decode), reading \
+             (one element of a batch, or an unknown parameter), bound (a new channel past \
+             ingest.max_channels_per_gateway).\n\
              # TYPE {name} counter"
         );
         for kind in RejectionKind::ALL {

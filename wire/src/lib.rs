@@ -89,6 +89,21 @@ pub struct GatewayInfo {
     pub clock_offset_ms: Option<i64>,
 }
 
+/// `PUT /api/channels/{circuit}/{parameter}/gateway`: give a channel to
+/// another gateway (an admin's act, audited).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelOwner {
+    pub gateway: String,
+}
+
+/// The answer to a reassignment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelReassigned {
+    pub channel: String,
+    pub gateway: String,
+    pub previous: String,
+}
+
 /// `GET /api/yard`: what the app needs to present the yard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct YardInfo {

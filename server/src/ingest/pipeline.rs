@@ -22,6 +22,7 @@ use crate::store::rejections::RejectionQueue;
 use crate::store::spool::Spool;
 
 pub struct Pipeline {
+    pub admission: Arc<super::admission::Admission>,
     pub registry: Arc<Registry>,
     pub live: LiveHub,
     pub metrics: Arc<Metrics>,
@@ -42,7 +43,7 @@ impl Pipeline {
     pub async fn handle(&self, topic: &[u8], payload: &[u8]) -> Receipt {
         self.metrics.mqtt_messages.fetch_add(1, Relaxed);
         let cx = DecodeContext::new(Utc::now(), self.max_future);
-        let decoded = match std::str::from_utf8(topic) {
+        let mut decoded = match std::str::from_utf8(topic) {
             Ok(topic) => decode::decode(topic, payload, &cx),
             Err(_) => decode::Decoded {
                 rejections: vec![Rejection {
@@ -77,6 +78,16 @@ impl Pipeline {
                 .clock(&decoded.gateway, estimate, cx.received_at);
         }
 
+        if !decoded.readings.is_empty() {
+            let topic = String::from_utf8_lossy(topic);
+            let (admitted, refused) = self.admission.admit(
+                &decoded.gateway,
+                &topic,
+                std::mem::take(&mut decoded.readings),
+            );
+            decoded.readings = admitted;
+            decoded.rejections.extend(refused);
+        }
         let whole_payload_rejected = decoded.readings.is_empty() && !decoded.rejections.is_empty();
         for rejection in decoded.rejections {
             tracing::warn!(topic = %rejection.topic, reason = %rejection.reason, "rejected MQTT payload");

@@ -155,6 +155,14 @@ impl Registry {
         }
     }
 
+    /// A channel given to another gateway.
+    pub fn set_gateway(&self, channel: &str, gateway: &str) {
+        let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = channels.get_mut(channel) {
+            gateway.clone_into(&mut state.gateway);
+        }
+    }
+
     /// Notes that a gateway sent something, and its status if it said one.
     /// Returns true when the status changed.
     pub fn observe_gateway(
