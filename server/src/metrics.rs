@@ -40,6 +40,8 @@ pub struct Metrics {
     pub rejected_not_kept: AtomicU64,
     /// Rejections past their gateway's byte budget: counted, not kept.
     pub rejected_over_budget: AtomicU64,
+    /// CONNECTs refused without checking: their client id failed too often.
+    pub mqtt_throttled_connects: AtomicU64,
     pub store_queue_depth: AtomicI64,
     /// Messages that found the store queue full and live only in the spool
     /// until the writer reads them back.
@@ -153,6 +155,11 @@ impl Metrics {
             "trackside_mqtt_refused_connects_total",
             "MQTT CONNECTs refused: wrong or revoked credentials, or client id not the username.",
             self.mqtt_refused_connects.load(Relaxed),
+        );
+        counter(
+            "trackside_mqtt_throttled_connects_total",
+            "MQTT CONNECTs refused without a password check: the client id failed 5 times within a minute (also counted as refused).",
+            self.mqtt_throttled_connects.load(Relaxed),
         );
         counter(
             "trackside_mqtt_refused_publishes_total",

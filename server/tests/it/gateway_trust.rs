@@ -7,7 +7,7 @@ use std::time::Duration;
 use trackside_wire::{ChannelInfo, ExceptionKind, GatewayInfo, TransitionKind};
 
 use crate::exceptions::{batch, exception_frame, now_ms, rules};
-use crate::harness::{TestServer, eventually, test_config};
+use crate::harness::{Binary, TestServer, eventually, free_port, mqtt_accepts, test_config};
 
 const CLOCK_RULES: &str = r#"
 [[rules]]
@@ -359,4 +359,238 @@ async fn a_flood_of_new_channels_is_refused_past_the_bound_while_ingest_carries_
         .await
         .expect("channels");
     assert_eq!(total_channels, 101);
+}
+
+/// `trackside gateway reassign` while a server runs: the server learns it
+/// (PostgreSQL NOTIFY) and takes the new owner's readings at once.
+#[tokio::test]
+async fn the_reassign_command_reaches_the_running_server() {
+    let server = TestServer::start().await;
+    let mut first = server.gateway("gw-one").await;
+    let mut second = server.gateway("gw-two").await;
+    let t = now_ms();
+    first
+        .publish_readings("gw-one", &[("T3/rx_level", t, 80.0)])
+        .await;
+    eventually("gw-one's reading stored", || async {
+        (server.stored("T3/rx_level").await.len() == 1).then_some(())
+    })
+    .await;
+    let out =
+        crate::auth::trackside_cli(&server, &["gateway", "reassign", "T3/rx_level", "gw-two"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("was gw-one's"));
+    let unknown =
+        crate::auth::trackside_cli(&server, &["gateway", "reassign", "T4/rx_level", "gw-two"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no channel T4/rx_level"));
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'channel.reassign' AND detail->>'to' = 'gw-two'",
+    )
+    .fetch_one(&server.pool)
+    .await
+    .expect("audit");
+    assert_eq!(audited, 1);
+    // Each new reading of gw-two's is refused until the notification
+    // arrives, then stored.
+    let deadline = std::time::Instant::now() + crate::harness::DEADLINE;
+    let mut ts = t;
+    loop {
+        ts += 100;
+        second
+            .publish_readings("gw-two", &[("T3/rx_level", ts, 70.0)])
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if server
+            .stored("T3/rx_level")
+            .await
+            .iter()
+            .any(|&(_, v)| v == 70.0)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gw-two's reading never stored after the reassignment"
+        );
+    }
+}
+
+/// With anonymous access a client may pick any id; the server's own link
+/// to the broker has one nobody can guess, so taking `trackside-ingest`
+/// does not end ingest. As a gateway id it is refused.
+#[tokio::test]
+async fn the_ingest_link_id_cannot_be_taken() {
+    let server = TestServer::start().await;
+    let squatter = server.gateway("trackside-ingest").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut gateway = server.gateway("gw-after").await;
+    let t = now_ms();
+    gateway
+        .publish_readings("gw-after", &[("T1/relay_state", t, 1.0)])
+        .await;
+    eventually("ingest still stores readings", || async {
+        (server.stored("T1/relay_state").await.len() == 1).then_some(())
+    })
+    .await;
+    drop(squatter);
+    let refused = trackside::ingest::credentials::add(&server.pool, "trackside-ingest", None).await;
+    assert!(refused.unwrap_err().to_string().contains("reserved"));
+}
+
+/// A client id that keeps failing is refused without a password check for
+/// a minute, even with the right password; another id is not affected.
+#[tokio::test]
+async fn a_client_id_that_keeps_failing_is_throttled() {
+    let mut config = test_config();
+    config.mqtt.allow_anonymous = false;
+    let server = TestServer::start_with(config).await;
+    let port = server.running.mqtt_addr.port();
+    let pool = &server.pool;
+    let password = trackside::ingest::credentials::add(pool, "gw-t", None)
+        .await
+        .expect("credentials");
+    let other = trackside::ingest::credentials::add(pool, "gw-u", None)
+        .await
+        .expect("credentials");
+    for _ in 0..trackside::ingest::credentials::FAILURES {
+        assert!(!mqtt_accepts(port, "gw-t", Some(("gw-t", "wrong password!"))).await);
+    }
+    assert!(!mqtt_accepts(port, "gw-t", Some(("gw-t", &password))).await);
+    assert_eq!(
+        server
+            .metric("trackside_mqtt_throttled_connects_total")
+            .await,
+        1.0
+    );
+    assert!(mqtt_accepts(port, "gw-u", Some(("gw-u", &other))).await);
+}
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// The bound docs/security.md states for a storm of bad CONNECTs.
+const STORM_MEMORY_BOUND_MIB: u64 = 256;
+
+/// 1,000 then 2,000 CONNECTs with wrong passwords at once (half for a real
+/// gateway, half for ids that do not exist) against the real binary: its
+/// peak memory grows by less than the stated bound, the larger storm costs
+/// no more than the first, and another gateway still gets in afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_wrong_passwords_stays_within_its_memory_bound() {
+    let pool = crate::harness::fresh_database().await;
+    let password = trackside::ingest::credentials::add(&pool, "gw-real", None)
+        .await
+        .expect("credentials");
+    let work = tempfile::tempdir().expect("tempdir");
+    let (http, mqtt) = (free_port(), free_port());
+    let config_path = work.path().join("trackside.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\nassets_dir = {assets:?}\n\
+             [mqtt]\nlisten = \"127.0.0.1:{mqtt}\"\nlisten_v5 = \"off\"\ntls_listen = \"off\"\n\
+             [database]\nurl = {url:?}\ndata_dir = {data:?}\n",
+            assets = crate::harness::site_dir(),
+            url = crate::harness::database_url(&pool),
+            data = work.path().join("data"),
+        ),
+    )
+    .expect("config");
+    let binary = Binary::spawn(&config_path, work.path().join("trackside.log"), &[]);
+    eventually("trackside ready", || async {
+        let ready = reqwest::get(format!("http://127.0.0.1:{http}/readyz"))
+            .await
+            .ok()?;
+        (ready.status() == 200).then_some(())
+    })
+    .await;
+    // One good CONNECT first, so the baseline includes a verification.
+    assert!(mqtt_accepts(mqtt, "gw-real", Some(("gw-real", &password))).await);
+    let pid = binary.process.0.id();
+    let before = peak_rss_kib(pid);
+
+    let first = storm(mqtt, 0..1_000).await;
+    let after_first = peak_rss_kib(pid);
+    let second = storm(mqtt, 1_000..3_000).await;
+    let after_second = peak_rss_kib(pid);
+    eprintln!(
+        "connect storm: peak RSS {before} KiB before, {after_first} KiB after 1,000, \
+         {after_second} KiB after 2,000 more"
+    );
+    assert_eq!((first, second), (0, 0), "no storm client got in");
+    let grown_mib = after_first.saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < STORM_MEMORY_BOUND_MIB,
+        "peak memory grew by {grown_mib} MiB under the storm (bound {STORM_MEMORY_BOUND_MIB} MiB)"
+    );
+    // A storm twice as large costs no more: the cost is bounded, not per
+    // connection.
+    let more_mib = after_second.saturating_sub(after_first) / 1024;
+    assert!(
+        more_mib < STORM_MEMORY_BOUND_MIB / 4,
+        "a second, larger storm grew peak memory by {more_mib} MiB more"
+    );
+    // The real gateway is throttled for a minute after the storm's wrong
+    // passwords under its id; another gateway is not.
+    let other = trackside::ingest::credentials::add(&pool, "gw-other", None)
+        .await
+        .expect("credentials");
+    // Checks still queued from the storm may refuse it at first; a
+    // gateway retries, and gets in once they are done.
+    eventually("another gateway connects after the storm", || async {
+        mqtt_accepts(mqtt, "gw-other", Some(("gw-other", &other)))
+            .await
+            .then_some(())
+    })
+    .await;
+}
+
+/// CONNECTs with wrong passwords at once, half for `gw-real`, half for ids
+/// that do not exist; returns how many got in.
+async fn storm(port: u16, range: std::ops::Range<usize>) -> usize {
+    let clients: Vec<_> = range
+        .map(|i| {
+            let id = if i % 2 == 0 {
+                "gw-real".to_owned()
+            } else {
+                format!("gw-ghost-{i}")
+            };
+            tokio::spawn(async move {
+                let mut options = rumqttc::MqttOptions::new(id.clone(), "127.0.0.1", port);
+                options.set_keep_alive(Duration::from_secs(5));
+                options.set_credentials(id, "not the password");
+                let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 1);
+                let connected = tokio::time::timeout(Duration::from_secs(30), async {
+                    loop {
+                        match eventloop.poll().await {
+                            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                                return true;
+                            }
+                            Ok(_) => {}
+                            Err(_) => return false,
+                        }
+                    }
+                })
+                .await;
+                connected == Ok(true)
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for client in clients {
+        accepted += usize::from(client.await.expect("a storm client"));
+    }
+    accepted
 }
