@@ -594,3 +594,70 @@ async fn storm(port: u16, range: std::ops::Range<usize>) -> usize {
     }
     accepted
 }
+
+/// In the app: an admin sees a gateway whose clock runs ahead on the
+/// gateways page, and gives one of its channels to another gateway.
+#[tokio::test]
+async fn an_admin_sees_gateway_clocks_and_reassigns_a_channel_in_the_app() {
+    use crate::admin_page::{click, type_into};
+    use crate::browser::{screenshot_to, signed_in_browser, text, wait_for_text};
+
+    let server = TestServer::start().await;
+    for id in ["gw-fast", "gw-b"] {
+        trackside::ingest::credentials::add(&server.pool, id, None)
+            .await
+            .expect("credentials");
+    }
+    let mut fast = server.gateway("gw-fast").await;
+    let t = now_ms();
+    fast.publish(
+        "trackside/gw-fast/readings",
+        batch(t + 7_000, &[("T7/relay_voltage", 1.5)]),
+    )
+    .await;
+    eventually("the channel registered", || async {
+        (server.stored("T7/relay_voltage").await.len() == 1).then_some(())
+    })
+    .await;
+
+    let (_driver, admin) =
+        signed_in_browser(&server, "Ada Admin", trackside_wire::Role::Admin).await;
+    admin
+        .goto(&server.url("/admin/gateways"))
+        .await
+        .expect("the gateways page");
+    wait_for_text(
+        &admin,
+        "[data-gateway=gw-fast] [data-testid=gateway-clock]",
+        "7.0 s ahead",
+    )
+    .await;
+    let unknown = text(&admin, "[data-gateway=gw-b] [data-testid=gateway-clock]").await;
+    assert_eq!(unknown.as_deref(), Some("—"));
+
+    type_into(&admin, "[data-testid=reassign-channel]", "T7/relay_voltage").await;
+    type_into(&admin, "[data-testid=reassign-gateway]", "gw-b").await;
+    click(&admin, "[data-testid=reassign]").await;
+    wait_for_text(
+        &admin,
+        "[data-testid=reassigned]",
+        "T7/relay_voltage now belongs to gw-b (was gw-fast). Readings of it from gw-fast are refused from now on.",
+    )
+    .await;
+    if let Ok(png) = admin.screenshot().await {
+        screenshot_to("admin-gateway-clocks.png", png);
+    }
+    let owner: String =
+        sqlx::query_scalar("SELECT gateway_id FROM channels WHERE name = 'T7/relay_voltage'")
+            .fetch_one(&server.pool)
+            .await
+            .expect("owner");
+    assert_eq!(owner, "gw-b");
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'channel.reassign' AND actor = 'Ada Admin'",
+    )
+    .fetch_one(&server.pool)
+    .await
+    .expect("audit");
+    assert_eq!(audited, 1);
+}
