@@ -10,8 +10,9 @@
 //! Each check costs an Argon2id verification (19 MiB, tens of ms), so a
 //! storm of CONNECTs with wrong passwords must not become a memory or CPU
 //! flood: at most [`VERIFYING`] run at once, on threads of their own
-//! ([`Verifier`]), the rest wait (at most
-//! [`CHECK_QUEUE`], then are refused), an unknown or revoked id is
+//! ([`Verifier`]), the rest wait (at most [`CHECK_QUEUE`], then are
+//! refused; one not answered within [`CHECK_DEADLINE`] is refused and
+//! skipped where it waits), an unknown or revoked id is
 //! verified against a dummy hash so it takes the same time as a wrong
 //! password (no probing for which ids exist), and a client id that failed
 //! [`FAILURES`] times within [`THROTTLE_WINDOW`] is refused without
@@ -165,14 +166,17 @@ pub async fn verify(
 /// threads of its own, at most two arenas ever hold one.
 #[derive(Clone)]
 pub struct Verifier {
-    jobs: std::sync::mpsc::SyncSender<(String, String, oneshot::Sender<bool>)>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
 }
+
+/// A verification: the hash, the password, when it was asked for, and
+/// where the answer goes.
+type Job = (String, String, std::time::Instant, oneshot::Sender<bool>);
 
 impl Verifier {
     /// Starts the threads; they end when the last `Verifier` is dropped.
     pub fn start() -> Self {
-        let (jobs, queue) =
-            std::sync::mpsc::sync_channel::<(String, String, oneshot::Sender<bool>)>(CHECK_QUEUE);
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(CHECK_QUEUE);
         let queue = Arc::new(std::sync::Mutex::new(queue));
         for n in 0..VERIFYING {
             let queue = queue.clone();
@@ -181,9 +185,13 @@ impl Verifier {
                 .spawn(move || {
                     loop {
                         let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok((hash, password, reply)) = job else {
+                        let Ok((hash, password, asked, reply)) = job else {
                             return;
                         };
+                        if reply.is_closed() || asked.elapsed() > CHECK_DEADLINE {
+                            // Waited too long, or given up on: no Argon2.
+                            continue;
+                        }
                         let matches = Argon2::default()
                             .verify_password(password.as_bytes(), hash.as_str())
                             .is_ok();
@@ -200,7 +208,7 @@ impl Verifier {
     async fn verify(&self, hash: String, password: String) -> Result<bool, Refusal> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .try_send((hash, password, reply))
+            .try_send((hash, password, std::time::Instant::now(), reply))
             .map_err(|_| Refusal::Unavailable)?;
         answer.await.map_err(|_| Refusal::Unavailable)
     }
@@ -300,6 +308,11 @@ impl Checker {
     }
 }
 
+/// How long a check may wait for a verification thread; one that waited
+/// longer is refused without one (rumqttd waits for it without a deadline,
+/// so a storm's backlog would otherwise hold up every CONNECT after it).
+pub const CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// CONNECT checks waiting for the task that answers them; a full queue
 /// refuses the connection.
 pub const CHECK_QUEUE: usize = 256;
@@ -320,6 +333,9 @@ pub fn spawn_checker(pool: PgPool, metrics: Arc<Metrics>) -> Checker {
             let verifier = verifier.clone();
             let throttle = throttle.clone();
             tokio::spawn(async move {
+                if check.reply.is_closed() {
+                    return;
+                }
                 let lock = || throttle.lock().unwrap_or_else(|e| e.into_inner());
                 let verdict = if lock().throttled(&check.client_id, std::time::Instant::now()) {
                     metrics.mqtt_throttled_connects.fetch_add(1, Relaxed);
@@ -340,7 +356,9 @@ pub fn spawn_checker(pool: PgPool, metrics: Arc<Metrics>) -> Checker {
                         tracing::info!(gateway = %check.username, "gateway authenticated");
                     }
                     Err(refusal) => {
-                        if *refusal != Refusal::Throttled {
+                        // Only a real check that failed counts towards
+                        // throttling: not one refused unchecked.
+                        if !matches!(refusal, Refusal::Throttled | Refusal::Unavailable) {
                             lock().failed(&check.client_id, std::time::Instant::now());
                         }
                         metrics.mqtt_refused_connects.fetch_add(1, Relaxed);
