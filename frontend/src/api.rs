@@ -7,11 +7,12 @@ use gloo_net::http::{Method, Request, RequestBuilder, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trackside_wire::{
-    AckRequest, ApiError, AuditEntry, CertificateRequest, ChannelInfo, ExceptionInfo, Forecast,
-    ForecastStatus, GatewayCertificateFiles, GatewayCredentialInfo, History, IssuedGatewayPassword,
-    IssuedPassword, IssuedToken, Layout, LayoutRejected, LinkSignInRequest, Me, Movements,
-    NewGateway, NewToken, NewUser, PasswordChange, Replay, SignInRequest, TokenInfo, TrainJob,
-    TrainRequest, UserChange, UserInfo, YardInfo,
+    AckRequest, ApiError, AuditEntry, CertificateRequest, ChannelInfo, ChannelOwner,
+    ChannelReassigned, ExceptionInfo, Forecast, ForecastStatus, GatewayCertificateFiles,
+    GatewayCredentialInfo, GatewayInfo, History, IssuedGatewayPassword, IssuedPassword,
+    IssuedToken, Layout, LayoutRejected, LinkSignInRequest, Me, Movements, NewGateway, NewToken,
+    NewUser, PasswordChange, Replay, SignInRequest, TokenInfo, TrainJob, TrainRequest, UserChange,
+    UserInfo, YardInfo,
 };
 
 /// Why a request gave no usable answer.
@@ -292,6 +293,31 @@ pub async fn gateway_certificate(
     send(
         Method::POST,
         "/api/gateway-credentials/{id}/certificate",
+        &url,
+        Some(request),
+    )
+    .await
+}
+
+/// The gateways heard from, with their status and clock offset.
+pub async fn gateways() -> Result<Vec<GatewayInfo>, ApiFailure> {
+    get_json("/api/gateways").await
+}
+
+/// Gives `channel` (`circuit/parameter`) to another gateway.
+pub async fn reassign_channel(
+    channel: &str,
+    request: &ChannelOwner,
+) -> Result<ChannelReassigned, ApiFailure> {
+    let (circuit, parameter) = channel.split_once('/').unwrap_or((channel, ""));
+    let url = format!(
+        "/api/channels/{}/{}/gateway",
+        encode(circuit),
+        encode(parameter)
+    );
+    send(
+        Method::PUT,
+        "/api/channels/{circuit}/{parameter}/gateway",
         &url,
         Some(request),
     )

@@ -23,12 +23,12 @@ const CHANNEL_TOPIC: &str = "trackside/gw/channel/T1/relay_voltage";
 /// A receive time with nanoseconds, so that every accepted timestamp shows
 /// whether it was truncated to microseconds.
 fn context() -> DecodeContext {
-    DecodeContext {
-        received_at: DateTime::parse_from_rfc3339("2026-11-28T10:00:00.123456789Z")
+    DecodeContext::new(
+        DateTime::parse_from_rfc3339("2026-11-28T10:00:00.123456789Z")
             .expect("a valid RFC 3339 time")
             .with_timezone(&Utc),
-        max_future: TimeDelta::hours(1),
-    }
+        TimeDelta::hours(1),
+    )
 }
 
 /// A JSON reading batch: the fast path agrees with the careful one, every

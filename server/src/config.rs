@@ -214,6 +214,27 @@ pub struct IngestConfig {
     /// left unacknowledged there. About 36 bytes a reading: 4 GiB holds a
     /// day and a half of 1,000 readings/s.
     pub spool_max_bytes: u64,
+    /// Channels one gateway may register; a reading for a new channel past
+    /// it is rejected (reason `bound`). Sized for a large yard.
+    pub max_channels_per_gateway: usize,
+    /// Parameter names accepted besides the known table
+    /// (`trackside_wire::PARAMETERS`); a reading of any other is rejected.
+    pub extra_parameters: Vec<String>,
+    /// Rejected messages kept for inspection are deleted after this many
+    /// days; 0 keeps them.
+    pub rejected_retention_days: u32,
+    /// Channels owned by a gateway ahead of its first reading: no other
+    /// gateway may write them, and an admin cannot reassign them.
+    pub pins: Vec<Pin>,
+}
+
+/// `[[ingest.pins]]`: channel patterns (`T101/*` pins a circuit) that
+/// belong to one gateway.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    pub gateway: String,
+    pub channels: Vec<String>,
 }
 
 /// Rollups and retention behind `GET /api/history` (see rollup.rs).
@@ -364,9 +385,13 @@ impl Default for IngestConfig {
             store_batch_rows: 10_000,
             live_queue: 1_024,
             live_send_timeout_secs: 10,
-            max_future_secs: 3_600,
+            max_future_secs: 10,
             spool_fsync_ms: Some(5),
             spool_max_bytes: 4 * 1024 * 1024 * 1024,
+            max_channels_per_gateway: 5_000,
+            extra_parameters: Vec::new(),
+            rejected_retention_days: 7,
+            pins: Vec::new(),
         }
     }
 }
@@ -459,6 +484,32 @@ impl Config {
             (0..=86_400).contains(&self.ingest.max_future_secs),
             "ingest.max_future_secs must be between 0 and 86400"
         );
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&self.ingest.max_channels_per_gateway),
+            "ingest.max_channels_per_gateway must be between 1 and 1000000"
+        );
+        for name in &self.ingest.extra_parameters {
+            anyhow::ensure!(
+                trackside_wire::ChannelName::parse(&format!("X/{name}")).is_ok(),
+                "ingest.extra_parameters: {name:?} is not a valid parameter name"
+            );
+        }
+        for pin in &self.ingest.pins {
+            anyhow::ensure!(
+                (1..=64).contains(&pin.gateway.len())
+                    && pin
+                        .gateway
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)),
+                "ingest.pins: {:?} is not a gateway id (1 to 64 of letters, digits, `_`, `-`, `.`)",
+                pin.gateway
+            );
+            anyhow::ensure!(
+                !pin.channels.is_empty() && pin.channels.iter().all(|p| p.contains('/')),
+                "ingest.pins for {:?}: channels must be patterns such as \"T101/*\"",
+                pin.gateway
+            );
+        }
         anyhow::ensure!(
             self.ingest.spool_fsync_ms.is_none_or(|ms| ms <= 1_000),
             "ingest.spool_fsync_ms must be between 0 and 1000 (or \"off\"): it is how much a power cut may lose"

@@ -107,6 +107,11 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     );
     let live = live::LiveHub::new(config.ingest.live_queue, metrics.clone());
     let shutdown = CancellationToken::new();
+    let admission = Arc::new(
+        ingest::admission::Admission::load(&config.ingest, &pool)
+            .await
+            .context("loading channel owners")?,
+    );
 
     // Before the store writer, which marks late readings on TimescaleDB.
     let storage = store::rollup::prepare(&pool, &config.history, &config.yard.timezone).await?;
@@ -148,6 +153,11 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     );
     let (rejection_queue, rejection_queue_rx) =
         store::rejections::RejectionQueue::new(metrics.clone());
+    tokio::spawn(store::rejections::run_retention(
+        pool.clone(),
+        config.ingest.rejected_retention_days,
+        shutdown.clone(),
+    ));
     let rejections = tokio::spawn(store::rejections::run_writer(
         pool.clone(),
         metrics.clone(),
@@ -217,7 +227,13 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         shutdown.clone(),
     ));
 
+    tokio::spawn(
+        admission
+            .clone()
+            .listen(registry.clone(), pool.clone(), shutdown.clone()),
+    );
     let pipeline = Arc::new(ingest::Pipeline {
+        admission: admission.clone(),
         registry: registry.clone(),
         live: live.clone(),
         metrics: metrics.clone(),
@@ -316,6 +332,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     auth.start(shutdown.clone());
     let state = http::AppState {
         pool,
+        admission,
         registry,
         live,
         metrics: metrics.clone(),

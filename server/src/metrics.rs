@@ -38,6 +38,10 @@ pub struct Metrics {
     /// Rejections counted but not kept because their queue was full (a flood
     /// of garbage must not grow memory).
     pub rejected_not_kept: AtomicU64,
+    /// Rejections past their gateway's byte budget: counted, not kept.
+    pub rejected_over_budget: AtomicU64,
+    /// CONNECTs refused without checking: their client id failed too often.
+    pub mqtt_throttled_connects: AtomicU64,
     pub store_queue_depth: AtomicI64,
     /// Messages that found the store queue full and live only in the spool
     /// until the writer reads them back.
@@ -163,6 +167,11 @@ impl Metrics {
             self.mqtt_refused_connects.load(Relaxed),
         );
         counter(
+            "trackside_mqtt_throttled_connects_total",
+            "MQTT CONNECTs refused without a password check: the client id failed 5 times within a minute (also counted as refused).",
+            self.mqtt_throttled_connects.load(Relaxed),
+        );
+        counter(
             "trackside_mqtt_refused_publishes_total",
             "Publishes the broker refused by closing the connection (on the TLS listener: a topic outside the certificate's /tenants/{id}/).",
             self.mqtt_refused_publishes.load(Relaxed),
@@ -201,6 +210,11 @@ impl Metrics {
             "trackside_rejected_not_kept_total",
             "Rejections counted but not stored because their queue was full.",
             self.rejected_not_kept.load(Relaxed),
+        );
+        counter(
+            "trackside_rejected_over_budget_total",
+            "Rejections counted but not stored because their gateway used up its budget (1 MiB, refilled at 2 KiB/s).",
+            self.rejected_over_budget.load(Relaxed),
         );
         counter(
             "trackside_store_queue_overflow_total",
@@ -406,8 +420,10 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP {name} Rejected MQTT messages and readings, kept in rejected_messages, by kind: \
-             topic (unknown topic), acl (a gateway's certificate does not allow the topic's gateway), \
-             payload (a whole payload that does not decode), reading (one element of a batch).\n\
+             topic (unknown topic), acl (a gateway's certificate does not allow the topic's gateway, or \
+             a channel another gateway owns), payload (a whole payload that does not decode), reading \
+             (one element of a batch, or an unknown parameter), bound (a new channel past \
+             ingest.max_channels_per_gateway).\n\
              # TYPE {name} counter"
         );
         for kind in RejectionKind::ALL {

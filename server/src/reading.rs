@@ -33,16 +33,26 @@ pub struct Rejection {
 pub enum RejectionKind {
     /// A topic Trackside does not know.
     Topic,
-    /// A certificate-identified gateway publishing under another's id.
+    /// A certificate-identified gateway publishing under another's id, or
+    /// a gateway writing a channel another gateway owns.
     Acl,
     /// A whole payload that does not decode.
     Payload,
     /// One element of a batch or pack.
     Reading,
+    /// A new channel past its gateway's bound
+    /// (`ingest.max_channels_per_gateway`).
+    Bound,
 }
 
 impl RejectionKind {
-    pub const ALL: [Self; 4] = [Self::Topic, Self::Acl, Self::Payload, Self::Reading];
+    pub const ALL: [Self; 5] = [
+        Self::Topic,
+        Self::Acl,
+        Self::Payload,
+        Self::Reading,
+        Self::Bound,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -50,6 +60,7 @@ impl RejectionKind {
             Self::Acl => "acl",
             Self::Payload => "payload",
             Self::Reading => "reading",
+            Self::Bound => "bound",
         }
     }
 }

@@ -174,6 +174,11 @@ pub enum Check {
     /// The subject is `{circuit}/health`. Cleared once it is 5 points
     /// above.
     HealthLow { below: f64 },
+    /// The gateway's clock is more than `max_offset_s` ahead of the
+    /// server's or behind it, estimated from the timestamps it states
+    /// (`clock_offset_ms` on `/api/gateways`). Cleared once the offset is
+    /// back under 80 % of the limit. The subject is the gateway id.
+    ClockSkew { max_offset_s: f64 },
 }
 
 impl Check {
@@ -191,6 +196,7 @@ impl Check {
             Check::UnstableOccupationCurrent { .. } => ExceptionKind::UnstableOccupationCurrent,
             Check::DropPickDrift { .. } => ExceptionKind::DropPickDrift,
             Check::HealthLow { .. } => ExceptionKind::HealthLow,
+            Check::ClockSkew { .. } => ExceptionKind::ClockSkew,
         }
     }
 }
@@ -211,10 +217,11 @@ pub enum ExceptionKind {
     UnstableOccupationCurrent,
     DropPickDrift,
     HealthLow,
+    ClockSkew,
 }
 
 impl ExceptionKind {
-    pub const ALL: [ExceptionKind; 12] = [
+    pub const ALL: [ExceptionKind; 13] = [
         ExceptionKind::Limit,
         ExceptionKind::RateOfChange,
         ExceptionKind::Flick,
@@ -227,6 +234,7 @@ impl ExceptionKind {
         ExceptionKind::UnstableOccupationCurrent,
         ExceptionKind::DropPickDrift,
         ExceptionKind::HealthLow,
+        ExceptionKind::ClockSkew,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -243,6 +251,7 @@ impl ExceptionKind {
             ExceptionKind::UnstableOccupationCurrent => "unstable_occupation_current",
             ExceptionKind::DropPickDrift => "drop_pick_drift",
             ExceptionKind::HealthLow => "health_low",
+            ExceptionKind::ClockSkew => "clock_skew",
         }
     }
 
@@ -265,6 +274,7 @@ impl ExceptionKind {
             ExceptionKind::UnstableOccupationCurrent => "Unstable occupation current",
             ExceptionKind::DropPickDrift => "Drop/pick drift",
             ExceptionKind::HealthLow => "Circuit health low",
+            ExceptionKind::ClockSkew => "Gateway clock off",
         }
     }
 }

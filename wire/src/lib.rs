@@ -89,6 +89,26 @@ pub struct GatewayInfo {
     pub status_at: Option<i64>,
     /// Unix milliseconds of the last message of any kind from the gateway.
     pub last_message_at: Option<i64>,
+    /// How far the gateway's clock is ahead of the server's (negative:
+    /// behind), in milliseconds, estimated from the timestamps it stated
+    /// over the last one to two minutes; `None` until it stated one.
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
+}
+
+/// `PUT /api/channels/{circuit}/{parameter}/gateway`: give a channel to
+/// another gateway (an admin's act, audited).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelOwner {
+    pub gateway: String,
+}
+
+/// The answer to a reassignment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelReassigned {
+    pub channel: String,
+    pub gateway: String,
+    pub previous: String,
 }
 
 /// `GET /api/yard`: what the app needs to present the yard.

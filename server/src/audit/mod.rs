@@ -85,6 +85,7 @@ pub mod action {
     pub const GATEWAY_ADD: &str = "gateway.add";
     pub const GATEWAY_REVOKE: &str = "gateway.revoke";
     pub const GATEWAY_CERTIFICATE: &str = "gateway.certificate";
+    pub const CHANNEL_REASSIGN: &str = "channel.reassign";
 }
 
 /// Appends one row. A failure is logged, not returned: the action it

@@ -98,6 +98,7 @@ pub const RULES: &[Rule] = &[
     rule("POST", "/api/gateway-credentials", ADMIN),
     rule("DELETE", "/api/gateway-credentials/{id}", ADMIN),
     rule("POST", "/api/gateway-credentials/{id}/certificate", ADMIN),
+    rule("PUT", "/api/channels/{circuit}/{parameter}/gateway", ADMIN),
     rule("GET", "/api/audit", ADMIN),
     rule("GET", "/api/audit.csv", ADMIN),
 ];

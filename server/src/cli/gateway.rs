@@ -1,4 +1,5 @@
-//! `trackside gateway`: gateway credentials and certificates.
+//! `trackside gateway`: gateway credentials and certificates, and who
+//! owns a channel.
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +31,14 @@ enum GatewayAction {
     List,
     /// Revoke a gateway's credentials; its next CONNECT is refused.
     Revoke { id: String },
+    /// Give a channel to another gateway: from now on only that gateway's
+    /// readings of it are taken, on every running server.
+    Reassign {
+        /// The channel, `circuit/parameter`.
+        channel: String,
+        /// The gateway id that owns it from now on.
+        gateway: String,
+    },
     /// Issue a certificate for the MQTT TLS listener. It names the gateway,
     /// so it may publish only under /tenants/{id}/; it connects with its
     /// password as well, so revoking the password shuts it out.
@@ -117,6 +126,32 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
             } else {
                 anyhow::bail!("gateway {id} has no active credentials");
             }
+        }
+        GatewayAction::Reassign { channel, gateway } => {
+            use trackside::ingest::admission::{self, Admission, ReassignError};
+            anyhow::ensure!(
+                trackside::ingest::decode::valid_gateway_id(&gateway),
+                "{gateway:?} is not a gateway id: 1 to 64 of letters, digits, `_`, `-`, `.`"
+            );
+            if let Err(ReassignError::Pinned(pinned)) =
+                Admission::new(&config.ingest).check_reassign(&channel, &gateway)
+            {
+                anyhow::bail!(
+                    "channel {channel} is pinned to gateway {pinned} by ingest.pins: change the configuration instead"
+                );
+            }
+            let Some(previous) = admission::reassign(&pool, &channel, &gateway).await? else {
+                anyhow::bail!("no channel {channel}: a channel is registered by its first reading");
+            };
+            trackside::audit::record(
+                &pool,
+                &console,
+                trackside::audit::action::CHANNEL_REASSIGN,
+                Some(&channel),
+                &[("from", &previous), ("to", &gateway)],
+            )
+            .await;
+            println!("channel {channel}: now gateway {gateway}'s (was {previous}'s)");
         }
         GatewayAction::Cert { .. } => unreachable!("handled before the database opens"),
     }

@@ -50,7 +50,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Publish a simulated yard to an MQTT broker (demo data, load tests).
     Simulate(SimulateArgs),
-    /// Manage gateway credentials (uses the same database as `serve`).
+    /// Manage gateway credentials and channel owners (uses the same database as `serve`).
     Gateway(GatewayArgs),
     /// Work with yard layout files (the diagram's schematic).
     Layout(LayoutArgs),

@@ -224,5 +224,11 @@ pub fn rules() -> Vec<Rule> {
                 silent_after_s: None,
             },
         ),
+        rule(
+            "gateway-clock",
+            "*",
+            Severity::Warning,
+            Check::ClockSkew { max_offset_s: 5.0 },
+        ),
     ]
 }

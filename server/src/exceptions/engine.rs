@@ -117,6 +117,8 @@ impl AlarmState {
 
 /// The subject of `spool` rules.
 pub const SPOOL_SUBJECT: &str = "spool";
+/// A clock-skew exception clears under this fraction of its limit.
+const CLOCK_CLEAR_FRACTION: f64 = 0.8;
 /// Points below its threshold a spool exception clears at.
 const SPOOL_HYSTERESIS: f64 = 5.0;
 
@@ -429,6 +431,11 @@ pub fn validate(rules: &[Rule]) -> Result<(), String> {
                     return fail(&what);
                 }
             }
+            Check::ClockSkew { max_offset_s } => {
+                if !positive(*max_offset_s) {
+                    return fail("max_offset_s must be positive");
+                }
+            }
             Check::Predicted { limit_rule } => {
                 let names_a_limit = rules
                     .iter()
@@ -702,6 +709,35 @@ impl Engine {
             } else if active && percent < fill_percent - SPOOL_HYSTERESIS {
                 let message = format!("server spool down to {percent:.0} % and writable");
                 self.clear(&key, now, value, message, None, out);
+            }
+        }
+    }
+
+    /// A gateway's estimated clock offset (its time minus the server's),
+    /// as of `at`.
+    pub fn clock(&mut self, gateway: &str, offset_ms: Ms, at: Ms, out: &mut Vec<Transition>) {
+        for index in 0..self.rules.len() {
+            let Check::ClockSkew { max_offset_s } = self.rules[index].rule.check else {
+                continue;
+            };
+            if !self.rules[index].matches(gateway) {
+                continue;
+            }
+            let key = self.key(index, gateway);
+            let active = self.is_active(&key);
+            let off = offset_ms.unsigned_abs() as f64 / 1000.0;
+            let way = if offset_ms > 0 { "ahead of" } else { "behind" };
+            let value = Some(offset_ms as f64 / 1000.0);
+            if !active && off > max_offset_s {
+                let message = format!(
+                    "gateway clock {off:.1} s {way} the server's (limit {max_offset_s:.0} s): \
+                     check its time source (NTP); readings stamped more than the server's \
+                     tolerance ahead are rejected"
+                );
+                self.raise(&key, at, value, message, Some(gateway), out);
+            } else if active && off < max_offset_s * CLOCK_CLEAR_FRACTION {
+                let message = format!("gateway clock back within {off:.1} s of the server's");
+                self.clear(&key, at, value, message, Some(gateway), out);
             }
         }
     }
@@ -1145,6 +1181,7 @@ impl Engine {
                                 | Check::UnstableOccupationCurrent { .. }
                                 | Check::DropPickDrift { .. }
                                 | Check::HealthLow { .. }
+                                | Check::ClockSkew { .. }
                         )
                     })
                     .filter(|(_, r)| r.matches(name))
@@ -1158,7 +1195,9 @@ impl Engine {
         // channel is alive; judging it would run the state machines backwards.
         let in_order = channel.last_ts.is_none_or(|last| ts > last);
         if in_order {
-            channel.last_ts = Some(ts);
+            // Never later than its receipt: a reading stamped ahead (a clock
+            // that jumped) must not make the readings after it look old.
+            channel.last_ts = Some(ts.min(received));
             if reading.channel.parameter() == RELAY_STATE && (value == 0.0 || value == 1.0) {
                 let circuit = self
                     .circuits
@@ -1751,7 +1790,8 @@ fn new_watch(check: &Check) -> Watch {
         | Check::PoorShunt { .. }
         | Check::UnstableOccupationCurrent { .. }
         | Check::DropPickDrift { .. }
-        | Check::HealthLow { .. } => Watch::Stale {
+        | Check::HealthLow { .. }
+        | Check::ClockSkew { .. } => Watch::Stale {
             last_received: None,
             intervals: VecDeque::new(),
         },

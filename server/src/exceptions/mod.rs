@@ -92,6 +92,12 @@ pub enum Input {
         worst: String,
         at: Ms,
     },
+    /// A gateway's estimated clock offset changed (by a whole second).
+    Clock {
+        gateway: String,
+        offset_ms: i64,
+        at: Ms,
+    },
 }
 
 /// The ingest path's side of the engine's queue.
@@ -113,6 +119,14 @@ impl Feed {
         self.send(Input::Status {
             gateway: gateway.to_owned(),
             online: status == GatewayStatus::Online,
+            at: at.timestamp_millis(),
+        });
+    }
+
+    pub fn clock(&self, gateway: &str, offset_ms: i64, at: DateTime<Utc>) {
+        self.send(Input::Clock {
+            gateway: gateway.to_owned(),
+            offset_ms,
             at: at.timestamp_millis(),
         });
     }
@@ -566,6 +580,9 @@ impl Service {
                             }
                             Input::Health { circuit, score, worst, at } => {
                                 self.engine.health(&circuit, score, &worst, at, &mut out);
+                            }
+                            Input::Clock { gateway, offset_ms, at } => {
+                                self.engine.clock(&gateway, offset_ms, at, &mut out);
                             }
                         }
                     }

@@ -45,8 +45,29 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        state.metrics.render(&spool),
+        state.metrics.render(&spool) + &gateway_clocks(&state.registry.gateways()),
     )
+}
+
+/// One gauge per gateway that stated a timestamp: its clock's offset.
+fn gateway_clocks(gateways: &[trackside_wire::GatewayInfo]) -> String {
+    use std::fmt::Write as _;
+    let name = "trackside_gateway_clock_offset_seconds";
+    let mut out = format!(
+        "# HELP {name} How far a gateway's clock is ahead of the server's (negative: behind), from the timestamps it stated over the last one to two minutes.\n# TYPE {name} gauge\n"
+    );
+    for gateway in gateways {
+        if let Some(ms) = gateway.clock_offset_ms {
+            // Gateway ids are letters, digits, `_`, `-`, `.`: no escaping needed.
+            let _ = writeln!(
+                out,
+                "{name}{{gateway=\"{}\"}} {:.3}",
+                gateway.id,
+                ms as f64 / 1000.0
+            );
+        }
+    }
+    out
 }
 
 /// Ready when the database answers, the ingest link is being read and the

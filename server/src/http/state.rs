@@ -17,6 +17,7 @@ use crate::store::spool::Spool;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    pub admission: Arc<crate::ingest::admission::Admission>,
     pub registry: Arc<Registry>,
     pub live: LiveHub,
     pub metrics: Arc<Metrics>,

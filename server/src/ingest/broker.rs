@@ -47,8 +47,18 @@ pub struct EmbeddedBroker {
     pub alerts: AlertsLink,
 }
 
-/// The link's client id; gateways must not use it.
-const INGEST_LINK: &str = "trackside-ingest";
+/// The link's client id, made unguessable per process: a client that took
+/// it (with `mqtt.allow_anonymous` anyone may pick any id) would displace
+/// the link and end ingest until a restart. Gateway ids with this prefix
+/// are refused as well (`credentials::RESERVED_PREFIX`).
+static INGEST_LINK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use rand::distr::{Alphanumeric, SampleString as _};
+    format!(
+        "{}-{}",
+        super::credentials::RESERVED_PREFIX,
+        Alphanumeric.sample_string(&mut rand::rng(), 20)
+    )
+});
 
 /// Starts the broker on its own thread and returns the subscribed link.
 /// Without a `checker` every client is accepted (`mqtt.allow_anonymous`).
@@ -142,7 +152,7 @@ pub fn start(
 
     let mut broker = Broker::new(broker_config);
     let (mut link_tx, link_rx) = broker
-        .link(INGEST_LINK)
+        .link(&INGEST_LINK)
         .context("opening the broker's ingest link")?;
     for filter in ingest_filters() {
         link_tx
@@ -196,7 +206,7 @@ pub async fn follow_meters(meters: MetersLink, alerts: AlertsLink, metrics: Arc<
             reports = alerts.next() => {
                 let Ok(reports) = reports else { return };
                 for alert in reports {
-                    if alert.client_id == INGEST_LINK && alert.kind.name() == "cursor_jump" {
+                    if alert.client_id == *INGEST_LINK && alert.kind.name() == "cursor_jump" {
                         tracing::error!(
                             detail = %alert.kind.description(),
                             "ingest fell a whole MQTT log behind; the skipped publishes are lost"

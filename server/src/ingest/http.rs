@@ -1,16 +1,18 @@
 //! `/api/gateway-credentials`: what `trackside gateway add|list|revoke|cert`
-//! does, for an admin in the app. Every change is audited.
+//! does, for an admin in the app; `/api/channels/{channel}/gateway`: what
+//! `trackside channel reassign` does. Every change is audited.
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use trackside_wire::{
-    CertificateRequest, GatewayCertificateFiles, GatewayCredentialInfo, IssuedGatewayPassword,
-    NewGateway,
+    CertificateRequest, ChannelOwner, ChannelReassigned, GatewayCertificateFiles,
+    GatewayCredentialInfo, IssuedGatewayPassword, NewGateway,
 };
 
+use super::admission::{self, ReassignError};
 use super::{credentials, pki};
 use crate::audit::{self, action};
 use crate::auth::Principal;
@@ -24,6 +26,57 @@ pub fn router() -> Router<AppState> {
             "/api/gateway-credentials/{id}/certificate",
             post(certificate),
         )
+        .route("/api/channels/{circuit}/{parameter}/gateway", put(reassign))
+}
+
+/// Gives a channel to another gateway: the old one's readings of it are
+/// refused from now on, on every instance.
+async fn reassign(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<(String, String)>, PathRejection>,
+    request: Result<Json<ChannelOwner>, JsonRejection>,
+) -> Result<Json<ChannelReassigned>, AppError> {
+    let Path((circuit, parameter)) = path.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let Json(request) = request.map_err(|e| {
+        AppError::BadRequest(format!(
+            "{}; send JSON {{\"gateway\": \"yard-gw07\"}}",
+            e.body_text()
+        ))
+    })?;
+    let channel = format!("{circuit}/{parameter}");
+    let gateway = request.gateway;
+    if !super::decode::valid_gateway_id(&gateway) {
+        return Err(AppError::BadRequest(format!(
+            "{gateway:?} is not a gateway id: 1 to 64 of letters, digits, `_`, `-`, `.`"
+        )));
+    }
+    if let Err(ReassignError::Pinned(pinned)) = state.admission.check_reassign(&channel, &gateway) {
+        return Err(AppError::Conflict(format!(
+            "channel {channel} is pinned to gateway {pinned} by ingest.pins in the configuration: \
+             change the configuration instead"
+        )));
+    }
+    let Some(previous) = admission::reassign(&state.pool, &channel, &gateway).await? else {
+        return Err(AppError::NotFound(format!(
+            "no channel {channel}: a channel is registered by its first reading"
+        )));
+    };
+    state.admission.apply_local(&channel, &gateway);
+    state.registry.set_gateway(&channel, &gateway);
+    audit::record(
+        &state.pool,
+        &principal.actor(),
+        action::CHANNEL_REASSIGN,
+        Some(&channel),
+        &[("from", &previous), ("to", &gateway)],
+    )
+    .await;
+    Ok(Json(ChannelReassigned {
+        channel,
+        gateway,
+        previous,
+    }))
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<GatewayCredentialInfo>>, AppError> {

@@ -12,6 +12,7 @@
 //! Data flows one way: this module imports the consumers it feeds
 //! (`live`, `exceptions`, `store`), and none of them imports it.
 
+pub mod admission;
 pub mod broker;
 pub mod credentials;
 pub mod decode;

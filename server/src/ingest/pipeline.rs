@@ -22,6 +22,7 @@ use crate::store::rejections::RejectionQueue;
 use crate::store::spool::Spool;
 
 pub struct Pipeline {
+    pub admission: Arc<super::admission::Admission>,
     pub registry: Arc<Registry>,
     pub live: LiveHub,
     pub metrics: Arc<Metrics>,
@@ -41,11 +42,8 @@ impl Pipeline {
     /// are safe.
     pub async fn handle(&self, topic: &[u8], payload: &[u8]) -> Receipt {
         self.metrics.mqtt_messages.fetch_add(1, Relaxed);
-        let cx = DecodeContext {
-            received_at: Utc::now(),
-            max_future: self.max_future,
-        };
-        let decoded = match std::str::from_utf8(topic) {
+        let cx = DecodeContext::new(Utc::now(), self.max_future);
+        let mut decoded = match std::str::from_utf8(topic) {
             Ok(topic) => decode::decode(topic, payload, &cx),
             Err(_) => decode::Decoded {
                 rejections: vec![Rejection {
@@ -71,6 +69,25 @@ impl Pipeline {
             tracing::info!(gateway = %decoded.gateway, status = ?decoded.status, "gateway status changed");
         }
 
+        if let (false, Some(offset)) = (decoded.gateway.is_empty(), cx.stated_offset())
+            && let Some(estimate) =
+                self.registry
+                    .observe_clock(&decoded.gateway, offset, cx.received_at)
+        {
+            self.exceptions
+                .clock(&decoded.gateway, estimate, cx.received_at);
+        }
+
+        if !decoded.readings.is_empty() {
+            let topic = String::from_utf8_lossy(topic);
+            let (admitted, refused) = self.admission.admit(
+                &decoded.gateway,
+                &topic,
+                std::mem::take(&mut decoded.readings),
+            );
+            decoded.readings = admitted;
+            decoded.rejections.extend(refused);
+        }
         let whole_payload_rejected = decoded.readings.is_empty() && !decoded.rejections.is_empty();
         for rejection in decoded.rejections {
             tracing::warn!(topic = %rejection.topic, reason = %rejection.reason, "rejected MQTT payload");
@@ -91,7 +108,8 @@ impl Pipeline {
             gateway: decoded.gateway,
             readings: decoded.readings,
         });
-        self.registry.observe(&batch.gateway, &batch.readings);
+        self.registry
+            .observe(&batch.gateway, &batch.readings, cx.received_at);
         self.live.publish(&batch);
         self.exceptions.readings(&batch, cx.received_at);
         // Spool first, then queue, never wait: when the writer is behind,

@@ -258,6 +258,7 @@ impl StoreWriter {
                 .then(|| (Utc::now() - timescale::LATE_AFTER).timestamp_micros()),
             ..Chunk::default()
         };
+        self.register_new(batches).await?;
         for batch in batches {
             for reading in &batch.readings {
                 let channel_id = self.channel_id(&batch.gateway, reading).await?;
@@ -309,6 +310,60 @@ impl StoreWriter {
         Ok(())
     }
 
+    /// Registers the drain's new gateways and channels up front, the
+    /// channels with one statement per [`REGISTER_AT_ONCE`]: a gateway's
+    /// burst of new names (up to `ingest.max_channels_per_gateway`) costs
+    /// the writer a few round trips, not one per channel.
+    async fn register_new(&mut self, batches: &[Arc<ReadingBatch>]) -> anyhow::Result<()> {
+        let mut new: Vec<(&str, &ChannelName)> = Vec::new();
+        let mut seen = HashSet::new();
+        for batch in batches {
+            for reading in &batch.readings {
+                let name = reading.channel.as_str();
+                if !self.channel_ids.contains_key(name) && seen.insert(name) {
+                    new.push((batch.gateway.as_str(), &reading.channel));
+                }
+            }
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        for (gateway, _) in &new {
+            if !self.gateways.contains(*gateway) {
+                register_gateway(&self.pool, gateway).await?;
+                self.gateways.insert((*gateway).to_owned());
+            }
+        }
+        for part in new.chunks(REGISTER_AT_ONCE) {
+            let names: Vec<&str> = part.iter().map(|(_, c)| c.as_str()).collect();
+            let circuits: Vec<&str> = part.iter().map(|(_, c)| c.circuit()).collect();
+            let parameters: Vec<&str> = part.iter().map(|(_, c)| c.parameter()).collect();
+            let units: Vec<Option<&str>> = part
+                .iter()
+                .map(|(_, c)| parameter_info(c.parameter()).and_then(|(_, p)| p.unit))
+                .collect();
+            let gateways: Vec<&str> = part.iter().map(|(g, _)| *g).collect();
+            // As in register_channel: DO UPDATE so that RETURNING also
+            // names channels another instance registered first.
+            let ids: Vec<(String, i32)> = sqlx::query_as(
+                "INSERT INTO channels (name, circuit, parameter, unit, gateway_id)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                 ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+                 RETURNING name, id",
+            )
+            .bind(names)
+            .bind(circuits)
+            .bind(parameters)
+            .bind(units)
+            .bind(gateways)
+            .fetch_all(&self.pool)
+            .await?;
+            tracing::info!(channels = ids.len(), "registered channels");
+            self.channel_ids.extend(ids);
+        }
+        Ok(())
+    }
+
     /// The channel's id, registering the gateway and the channel on first
     /// sight. Cached: after warm-up this is a hash lookup per reading.
     async fn channel_id(&mut self, gateway: &str, reading: &DecodedReading) -> anyhow::Result<i32> {
@@ -326,6 +381,9 @@ impl StoreWriter {
         Ok(id)
     }
 }
+
+/// New channels registered by one statement.
+const REGISTER_AT_ONCE: usize = 1_000;
 
 /// Registers a gateway on first sight (idempotent).
 pub(crate) async fn register_gateway(pool: &PgPool, gateway: &str) -> sqlx::Result<()> {

@@ -69,6 +69,8 @@ fn concrete(path: &str) -> String {
     path.replace("{id}", "999999")
         .replace("{name}", "nobody")
         .replace("{*rest}", "no/such/thing")
+        .replace("{circuit}", "T999")
+        .replace("{parameter}", "relay_state")
 }
 
 /// Sends `method path` with these credentials and the page's Origin, and

@@ -8,7 +8,7 @@ use crate::browser::{
 };
 use crate::harness::{TestServer, eventually};
 
-async fn click(client: &Client, css: &str) {
+pub(crate) async fn click(client: &Client, css: &str) {
     client
         .wait()
         .for_element(Locator::Css(css))
@@ -19,7 +19,7 @@ async fn click(client: &Client, css: &str) {
         .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
 }
 
-async fn type_into(client: &Client, css: &str, keys: &str) {
+pub(crate) async fn type_into(client: &Client, css: &str, keys: &str) {
     client
         .wait()
         .for_element(Locator::Css(css))

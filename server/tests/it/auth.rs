@@ -106,7 +106,7 @@ async fn weak_or_malformed_credentials_are_not_provisioned() {
 }
 
 /// The `trackside gateway` command, run as an operator would.
-fn trackside_cli(server: &TestServer, args: &[&str]) -> std::process::Output {
+pub(crate) fn trackside_cli(server: &TestServer, args: &[&str]) -> std::process::Output {
     let url = crate::harness::database_url(&server.pool);
     std::process::Command::new(env!("CARGO_BIN_EXE_trackside"))
         .args(args)

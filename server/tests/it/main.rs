@@ -15,6 +15,7 @@ mod export_page;
 mod external;
 mod forecast;
 mod forecast_page;
+mod gateway_trust;
 mod harness;
 mod health;
 mod history;

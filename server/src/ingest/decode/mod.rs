@@ -53,11 +53,31 @@ pub struct Decoded {
     pub status: Option<GatewayStatus>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DecodeContext {
     pub received_at: DateTime<Utc>,
     /// How far ahead of `received_at` a timestamp may be.
     pub max_future: TimeDelta,
+    /// The newest timestamp the gateway stated in the message, accepted or
+    /// not: the sample of its clock against `received_at`.
+    newest_stated: std::cell::Cell<Option<DateTime<Utc>>>,
+}
+
+impl DecodeContext {
+    pub fn new(received_at: DateTime<Utc>, max_future: TimeDelta) -> Self {
+        Self {
+            received_at,
+            max_future,
+            newest_stated: Default::default(),
+        }
+    }
+
+    /// How far the newest timestamp the message stated was ahead of its
+    /// receipt (negative: behind); `None` when it stated none (every
+    /// reading took the receive time).
+    pub fn stated_offset(&self) -> Option<TimeDelta> {
+        self.newest_stated.get().map(|ts| ts - self.received_at)
+    }
 }
 
 /// The earliest timestamp accepted: anything before is a gateway whose clock
@@ -422,6 +442,9 @@ fn parse_ts(ts: &Value, cx: &DecodeContext) -> Result<DateTime<Utc>, String> {
 
 /// The plausibility bounds every timestamp must meet, whatever its format.
 fn check_ts(parsed: DateTime<Utc>, cx: &DecodeContext) -> Result<DateTime<Utc>, String> {
+    if cx.newest_stated.get().is_none_or(|newest| parsed > newest) {
+        cx.newest_stated.set(Some(parsed));
+    }
     if parsed.timestamp_millis() < EARLIEST_MS {
         return Err(format!(
             "ts {parsed} is before 2000: is the gateway's clock set?"
@@ -488,6 +511,7 @@ mod tests {
 
     fn cx() -> DecodeContext {
         DecodeContext {
+            newest_stated: Default::default(),
             received_at: DateTime::parse_from_rfc3339("2026-11-28T10:00:00.123456789Z")
                 .unwrap()
                 .with_timezone(&Utc),

@@ -7,12 +7,12 @@ use proptest::prelude::*;
 use super::{DecodeContext, decode};
 
 fn cx() -> DecodeContext {
-    DecodeContext {
-        received_at: DateTime::parse_from_rfc3339("2026-11-28T10:00:00Z")
+    DecodeContext::new(
+        DateTime::parse_from_rfc3339("2026-11-28T10:00:00Z")
             .unwrap()
             .with_timezone(&Utc),
-        max_future: TimeDelta::hours(1),
-    }
+        TimeDelta::hours(1),
+    )
 }
 
 const TOPICS: &[&str] = &[

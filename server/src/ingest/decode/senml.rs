@@ -168,12 +168,12 @@ mod tests {
     use chrono::SecondsFormat;
 
     fn cx() -> DecodeContext {
-        DecodeContext {
-            received_at: DateTime::parse_from_rfc3339("2026-11-28T10:00:00Z")
+        DecodeContext::new(
+            DateTime::parse_from_rfc3339("2026-11-28T10:00:00Z")
                 .unwrap()
                 .with_timezone(&Utc),
-            max_future: TimeDelta::hours(1),
-        }
+            TimeDelta::hours(1),
+        )
     }
 
     /// A pack in, the readings stored and the rejection reasons out.
