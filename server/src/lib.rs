@@ -224,6 +224,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
             exceptions.handle.rules(),
             &config.yard.timezone,
         ),
+        metrics.clone(),
         shutdown.clone(),
     ));
 

@@ -95,6 +95,11 @@ pub struct Metrics {
     pub live_dropped_messages: AtomicU64,
     /// Minutes set aside after failing, waiting for their retry.
     pub rollup_set_aside: AtomicI64,
+    /// Occupations the health job derived, re-derivations included.
+    pub occupations_derived: AtomicU64,
+    pub occupation_job_failures: AtomicU64,
+    /// Seconds the circuit furthest behind is derived up to, before now.
+    pub occupation_lag_seconds: AtomicI64,
     /// Per webhook receiver: when its oldest undelivered notification was
     /// queued (Unix ms), 0 when it has none.
     pub webhook_oldest_ms: OnceLock<Vec<AtomicI64>>,
@@ -416,6 +421,16 @@ impl Metrics {
             "TLS handshakes on the HTTPS listener that failed or timed out.",
             self.https_handshake_failures.load(Relaxed),
         );
+        counter(
+            "trackside_occupations_derived_total",
+            "Occupation events derived from stored readings (a stretch derived again after late readings counts again).",
+            self.occupations_derived.load(Relaxed),
+        );
+        counter(
+            "trackside_occupation_job_failures_total",
+            "Passes of the occupation job that failed and were retried.",
+            self.occupation_job_failures.load(Relaxed),
+        );
         let name = "trackside_rejections_total";
         let _ = writeln!(
             out,
@@ -501,6 +516,11 @@ impl Metrics {
             "trackside_exceptions_open_suppressed",
             "Open exceptions raised inside a maintenance window that is still on.",
             self.exceptions_open_suppressed.load(Relaxed),
+        );
+        gauge(
+            "trackside_occupation_lag_seconds",
+            "How far behind now the circuit furthest behind is derived (at least the 60 s readings are given to arrive).",
+            self.occupation_lag_seconds.load(Relaxed),
         );
         gauge(
             "trackside_rollup_set_aside_minutes",

@@ -144,14 +144,37 @@ pub fn Schematic(
             }
         })
         .collect_view();
+    let health = use_context::<crate::health::Health>();
     let labels = circuit_marks
         .into_iter()
         .map(|(circuit, [x, y])| {
             let state = signal_of(&circuit);
             let alarm = move || state.and_then(|s| s.get().alarm);
+            // The score under the track, coloured only when it calls for
+            // attention, so a healthy yard stays quiet on screen.
+            let scored = {
+                let circuit = circuit.clone();
+                Memo::new(move |_| {
+                    health.and_then(|h| {
+                        h.of(&circuit)
+                            .map(|c| (c.score, crate::health::level(c.score, h.alarm_below())))
+                    })
+                })
+            };
             view! {
                 <text class="circuit-label" x=x y=y - 14.0 text-anchor="middle">
                     {circuit.clone()}
+                </text>
+                <text
+                    class="circuit-health"
+                    data-health-of=circuit.clone()
+                    data-health-level=move || scored.get().map_or("none", |(_, level)| level)
+                    x=x
+                    y=y + 26.0
+                    text-anchor="middle"
+                    style:display=move || if scored.get().is_some() { "inline" } else { "none" }
+                >
+                    {move || scored.get().map(|(score, _)| format!("health {score:.0}"))}
                 </text>
                 <g
                     class="marker"
@@ -290,6 +313,14 @@ pub fn Legend() -> impl IntoView {
                     </g>
                 </svg>
                 <span>"Trail"</span>
+            </li>
+            <li class="legend-item" title="Circuit health, 0 to 100: amber below 80, red below the alarm level">
+                <svg class="swatch" viewBox="0 0 40 16" aria-hidden="true">
+                    <text class="circuit-health" data-health-level="fair" x="20" y="13" text-anchor="middle">
+                        "72"
+                    </text>
+                </svg>
+                <span>"Health"</span>
             </li>
         </ul>
     }

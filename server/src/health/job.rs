@@ -13,6 +13,8 @@
 //! lock and then finds nothing to do, or fails to serialise and tries
 //! again: either way the rows are the same.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -26,6 +28,7 @@ use trackside_wire::{
 use super::occupation::{self, Input, Ms, Settings};
 use super::score::{self, HealthConfig, Inputs, Limits, OpenException};
 use crate::exceptions::Feed;
+use crate::metrics::Metrics;
 
 /// Readings are taken as complete this long after their time (TimescaleDB
 /// marks readings older than 30 s as late; anything later is marked).
@@ -94,7 +97,13 @@ impl JobConfig {
 }
 
 /// Runs passes until shutdown. Started once, in `crate::start`.
-pub async fn run(pool: PgPool, feed: Feed, config: JobConfig, shutdown: CancellationToken) {
+pub async fn run(
+    pool: PgPool,
+    feed: Feed,
+    config: JobConfig,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     let mut failures = 0u32;
     let mut next_score = tokio::time::Instant::now();
     loop {
@@ -109,16 +118,21 @@ pub async fn run(pool: PgPool, feed: Feed, config: JobConfig, shutdown: Cancella
             &pool,
             &feed,
             &config.settings,
+            &metrics,
             Utc::now().timestamp_millis(),
         )
         .await
         {
             Ok(more) => {
                 failures = 0;
+                if let Err(err) = measure_lag(&pool, &metrics).await {
+                    tracing::debug!("measuring the occupation job's lag: {err:#}");
+                }
                 if more { Duration::ZERO } else { INTERVAL }
             }
             Err(err) => {
                 failures += 1;
+                metrics.occupation_job_failures.fetch_add(1, Relaxed);
                 if failures == 1 || failures.is_multiple_of(60) {
                     tracing::warn!(error = %format!("{err:#}"), failures, "occupation job failed; retrying");
                 }
@@ -145,6 +159,7 @@ pub async fn pass(
     pool: &PgPool,
     feed: &Feed,
     settings: &Settings,
+    metrics: &Metrics,
     now: Ms,
 ) -> anyhow::Result<bool> {
     let circuits: Vec<CircuitChannels> = sqlx::query(
@@ -168,15 +183,30 @@ pub async fn pass(
     .collect();
     let mut more = false;
     for circuit in &circuits {
-        let (again, judge) = derive_circuit(pool, circuit, settings, now)
+        let (again, derived, judge) = derive_circuit(pool, circuit, settings, now)
             .await
             .with_context(|| format!("deriving the occupations of {}", circuit.circuit))?;
         more |= again;
+        Metrics::add(&metrics.occupations_derived, derived);
         for window in judge {
             feed.occupations(&circuit.circuit, window).await;
         }
     }
     Ok(more)
+}
+
+/// How far the circuit furthest behind is from now: a job that has stopped
+/// keeping up shows here before occupations go missing from the screens.
+async fn measure_lag(pool: &PgPool, metrics: &Metrics) -> sqlx::Result<()> {
+    let lag_s: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - min(derived_to))::float8 FROM occupation_progress",
+    )
+    .fetch_one(pool)
+    .await?;
+    metrics
+        .occupation_lag_seconds
+        .store(lag_s.map_or(0, |s| s.max(0.0).round() as i64), Relaxed);
+    Ok(())
 }
 
 fn ms(ts: DateTime<Utc>) -> Ms {
@@ -187,15 +217,15 @@ fn ts(ms: Ms) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// Derives one circuit's next stretch: whether more is waiting, and the
-/// windows of occupations for the rules (one per new occupation, oldest
+/// Derives one circuit's next stretch: whether more is waiting, how many
+/// occupations were (re)derived, and the windows of occupations for the rules (one per new occupation, oldest
 /// first).
 async fn derive_circuit(
     pool: &PgPool,
     channels: &CircuitChannels,
     settings: &Settings,
     now: Ms,
-) -> anyhow::Result<(bool, Vec<Vec<Occupation>>)> {
+) -> anyhow::Result<(bool, usize, Vec<Vec<Occupation>>)> {
     let circuit = channels.circuit.as_str();
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -226,7 +256,7 @@ async fn derive_circuit(
                 Some(first) => (ms(first), None),
                 None => {
                     tx.commit().await?;
-                    return Ok((false, Vec::new()));
+                    return Ok((false, 0, Vec::new()));
                 }
             }
         }
@@ -250,7 +280,7 @@ async fn derive_circuit(
     let mut to = limit.min(from + SPAN);
     if to <= from {
         tx.commit().await?;
-        return Ok((false, Vec::new()));
+        return Ok((false, 0, Vec::new()));
     }
     let ids: Vec<i32> = [
         Some(channels.relay_state),
@@ -316,7 +346,7 @@ async fn derive_circuit(
             .collect()
     };
     tx.commit().await?;
-    Ok((to < limit, windows))
+    Ok((to < limit, derived.len(), windows))
 }
 
 async fn read_and_derive(

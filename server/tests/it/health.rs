@@ -121,6 +121,13 @@ async fn a_poor_shunt_raises_poor_shunt_and_lowers_health() {
     );
     assert_eq!(first.missing_readings, 0);
     assert!(listed.derived_to.is_some_and(|d| d >= from + 480 * S));
+    assert!(server.metric("trackside_occupations_derived_total").await >= 3.0);
+    assert_eq!(
+        server
+            .metric("trackside_occupation_job_failures_total")
+            .await,
+        0.0
+    );
 
     // Health: T201 lowered by its poor shunt, T202 healthy.
     let list: HealthList = eventually("both circuits scored", || async {
@@ -260,6 +267,13 @@ async fn scored(server: &TestServer, circuit: &str, occupations: u32) -> HealthL
 async fn a_circuits_health_shows_on_its_card_and_its_page() {
     let mut config = test_config();
     config.health.every_s = 10;
+    let layout_dir = tempfile::tempdir().expect("a layout directory");
+    let layout = layout_dir.path().join("yard.toml");
+    let line = crate::yard::LINE_LAYOUT
+        .replace(r#""A""#, r#""T201""#)
+        .replace(r#""B""#, r#""T202""#);
+    std::fs::write(&layout, line).expect("writing the layout");
+    config.yard.layout = Some(layout);
     let server = TestServer::start_with(config).await;
     let mut gateway = server.gateway("gw-cards").await;
     let from = now_ms() - 12 * 60 * S;
@@ -340,6 +354,24 @@ async fn a_circuits_health_shows_on_its_card_and_its_page() {
     );
     if let Ok(png) = client.screenshot().await {
         screenshot_to("health-page.png", png);
+    }
+
+    // The diagram: each circuit's score under its track, coloured when low.
+    client
+        .goto(&server.url("/diagram"))
+        .await
+        .expect("open the diagram");
+    let on_diagram = |circuit: &str| format!("text.circuit-health[data-health-of={circuit}]");
+    wait_for_text(&client, &on_diagram("T201"), "health 60").await;
+    assert_eq!(
+        attribute(&client, &on_diagram("T201"), "data-health-level")
+            .await
+            .as_deref(),
+        Some("fair")
+    );
+    wait_for_attribute(&client, &on_diagram("T202"), "data-health-level", "good").await;
+    if let Ok(png) = client.screenshot().await {
+        screenshot_to("health-diagram.png", png);
     }
     assert_eq!(csp_violations(&client).await, None);
     client.close().await.expect("closing the browser session");
