@@ -14,6 +14,9 @@ pub mod reading;
 pub mod socket_table;
 pub mod time;
 
+// Which instance runs the work done once per database.
+pub mod cluster;
+
 // The reading path, in the order data flows.
 pub mod exceptions;
 pub mod ingest;
@@ -92,6 +95,10 @@ pub struct Running {
     spool: Arc<store::spool::Spool>,
     rollup: JoinHandle<()>,
     forecaster: JoinHandle<()>,
+    /// The roles this instance holds; released last at shutdown.
+    pub cluster: Arc<cluster::Cluster>,
+    release: CancellationToken,
+    lease: JoinHandle<()>,
 }
 
 /// Starts the broker, the ingest path and HTTP on an already migrated pool.
@@ -105,6 +112,18 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
     );
     let live = live::LiveHub::new(config.ingest.live_queue, metrics.clone());
     let shutdown = CancellationToken::new();
+    let release = CancellationToken::new();
+    let (cluster, lease) = cluster::Cluster::start(
+        &pool,
+        instance_name(config),
+        match &config.mqtt.external {
+            None => cluster::Ingest::Embedded,
+            Some(external) if external.share_group.is_none() => cluster::Ingest::External,
+            Some(_) => cluster::Ingest::Shared,
+        },
+        release.clone(),
+    )
+    .await?;
 
     // Before the store writer, which marks late readings on TimescaleDB.
     let storage = store::rollup::prepare(&pool, &config.history, &config.yard.timezone).await?;
@@ -165,6 +184,8 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
                 .spool_fsync_ms
                 .map(std::time::Duration::from_millis),
             shutdown: shutdown.clone(),
+            role: cluster.watch(cluster::Role::Engine),
+            instance: cluster.instance().to_owned(),
         },
     )
     .await
@@ -182,11 +203,12 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         config.forecast.clone(),
         &config.database.data_dir,
     );
-    let forecaster = tokio::spawn(forecast::run(
-        forecast.clone(),
-        exceptions.feed.clone(),
-        shutdown.clone(),
-    ));
+    let forecaster = {
+        let (forecast, feed) = (forecast.clone(), exceptions.feed.clone());
+        cluster.run_while_held(cluster::Role::Forecast, shutdown.clone(), move |stop| {
+            forecast::run(forecast.clone(), feed.clone(), stop)
+        })
+    };
 
     let pipeline = Arc::new(ingest::Pipeline {
         registry: registry.clone(),
@@ -244,13 +266,18 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         }
     };
 
-    let rollup = tokio::spawn(store::rollup::run(
-        pool.clone(),
-        config.history.clone(),
-        storage,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let rollup = {
+        let (pool, history, metrics) = (pool.clone(), config.history.clone(), metrics.clone());
+        cluster.run_while_held(cluster::Role::Rollup, shutdown.clone(), move |stop| {
+            store::rollup::run(
+                pool.clone(),
+                history.clone(),
+                storage,
+                metrics.clone(),
+                stop,
+            )
+        })
+    };
     let history =
         history::HistorySettings::new(&pool, config.history.clone(), &config.yard.timezone).await;
 
@@ -316,6 +343,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         layout,
         auth,
         pki_dir: config.tls_dir(),
+        cluster: cluster.clone(),
     };
     let app = http::router(state, &config.http.assets_dir)
         .into_make_service_with_connect_info::<http::tls::Peer>();
@@ -354,7 +382,24 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         spool: spool_handle,
         rollup,
         forecaster,
+        cluster,
+        release,
+        lease,
     })
+}
+
+/// The name an instance goes by among those sharing a database: its
+/// external session's client id (distinct per instance, docs/scaling.md),
+/// else the host's name.
+fn instance_name(config: &Config) -> String {
+    if let Some(external) = &config.mqtt.external {
+        return external.client_id.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|host| host.trim().to_owned())
+        .ok()
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "trackside".to_owned())
 }
 
 /// Tells the exception engine how full the spool is, once a second, until
@@ -488,6 +533,9 @@ impl Running {
             finish("webhook", webhook, deadline).await;
         }
         finish("rollup", self.rollup, deadline).await;
+        // Every singleton job has stopped: another instance may take over.
+        self.release.cancel();
+        finish("cluster lease", self.lease, deadline).await;
         // What the spool holds is on disk before the process goes, unless
         // the disk takes longer than a shutdown may.
         let spool = self.spool;
