@@ -514,6 +514,7 @@ impl Running {
     /// broker thread stays until the process exits: rumqttd has no stop.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
+        self.forecast.stop_training();
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
         // The pipeline (and with it the queues' senders) is dropped when the
         // ingest task ends, which lets the writers drain and finish.
