@@ -11,9 +11,15 @@
 //! ends, PostgreSQL releases the locks, and another instance's next try
 //! takes them. No membership table, no heartbeat rows, no clock.
 //!
-//! Fencing: the holder checks its connection every [`CHECK_EVERY`]; when a
-//! check fails or takes longer than [`CHECK_TIMEOUT`] it gives every role
-//! up at once (its jobs are cancelled) before PostgreSQL can have released
+//! A lone instance (embedded broker, or an external one without a shared
+//! subscription) is alone on its database by the ingest lock, so it keeps
+//! its roles through a database outage: the exception engine goes on
+//! judging, as the durability design wants, and the locks are taken again
+//! when the database returns.
+//!
+//! Fencing, with a shared subscription: the holder checks its connection
+//! every [`CHECK_EVERY`]; when a check fails or takes longer than
+//! [`CHECK_TIMEOUT`] it gives every role up at once (its jobs are cancelled) before PostgreSQL can have released
 //! the lock, since the server only notices a silent peer after its TCP
 //! keepalives (set to [`SERVER_KEEPALIVE_SECS`] on the session) run out.
 //! So two instances never run a job at once, and the takeover time is:
@@ -313,6 +319,36 @@ impl Cluster {
         }
     }
 
+    /// On a new lease connection: takes the locks of the roles still held
+    /// (a lone instance keeps them through an outage); gives up any that
+    /// another instance took meanwhile. False if the connection failed
+    /// (try again on a new one).
+    async fn retake(&self, conn: &mut PgConnection) -> bool {
+        for (role, held) in &self.roles {
+            if !*held.borrow() {
+                continue;
+            }
+            let got = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1, $2)")
+                .bind(LOCK_CLASS)
+                .bind(role.lock())
+                .fetch_one(&mut *conn)
+                .await;
+            match got {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.lost.fetch_add(1, Relaxed);
+                    held.send_replace(false);
+                    tracing::error!(
+                        role = role.name(),
+                        "role taken by another instance while the database was away: given up"
+                    );
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
     /// Gives every held role up (the connection is gone or silent).
     fn give_up(&self, why: &str) {
         for (role, held) in &self.roles {
@@ -340,24 +376,40 @@ impl Cluster {
             }
             let Some(c) = conn.as_mut() else {
                 match self.connect(&options, ingest).await {
-                    Ok(c) => conn = Some(c),
-                    Err(err) => tracing::warn!("cluster lease: {err:#}"),
+                    Ok(mut c) => {
+                        if self.retake(&mut c).await {
+                            conn = Some(c);
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!("cluster lease: {err:#}");
+                        // Another instance took the database while it was
+                        // away: a lone instance is no longer alone.
+                        if err.to_string().contains("another Trackside instance") {
+                            self.give_up("another instance uses the database");
+                        }
+                    }
                 }
                 continue;
             };
             let ping = sqlx::query("SELECT 1").execute(&mut *c);
-            match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
-                Ok(Ok(_)) => self.try_roles(c).await,
-                Ok(Err(err)) => {
-                    self.give_up(&format!("lease connection failed: {err}"));
-                    conn = None;
+            let failed = match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
+                Ok(Ok(_)) => {
+                    self.try_roles(c).await;
+                    None
                 }
-                Err(_) => {
-                    self.give_up(&format!(
-                        "lease connection silent for {} s",
-                        CHECK_TIMEOUT.as_secs()
-                    ));
-                    conn = None;
+                Ok(Err(err)) => Some(format!("lease connection failed: {err}")),
+                Err(_) => Some(format!(
+                    "lease connection silent for {} s",
+                    CHECK_TIMEOUT.as_secs()
+                )),
+            };
+            if let Some(why) = failed {
+                conn = None;
+                if ingest == Ingest::Shared {
+                    self.give_up(&why);
+                } else {
+                    tracing::warn!("{why}: alone on the database, keeping the roles");
                 }
             }
         }

@@ -34,6 +34,9 @@ const REPLIES: &str = "trackside_exception_ack_replies";
 /// transition is not relayed (counted); browsers elsewhere see it on their
 /// next list refresh.
 pub const RELAY_QUEUE: usize = 1_024;
+/// Connections for listening: the relay's own, and acknowledgements
+/// relayed at once (more wait their turn, within their deadline).
+const LISTENERS: u32 = 4;
 /// PostgreSQL refuses a notification payload of 8,000 bytes or more.
 const MAX_PAYLOAD: usize = 7_999;
 
@@ -99,6 +102,10 @@ impl From<Answer> for Result<ExceptionInfo, AckFailure> {
 #[derive(Clone)]
 pub struct Relay {
     pool: PgPool,
+    /// Listening connections, apart from `pool`: a listener holds its
+    /// connection for ever, which must not starve requests or keep the
+    /// request pool from closing.
+    listeners: PgPool,
     instance: Arc<str>,
     events: mpsc::Sender<ExceptionEvent>,
     metrics: Arc<Metrics>,
@@ -118,7 +125,11 @@ impl Relay {
         shutdown: CancellationToken,
     ) -> Relay {
         let (events, queued) = mpsc::channel(RELAY_QUEUE);
+        let listeners = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(LISTENERS)
+            .connect_lazy_with((*pool.connect_options()).clone());
         let relay = Relay {
+            listeners,
             pool,
             instance: instance.into(),
             events,
@@ -186,7 +197,7 @@ impl Relay {
         shutdown: CancellationToken,
     ) {
         let mut listener = loop {
-            match PgListener::connect_with(&self.pool).await {
+            match PgListener::connect_with(&self.listeners).await {
                 Ok(mut listener) => match listener.listen_all([EVENTS, ACKS]).await {
                     Ok(()) => break listener,
                     Err(err) => tracing::warn!("listening for other instances' exceptions: {err}"),
@@ -276,7 +287,7 @@ impl Relay {
             ))
         };
         let asked = async {
-            let mut listener = PgListener::connect_with(&self.pool)
+            let mut listener = PgListener::connect_with(&self.listeners)
                 .await
                 .map_err(|_| unavailable("cannot reach the database"))?;
             listener
