@@ -131,6 +131,22 @@ pub struct ExternalBroker {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// Scale out (docs/scaling.md): every instance on the database sets the
+    /// same group and its own `client_id`; readings are then taken through
+    /// the shared subscription `$share/{group}/trackside/#`, each stored by
+    /// one instance, and shown and judged through a second, plain QoS 0
+    /// subscription on every instance.
+    #[serde(default)]
+    pub share_group: Option<String>,
+    /// Keep Trackside's session at the broker while it is away (the
+    /// default). Scaled out, this decides what a dead instance's share
+    /// does (measured in docs/scaling.md): persistent, Mosquitto goes on
+    /// giving it a share, queued (up to its `max_queued_messages`) until
+    /// the instance returns; clean (`false`), the group drops it at once
+    /// and the others take everything, but what the broker had sent it
+    /// unacknowledged (its in-flight window) is lost.
+    #[serde(default = "ExternalBroker::default_persistent_session")]
+    pub persistent_session: bool,
 }
 
 /// The password stays out of logs and error reports.
@@ -141,6 +157,7 @@ impl std::fmt::Debug for ExternalBroker {
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("share_group", &self.share_group)
             .finish()
     }
 }
@@ -148,6 +165,10 @@ impl std::fmt::Debug for ExternalBroker {
 impl ExternalBroker {
     fn default_client_id() -> String {
         "trackside".into()
+    }
+
+    fn default_persistent_session() -> bool {
+        true
     }
 
     /// The host and port of `address`.
@@ -453,6 +474,13 @@ impl Config {
                 "the demo yard publishes to the embedded broker: run --demo without \
                  [mqtt.external]"
             );
+            if let Some(group) = &external.share_group {
+                anyhow::ensure!(
+                    !group.is_empty() && !group.contains(['/', '+', '#']),
+                    "mqtt.external.share_group {group:?} must be a non-empty name without \
+                     '/', '+' or '#' (for example \"trackside\"), the same on every instance"
+                );
+            }
         }
         anyhow::ensure!(
             self.mqtt.segment_bytes >= 1024,

@@ -14,6 +14,9 @@ pub mod reading;
 pub mod socket_table;
 pub mod time;
 
+// Which instance runs the work done once per database.
+pub mod cluster;
+
 // The reading path, in the order data flows.
 pub mod exceptions;
 pub mod ingest;
@@ -94,6 +97,10 @@ pub struct Running {
     rollup: JoinHandle<()>,
     occupations: JoinHandle<()>,
     forecaster: JoinHandle<()>,
+    /// The roles this instance holds; released last at shutdown.
+    pub cluster: Arc<cluster::Cluster>,
+    release: CancellationToken,
+    lease: JoinHandle<()>,
 }
 
 /// Starts the broker, the ingest path and HTTP on an already migrated pool.
@@ -112,6 +119,18 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
             .await
             .context("loading channel owners")?,
     );
+    let release = CancellationToken::new();
+    let (cluster, lease) = cluster::Cluster::start(
+        &pool,
+        instance_name(config),
+        match &config.mqtt.external {
+            None => cluster::Ingest::Embedded,
+            Some(external) if external.share_group.is_none() => cluster::Ingest::External,
+            Some(_) => cluster::Ingest::Shared,
+        },
+        release.clone(),
+    )
+    .await?;
 
     // Before the store writer, which marks late readings on TimescaleDB.
     let storage = store::rollup::prepare(&pool, &config.history, &config.yard.timezone).await?;
@@ -192,6 +211,8 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
                 .map(std::time::Duration::from_millis),
             shutdown: shutdown.clone(),
             layout: layout.clone(),
+            role: cluster.watch(cluster::Role::Engine),
+            instance: cluster.instance().to_owned(),
         },
     )
     .await
@@ -209,24 +230,33 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         config.forecast.clone(),
         &config.database.data_dir,
     );
-    let forecaster = tokio::spawn(forecast::run(
-        forecast.clone(),
-        exceptions.feed.clone(),
-        shutdown.clone(),
-    ));
+    let forecaster = {
+        let (forecast, feed) = (forecast.clone(), exceptions.feed.clone());
+        // It feeds the engine, so it runs where the engine does.
+        cluster.run_while_held(cluster::Role::Engine, shutdown.clone(), move |stop| {
+            forecast::run(forecast.clone(), feed.clone(), stop)
+        })
+    };
 
-    // Occupation events and the rules judged on them, from stored readings.
-    let occupations = tokio::spawn(health::job::run(
-        pool.clone(),
-        exceptions.feed.clone(),
-        health::job::JobConfig::new(
+    // Occupation events and the rules judged on them, from stored readings;
+    // it feeds the engine, so it runs where the engine does.
+    let occupations = {
+        let (pool, feed, metrics) = (pool.clone(), exceptions.feed.clone(), metrics.clone());
+        let job = health::job::JobConfig::new(
             config.health.clone(),
             exceptions.handle.rules(),
             &config.yard.timezone,
-        ),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+        );
+        cluster.run_while_held(cluster::Role::Engine, shutdown.clone(), move |stop| {
+            health::job::run(
+                pool.clone(),
+                feed.clone(),
+                job.clone(),
+                metrics.clone(),
+                stop,
+            )
+        })
+    };
 
     tokio::spawn(
         admission
@@ -290,13 +320,18 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         }
     };
 
-    let rollup = tokio::spawn(store::rollup::run(
-        pool.clone(),
-        config.history.clone(),
-        storage,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let rollup = {
+        let (pool, history, metrics) = (pool.clone(), config.history.clone(), metrics.clone());
+        cluster.run_while_held(cluster::Role::Rollup, shutdown.clone(), move |stop| {
+            store::rollup::run(
+                pool.clone(),
+                history.clone(),
+                storage,
+                metrics.clone(),
+                stop,
+            )
+        })
+    };
     let history =
         history::HistorySettings::new(&pool, config.history.clone(), &config.yard.timezone).await;
 
@@ -350,6 +385,7 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         layout,
         auth,
         pki_dir: config.tls_dir(),
+        cluster: cluster.clone(),
     };
     let app = http::router(state, &config.http.assets_dir)
         .into_make_service_with_connect_info::<http::tls::Peer>();
@@ -389,7 +425,24 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         rollup,
         occupations,
         forecaster,
+        cluster,
+        release,
+        lease,
     })
+}
+
+/// The name an instance goes by among those sharing a database: its
+/// external session's client id (distinct per instance, docs/scaling.md),
+/// else the host's name.
+fn instance_name(config: &Config) -> String {
+    if let Some(external) = &config.mqtt.external {
+        return external.client_id.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|host| host.trim().to_owned())
+        .ok()
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "trackside".to_owned())
 }
 
 /// Tells the exception engine how full the spool is, once a second, until
@@ -504,6 +557,7 @@ impl Running {
     /// broker thread stays until the process exits: rumqttd has no stop.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
+        self.forecast.stop_training();
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
         // The pipeline (and with it the queues' senders) is dropped when the
         // ingest task ends, which lets the writers drain and finish.
@@ -524,6 +578,9 @@ impl Running {
             finish("webhook", webhook, deadline).await;
         }
         finish("rollup", self.rollup, deadline).await;
+        // Every singleton job has stopped: another instance may take over.
+        self.release.cancel();
+        finish("cluster lease", self.lease, deadline).await;
         // What the spool holds is on disk before the process goes, unless
         // the disk takes longer than a shutdown may.
         let spool = self.spool;

@@ -65,6 +65,12 @@ pub struct Metrics {
     pub ws_dropped_clients: AtomicU64,
     /// Messages the exception engine's full queue could not take.
     pub exception_events_dropped: AtomicU64,
+    /// Exception transitions not relayed to the other instances sharing
+    /// the database (relay queue full, or the notification failed).
+    pub exception_relay_dropped: AtomicU64,
+    /// Publishes taken by the non-shared live subscription of a shared
+    /// (scaled-out) external ingest: shown live and judged, not stored.
+    pub mqtt_live_messages: AtomicU64,
     pub exceptions_raised: AtomicU64,
     pub exceptions_cleared: AtomicU64,
     pub exceptions_acknowledged: AtomicU64,
@@ -320,6 +326,16 @@ impl Metrics {
             "trackside_exception_events_dropped_total",
             "Messages the exception engine skipped because its queue was full.",
             self.exception_events_dropped.load(Relaxed),
+        );
+        counter(
+            "trackside_exception_relay_dropped_total",
+            "Exception transitions not relayed to the other instances on the database (their browsers see them at the next list refresh).",
+            self.exception_relay_dropped.load(Relaxed),
+        );
+        counter(
+            "trackside_mqtt_live_messages_total",
+            "Publishes taken by the live (non-shared) subscription of a shared external ingest: shown live and judged, stored by whichever instance the shared subscription gave them to.",
+            self.mqtt_live_messages.load(Relaxed),
         );
         counter(
             "trackside_exceptions_raised_total",

@@ -175,7 +175,7 @@ impl Shelf {
 
 /// A maintenance window: exceptions opened on its circuits or its
 /// gateway from `starts` to `ends` are suppressed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     pub id: i64,
     /// Circuit names or patterns.

@@ -29,6 +29,7 @@ pub mod journal;
 pub mod lifecycle;
 pub mod maintenance;
 pub mod priority;
+pub mod relay;
 pub mod store;
 pub mod webhook;
 
@@ -39,7 +40,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use trackside_wire::{
@@ -53,7 +54,7 @@ use crate::reading::ReadingBatch;
 use crate::yard::YardLayout;
 use engine::{AckError, Engine, Key, Ms, Resumed, Transition};
 use journal::Journal;
-use priority::{AlarmPolicy, Criticalities};
+use priority::{AlarmPolicy, Criticalities, Escalation};
 
 pub use engine::SpoolState;
 
@@ -310,15 +311,20 @@ pub struct Started {
     pub webhooks: Vec<JoinHandle<()>>,
 }
 
-/// Where a transition goes once decided: the live view and the webhooks.
+/// Where a transition goes once decided: the live view, the other
+/// instances' live views and the webhooks.
 pub struct Outlets {
     pub live: LiveHub,
     pub webhook: Option<webhook::Notifier>,
+    pub relay: Option<relay::Relay>,
 }
 
 impl Outlets {
     fn push(&self, event: &ExceptionEvent) {
         self.live.publish_exception(event);
+        if let Some(relay) = &self.relay {
+            relay.publish(event);
+        }
         if let Some(webhook) = &self.webhook {
             webhook.notify(event);
         }
@@ -356,6 +362,11 @@ pub struct Environment {
     pub shutdown: CancellationToken,
     /// Names each circuit's criticality, which ranks its exceptions.
     pub layout: Arc<YardLayout>,
+    /// True while this instance holds the engine role (`cluster`): the
+    /// engine runs only then, resuming from the database each time.
+    pub role: watch::Receiver<bool>,
+    /// This instance's name, to tell its own relayed transitions apart.
+    pub instance: String,
 }
 
 /// Builds the engine: writes what an earlier run left in the journal,
@@ -370,21 +381,15 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
         fsync_window,
         shutdown,
         layout,
+        mut role,
+        instance,
     } = env;
     let mut rules = config.rules.clone();
     if !rules.iter().any(|r| matches!(r.check, Check::Spool { .. })) {
         rules.push(spool_rule());
     }
-    let ranked_by = layout.layout();
-    let mut engine = Engine::new(rules.clone(), config.realarm_after_s)
-        .map_err(anyhow::Error::msg)?
-        .with_policy(AlarmPolicy {
-            criticalities: ranked_by
-                .as_deref()
-                .map(Criticalities::from_layout)
-                .unwrap_or_default(),
-            escalation: config.escalation(),
-        });
+    // Checked once here; each tenure builds its engine from the same rules.
+    Engine::new(rules.clone(), config.realarm_after_s).map_err(anyhow::Error::msg)?;
 
     let receivers: Vec<(String, webhook::Format)> = config
         .webhook_urls
@@ -409,7 +414,22 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
         )?;
         (Some(notifier), tasks)
     };
-    let outlets = Arc::new(Outlets { live, webhook });
+    let (tx, mut inputs) = mpsc::channel(config.queue);
+    let (commands_tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
+    let relay = relay::Relay::start(
+        pool.clone(),
+        instance,
+        live.clone(),
+        metrics.clone(),
+        role.clone(),
+        commands_tx.clone(),
+        shutdown.clone(),
+    );
+    let outlets = Arc::new(Outlets {
+        live,
+        webhook,
+        relay: Some(relay.clone()),
+    });
 
     let journal_dir = data_dir.join("exceptions");
     let journal = {
@@ -426,62 +446,27 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
             .await
             .map_err(|err| anyhow::anyhow!("writing the exception journal: {err}"))?;
     }
-    let windows = store::open_windows(&pool, Utc::now().timestamp_millis()).await?;
-    for window in &windows {
-        engine.add_window(window_of(window));
-    }
-    let open = store::load_open(&pool).await?;
-    tracing::info!(
-        open = open.len(),
-        maintenance_windows = windows.len(),
-        "exception engine resumes"
-    );
-    let mut out = Vec::new();
-    engine.resume(
-        open.iter()
-            .map(|e| Resumed {
-                key: Key {
-                    rule: e.rule.clone(),
-                    subject: e.subject.clone(),
-                },
-                active: e.active,
-                acked_at: e.acked_at,
-                alarm: engine::AlarmState::resumed(e),
-            })
-            .collect(),
-        Utc::now().timestamp_millis(),
-        &mut out,
-    );
-    let ids = store::reserve_ids(&pool, RESERVE).await?;
-
-    let (tx, inputs) = mpsc::channel(config.queue);
-    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
-    let (learned_tx, learned) = mpsc::channel(LEARNED_QUEUE);
-    let engine_done = CancellationToken::new();
-    let mut service = Service {
-        engine,
+    let tenure = Tenure {
+        rules: rules.clone(),
+        realarm_after_s: config.realarm_after_s,
+        layout,
+        escalation: config.escalation(),
         pool: pool.clone(),
         outlets: outlets.clone(),
         metrics: metrics.clone(),
-        open: open
-            .into_iter()
-            .map(|e| {
-                let key = Key {
-                    rule: e.rule.clone(),
-                    subject: e.subject.clone(),
-                };
-                (key, e)
-            })
-            .collect(),
-        ids: ids.into(),
-        reserve_tried: std::time::Instant::now(),
         journal: journal.clone(),
-        journalling: false,
-        layout,
-        ranked_by,
     };
-    service.count_open();
-    service.commit(out).await;
+    // Held at start (a lone instance always is): resumed before `start`
+    // returns, as without a cluster, so a database away fails the start.
+    let first = if *role.borrow_and_update() {
+        Some(tenure.begin().await?)
+    } else {
+        tracing::info!("another instance runs the exception engine; standing by");
+        None
+    };
+
+    let (learned_tx, mut learned) = mpsc::channel(LEARNED_QUEUE);
+    let engine_done = CancellationToken::new();
     let journal_task = tokio::spawn(journal::run_writer(
         journal,
         pool,
@@ -492,7 +477,30 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
     ));
     let tick = Duration::from_millis(config.tick_ms);
     let task = tokio::spawn(async move {
-        service.run(inputs, commands, learned, tick).await;
+        let mut service = first;
+        loop {
+            if let Some(running) = service.take() {
+                match running
+                    .run(&mut inputs, &mut commands, &mut learned, tick, &mut role)
+                    .await
+                {
+                    Ended::Closed => break,
+                    Ended::Lost => {
+                        tracing::warn!("exception engine role lost: standing by");
+                    }
+                }
+            }
+            if !stand_by(&mut inputs, &mut commands, &mut learned, &mut role, &relay).await {
+                break;
+            }
+            match tenure.begin().await {
+                Ok(running) => service = Some(running),
+                Err(err) => {
+                    tracing::error!("taking the exception engine over failed, retrying: {err:#}");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
         engine_done.cancel();
     });
     Ok(Started {
@@ -505,6 +513,147 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
         journal: journal_task,
         webhooks,
     })
+}
+
+/// Why [`Service::run`] returned.
+enum Ended {
+    /// Every feed is gone: the server is stopping.
+    Closed,
+    /// The engine role was lost: another instance may take it.
+    Lost,
+}
+
+/// While another instance holds the engine: inputs are dropped (the holder
+/// has its own complete feed), acknowledgements are relayed to it. Returns
+/// true once the role is held here, false when every feed is gone.
+async fn stand_by(
+    inputs: &mut mpsc::Receiver<Input>,
+    commands: &mut mpsc::Receiver<Command>,
+    learned: &mut mpsc::Receiver<(Key, i64)>,
+    role: &mut watch::Receiver<bool>,
+    relay: &relay::Relay,
+) -> bool {
+    let mut pending = Vec::new();
+    let mut role_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            open = crate::cluster::until(role, true), if role_open => {
+                if open {
+                    return true;
+                }
+                role_open = false;
+            }
+            received = inputs.recv_many(&mut pending, INPUTS_PER_STEP) => {
+                if received == 0 {
+                    return false;
+                }
+                pending.clear();
+            }
+            Some(command) = commands.recv() => match command {
+                Command::Ack { id, by, comment, start_by, reply } => {
+                    let relay = relay.clone();
+                    let deadline = start_by + 2 * STORE_WAIT;
+                    tokio::spawn(async move {
+                        let _ = reply.send(relay.ask(id, by, comment, deadline).await);
+                    });
+                }
+                Command::AddWindow(window) => {
+                    let relay = relay.clone();
+                    tokio::spawn(async move { relay.window(relay::WindowChange::Add(window)).await });
+                }
+                Command::EndWindow { id, at } => {
+                    let relay = relay.clone();
+                    tokio::spawn(async move { relay.window(relay::WindowChange::End { id, at }).await });
+                }
+            },
+            // Ids for exceptions this instance no longer holds.
+            Some(_) = learned.recv() => {}
+        }
+    }
+}
+
+/// What each tenure of the engine is built from.
+struct Tenure {
+    rules: Vec<Rule>,
+    realarm_after_s: Option<f64>,
+    pool: PgPool,
+    outlets: Arc<Outlets>,
+    metrics: Arc<Metrics>,
+    journal: Arc<Journal>,
+    /// Names each circuit's criticality, which ranks its exceptions.
+    layout: Arc<YardLayout>,
+    escalation: Escalation,
+}
+
+impl Tenure {
+    /// A new engine resumed from the open exceptions in the database, so a
+    /// takeover carries every open exception on (one per rule and subject:
+    /// the engine raises none it already holds open).
+    async fn begin(&self) -> anyhow::Result<Service> {
+        let ranked_by = self.layout.layout();
+        let mut engine = Engine::new(self.rules.clone(), self.realarm_after_s)
+            .map_err(anyhow::Error::msg)?
+            .with_policy(AlarmPolicy {
+                criticalities: ranked_by
+                    .as_deref()
+                    .map(Criticalities::from_layout)
+                    .unwrap_or_default(),
+                escalation: self.escalation.clone(),
+            });
+        let windows = store::open_windows(&self.pool, Utc::now().timestamp_millis()).await?;
+        for window in &windows {
+            engine.add_window(window_of(window));
+        }
+        let open = store::load_open(&self.pool).await?;
+        tracing::info!(
+            open = open.len(),
+            maintenance_windows = windows.len(),
+            "exception engine resumes"
+        );
+        let mut out = Vec::new();
+        engine.resume(
+            open.iter()
+                .map(|e| Resumed {
+                    key: Key {
+                        rule: e.rule.clone(),
+                        subject: e.subject.clone(),
+                    },
+                    active: e.active,
+                    acked_at: e.acked_at,
+                    alarm: engine::AlarmState::resumed(e),
+                })
+                .collect(),
+            Utc::now().timestamp_millis(),
+            &mut out,
+        );
+        let ids = store::reserve_ids(&self.pool, RESERVE).await?;
+        let mut service = Service {
+            engine,
+            pool: self.pool.clone(),
+            outlets: self.outlets.clone(),
+            metrics: self.metrics.clone(),
+            open: open
+                .into_iter()
+                .map(|e| {
+                    let key = Key {
+                        rule: e.rule.clone(),
+                        subject: e.subject.clone(),
+                    };
+                    (key, e)
+                })
+                .collect(),
+            ids: ids.into(),
+            reserve_tried: std::time::Instant::now(),
+            journal: self.journal.clone(),
+            journalling: false,
+            layout: self.layout.clone(),
+            ranked_by,
+        };
+        service.count_open();
+        service.commit(out).await;
+        Ok(service)
+    }
 }
 
 struct Service {
@@ -537,11 +686,12 @@ const INPUTS_PER_STEP: usize = 256;
 impl Service {
     async fn run(
         mut self,
-        mut inputs: mpsc::Receiver<Input>,
-        mut commands: mpsc::Receiver<Command>,
-        mut learned: mpsc::Receiver<(Key, i64)>,
+        inputs: &mut mpsc::Receiver<Input>,
+        commands: &mut mpsc::Receiver<Command>,
+        learned: &mut mpsc::Receiver<(Key, i64)>,
         tick: Duration,
-    ) {
+        role: &mut watch::Receiver<bool>,
+    ) -> Ended {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pending = Vec::new();
@@ -557,6 +707,7 @@ impl Service {
                     }
                     continue;
                 }
+                true = crate::cluster::until(role, false) => return Ended::Lost,
                 received = inputs.recv_many(&mut pending, INPUTS_PER_STEP) => {
                     if received == 0 {
                         break;
@@ -616,6 +767,7 @@ impl Service {
             self.commit(out).await;
         }
         tracing::info!("exception engine stopped");
+        Ended::Closed
     }
 
     async fn acknowledge(

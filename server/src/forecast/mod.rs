@@ -72,6 +72,11 @@ struct Loaded {
 }
 
 impl Forecasting {
+    /// Has running training jobs stop at their next epoch (shutdown).
+    pub fn stop_training(&self) {
+        self.stopping.store(true, Relaxed);
+    }
+
     /// Loads every saved model under `data_dir/forecast`.
     pub fn new(pool: PgPool, config: ForecastConfig, data_dir: &Path) -> Arc<Self> {
         let forecasting = Arc::new(Self {
@@ -394,6 +399,9 @@ pub fn model_summary(info: &ModelInfo) -> ForecastModel {
 /// The forecaster: every `interval`, for every trained kind, forecasts
 /// every channel from its last window of minute rollups, keeps the result
 /// for `GET /api/forecast`, and tells the exception engine.
+/// Ends when `shutdown` is cancelled: at shutdown, or when this instance
+/// loses the forecast role (`cluster`); training jobs are stopped by
+/// [`Forecasting::stop_training`] at shutdown only.
 pub async fn run(forecasting: Arc<Forecasting>, feed: Feed, shutdown: CancellationToken) {
     loop {
         tokio::select! {
@@ -405,7 +413,6 @@ pub async fn run(forecasting: Arc<Forecasting>, feed: Feed, shutdown: Cancellati
             tracing::warn!("forecasting failed: {err:#}");
         }
     }
-    forecasting.stopping.store(true, Relaxed);
 }
 
 async fn forecast_all(forecasting: &Arc<Forecasting>, feed: &Feed) -> anyhow::Result<()> {

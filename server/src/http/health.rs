@@ -45,7 +45,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        state.metrics.render(&spool) + &gateway_clocks(&state.registry.gateways()),
+        {
+            let mut text =
+                state.metrics.render(&spool) + &gateway_clocks(&state.registry.gateways());
+            state.cluster.render_metrics(&mut text);
+            text
+        },
     )
 }
 
@@ -73,7 +78,7 @@ fn gateway_clocks(gateways: &[trackside_wire::GatewayInfo]) -> String {
 /// Ready when the database answers, the ingest link is being read and the
 /// spool can be written below its bound; otherwise a 503 that names every
 /// problem and what it costs.
-async fn readyz(State(state): State<AppState>) -> Result<&'static str, AppError> {
+async fn readyz(State(state): State<AppState>) -> Result<String, AppError> {
     let mut problems = Vec::new();
     if !state.ingest_running.load(Relaxed) {
         problems.push("MQTT ingest is not running".to_owned());
@@ -109,7 +114,18 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, AppError>
         )),
     }
     if problems.is_empty() {
-        Ok("ready")
+        // An instance standing by is ready: it serves HTTP and takes its
+        // share of the readings; the roles say what else it does.
+        let held = state.cluster.held();
+        Ok(format!(
+            "ready; instance {}; roles: {}",
+            state.cluster.instance(),
+            if held.is_empty() {
+                "none (standing by)".to_owned()
+            } else {
+                held.join(", ")
+            }
+        ))
     } else {
         Err(AppError::Unavailable(problems.join("; ")))
     }

@@ -36,4 +36,6 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// Where the gateway CA lives (`mqtt.tls_dir`).
     pub pki_dir: std::path::PathBuf,
+    /// The roles this instance holds among those sharing the database.
+    pub cluster: Arc<crate::cluster::Cluster>,
 }

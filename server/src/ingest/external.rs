@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Pipeline;
 use super::decode;
+use super::pipeline::Part;
 use crate::config::ExternalBroker;
 use crate::store::Receipt;
 
@@ -37,7 +38,7 @@ pub async fn run_external_link(
     };
     let mut options = MqttOptions::new(broker.client_id.clone(), host, port);
     options
-        .set_clean_session(false)
+        .set_clean_session(!broker.persistent_session)
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(30))
         // Whatever the broker accepted is taken: a message refused here
@@ -47,6 +48,26 @@ pub async fn run_external_link(
     if let Some(username) = &broker.username {
         options.set_credentials(username, broker.password.as_deref().unwrap_or_default());
     }
+    // Scaled out: this session takes a share of the publishes to store, and
+    // a second, plain one takes every publish to show and judge.
+    let (filters, part) = match &broker.share_group {
+        None => (decode::ingest_filters().to_vec(), Part::Whole),
+        Some(group) => {
+            tokio::spawn(run_live_link(
+                broker.clone(),
+                options.clone(),
+                pipeline.clone(),
+                shutdown.clone(),
+            ));
+            (
+                decode::ingest_filters()
+                    .iter()
+                    .map(|filter| format!("$share/{group}/{filter}"))
+                    .collect(),
+                Part::Store,
+            )
+        }
+    };
     let (client, mut events) = AsyncClient::new(options, EXTERNAL_REQUEST_QUEUE);
     let (receipts, pending) = mpsc::channel(ACK_QUEUE);
     let refused = Arc::new(AtomicBool::new(false));
@@ -90,15 +111,17 @@ pub async fn run_external_link(
                 connected.store(1, Relaxed);
                 retry = EXTERNAL_RETRY_FIRST;
                 // Subscribing again on a kept session changes nothing.
-                for filter in decode::ingest_filters() {
-                    if let Err(err) = client.try_subscribe(&filter, QoS::AtLeastOnce) {
+                for filter in &filters {
+                    if let Err(err) = client.try_subscribe(filter, QoS::AtLeastOnce) {
                         tracing::error!("cannot subscribe to {filter}: {err}");
                     }
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
+                // A broker sends a shared subscription's publishes under their
+                // own topic, never the `$share/` filter: decode reads it as is.
                 let receipt = pipeline
-                    .handle(publish.topic.as_bytes(), &publish.payload)
+                    .handle_part(publish.topic.as_bytes(), &publish.payload, part)
                     .await;
                 // Waits only when ACK_QUEUE publishes wait for their fsync,
                 // far more than brokers send before acknowledgements.
@@ -137,6 +160,62 @@ pub async fn run_external_link(
         .await;
     }
     connected.store(0, Relaxed);
+}
+
+/// The live half of a scaled-out ingest: a plain, clean QoS 0 subscription
+/// under `{client_id}-live`, so every instance shows every reading and the
+/// engine's holder judges every one. Nothing is stored from it; the broker
+/// keeps nothing for it while the instance is down (the live view starts
+/// from the latest values), and a consumer that falls behind loses QoS 0
+/// publishes at the broker's bound (Mosquitto: `max_queued_messages`),
+/// counted there, never here.
+async fn run_live_link(
+    broker: ExternalBroker,
+    mut options: MqttOptions,
+    pipeline: Arc<Pipeline>,
+    shutdown: CancellationToken,
+) {
+    options
+        .set_client_id(format!("{}-live", broker.client_id))
+        .set_clean_session(true)
+        .set_manual_acks(false);
+    let (client, mut events) = AsyncClient::new(options, EXTERNAL_REQUEST_QUEUE);
+    let mut retry = EXTERNAL_RETRY_FIRST;
+    loop {
+        let event = tokio::select! {
+            event = events.poll() => event,
+            () = shutdown.cancelled() => break,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                retry = EXTERNAL_RETRY_FIRST;
+                for filter in decode::ingest_filters() {
+                    if let Err(err) = client.try_subscribe(&filter, QoS::AtMostOnce) {
+                        tracing::error!("cannot subscribe to {filter} for the live view: {err}");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                pipeline
+                    .handle_part(publish.topic.as_bytes(), &publish.payload, Part::Live)
+                    .await;
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::error!(
+                    broker = %broker.address,
+                    retry_in = ?retry,
+                    "external MQTT broker unreachable for the live view: {err}"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(retry) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                retry = (retry * 2).min(EXTERNAL_RETRY_MAX);
+            }
+        }
+    }
+    let _ = client.try_disconnect();
 }
 
 /// Acknowledges each publish, in the order they came, once its readings

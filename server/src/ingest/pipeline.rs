@@ -37,11 +37,35 @@ pub struct Pipeline {
     pub redelivers: bool,
 }
 
+/// Which consumers a publish goes to. A lone instance sees every publish
+/// once and hands it to all ([`Part::Whole`]). Scaled out (issue 19), each
+/// instance takes a share of the publishes to store ([`Part::Store`], a
+/// shared subscription) and every publish to show and judge ([`Part::Live`],
+/// a plain one), so every browser is complete and the engine, wherever it
+/// runs, sees every reading of a channel in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Whole,
+    Store,
+    Live,
+}
+
 impl Pipeline {
     /// Decodes and hands on one publish; the receipt says when its readings
     /// are safe.
     pub async fn handle(&self, topic: &[u8], payload: &[u8]) -> Receipt {
-        self.metrics.mqtt_messages.fetch_add(1, Relaxed);
+        self.handle_part(topic, payload, Part::Whole).await
+    }
+
+    /// [`Pipeline::handle`] for one [`Part`] of the consumers; a
+    /// [`Part::Live`] publish is never stored, so its receipt is `Nothing`.
+    pub async fn handle_part(&self, topic: &[u8], payload: &[u8], part: Part) -> Receipt {
+        let (live, store) = (part != Part::Store, part != Part::Live);
+        if store {
+            self.metrics.mqtt_messages.fetch_add(1, Relaxed);
+        } else {
+            self.metrics.mqtt_live_messages.fetch_add(1, Relaxed);
+        }
         let cx = DecodeContext::new(Utc::now(), self.max_future);
         let mut decoded = match std::str::from_utf8(topic) {
             Ok(topic) => decode::decode(topic, payload, &cx),
@@ -57,11 +81,12 @@ impl Pipeline {
             },
         };
 
-        if let (false, Some(status)) = (decoded.gateway.is_empty(), decoded.status) {
+        if let (true, false, Some(status)) = (live, decoded.gateway.is_empty(), decoded.status) {
             self.exceptions
                 .status(&decoded.gateway, status, cx.received_at);
         }
-        if !decoded.gateway.is_empty()
+        if live
+            && !decoded.gateway.is_empty()
             && self
                 .registry
                 .observe_gateway(&decoded.gateway, cx.received_at, decoded.status)
@@ -69,7 +94,7 @@ impl Pipeline {
             tracing::info!(gateway = %decoded.gateway, status = ?decoded.status, "gateway status changed");
         }
 
-        if let (false, Some(offset)) = (decoded.gateway.is_empty(), cx.stated_offset())
+        if let (true, false, Some(offset)) = (live, decoded.gateway.is_empty(), cx.stated_offset())
             && let Some(estimate) =
                 self.registry
                     .observe_clock(&decoded.gateway, offset, cx.received_at)
@@ -89,7 +114,8 @@ impl Pipeline {
             decoded.rejections.extend(refused);
         }
         let whole_payload_rejected = decoded.readings.is_empty() && !decoded.rejections.is_empty();
-        for rejection in decoded.rejections {
+        // Counted and kept once, by the instance that stores the publish.
+        for rejection in decoded.rejections.into_iter().filter(|_| store) {
             tracing::warn!(topic = %rejection.topic, reason = %rejection.reason, "rejected MQTT payload");
             self.metrics.rejected(rejection.kind);
             if whole_payload_rejected {
@@ -103,15 +129,20 @@ impl Pipeline {
             return Receipt::Nothing;
         }
 
-        Metrics::add(&self.metrics.readings_received, decoded.readings.len());
         let batch = Arc::new(ReadingBatch {
             gateway: decoded.gateway,
             readings: decoded.readings,
         });
-        self.registry
-            .observe(&batch.gateway, &batch.readings, cx.received_at);
-        self.live.publish(&batch);
-        self.exceptions.readings(&batch, cx.received_at);
+        if live {
+            self.registry
+                .observe(&batch.gateway, &batch.readings, cx.received_at);
+            self.live.publish(&batch);
+            self.exceptions.readings(&batch, cx.received_at);
+        }
+        if !store {
+            return Receipt::Nothing;
+        }
+        Metrics::add(&self.metrics.readings_received, batch.readings.len());
         // Spool first, then queue, never wait: when the writer is behind,
         // the spool alone holds the message and the writer reads it back.
         let spooled = self.spool.append(&batch, |start, end| {

@@ -10,13 +10,15 @@ const T0: i64 = 1_795_850_000_000;
 /// queues requests for, so acknowledging them must not wait on that queue.
 const BACKLOG: i32 = 2_000;
 
-fn external_config(mosquitto: &Mosquitto, client_id: &str) -> Config {
+pub(crate) fn external_config(mosquitto: &Mosquitto, client_id: &str) -> Config {
     let mut config = test_config();
     config.mqtt.external = Some(ExternalBroker {
         address: format!("127.0.0.1:{}", mosquitto.port),
         client_id: client_id.into(),
         username: Some("trackside".into()),
         password: Some("unused by this broker".into()),
+        share_group: None,
+        persistent_session: true,
     });
     config
 }

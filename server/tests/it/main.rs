@@ -26,6 +26,7 @@ mod live;
 mod outage;
 mod reconnect;
 mod rollup;
+mod scale;
 mod shutdown;
 mod spool;
 mod timescale;

@@ -303,6 +303,8 @@ async fn at_its_bound_the_external_spool_leaves_publishes_with_the_broker() {
         client_id: "trackside-bound".into(),
         username: None,
         password: None,
+        share_group: None,
+        persistent_session: true,
     });
     let server = TestServer::start_on(config, pool.clone()).await;
     server.external_session_up().await;

@@ -214,18 +214,32 @@ async fn timescale_the_current_hour_is_not_frozen() {
 
 /// Two servers starting together on one database, then a third at once:
 /// set-up runs once at a time, each start succeeds, and each aggregate has
-/// exactly one refresh policy.
+/// exactly one refresh policy. Several instances on one database share an
+/// external broker (an embedded broker beside another is refused).
 #[tokio::test]
 async fn timescale_starts_in_quick_succession_do_not_race() {
     if !timescale_available("timescale_starts_in_quick_succession_do_not_race").await {
         return;
     }
+    let mosquitto = crate::harness::Mosquitto::start().await;
+    let shared = |id: &str| {
+        let mut config = crate::external::external_config(&mosquitto, id);
+        if let Some(external) = config.mqtt.external.as_mut() {
+            external.share_group = Some("trackside".into());
+        }
+        config
+    };
     let pool = fresh_database().await;
     let (a, b) = tokio::join!(
-        TestServer::start_on(test_config(), pool.clone()),
-        TestServer::start_on(test_config(), pool.clone())
+        TestServer::start_on(shared("ts-race-a"), pool.clone()),
+        TestServer::start_on(shared("ts-race-b"), pool.clone())
     );
-    let c = TestServer::start_on(test_config(), pool.clone()).await;
+    let c = TestServer::start_on(shared("ts-race-c"), pool.clone()).await;
+    for server in [&a, &b, &c] {
+        server.external_session_up().await;
+    }
+    // Their subscriptions follow the sessions' CONNACK.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     for server in [&a, &b, &c] {
         assert_eq!(server.running.storage, StoragePath::Timescale);
     }
@@ -240,7 +254,7 @@ async fn timescale_starts_in_quick_succession_do_not_race() {
     assert_eq!(policies.len(), Tier::ALL.len(), "{policies:?}");
     assert!(policies.iter().all(|(_, n)| *n == 1), "{policies:?}");
     // And they serve: a reading through one is in the others' history.
-    let mut gateway = b.gateway("gw-ts").await;
+    let mut gateway = Gateway::connect(mosquitto.port, "gw-ts").await;
     let t = Utc::now().timestamp_millis() - 2 * HOUR;
     publish(&mut gateway, "T3/relay_voltage", &[(t, 1.0)]).await;
     stored(&a, 1).await;
