@@ -75,6 +75,8 @@ pub struct Metrics {
     /// Open exceptions by their priority now, and those suppressed.
     pub exceptions_open_by_priority: [AtomicI64; 3],
     pub exceptions_open_suppressed: AtomicI64,
+    /// Open exceptions an operator's shelf hides now.
+    pub exceptions_open_shelved: AtomicI64,
     pub exception_store_errors: AtomicU64,
     pub exceptions_open: AtomicI64,
     pub webhook_sent: AtomicU64,
@@ -485,6 +487,11 @@ impl Metrics {
             "trackside_exceptions_open_suppressed",
             "Open exceptions raised inside a maintenance window that is still on.",
             self.exceptions_open_suppressed.load(Relaxed),
+        );
+        gauge(
+            "trackside_exceptions_open_shelved",
+            "Open exceptions an operator's shelf hides now (recorded, not sounded or notified).",
+            self.exceptions_open_shelved.load(Relaxed),
         );
         gauge(
             "trackside_rollup_set_aside_minutes",

@@ -138,7 +138,7 @@ async fn priority_comes_from_the_layout_and_ranks_the_list() {
 }
 
 /// `method path` with an operator's API token.
-async fn as_operator(
+pub(crate) async fn as_operator(
     server: &crate::harness::TestServer,
     method: reqwest::Method,
     path: &str,

@@ -24,6 +24,8 @@ mod live;
 mod outage;
 mod reconnect;
 mod rollup;
+mod shelving;
+mod shelving_page;
 mod shutdown;
 mod spool;
 mod timescale;
