@@ -202,6 +202,18 @@ pub fn ExceptionsPage(
     }
 }
 
+/// The words of a refused operator action (`what`: "acknowledged",
+/// "shelved"), for the page: the server's reason, or what to check.
+fn refusal_text(what: &str, failure: &api::ApiFailure) -> String {
+    match failure {
+        api::ApiFailure::Rejected { message, .. } => format!("Not {what}: {message}."),
+        api::ApiFailure::Unreachable => format!(
+            "Not {what}: the Trackside server cannot be reached. Check the network, then try again."
+        ),
+        other => format!("Not {what}: {other}"),
+    }
+}
+
 /// The diagram replaying the five minutes around `at`.
 pub fn replay_href(at: i64) -> String {
     format!(

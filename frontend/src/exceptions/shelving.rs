@@ -41,17 +41,6 @@ pub fn time_left(ms: i64) -> String {
     }
 }
 
-/// The words of a failed shelve or unshelve, for the page.
-fn failure_text(what: &str, failure: &ApiFailure) -> String {
-    match failure {
-        ApiFailure::Rejected { message, .. } => format!("Not {what}: {message}."),
-        ApiFailure::Unreachable => format!(
-            "Not {what}: the Trackside server cannot be reached. Check the network, then try again."
-        ),
-        other => format!("Not {what}: {other}"),
-    }
-}
-
 /// The request the dialog sends: the exception itself, or its rule on
 /// every channel of its circuit.
 fn request(target: &ExceptionInfo, whole_circuit: bool, reason: &str, duration_s: u64) -> NewShelf {
@@ -112,7 +101,7 @@ pub fn ShelveDialog(
                 }
                 Err(failure) => {
                     busy.set(false);
-                    error.set(Some(failure_text("shelved", &failure)));
+                    error.set(Some(super::refusal_text("shelved", &failure)));
                 }
             }
         });
@@ -227,7 +216,7 @@ pub fn unshelve(id: i64, changed: RwSignal<u64>, error: RwSignal<Option<String>>
                 error.set(None);
                 changed.update(|n| *n += 1);
             }
-            Err(failure) => error.set(Some(failure_text("unshelved", &failure))),
+            Err(failure) => error.set(Some(super::refusal_text("unshelved", &failure))),
         }
     });
 }
@@ -383,7 +372,7 @@ mod tests {
         assert_eq!(time_left(61_000), "2 min left");
         assert_eq!(time_left(2 * 3_600_000 + 5 * 60_000), "2 h 05 min left");
         assert_eq!(
-            failure_text(
+            super::super::refusal_text(
                 "shelved",
                 &ApiFailure::Rejected {
                     status: 400,

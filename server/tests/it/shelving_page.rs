@@ -6,6 +6,7 @@
 use fantoccini::{Client, Locator};
 use trackside_wire::Role;
 
+use crate::alarm_page::click;
 use crate::browser::{attribute, screenshot_to, signed_in_browser, text, wait_for_attribute};
 use crate::exceptions::{batch, fast_config, now_ms};
 use crate::harness::{TestServer, eventually};
@@ -16,14 +17,6 @@ async fn find(client: &Client, css: &str) -> fantoccini::elements::Element {
         .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"))
-}
-
-async fn click(client: &Client, css: &str) {
-    find(client, css)
-        .await
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {css}: {e}"));
 }
 
 async fn title(client: &Client) -> String {
