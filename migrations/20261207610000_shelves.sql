@@ -19,7 +19,11 @@ CREATE TABLE shelves (
 
 CREATE INDEX shelves_until ON shelves (until);
 
--- The shelf that hides an open exception now, and until when.
+-- The shelf that hides an open exception now, and until when (a closed
+-- one keeps the shelf it had when it closed).
 ALTER TABLE exceptions
     ADD COLUMN shelf_id bigint,
     ADD COLUMN shelved_until timestamptz;
+
+-- What each shelf hides, counted for GET /api/shelves.
+CREATE INDEX exceptions_shelf ON exceptions (shelf_id) WHERE shelf_id IS NOT NULL;

@@ -281,7 +281,8 @@ fn ExceptionRow(
     let can_shelve = e.open && e.shelf.is_none() && e.stored && may_ack;
     let for_dialog = exception.clone();
     let for_shelving = exception.clone();
-    let shelf = e.shelf.zip(e.shelved_until);
+    // A closed one keeps the shelf it had; only an open one is hidden.
+    let shelf = e.shelf.zip(e.shelved_until).filter(|_| e.open);
     view! {
         <li
             class="exception"

@@ -282,7 +282,7 @@ pub struct Filter {
     pub priorities: Option<Vec<String>>,
     /// Suppressed by a maintenance window (true), or not (false).
     pub suppressed: Option<bool>,
-    /// Hidden by a shelf now (true), or not (false).
+    /// Open and hidden by a shelf now (true), or not (false).
     pub shelved: Option<bool>,
     pub circuit: Option<String>,
     pub rule: Option<String>,
@@ -315,7 +315,7 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> anyhow::Result<Vec<Exceptio
            AND ($8::timestamptz IS NULL OR raised_at <= $8)
            AND ($10::text[] IS NULL OR priority = ANY($10))
            AND ($11::boolean IS NULL OR suppressed = $11)
-           AND ($12::boolean IS NULL OR (shelf_id IS NOT NULL) = $12)
+           AND ($12::boolean IS NULL OR (open AND shelf_id IS NOT NULL) = $12)
          {ORDER}
          LIMIT $9"
     )))
