@@ -291,7 +291,7 @@ fn ExceptionRow(
             data-severity=e.severity.as_str()
             data-priority=e.priority.as_str()
             data-suppressed=e.suppressed.to_string()
-            data-shelved=e.shelf.is_some().to_string()
+            data-shelved=shelf.is_some().to_string()
             data-active=e.active.to_string()
             data-acknowledged=e.acknowledged.to_string()
             data-stored=e.stored.to_string()
