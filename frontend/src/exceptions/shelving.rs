@@ -30,10 +30,10 @@ pub fn yard_time(ms: i64, zone: Option<&str>) -> String {
         .unwrap_or_else(|| utc_beside(ms))
 }
 
-/// `25 min left`, `2 h 05 min left`: rounded up, so it never reads 0
+/// `25 min left`, `2 h 05 min left`: to the nearest minute, and never 0
 /// while the shelf holds.
 pub fn time_left(ms: i64) -> String {
-    let minutes = (ms.max(0) + 59_999) / 60_000;
+    let minutes = ((ms.max(0) + 30_000) / 60_000).max(i64::from(ms > 0));
     if minutes < 60 {
         format!("{minutes} min left")
     } else {
@@ -369,7 +369,9 @@ mod tests {
             ),
             (None, Some("rv-low"), Some("T1"))
         );
-        assert_eq!(time_left(61_000), "2 min left");
+        assert_eq!(time_left(61_000), "1 min left");
+        assert_eq!(time_left(10_000), "1 min left");
+        assert_eq!(time_left(2 * 3_600_000 + 900), "2 h 00 min left");
         assert_eq!(time_left(2 * 3_600_000 + 5 * 60_000), "2 h 05 min left");
         assert_eq!(
             super::super::refusal_text(
