@@ -10,9 +10,9 @@ use trackside_wire::{
     AckRequest, ApiError, AuditEntry, CertificateRequest, ChannelInfo, ChannelOwner,
     ChannelReassigned, ExceptionInfo, Forecast, ForecastStatus, GatewayCertificateFiles,
     GatewayCredentialInfo, GatewayInfo, History, IssuedGatewayPassword, IssuedPassword,
-    IssuedToken, Layout, LayoutRejected, LinkSignInRequest, Me, Movements, NewGateway, NewToken,
-    NewUser, PasswordChange, Replay, SignInRequest, TokenInfo, TrainJob, TrainRequest, UserChange,
-    UserInfo, YardInfo,
+    IssuedToken, Layout, LayoutRejected, LinkSignInRequest, Me, Movements, NewGateway, NewShelf,
+    NewToken, NewUser, PasswordChange, Replay, ShelfInfo, SignInRequest, TokenInfo, TrainJob,
+    TrainRequest, UserChange, UserInfo, YardInfo,
 };
 
 /// Why a request gave no usable answer.
@@ -107,6 +107,20 @@ pub async fn acknowledge(id: i64, request: &AckRequest) -> Result<ExceptionInfo,
         Some(request),
     )
     .await
+}
+
+/// The shelves that hold, and those that ended in the last day.
+pub async fn shelves() -> Result<Vec<ShelfInfo>, ApiFailure> {
+    get_json("/api/shelves").await
+}
+
+pub async fn shelve(request: &NewShelf) -> Result<ShelfInfo, ApiFailure> {
+    send(Method::POST, "/api/shelves", "/api/shelves", Some(request)).await
+}
+
+pub async fn unshelve(id: i64) -> Result<ShelfInfo, ApiFailure> {
+    let url = format!("/api/shelves/{id}/end");
+    send(Method::POST, "/api/shelves/{id}/end", &url, None::<&()>).await
 }
 
 /// The yard's layout, or the server's word on why it has none (its 404).

@@ -170,7 +170,7 @@ fn Workspace(session: Session) -> impl IntoView {
                     view=move || view! { <DiagramPage board exceptions clock yard /> }
                 />
                 <Route path=path!("/history") view=move || view! { <HistoryPage board yard clock /> } />
-                <Route path=path!("/exceptions") view=move || view! { <ExceptionsPage exceptions clock /> } />
+                <Route path=path!("/exceptions") view=move || view! { <ExceptionsPage exceptions clock yard /> } />
                 <Route path=path!("/health/:circuit") view=move || view! { <HealthPage clock yard /> } />
             </Routes>
         </Router>

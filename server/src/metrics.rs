@@ -85,6 +85,8 @@ pub struct Metrics {
     /// Open exceptions by their priority now, and those suppressed.
     pub exceptions_open_by_priority: [AtomicI64; 3],
     pub exceptions_open_suppressed: AtomicI64,
+    /// Open exceptions an operator's shelf hides now.
+    pub exceptions_open_shelved: AtomicI64,
     pub exception_store_errors: AtomicU64,
     pub exceptions_open: AtomicI64,
     pub webhook_sent: AtomicU64,
@@ -537,6 +539,11 @@ impl Metrics {
             "trackside_occupation_lag_seconds",
             "How far behind now the circuit furthest behind is derived (at least the 60 s readings are given to arrive).",
             self.occupation_lag_seconds.load(Relaxed),
+        );
+        gauge(
+            "trackside_exceptions_open_shelved",
+            "Open exceptions an operator's shelf hides now (recorded, not sounded or notified).",
+            self.exceptions_open_shelved.load(Relaxed),
         );
         gauge(
             "trackside_rollup_set_aside_minutes",

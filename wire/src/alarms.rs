@@ -117,6 +117,47 @@ pub struct NewMaintenanceWindow {
     pub ends_at: i64,
 }
 
+/// `GET /api/shelves`: an operator's shelf. It hides one exception (a
+/// rule on one subject) or a rule on every channel of a circuit until its
+/// time runs out or someone unshelves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShelfInfo {
+    pub id: i64,
+    pub rule: String,
+    /// The one subject it hides (`T1/relay_voltage`, or a gateway id).
+    pub subject: Option<String>,
+    /// Or every channel of this circuit under `rule`.
+    pub circuit: Option<String>,
+    pub reason: String,
+    /// Unix ms.
+    pub created_at: i64,
+    pub created_by: String,
+    /// When it runs out, or ran out (earlier when someone unshelved it).
+    pub until: i64,
+    /// Who unshelved it before its time.
+    pub ended_by: Option<String>,
+    /// It still holds.
+    pub active: bool,
+    /// Open exceptions it hides now.
+    pub hidden: i64,
+}
+
+/// `POST /api/shelves`: shelve an exception (`exception`), or a rule on a
+/// circuit (`rule` and `circuit`), for `duration_s` with a reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewShelf {
+    #[serde(default)]
+    pub exception: Option<i64>,
+    #[serde(default)]
+    pub rule: Option<String>,
+    #[serde(default)]
+    pub circuit: Option<String>,
+    pub reason: String,
+    /// Seconds, at most the server's `shelve_max_s`.
+    pub duration_s: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

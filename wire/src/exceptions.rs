@@ -382,6 +382,12 @@ pub struct ExceptionInfo {
     pub suppressed: bool,
     /// The maintenance window it was raised in, if any.
     pub window: Option<i64>,
+    /// The operator's shelf that hides it, and until when (Unix ms): still
+    /// recorded and listed, not sounded, counted or notified.
+    #[serde(default)]
+    pub shelf: Option<i64>,
+    #[serde(default)]
+    pub shelved_until: Option<i64>,
     /// False while this state is known only to the server's memory and
     /// journal: judged while the database was unreachable, stored when it
     /// is back (a `stored` frame on `/ws` says when). Always true from the
@@ -391,10 +397,10 @@ pub struct ExceptionInfo {
 }
 
 impl ExceptionInfo {
-    /// Someone must act on it and nothing hides it: unacknowledged and not
-    /// suppressed. What the app counts, sounds and notifies.
+    /// Someone must act on it and nothing hides it: unacknowledged, not
+    /// suppressed and not shelved. What the app counts, sounds and notifies.
     pub fn demands_attention(&self) -> bool {
-        self.open && !self.acknowledged && !self.suppressed
+        self.open && !self.acknowledged && !self.suppressed && self.shelf.is_none()
     }
 }
 

@@ -17,7 +17,9 @@ mod history;
 mod parameter;
 mod yard;
 
-pub use alarms::{MaintenanceWindowInfo, NewMaintenanceWindow, Priority, WindowState};
+pub use alarms::{
+    MaintenanceWindowInfo, NewMaintenanceWindow, NewShelf, Priority, ShelfInfo, WindowState,
+};
 pub use auth::{
     AuditEntry, CertificateRequest, GatewayCertificateFiles, GatewayCredentialInfo,
     IssuedGatewayPassword, IssuedPassword, IssuedToken, LinkSignInRequest, Me, NewGateway,

@@ -9,11 +9,15 @@ use crate::api;
 use crate::time::Clock;
 
 /// The action families offered as a filter: (label, `action=` value).
-const FAMILIES: [(&str, &str); 7] = [
+const FAMILIES: [(&str, &str); 8] = [
     ("Everything", ""),
     ("Sign-ins and sign-outs", "signin,signin.failed,signout"),
     ("Failed sign-ins", "signin.failed"),
     ("Acknowledgements", "exception.acknowledge"),
+    (
+        "Shelves and maintenance windows",
+        "exception.shelve,exception.unshelve,maintenance.*",
+    ),
     ("Forecast models", "forecast.*"),
     ("Users and API tokens", "user.*,token.*"),
     ("Gateways", "gateway.*"),

@@ -119,13 +119,7 @@ pub fn AckDialog(
 
 /// The words of a failed acknowledgement, for the dialog.
 fn ack_failure_text(failure: &ApiFailure) -> String {
-    match failure {
-        ApiFailure::Rejected { message, .. } => format!("Not acknowledged: {message}."),
-        ApiFailure::Unreachable => {
-            "Not acknowledged: the Trackside server cannot be reached. Check the network, then try again.".to_owned()
-        }
-        other => format!("Not acknowledged: {other}"),
-    }
+    super::refusal_text("acknowledged", failure)
 }
 
 #[cfg(test)]

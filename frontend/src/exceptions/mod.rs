@@ -9,16 +9,18 @@
 
 mod ack_dialog;
 mod model;
+mod shelving;
 
 use leptos::prelude::*;
-use trackside_wire::{ExceptionInfo, Priority, Role, Severity};
+use trackside_wire::{ExceptionInfo, Priority, Role, Severity, YardInfo};
 
 use self::ack_dialog::AckDialog;
 pub use self::model::Exceptions;
 use self::model::{Filter, Show, progress};
+use self::shelving::{ShelveDialog, ShelvesPanel, time_left, yard_time};
 use crate::api;
 use crate::session::Session;
-use crate::time::{Clock, format_age, utc_timestamp};
+use crate::time::{Clock, format_age, utc_beside, utc_timestamp};
 
 /// How far back the page looks for exceptions that are already closed.
 const RECENT_MS: i64 = 24 * 3600 * 1000;
@@ -41,12 +43,32 @@ pub fn load(exceptions: Exceptions, now_ms: i64) {
 }
 
 #[component]
-pub fn ExceptionsPage(exceptions: Exceptions, clock: Clock) -> impl IntoView {
+pub fn ExceptionsPage(
+    exceptions: Exceptions,
+    clock: Clock,
+    yard: RwSignal<Option<YardInfo>>,
+) -> impl IntoView {
     let show = RwSignal::new(Show::Open);
     let severity = RwSignal::new(None::<Severity>);
     let priority = RwSignal::new(None::<Priority>);
     let circuit = RwSignal::new(String::new());
     let acknowledging = RwSignal::new(None::<ExceptionInfo>);
+    let shelving = RwSignal::new(None::<ExceptionInfo>);
+    let shelves_changed = RwSignal::new(0u64);
+    let unshelve_error = RwSignal::new(None::<String>);
+    let zone = Memo::new(move |_| yard.with(|y| y.as_ref().map(|y| y.timezone.clone())));
+    let shelved = Memo::new(move |_| {
+        exceptions
+            .filtered(&Filter {
+                show: Show::Shelved,
+                severity: None,
+                priority: None,
+                circuit: String::new(),
+            })
+            .iter()
+            .filter_map(|e| e.shelf.map(|shelf| (e.id, shelf)))
+            .collect::<Vec<_>>()
+    });
     let filter = Memo::new(move |_| Filter {
         show: show.get(),
         severity: severity.get(),
@@ -139,6 +161,12 @@ pub fn ExceptionsPage(exceptions: Exceptions, clock: Clock) -> impl IntoView {
                         }
                     })
             }}
+            <Show when=move || show.get() == Show::Shelved>
+                <ShelvesPanel clock zone shelved changed=shelves_changed />
+            </Show>
+            {move || unshelve_error.get().map(|message| view! {
+                <p class="form-error" role="alert" data-testid="row-unshelve-error">{message}</p>
+            })}
             <Show when=move || list.with(Vec::is_empty)>
                 <div class="notice empty" role="status" data-testid="exceptions-empty">
                     <p class="notice-title">
@@ -156,12 +184,33 @@ pub fn ExceptionsPage(exceptions: Exceptions, clock: Clock) -> impl IntoView {
             <ul class="exception-list" data-testid="exceptions-list">
                 <For
                     each=move || list.get()
-                    key=|e| (e.id, progress(e), e.open, e.stored)
-                    children=move |e| view! { <ExceptionRow exception=e clock acknowledging /> }
+                    key=|e| (e.id, progress(e), e.open, e.stored, e.shelf)
+                    children=move |e| {
+                        let actions = RowActions {
+                            acknowledging,
+                            shelving,
+                            shelves_changed,
+                            unshelve_error,
+                        };
+                        view! { <ExceptionRow exception=e clock zone actions /> }
+                    }
                 />
             </ul>
             <AckDialog exceptions acknowledging />
+            <ShelveDialog shelving changed=shelves_changed />
         </main>
+    }
+}
+
+/// The words of a refused operator action (`what`: "acknowledged",
+/// "shelved"), for the page: the server's reason, or what to check.
+fn refusal_text(what: &str, failure: &api::ApiFailure) -> String {
+    match failure {
+        api::ApiFailure::Rejected { message, .. } => format!("Not {what}: {message}."),
+        api::ApiFailure::Unreachable => format!(
+            "Not {what}: the Trackside server cannot be reached. Check the network, then try again."
+        ),
+        other => format!("Not {what}: {other}"),
     }
 }
 
@@ -173,12 +222,28 @@ pub fn replay_href(at: i64) -> String {
     )
 }
 
+/// What a row's buttons act on.
+#[derive(Clone, Copy)]
+struct RowActions {
+    acknowledging: RwSignal<Option<ExceptionInfo>>,
+    shelving: RwSignal<Option<ExceptionInfo>>,
+    shelves_changed: RwSignal<u64>,
+    unshelve_error: RwSignal<Option<String>>,
+}
+
 #[component]
 fn ExceptionRow(
     exception: ExceptionInfo,
     clock: Clock,
-    acknowledging: RwSignal<Option<ExceptionInfo>>,
+    zone: Memo<Option<String>>,
+    actions: RowActions,
 ) -> impl IntoView {
+    let RowActions {
+        acknowledging,
+        shelving,
+        shelves_changed,
+        unshelve_error,
+    } = actions;
     let e = exception.clone();
     let state = match (e.active, e.acknowledged) {
         (true, false) => "active-unacknowledged",
@@ -213,7 +278,11 @@ fn ExceptionRow(
     // operator's record: it waits for the database, like the exception.
     let may_ack = expect_context::<Session>().may(Role::Operator);
     let can_ack = e.open && !e.acknowledged && e.stored && may_ack;
+    let can_shelve = e.open && e.shelf.is_none() && e.stored && may_ack;
     let for_dialog = exception.clone();
+    let for_shelving = exception.clone();
+    // A closed one keeps the shelf it had; only an open one is hidden.
+    let shelf = e.shelf.zip(e.shelved_until).filter(|_| e.open);
     view! {
         <li
             class="exception"
@@ -222,6 +291,7 @@ fn ExceptionRow(
             data-severity=e.severity.as_str()
             data-priority=e.priority.as_str()
             data-suppressed=e.suppressed.to_string()
+            data-shelved=shelf.is_some().to_string()
             data-active=e.active.to_string()
             data-acknowledged=e.acknowledged.to_string()
             data-stored=e.stored.to_string()
@@ -284,6 +354,22 @@ fn ExceptionRow(
                         "SUPPRESSED · MAINTENANCE"
                     </span>
                 })}
+                {shelf.map(|(_, until)| view! {
+                    <span
+                        class="shelved-chip"
+                        data-testid="shelved"
+                        title=format!(
+                            "Shelved by an operator until {}: recorded, but it does not sound, count or notify. Shown again (and announced if still active) when the shelf runs out. See who and why under Show: Shelved.",
+                            utc_beside(until)
+                        )
+                    >
+                        {move || format!(
+                            "SHELVED · until {} · {}",
+                            zone.with(|z| yard_time(until, z.as_deref())),
+                            time_left(until - clock.now())
+                        )}
+                    </span>
+                })}
                 {(!e.stored).then(|| view! {
                     <span
                         class="unstored-chip"
@@ -308,6 +394,25 @@ fn ExceptionRow(
                         on:click=move |_| acknowledging.set(Some(for_dialog.clone()))
                     >
                         "Acknowledge…"
+                    </button>
+                })}
+                {can_shelve.then(|| view! {
+                    <button
+                        class="secondary shelve-button"
+                        data-testid="shelve-open"
+                        title="Quiet it for a while, with a reason: it stays recorded and listed"
+                        on:click=move |_| shelving.set(Some(for_shelving.clone()))
+                    >
+                        "Shelve…"
+                    </button>
+                })}
+                {shelf.filter(|_| may_ack).map(|(id, _)| view! {
+                    <button
+                        class="secondary"
+                        data-testid="row-unshelve"
+                        on:click=move |_| shelving::unshelve(id, shelves_changed, unshelve_error)
+                    >
+                        "Unshelve"
                     </button>
                 })}
             </div>

@@ -193,15 +193,17 @@ pub enum Show {
     Unacknowledged,
     Active,
     Suppressed,
+    Shelved,
     All,
 }
 
 impl Show {
-    pub const ALL: [Show; 5] = [
+    pub const ALL: [Show; 6] = [
         Show::Open,
         Show::Unacknowledged,
         Show::Active,
         Show::Suppressed,
+        Show::Shelved,
         Show::All,
     ];
 
@@ -212,6 +214,7 @@ impl Show {
             Show::Unacknowledged => "unacknowledged",
             Show::Active => "active",
             Show::Suppressed => "suppressed",
+            Show::Shelved => "shelved",
             Show::All => "all",
         }
     }
@@ -222,6 +225,7 @@ impl Show {
             Show::Unacknowledged => "Unacknowledged",
             Show::Active => "Active now",
             Show::Suppressed => "Suppressed by maintenance",
+            Show::Shelved => "Shelved by an operator",
             Show::All => "All of the last 24 hours",
         }
     }
@@ -232,6 +236,7 @@ impl Show {
             Show::Unacknowledged => e.demands_attention(),
             Show::Active => e.active,
             Show::Suppressed => e.suppressed,
+            Show::Shelved => e.open && e.shelf.is_some(),
             Show::All => true,
         }
     }
@@ -329,6 +334,8 @@ mod tests {
             escalated_at: None,
             suppressed: false,
             window: None,
+            shelf: None,
+            shelved_until: None,
             stored: true,
         }
     }
@@ -450,6 +457,37 @@ mod tests {
         });
         assert_eq!(exceptions.sounding(), 1);
         assert_eq!(exceptions.last_announced(), None);
+    }
+
+    #[test]
+    fn a_shelved_one_is_listed_apart_and_stays_quiet() {
+        let mut high = info(1, Severity::Major, true, false, 10);
+        high.priority = Priority::High;
+        let mut shelved = high.clone();
+        shelved.id = 2;
+        shelved.shelf = Some(9);
+        shelved.shelved_until = Some(3_600_000);
+        let all = [high, shelved.clone()];
+        let filter = Filter {
+            show: Show::Shelved,
+            severity: None,
+            priority: None,
+            circuit: String::new(),
+        };
+        assert_eq!(ids(&visible(all.iter(), &filter)), [2]);
+        let unacked = Filter {
+            show: Show::Unacknowledged,
+            ..filter
+        };
+        assert_eq!(ids(&visible(all.iter(), &unacked)), [1]);
+        let exceptions = Exceptions::new();
+        exceptions.merge(all.to_vec());
+        assert_eq!((exceptions.sounding(), exceptions.unacknowledged()), (1, 1));
+        // Unshelved: it sounds again.
+        shelved.shelf = None;
+        shelved.shelved_until = None;
+        exceptions.merge(vec![shelved]);
+        assert_eq!(exceptions.sounding(), 2);
     }
 
     #[test]

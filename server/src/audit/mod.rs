@@ -72,6 +72,8 @@ pub mod action {
     pub const ACKNOWLEDGE: &str = "exception.acknowledge";
     pub const MAINTENANCE_START: &str = "maintenance.start";
     pub const MAINTENANCE_END: &str = "maintenance.end";
+    pub const SHELVE: &str = "exception.shelve";
+    pub const UNSHELVE: &str = "exception.unshelve";
     pub const TRAIN: &str = "forecast.train";
     pub const MODEL_REPLACED: &str = "forecast.model_replaced";
     pub const LAYOUT_REPLACE: &str = "layout.replace";

@@ -44,6 +44,10 @@ pub struct ExceptionsConfig {
     pub escalate_after_s: EscalateAfter,
     /// Escalations at most per exception; 0 turns escalation off.
     pub escalation_levels: u8,
+    /// The longest an operator may shelve an exception for, in seconds
+    /// (a shift by default): a shelf always runs out, so nothing stays
+    /// hidden because someone forgot it.
+    pub shelve_max_s: u64,
     /// The rules. Setting any replaces the shipped defaults as a whole.
     pub rules: Vec<trackside_wire::Rule>,
 }
@@ -81,6 +85,7 @@ impl Default for ExceptionsConfig {
             webhook_attempts: 6,
             escalate_after_s: EscalateAfter::default(),
             escalation_levels: 2,
+            shelve_max_s: 12 * 3_600,
             rules: super::defaults::rules(),
         }
     }
@@ -119,6 +124,10 @@ impl ExceptionsConfig {
                 .all(|s| s.is_finite() && s > 0.0),
             "exceptions.escalate_after_s (and a rule's) must be positive seconds (leave one out \
              to never escalate at that priority)"
+        );
+        anyhow::ensure!(
+            (60..=7 * 24 * 3_600).contains(&self.shelve_max_s),
+            "exceptions.shelve_max_s must be between 60 (a minute) and 604800 (a week)"
         );
         super::engine::validate(&self.rules).map_err(anyhow::Error::msg)?;
         Ok(())

@@ -82,18 +82,19 @@ pub struct AlarmState {
 }
 
 impl AlarmState {
-    /// As stored, after a restart. Shelves are applied again by
-    /// [`Engine::resume`]; the escalation clock restarts from the last
-    /// raise or escalation.
+    /// As stored, after a restart. [`Engine::resume`] brings the shelf in
+    /// line with the shelves restored (one that ran out meanwhile ends
+    /// then); the escalation clock restarts from the last raise or
+    /// escalation.
     pub fn resumed(e: &trackside_wire::ExceptionInfo) -> Self {
-        let waiting = !e.acknowledged && !e.suppressed;
+        let waiting = !e.acknowledged && !e.suppressed && e.shelf.is_none();
         Self {
             priority: e.priority,
             base_priority: e.base_priority,
             criticality: e.criticality,
             escalation: e.escalation,
             escalated_at: e.escalated_at,
-            shelf: None,
+            shelf: e.shelf.zip(e.shelved_until),
             suppressed: e.suppressed,
             window: e.window,
             waiting_since: waiting.then(|| e.escalated_at.unwrap_or(e.last_raised_at)),
@@ -146,14 +147,14 @@ pub struct Resumed {
 
 /// What a shelf hides: one exception's rule and subject, or a rule on
 /// every channel of a circuit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ShelfScope {
     Subject(String),
     Circuit(String),
 }
 
 /// An operator's shelf, until `until`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Shelf {
     pub id: i64,
     pub rule: String,

@@ -39,6 +39,7 @@ struct ListQuery {
     /// Comma-separated: `high,medium`.
     priority: Option<String>,
     suppressed: Option<bool>,
+    shelved: Option<bool>,
     circuit: Option<String>,
     rule: Option<String>,
     from: Option<i64>,
@@ -52,7 +53,7 @@ async fn list(
 ) -> Result<Json<Vec<ExceptionInfo>>, AppError> {
     let Query(query) = query.map_err(|e| {
         AppError::BadRequest(format!(
-            "{}; filters: active, open, acknowledged, suppressed (true/false), severity and \
+            "{}; filters: active, open, acknowledged, suppressed, shelved (true/false), severity and \
              priority (comma-separated), circuit, rule, from, to (Unix ms), limit",
             e.body_text()
         ))
@@ -109,6 +110,7 @@ async fn list(
         severities,
         priorities,
         suppressed: query.suppressed,
+        shelved: query.shelved,
         circuit: query.circuit,
         rule: query.rule,
         from: time("from", query.from)?,

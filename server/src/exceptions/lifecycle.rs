@@ -51,6 +51,8 @@ pub fn advance(
             escalated_at: t.alarm.escalated_at,
             suppressed: t.alarm.suppressed,
             window: t.alarm.window,
+            shelf: t.alarm.shelf.map(|(id, _)| id),
+            shelved_until: t.alarm.shelf.map(|(_, until)| until),
             stored: true,
         };
     };
@@ -61,6 +63,8 @@ pub fn advance(
     next.escalation = t.alarm.escalation;
     next.escalated_at = t.alarm.escalated_at;
     next.suppressed = t.alarm.suppressed;
+    next.shelf = t.alarm.shelf.map(|(id, _)| id);
+    next.shelved_until = t.alarm.shelf.map(|(_, until)| until);
     match t.kind {
         // A cleared, unacknowledged exception raised again: the same one,
         // once more.

@@ -30,6 +30,7 @@ pub mod lifecycle;
 pub mod maintenance;
 pub mod priority;
 pub mod relay;
+pub mod shelving;
 pub mod store;
 pub mod webhook;
 
@@ -217,6 +218,13 @@ enum Command {
     /// A stored window ended (or cancelled) at `at`: what it suppressed and
     /// is still active is raised normally.
     EndWindow { id: i64, at: Ms },
+    /// A stored shelf: answers how many open exceptions it hides now.
+    Shelve {
+        shelf: engine::Shelf,
+        reply: oneshot::Sender<Result<usize, engine::ShelveError>>,
+    },
+    /// A stored shelf ended by `by`: what it hid is shown again.
+    Unshelve { id: i64, by: String, at: Ms },
 }
 
 /// How long an acknowledgement may take, whatever the database does: the
@@ -232,11 +240,17 @@ const STORE_WAIT: Duration = Duration::from_secs(2);
 pub struct Handle {
     commands: mpsc::Sender<Command>,
     rules: Arc<Vec<Rule>>,
+    shelve_max_s: u64,
 }
 
 impl Handle {
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The longest a shelf may hold, in seconds.
+    pub fn shelve_max_s(&self) -> u64 {
+        self.shelve_max_s
     }
 
     /// Acknowledges through the engine; answers within [`ACK_DEADLINE`].
@@ -290,6 +304,50 @@ impl Handle {
             .await
             .map_err(|_| anyhow::anyhow!("the exception engine has stopped"))
     }
+}
+
+impl Handle {
+    /// Tells the engine of a stored shelf; answers how many open
+    /// exceptions it hides now.
+    pub async fn shelve(&self, shelf: &trackside_wire::ShelfInfo) -> anyhow::Result<usize> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || anyhow::anyhow!("the exception engine has stopped");
+        self.commands
+            .send(Command::Shelve {
+                shelf: shelf_of(shelf)?,
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        answer
+            .await
+            .map_err(|_| gone())?
+            .map_err(|err| anyhow::anyhow!("the engine refused shelf {}: {err:?}", shelf.id))
+    }
+
+    /// Tells the engine `by` ended a stored shelf at `at`.
+    pub async fn unshelve(&self, id: i64, by: String, at: Ms) -> anyhow::Result<()> {
+        self.commands
+            .send(Command::Unshelve { id, by, at })
+            .await
+            .map_err(|_| anyhow::anyhow!("the exception engine has stopped"))
+    }
+}
+
+fn shelf_of(s: &trackside_wire::ShelfInfo) -> anyhow::Result<engine::Shelf> {
+    let scope = match (&s.subject, &s.circuit) {
+        (Some(subject), _) => engine::ShelfScope::Subject(subject.clone()),
+        (None, Some(circuit)) => engine::ShelfScope::Circuit(circuit.clone()),
+        (None, None) => anyhow::bail!("shelf {} names neither a subject nor a circuit", s.id),
+    };
+    Ok(engine::Shelf {
+        id: s.id,
+        rule: s.rule.clone(),
+        scope,
+        until: s.until,
+        by: s.created_by.clone(),
+        reason: s.reason.clone(),
+    })
 }
 
 fn window_of(w: &store::PlannedWindow) -> engine::Window {
@@ -508,6 +566,7 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
         handle: Handle {
             commands: commands_tx,
             rules: Arc::new(rules),
+            shelve_max_s: config.shelve_max_s,
         },
         task,
         journal: journal_task,
@@ -560,11 +619,23 @@ async fn stand_by(
                 }
                 Command::AddWindow(window) => {
                     let relay = relay.clone();
-                    tokio::spawn(async move { relay.window(relay::WindowChange::Add(window)).await });
+                    tokio::spawn(async move { relay.pass_on(relay::EngineChange::AddWindow(window)).await });
                 }
                 Command::EndWindow { id, at } => {
                     let relay = relay.clone();
-                    tokio::spawn(async move { relay.window(relay::WindowChange::End { id, at }).await });
+                    tokio::spawn(async move { relay.pass_on(relay::EngineChange::EndWindow { id, at }).await });
+                }
+                Command::Shelve { shelf, reply } => {
+                    let relay = relay.clone();
+                    tokio::spawn(async move {
+                        let hidden = relay.hidden_by(&shelf).await;
+                        relay.pass_on(relay::EngineChange::Shelve(shelf)).await;
+                        let _ = reply.send(Ok(hidden));
+                    });
+                }
+                Command::Unshelve { id, by, at } => {
+                    let relay = relay.clone();
+                    tokio::spawn(async move { relay.pass_on(relay::EngineChange::Unshelve { id, by, at }).await });
                 }
             },
             // Ids for exceptions this instance no longer holds.
@@ -602,13 +673,19 @@ impl Tenure {
                 escalation: self.escalation.clone(),
             });
         let windows = store::open_windows(&self.pool, Utc::now().timestamp_millis()).await?;
-        for window in &windows {
-            engine.add_window(window_of(window));
-        }
+        let shelves = store::open_shelves(&self.pool, Utc::now().timestamp_millis()).await?;
+        engine.restore(
+            shelves
+                .iter()
+                .map(shelf_of)
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            windows.iter().map(window_of).collect(),
+        );
         let open = store::load_open(&self.pool).await?;
         tracing::info!(
             open = open.len(),
             maintenance_windows = windows.len(),
+            shelves = shelves.len(),
             "exception engine resumes"
         );
         let mut out = Vec::new();
@@ -756,6 +833,13 @@ impl Service {
                     Command::AddWindow(window) => self.engine.add_window(window),
                     Command::EndWindow { id, at } => {
                         self.engine.end_window(id, at, &mut out);
+                    }
+                    Command::Shelve { shelf, reply } => {
+                        let at = Utc::now().timestamp_millis();
+                        let _ = reply.send(self.engine.shelve(shelf, at, &mut out));
+                    }
+                    Command::Unshelve { id, by, at } => {
+                        self.engine.unshelve(id, &by, at, &mut out);
                     }
                 },
                 _ = ticker.tick() => {
@@ -956,10 +1040,11 @@ impl Service {
     /// The open-exception gauges, by priority.
     fn count_open(&self) {
         let mut by_priority = [0i64; 3];
-        let mut suppressed = 0;
+        let (mut suppressed, mut shelved) = (0, 0);
         for exception in self.open.values() {
             by_priority[exception.priority as usize] += 1;
             suppressed += i64::from(exception.suppressed);
+            shelved += i64::from(exception.shelf.is_some());
         }
         let metrics = &self.metrics;
         metrics
@@ -971,6 +1056,7 @@ impl Service {
         metrics
             .exceptions_open_suppressed
             .store(suppressed, Relaxed);
+        metrics.exceptions_open_shelved.store(shelved, Relaxed);
     }
 
     /// Stores a step now, or says it could not within [`STORE_WAIT`].

@@ -11,9 +11,9 @@
 //! the table, and the next transition of the exception brings it up to
 //! date. An acknowledgement relayed to the holder is answered through a
 //! reply on a second channel, or refused with a 503 within the deadline.
-//! A maintenance window planned or ended on an instance without the engine
-//! is stored there and passed to the holder on a third channel; a holder
-//! that misses it takes it from the database at its next takeover.
+//! A maintenance window or a shelf made or ended on an instance without the
+//! engine is stored there and passed to the holder on a third channel; a
+//! holder that misses it takes it from the database at its next takeover.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 const EVENTS: &str = "trackside_exception_events";
 const ACKS: &str = "trackside_exception_acks";
 const REPLIES: &str = "trackside_exception_ack_replies";
-const WINDOWS: &str = "trackside_maintenance_windows";
+const CHANGES: &str = "trackside_engine_changes";
 /// Transitions waiting to be sent to the other instances. Full: the
 /// transition is not relayed (counted); browsers elsewhere see it on their
 /// next list refresh.
@@ -58,13 +58,22 @@ struct AckAsk {
     comment: String,
 }
 
-/// A maintenance window planned or ended on an instance without the
-/// engine, for the holder's engine (the window itself is already stored;
-/// a holder that misses this learns it at its next takeover).
+/// A maintenance window or a shelf made or ended on an instance without
+/// the engine, for the holder's engine (it is already stored; a holder
+/// that misses this takes it from the database at its next takeover).
 #[derive(Serialize, Deserialize)]
-pub(super) enum WindowChange {
-    Add(super::engine::Window),
-    End { id: i64, at: super::engine::Ms },
+pub(super) enum EngineChange {
+    AddWindow(super::engine::Window),
+    EndWindow {
+        id: i64,
+        at: super::engine::Ms,
+    },
+    Shelve(super::engine::Shelf),
+    Unshelve {
+        id: i64,
+        by: String,
+        at: super::engine::Ms,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -211,7 +220,7 @@ impl Relay {
     ) {
         let mut listener = loop {
             match PgListener::connect_with(&self.listeners).await {
-                Ok(mut listener) => match listener.listen_all([EVENTS, ACKS, WINDOWS]).await {
+                Ok(mut listener) => match listener.listen_all([EVENTS, ACKS, CHANGES]).await {
                     Ok(()) => break listener,
                     Err(err) => tracing::warn!("listening for other instances' exceptions: {err}"),
                 },
@@ -256,18 +265,26 @@ impl Relay {
                         }
                     }
                 }
-                WINDOWS if *role.borrow() => {
-                    match serde_json::from_str::<WindowChange>(notification.payload()) {
+                CHANGES if *role.borrow() => {
+                    match serde_json::from_str::<EngineChange>(notification.payload()) {
                         Ok(change) => {
                             let command = match change {
-                                WindowChange::Add(window) => Command::AddWindow(window),
-                                WindowChange::End { id, at } => Command::EndWindow { id, at },
+                                EngineChange::AddWindow(window) => Command::AddWindow(window),
+                                EngineChange::EndWindow { id, at } => Command::EndWindow { id, at },
+                                // The operator was answered by the instance they used.
+                                EngineChange::Shelve(shelf) => Command::Shelve {
+                                    shelf,
+                                    reply: oneshot::channel().0,
+                                },
+                                EngineChange::Unshelve { id, by, at } => {
+                                    Command::Unshelve { id, by, at }
+                                }
                             };
                             let commands = commands.clone();
                             tokio::spawn(async move { commands.send(command).await });
                         }
                         Err(err) => {
-                            tracing::warn!("a relayed maintenance window could not be read: {err}")
+                            tracing::warn!("a relayed window or shelf could not be read: {err}")
                         }
                     }
                 }
@@ -276,15 +293,35 @@ impl Relay {
         }
     }
 
-    /// On an instance without the engine: passes a window's change on to
-    /// the holder.
-    pub(super) async fn window(&self, change: WindowChange) {
-        if !self.notify(WINDOWS, &change).await {
+    /// On an instance without the engine: passes a window's or a shelf's
+    /// change on to the holder.
+    pub(super) async fn pass_on(&self, change: EngineChange) {
+        if !self.notify(CHANGES, &change).await {
             tracing::warn!(
-                "a maintenance window change could not be passed to the engine's instance; \
-                 it takes the window from the database at its next takeover"
+                "a maintenance window or shelf could not be passed to the engine's instance; \
+                 it takes it from the database at its next takeover"
             );
         }
+    }
+
+    /// On an instance without the engine: how many open exceptions `shelf`
+    /// hides, from the table the holder keeps (0 if it cannot be read).
+    pub(super) async fn hidden_by(&self, shelf: &super::engine::Shelf) -> usize {
+        let (subject, circuit) = match &shelf.scope {
+            super::engine::ShelfScope::Subject(s) => (Some(s.as_str()), None),
+            super::engine::ShelfScope::Circuit(c) => (None, Some(c.as_str())),
+        };
+        let counted: sqlx::Result<i64> = sqlx::query_scalar(
+            "SELECT count(*) FROM exceptions
+             WHERE open AND rule_id = $1
+               AND (subject = $2 OR split_part(subject, '/', 1) = $3)",
+        )
+        .bind(&shelf.rule)
+        .bind(subject)
+        .bind(circuit)
+        .fetch_one(&self.pool)
+        .await;
+        counted.map_or(0, |n| usize::try_from(n).unwrap_or(0))
     }
 
     /// On the holder: has the engine acknowledge, and replies.

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use trackside_wire::{
     Criticality, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind,
-    MaintenanceWindowInfo, NewMaintenanceWindow, Priority, Severity, TransitionInfo,
+    MaintenanceWindowInfo, NewMaintenanceWindow, Priority, Severity, ShelfInfo, TransitionInfo,
     TransitionKind, WindowState,
 };
 
@@ -16,7 +16,7 @@ use super::engine::Key;
 
 const COLUMNS: &str = "id, rule_id, kind, severity, subject, circuit, gateway_id, message, value, \
      active, open, raised_at, last_raised_at, cleared_at, acked_at, acked_by, ack_comment, occurrences, \
-     criticality, base_priority, priority, escalation, escalated_at, suppressed, window_id";
+     criticality, base_priority, priority, escalation, escalated_at, suppressed, window_id, shelf_id, shelved_until";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -45,6 +45,8 @@ struct Row {
     escalated_at: Option<DateTime<Utc>>,
     suppressed: bool,
     window_id: Option<i64>,
+    shelf_id: Option<i64>,
+    shelved_until: Option<DateTime<Utc>>,
 }
 
 impl Row {
@@ -87,6 +89,8 @@ impl Row {
             escalated_at: self.escalated_at.map(|t| t.timestamp_millis()),
             suppressed: self.suppressed,
             window: self.window_id,
+            shelf: self.shelf_id,
+            shelved_until: self.shelved_until.map(|t| t.timestamp_millis()),
             stored: true,
         })
     }
@@ -197,11 +201,11 @@ async fn write_one(
                                  message, value, active, open, raised_at, last_raised_at,
                                  cleared_at, acked_at, acked_by, ack_comment, occurrences,
                                  criticality, base_priority, priority, escalation,
-                                 escalated_at, suppressed, window_id)
+                                 escalated_at, suppressed, window_id, shelf_id, shelved_until)
          OVERRIDING SYSTEM VALUE
          VALUES (COALESCE($1, nextval(pg_get_serial_sequence('exceptions', 'id'))),
                  $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                 $19, $20, $21, $22, $23, $24, $25)
+                 $19, $20, $21, $22, $23, $24, $25, $26, $27)
          ON CONFLICT (id) DO UPDATE SET
              message = EXCLUDED.message, value = EXCLUDED.value, active = EXCLUDED.active,
              open = EXCLUDED.open, last_raised_at = EXCLUDED.last_raised_at,
@@ -209,7 +213,8 @@ async fn write_one(
              acked_by = EXCLUDED.acked_by, ack_comment = EXCLUDED.ack_comment,
              occurrences = EXCLUDED.occurrences, priority = EXCLUDED.priority,
              escalation = EXCLUDED.escalation, escalated_at = EXCLUDED.escalated_at,
-             suppressed = EXCLUDED.suppressed
+             suppressed = EXCLUDED.suppressed, shelf_id = EXCLUDED.shelf_id,
+             shelved_until = EXCLUDED.shelved_until
          RETURNING id",
     )
     .bind(id)
@@ -237,6 +242,8 @@ async fn write_one(
     .bind(e.escalated_at.and_then(time))
     .bind(e.suppressed)
     .bind(e.window)
+    .bind(e.shelf)
+    .bind(e.shelved_until.and_then(time))
     .fetch_one(&mut **tx)
     .await?;
     e.id = written;
@@ -275,6 +282,8 @@ pub struct Filter {
     pub priorities: Option<Vec<String>>,
     /// Suppressed by a maintenance window (true), or not (false).
     pub suppressed: Option<bool>,
+    /// Open and hidden by a shelf now (true), or not (false).
+    pub shelved: Option<bool>,
     pub circuit: Option<String>,
     pub rule: Option<String>,
     pub from: Option<DateTime<Utc>>,
@@ -306,6 +315,7 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> anyhow::Result<Vec<Exceptio
            AND ($8::timestamptz IS NULL OR raised_at <= $8)
            AND ($10::text[] IS NULL OR priority = ANY($10))
            AND ($11::boolean IS NULL OR suppressed = $11)
+           AND ($12::boolean IS NULL OR (open AND shelf_id IS NOT NULL) = $12)
          {ORDER}
          LIMIT $9"
     )))
@@ -320,6 +330,7 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> anyhow::Result<Vec<Exceptio
     .bind(filter.limit)
     .bind(&filter.priorities)
     .bind(filter.suppressed)
+    .bind(filter.shelved)
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(Row::into_info).collect()
@@ -537,4 +548,141 @@ pub async fn open_windows(pool: &PgPool, now: i64) -> anyhow::Result<Vec<Planned
             ends_at: ends.timestamp_millis(),
         })
         .collect())
+}
+
+/// A shelf as the engine needs it, and as stored.
+type ShelfRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    DateTime<Utc>,
+    String,
+    DateTime<Utc>,
+    Option<String>,
+    i64,
+);
+
+const SHELF_COLUMNS: &str = "s.id, s.rule_id, s.subject, s.circuit, s.reason, s.created_at, \
+     s.created_by, s.until, s.ended_by, \
+     (SELECT count(*) FROM exceptions e WHERE e.shelf_id = s.id AND e.open)";
+
+fn shelf_info(row: ShelfRow, now: i64) -> ShelfInfo {
+    let (id, rule, subject, circuit, reason, created_at, created_by, until, ended_by, hidden) = row;
+    let until = until.timestamp_millis();
+    ShelfInfo {
+        id,
+        rule,
+        subject,
+        circuit,
+        reason,
+        created_at: created_at.timestamp_millis(),
+        created_by,
+        until,
+        ended_by,
+        active: now < until,
+        hidden,
+    }
+}
+
+/// Stores a new shelf (`subject` or `circuit`); answers it as stored.
+pub async fn insert_shelf(
+    pool: &PgPool,
+    rule: &str,
+    subject: Option<&str>,
+    circuit: Option<&str>,
+    reason: &str,
+    until: i64,
+    by: &str,
+) -> anyhow::Result<ShelfInfo> {
+    let until_time = DateTime::<Utc>::from_timestamp_millis(until).context("time out of range")?;
+    let row: ShelfRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH s AS (
+             INSERT INTO shelves (rule_id, subject, circuit, reason, until, created_by)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING *)
+         SELECT {SHELF_COLUMNS} FROM s"
+    )))
+    .bind(rule)
+    .bind(subject)
+    .bind(circuit)
+    .bind(reason)
+    .bind(until_time)
+    .bind(by)
+    .fetch_one(pool)
+    .await
+    .context("storing a shelf")?;
+    Ok(shelf_info(row, Utc::now().timestamp_millis()))
+}
+
+/// Ends a shelf at `at`; `None` when there is no such shelf,
+/// `Some((false, _))` when it had run out or been ended already.
+pub async fn end_shelf(
+    pool: &PgPool,
+    id: i64,
+    at: i64,
+    by: &str,
+) -> anyhow::Result<Option<(bool, ShelfInfo)>> {
+    let at_time = DateTime::<Utc>::from_timestamp_millis(at).context("time out of range")?;
+    let mut tx = pool.begin().await?;
+    let until: Option<(DateTime<Utc>,)> =
+        sqlx::query_as("SELECT until FROM shelves WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((until,)) = until else {
+        return Ok(None);
+    };
+    let ended_now = until > at_time;
+    if ended_now {
+        sqlx::query(
+            "UPDATE shelves SET until = GREATEST($2, created_at + interval '1 millisecond'),
+                 ended_by = $3
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(at_time)
+        .bind(by)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let row: ShelfRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SHELF_COLUMNS} FROM shelves s WHERE s.id = $1"
+    )))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some((ended_now, shelf_info(row, at))))
+}
+
+/// Shelves that hold, and those that ended within `recent_ms`, latest
+/// first.
+pub async fn list_shelves(
+    pool: &PgPool,
+    now: i64,
+    recent_ms: i64,
+) -> anyhow::Result<Vec<ShelfInfo>> {
+    let since = DateTime::<Utc>::from_timestamp_millis(now - recent_ms).context("time")?;
+    let rows: Vec<ShelfRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SHELF_COLUMNS} FROM shelves s WHERE s.until >= $1
+         ORDER BY s.until DESC, s.id DESC LIMIT 1000"
+    )))
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| shelf_info(r, now)).collect())
+}
+
+/// The shelves the engine must know at start: those that still hold.
+pub async fn open_shelves(pool: &PgPool, now: i64) -> anyhow::Result<Vec<ShelfInfo>> {
+    let since = DateTime::<Utc>::from_timestamp_millis(now).context("time")?;
+    let rows: Vec<ShelfRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SHELF_COLUMNS} FROM shelves s WHERE s.until > $1"
+    )))
+    .bind(since)
+    .fetch_all(pool)
+    .await
+    .context("loading shelves")?;
+    Ok(rows.into_iter().map(|r| shelf_info(r, now)).collect())
 }

@@ -42,7 +42,7 @@ async fn title_and_icon(client: &Client) -> (String, String) {
     )
 }
 
-async fn click(client: &Client, css: &str) {
+pub(crate) async fn click(client: &Client, css: &str) {
     client
         .wait()
         .for_element(Locator::Css(css))

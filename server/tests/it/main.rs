@@ -27,6 +27,8 @@ mod outage;
 mod reconnect;
 mod rollup;
 mod scale;
+mod shelving;
+mod shelving_page;
 mod shutdown;
 mod spool;
 mod timescale;

@@ -228,6 +228,40 @@ async fn two_instances_store_once_show_everything_and_raise_once() {
     })
     .await;
     assert!(suppressed, "the window planned on B suppresses A's raise");
+
+    // So does a shelf an operator makes on B.
+    let (status, shelf) = crate::alarms::as_operator(
+        &b,
+        reqwest::Method::POST,
+        "/api/shelves",
+        Some(serde_json::json!({"rule": "fc-high", "circuit": "S2",
+                                "reason": "known fault, crew on site", "duration_s": 3600})),
+    )
+    .await;
+    assert_eq!(status, 200, "{shelf}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    gateway
+        .publish(
+            "trackside/gw-s/readings",
+            reading(
+                "S2/feed_current",
+                9.0,
+                chrono::Utc::now().timestamp_millis(),
+            ),
+        )
+        .await;
+    let shelved: bool = eventually("S2's exception, raised under the shelf", || async {
+        sqlx::query_scalar(
+            "SELECT shelf_id IS NOT NULL FROM exceptions
+             WHERE rule_id = 'fc-high' AND subject = 'S2/feed_current'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .ok()
+        .flatten()
+    })
+    .await;
+    assert!(shelved, "the shelf made on B hides A's raise");
     b.running.shutdown().await;
     a.running.shutdown().await;
 }

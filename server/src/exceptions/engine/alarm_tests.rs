@@ -450,3 +450,46 @@ fn a_resumed_suppressed_exception_stays_so_while_its_window_holds() {
         ["100 released T1/relay_voltage high announced 0"]
     );
 }
+
+#[test]
+fn a_resumed_shelved_exception_stays_so_and_one_whose_shelf_ran_out_comes_back() {
+    let shelved = |subject: &str, shelf_id: i64| {
+        let mut alarm = AlarmState::new(Priority::High, Criticality::RunningLine);
+        alarm.shelf = Some((shelf_id, at(100.0)));
+        Resumed {
+            key: key("rv", subject),
+            active: true,
+            acked_at: None,
+            alarm,
+        }
+    };
+    let mut engine = engine(off());
+    let mut out = Vec::new();
+    // Shelf 1 still holds; shelf 2 ran out while the server was down.
+    engine.restore(
+        vec![shelf(
+            1,
+            ShelfScope::Subject("T1/relay_voltage".into()),
+            100.0,
+        )],
+        Vec::new(),
+    );
+    engine.resume(
+        vec![
+            shelved("T1/relay_voltage", 1),
+            shelved("T2/relay_voltage", 2),
+        ],
+        at(10.0),
+        &mut out,
+    );
+    engine.tick(at(50.0), &mut out);
+    engine.tick(at(100.0), &mut out);
+    assert_eq!(
+        lines(&out),
+        [
+            "10 unshelved T2/relay_voltage high announced 0",
+            "100 unshelved T1/relay_voltage high announced 0",
+        ],
+        "no second shelving of what was shelved before the restart"
+    );
+}
