@@ -316,6 +316,9 @@ pub struct Engine {
     channels: BTreeMap<String, ChannelState>,
     gateways: HashMap<String, GatewayState>,
     circuits: HashMap<String, Occupancy>,
+    /// The latest tick's time: the engine's own clock, where a reading's
+    /// time is the gateway's.
+    clock: Ms,
 }
 
 fn ms(seconds: f64) -> Ms {
@@ -471,6 +474,7 @@ impl Engine {
             channels: BTreeMap::new(),
             gateways: HashMap::new(),
             circuits: HashMap::new(),
+            clock: Ms::MIN,
         })
     }
 
@@ -746,6 +750,7 @@ impl Engine {
     /// Time passes: timers fire, shelves expire, maintenance windows end,
     /// unacknowledged exceptions escalate.
     pub fn tick(&mut self, now: Ms, out: &mut Vec<Transition>) {
+        self.clock = self.clock.max(now);
         let expired: Vec<i64> = self
             .shelves
             .values()
@@ -1076,7 +1081,11 @@ impl Engine {
             .map(|w| w.id);
         alarm.suppressed = alarm.window.is_some();
         if alarm.shelf.is_none() && !alarm.suppressed {
-            alarm.waiting_since = Some(at);
+            // Nobody could acknowledge it before it was raised: a raise
+            // judged late (a backlog, a backfill, a late occupation) starts
+            // its escalation clock when the engine raised it, not at the
+            // reading's time.
+            alarm.waiting_since = Some(at.max(self.clock));
         }
         alarm
     }

@@ -235,6 +235,13 @@ impl Forecasting {
                         job.stage = "saved; forecasting".into();
                         job.validation_mae = Some(info.validation_mae);
                     }
+                    Err(err) if this.stopping.load(Relaxed) => {
+                        // Shutting down: not a failure anyone must act on.
+                        tracing::info!(id, "training stopped by shutdown: {err:#}");
+                        job.state = TrainState::Failed;
+                        job.stage = "stopped by shutdown".into();
+                        job.error = Some("stopped by shutdown; start it again".into());
+                    }
                     Err(err) => {
                         tracing::error!(id, "training failed: {err:#}");
                         job.state = TrainState::Failed;

@@ -493,6 +493,7 @@ impl Gateway {
         let (acks_tx, acks) = tokio::sync::mpsc::unbounded_channel();
         let eventloop = tokio::spawn(async move {
             let mut connected = Some(connected_tx);
+            let mut attempts = 0;
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -504,6 +505,15 @@ impl Gateway {
                         let _ = acks_tx.send(());
                     }
                     Ok(_) => {}
+                    // Before its first CONNACK a gateway tries again, as a
+                    // real one does (the next poll reconnects); once
+                    // connected, a closed connection ends the loop, which
+                    // `is_connected` reports.
+                    Err(err) if connected.is_some() && attempts < 3 => {
+                        attempts += 1;
+                        eprintln!("gateway: connecting failed ({err}); trying again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                     Err(_) => return,
                 }
             }

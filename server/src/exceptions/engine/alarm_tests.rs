@@ -375,6 +375,36 @@ fn unacknowledged_exceptions_escalate_by_priority_until_the_levels_run_out() {
     );
 }
 
+/// A raise judged late (a backlog, a demo backfill, an occupation derived
+/// after the fact) carries its reading's time, hours ago: nobody could
+/// have acknowledged it then, so it escalates only once it has waited the
+/// policy's time since the engine raised it.
+#[test]
+fn a_raise_judged_late_escalates_from_when_it_was_raised() {
+    let escalation = Escalation {
+        after_s: [None, Some(1_800.0), Some(300.0)],
+        levels: 2,
+    };
+    let mut engine = engine(escalation);
+    let mut out = Vec::new();
+    engine.tick(at(4.0 * 3_600.0), &mut out);
+    read(&mut engine, 0.0, "T1/relay_voltage", 0.5, &mut out); // high, 4 h old
+    for s in [
+        4.0 * 3_600.0 + 1.0,
+        4.0 * 3_600.0 + 299.0,
+        4.0 * 3_600.0 + 300.0,
+    ] {
+        engine.tick(at(s), &mut out);
+    }
+    assert_eq!(
+        lines(&out),
+        [
+            "0 raised T1/relay_voltage high announced 0",
+            "14700 escalated T1/relay_voltage high announced 1",
+        ]
+    );
+}
+
 #[test]
 fn acknowledging_or_shelving_stops_the_escalation_clock() {
     let escalation = Escalation {
