@@ -10,9 +10,10 @@ use trackside_wire::{
     AckRequest, ApiError, AuditEntry, CertificateRequest, ChannelInfo, ChannelOwner,
     ChannelReassigned, ExceptionInfo, Forecast, ForecastStatus, GatewayCertificateFiles,
     GatewayCredentialInfo, GatewayInfo, History, IssuedGatewayPassword, IssuedPassword,
-    IssuedToken, Layout, LayoutRejected, LinkSignInRequest, Me, Movements, NewGateway, NewShelf,
-    NewToken, NewUser, PasswordChange, Replay, ShelfInfo, SignInRequest, TokenInfo, TrainJob,
-    TrainRequest, UserChange, UserInfo, YardInfo,
+    IssuedToken, Layout, LayoutRejected, LinkSignInRequest, MaintenanceWindowInfo, Me, Movements,
+    NewGateway, NewMaintenanceWindow, NewShelf, NewToken, NewUser, PasswordChange, PriorityMix,
+    Replay, ShelfInfo, SignInRequest, TokenInfo, TrainJob, TrainRequest, UserChange, UserInfo,
+    YardInfo,
 };
 
 /// Why a request gave no usable answer.
@@ -121,6 +122,43 @@ pub async fn shelve(request: &NewShelf) -> Result<ShelfInfo, ApiFailure> {
 pub async fn unshelve(id: i64) -> Result<ShelfInfo, ApiFailure> {
     let url = format!("/api/shelves/{id}/end");
     send(Method::POST, "/api/shelves/{id}/end", &url, None::<&()>).await
+}
+
+/// Maintenance windows planned, active, and ended in the last 7 days.
+pub async fn maintenance_windows() -> Result<Vec<MaintenanceWindowInfo>, ApiFailure> {
+    get_json("/api/maintenance").await
+}
+
+/// The maintenance windows that overlap `from`..`to` (Unix ms).
+pub async fn maintenance_between(
+    from: i64,
+    to: i64,
+) -> Result<Vec<MaintenanceWindowInfo>, ApiFailure> {
+    let url = format!("/api/maintenance?from={from}&to={to}");
+    get_json_at("/api/maintenance", &url).await
+}
+
+pub async fn plan_window(
+    request: &NewMaintenanceWindow,
+) -> Result<MaintenanceWindowInfo, ApiFailure> {
+    send(
+        Method::POST,
+        "/api/maintenance",
+        "/api/maintenance",
+        Some(request),
+    )
+    .await
+}
+
+pub async fn end_window(id: i64) -> Result<MaintenanceWindowInfo, ApiFailure> {
+    let url = format!("/api/maintenance/{id}/end");
+    send(Method::POST, "/api/maintenance/{id}/end", &url, None::<&()>).await
+}
+
+/// How the exceptions of the last `days` split by priority.
+pub async fn priority_mix(days: u32) -> Result<PriorityMix, ApiFailure> {
+    let url = format!("/api/exceptions/mix?days={days}");
+    get_json_at("/api/exceptions/mix", &url).await
 }
 
 /// The yard's layout, or the server's word on why it has none (its 404).

@@ -22,6 +22,7 @@ mod fields;
 mod header;
 mod health;
 mod history;
+mod maintenance;
 mod perf;
 mod session;
 mod time;
@@ -41,6 +42,7 @@ use crate::feed::{Connection, Event, Feed, Subscription};
 use crate::header::Header;
 use crate::health::{Health, HealthPage};
 use crate::history::HistoryPage;
+use crate::maintenance::{Maintenance, MaintenancePage};
 use crate::session::{ChoosePasswordPage, Phase, Session, SignInPage, State};
 use crate::time::Clock;
 
@@ -99,6 +101,8 @@ fn Workspace(session: Session) -> impl IntoView {
     let exceptions = Exceptions::new();
     // Shared with the cards, the diagram's panel and the health page.
     let _health = Health::start();
+    // Shared with the diagram, which marks the circuits a window covers.
+    let _maintenance = Maintenance::start();
 
     let snapshot = LocalResource::new(move || load_snapshot(board, clock, yard));
     // After a gap in the feed, what it did not say is fetched again.
@@ -171,6 +175,7 @@ fn Workspace(session: Session) -> impl IntoView {
                 />
                 <Route path=path!("/history") view=move || view! { <HistoryPage board yard clock /> } />
                 <Route path=path!("/exceptions") view=move || view! { <ExceptionsPage exceptions clock yard /> } />
+                <Route path=path!("/maintenance") view=move || view! { <MaintenancePage clock yard /> } />
                 <Route path=path!("/health/:circuit") view=move || view! { <HealthPage clock yard /> } />
             </Routes>
         </Router>
@@ -183,7 +188,7 @@ fn NotFound() -> impl IntoView {
         <main class="board">
             <div class="notice" role="status">
                 <p class="notice-title">"No such page"</p>
-                <p class="notice-text">"Use the links at the top: Diagram, Board, History or Exceptions."</p>
+                <p class="notice-text">"Use the links at the top: Diagram, Board, History, Exceptions or Maintenance."</p>
             </div>
         </main>
     }

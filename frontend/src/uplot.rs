@@ -40,6 +40,23 @@ extern "C" {
     #[wasm_bindgen(method)]
     pub fn destroy(this: &UPlot);
 
+    /// Draws again with the same data (hooks included).
+    #[wasm_bindgen(method)]
+    pub fn redraw(this: &UPlot, rebuild_paths: bool, recalc_axes: bool);
+
+    /// The canvas the hooks draw on.
+    #[wasm_bindgen(method, getter)]
+    pub fn ctx(this: &UPlot) -> web_sys::CanvasRenderingContext2d;
+
+    /// `{left, top, width, height}` of the plot area, in canvas pixels.
+    #[wasm_bindgen(method, getter)]
+    pub fn bbox(this: &UPlot) -> JsValue;
+
+    /// A value of scale `key` as a position, in canvas pixels when
+    /// `canvas_pixels`.
+    #[wasm_bindgen(method, js_name = valToPos)]
+    pub fn val_to_pos(this: &UPlot, value: f64, key: &str, canvas_pixels: bool) -> f64;
+
     /// A `Date` whose local fields read as the wall clock of `zone`, which
     /// is how uPlot places time ticks in a zone other than the browser's.
     #[wasm_bindgen(static_method_of = UPlot, js_class = "uPlot", js_name = tzDate)]

@@ -101,6 +101,25 @@ pub struct MaintenanceWindowInfo {
     pub suppressed: i64,
 }
 
+impl MaintenanceWindowInfo {
+    /// Whether the window covers `circuit`, fed by `gateways` (a gateway
+    /// window covers every circuit the gateway feeds), whatever the time.
+    pub fn covers<'a>(&self, circuit: &str, mut gateways: impl Iterator<Item = &'a str>) -> bool {
+        self.circuits
+            .iter()
+            .any(|p| crate::pattern_matches(p, circuit))
+            || self
+                .gateway
+                .as_deref()
+                .is_some_and(|own| gateways.any(|g| g == own))
+    }
+
+    /// Whether it holds at `at` (Unix ms): from its start, until its end.
+    pub fn holds_at(&self, at: i64) -> bool {
+        self.starts_at <= at && at < self.ends_at
+    }
+}
+
 /// `POST /api/maintenance`: plan a window, or start one now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,4 +191,36 @@ mod tests {
         assert_eq!(Priority::parse("medium"), Some(Priority::Medium));
         assert_eq!(serde_json::to_string(&Priority::High).unwrap(), "\"high\"");
     }
+}
+
+/// `GET /api/exceptions/mix`: how the exceptions raised over a period
+/// split by priority, beside the standard's target, and how many arrived
+/// per hour and per 10 minutes (ISA-18.2's rate and flood measures).
+/// Exceptions raised inside a maintenance window are not counted: nobody
+/// was alarmed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriorityMix {
+    /// Unix ms.
+    pub from: i64,
+    pub to: i64,
+    /// Per priority as raised (before any escalation), most urgent first.
+    pub priorities: Vec<PriorityShare>,
+    pub raised: i64,
+    /// Raised per hour over the period.
+    pub per_hour: f64,
+    /// The most raised in any 10 minutes.
+    pub peak_10min: i64,
+    /// The share of the period's 10-minute intervals with more than 10
+    /// raised: the standard's flood, more than one operator can handle.
+    pub flood_share: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriorityShare {
+    pub priority: Priority,
+    pub raised: i64,
+    /// Of all raised in the period; absent when none were.
+    pub share: Option<f64>,
+    /// [`Priority::target_share`].
+    pub target: f64,
 }

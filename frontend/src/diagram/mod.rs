@@ -15,7 +15,7 @@ mod panel;
 mod replay;
 mod view;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
@@ -204,6 +204,47 @@ fn Diagram(
         replayer.load(ReplayQuery::around(at), shown);
     });
 
+    // The circuits a maintenance window covers at the instant shown: now
+    // live, the replay's cursor in replay (with the windows of its range,
+    // which may be older than the store's week).
+    let maintenance = expect_context::<crate::maintenance::Maintenance>();
+    let replay_windows = RwSignal::new(Vec::new());
+    Effect::new(move |_| {
+        if let Some((from, to)) = replayer.range.get() {
+            leptos::task::spawn_local(async move {
+                if let Ok(list) = api::maintenance_between(from, to).await {
+                    replay_windows.set(list);
+                }
+            });
+        }
+    });
+    let circuit_ids: Vec<String> = layout.circuits.iter().map(|c| c.id.clone()).collect();
+    let under_maintenance = Memo::new(move |_| {
+        let (windows, at) = match mode.get() {
+            Mode::Live => (maintenance.windows(), clock.now()),
+            Mode::Replay => (replay_windows.get(), replayer.cursor.get()),
+        };
+        if windows.is_empty() {
+            return HashSet::new();
+        }
+        circuit_ids
+            .iter()
+            .filter(|circuit| {
+                // Untracked: every reading must not recompute this.
+                let gateways = untrack(|| {
+                    board
+                        .circuit(circuit)
+                        .map(|c| c.gateways())
+                        .unwrap_or_default()
+                });
+                crate::maintenance::covering(&windows, circuit, &gateways, at)
+                    .next()
+                    .is_some()
+            })
+            .cloned()
+            .collect::<HashSet<String>>()
+    });
+
     let panel_layout = layout.clone();
     let panel = move || {
         selected.get().map(|circuit| {
@@ -253,7 +294,7 @@ fn Diagram(
                 <Legend />
             </div>
             <div class="diagram-main">
-                <Schematic layout shown selected />
+                <Schematic layout shown selected under_maintenance />
                 {panel}
             </div>
             <Show when=move || mode.get() == Mode::Replay>

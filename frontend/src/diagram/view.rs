@@ -4,7 +4,7 @@
 //!
 //! The `data-*` attributes are the browser tests' hooks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use leptos::prelude::*;
 use trackside_wire::{Facing, Layout, Severity};
@@ -26,6 +26,8 @@ pub fn Schematic(
     layout: Layout,
     shown: ShownSignals,
     selected: RwSignal<Option<String>>,
+    /// Circuits a maintenance window covers at the instant shown.
+    under_maintenance: Memo<HashSet<String>>,
 ) -> impl IntoView {
     let full = Viewport::fit(bounds(&layout));
     let view = RwSignal::new(full);
@@ -119,10 +121,15 @@ pub fn Schematic(
                 let circuit = circuit.clone();
                 move || selected.with(|s| s.as_deref() == Some(circuit.as_str()))
             };
+            let in_maintenance = {
+                let circuit = circuit.clone();
+                move || under_maintenance.with(|m| m.contains(&circuit))
+            };
             view! {
                 <g
                     class="section"
                     class:selected=is_selected
+                    class:maintenance=in_maintenance
                     data-circuit=circuit.clone()
                     data-section=section.id.clone()
                     data-state=move || state.map_or("unknown", |s| s.get().state.as_str())
@@ -161,9 +168,24 @@ pub fn Schematic(
                     })
                 })
             };
+            let in_maintenance = {
+                let circuit = circuit.clone();
+                move || under_maintenance.with(|m| m.contains(&circuit))
+            };
             view! {
                 <text class="circuit-label" x=x y=y - 14.0 text-anchor="middle">
                     {circuit.clone()}
+                </text>
+                <text
+                    class="circuit-maintenance"
+                    data-maintenance-of=circuit.clone()
+                    x=x
+                    y=y - 34.0
+                    text-anchor="middle"
+                    style:display=move || if in_maintenance() { "inline" } else { "none" }
+                >
+                    <title>"Under a maintenance window: its exceptions are recorded as suppressed"</title>
+                    "MAINT"
                 </text>
                 <text
                     class="circuit-health"
@@ -321,6 +343,15 @@ pub fn Legend() -> impl IntoView {
                     </text>
                 </svg>
                 <span>"Health"</span>
+            </li>
+            <li class="legend-item" title="Under a maintenance window: exceptions are recorded as suppressed, not announced">
+                <svg class="swatch" viewBox="0 -4 40 20" aria-hidden="true">
+                    <g class="section maintenance" data-state="clear">
+                        <polyline class="hit" points="2,6 38,6" />
+                        <polyline class="track" points="2,6 38,6" />
+                    </g>
+                </svg>
+                <span>"Maintenance"</span>
             </li>
         </ul>
     }

@@ -8,6 +8,7 @@
 //! The `data-*` attributes are the browser tests' hooks (frontend/README.md).
 
 mod ack_dialog;
+mod mix;
 mod model;
 mod shelving;
 
@@ -15,6 +16,7 @@ use leptos::prelude::*;
 use trackside_wire::{ExceptionInfo, Priority, Role, Severity, YardInfo};
 
 use self::ack_dialog::AckDialog;
+use self::mix::PriorityMixPanel;
 pub use self::model::Exceptions;
 use self::model::{Filter, Show, progress};
 use self::shelving::{ShelveDialog, ShelvesPanel, time_left, yard_time};
@@ -80,6 +82,7 @@ pub fn ExceptionsPage(
 
     view! {
         <main class="exceptions-page">
+            <PriorityMixPanel />
             <section class="filters" aria-label="Filters">
                 <label class="filter">
                     <span class="filter-label">"Show"</span>

@@ -55,6 +55,13 @@ pub struct Frame {
 /// how many points it has.
 type FirstDraw = Rc<std::cell::Cell<Option<(u64, usize)>>>;
 
+/// Time spans (Unix ms) shaded behind the series.
+type Spans = Rc<std::cell::RefCell<Vec<(i64, i64)>>>;
+
+/// Maintenance shading: the colour of `--maintenance`, faint enough for
+/// the lines to stay readable over it.
+const MAINTENANCE_FILL: &str = "rgba(79, 196, 207, 0.13)";
+
 /// A live uPlot and the Rust closures its options call, which must live as
 /// long as it does.
 struct Live {
@@ -77,6 +84,9 @@ pub fn Chart(
     on_zoom_out: Callback<()>,
     /// The plot's width in CSS pixels, for the page's `points`.
     width: RwSignal<f64>,
+    /// Maintenance windows over the charted circuits (Unix ms spans),
+    /// shaded behind the series.
+    maintenance: Signal<Vec<(i64, i64)>>,
 ) -> impl IntoView {
     let target = NodeRef::<Div>::new();
     // Arena-held and local (a uPlot is a JS object): dropped, and so
@@ -86,6 +96,20 @@ pub fn Chart(
     // its points: the draw hook marks `history:drawn` with it (crate::perf).
     let first_draw: FirstDraw = Rc::new(std::cell::Cell::new(None));
     let drawn_request = StoredValue::new(0u64);
+    // Read by the chart's drawClear hook, so a change repaints without a
+    // rebuild.
+    let spans: Spans = Rc::new(std::cell::RefCell::new(Vec::new()));
+    {
+        let spans = spans.clone();
+        Effect::new(move |_| {
+            *spans.borrow_mut() = maintenance.get();
+            chart.with_value(|live| {
+                if let Some(live) = live {
+                    live.plot.redraw(false, false);
+                }
+            });
+        });
+    }
 
     // Measure before the first request, and follow window resizes; a few
     // pixels (a scrollbar appearing) are not worth another request.
@@ -125,7 +149,14 @@ pub fn Chart(
                 live.take();
                 if let Some(shape) = &shape {
                     let width = f64::from(el.client_width()).max(300.0);
-                    *live = Some(build(shape, width, &el, on_zoom, first_draw.clone()));
+                    *live = Some(build(
+                        shape,
+                        width,
+                        &el,
+                        on_zoom,
+                        first_draw.clone(),
+                        spans.clone(),
+                    ));
                 }
             });
         }
@@ -228,6 +259,7 @@ fn build(
     target: &web_sys::HtmlElement,
     on_zoom: Callback<Range>,
     first_draw: FirstDraw,
+    spans: Spans,
 ) -> Live {
     let mut callbacks: Vec<Box<dyn std::any::Any>> = Vec::new();
     let text = "#93a1b1";
@@ -511,15 +543,51 @@ fn build(
             );
         }
     });
+    // After the canvas is cleared, before the series: the maintenance
+    // windows as full-height bands, clipped to the plot area.
+    let on_clear = Closure::<dyn Fn(UPlot)>::new(move |u: UPlot| {
+        let spans = spans.borrow();
+        if spans.is_empty() {
+            return;
+        }
+        let bbox = u.bbox();
+        let number = |key: &str| {
+            Reflect::get(&bbox, &key.into())
+                .ok()
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0)
+        };
+        let (left, top, width, height) = (
+            number("left"),
+            number("top"),
+            number("width"),
+            number("height"),
+        );
+        let ctx = u.ctx();
+        ctx.save();
+        ctx.set_fill_style_str(MAINTENANCE_FILL);
+        for &(from, to) in spans.iter() {
+            let x0 = u
+                .val_to_pos(from as f64, "x", true)
+                .clamp(left, left + width);
+            let x1 = u.val_to_pos(to as f64, "x", true).clamp(left, left + width);
+            if x1 > x0 {
+                ctx.fill_rect(x0, top, x1 - x0, height);
+            }
+        }
+        ctx.restore();
+    });
     set(
         &options,
         "hooks",
         object(&[
             ("setSelect", Array::of1(on_select.as_ref()).into()),
+            ("drawClear", Array::of1(on_clear.as_ref()).into()),
             ("draw", Array::of1(on_draw.as_ref()).into()),
         ]),
     );
     callbacks.push(Box::new(on_select));
+    callbacks.push(Box::new(on_clear));
     callbacks.push(Box::new(on_draw));
 
     let empty = Array::new();

@@ -16,7 +16,9 @@ use std::collections::HashMap;
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
-use trackside_wire::{History, HistorySource, Reading, ServerMessage, YardInfo};
+use trackside_wire::{
+    History, HistorySource, MaintenanceWindowInfo, Reading, ServerMessage, YardInfo,
+};
 
 use self::chart::{Chart, Frame, Shape, colour};
 use self::export::ExportBar;
@@ -373,6 +375,50 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
     let on_zoom_out = Callback::new(move |()| zoom_out());
 
     let requested = move || loaded.with(|l| l.as_ref().map(|l| l.range));
+
+    // Maintenance windows over the charted circuits, for the range shown:
+    // asked for again when the range or the channels change.
+    let windows = RwSignal::new(Vec::<MaintenanceWindowInfo>::new());
+    Effect::new(move |_| {
+        let Some(range) = requested() else {
+            windows.set(Vec::new());
+            return;
+        };
+        let circuits: Vec<(String, Vec<String>)> = charted.with(|channels| {
+            let mut circuits: Vec<String> = channels
+                .iter()
+                .filter_map(|c| c.split_once('/').map(|(circuit, _)| circuit.to_owned()))
+                .collect();
+            circuits.sort();
+            circuits.dedup();
+            circuits
+                .into_iter()
+                .map(|c| {
+                    // Untracked: the board's readings must not refetch.
+                    let gateways =
+                        untrack(|| board.circuit(&c).map(|x| x.gateways()).unwrap_or_default());
+                    (c, gateways)
+                })
+                .collect()
+        });
+        leptos::task::spawn_local(async move {
+            let Ok(list) = api::maintenance_between(range.from, range.to).await else {
+                return;
+            };
+            windows.set(
+                list.into_iter()
+                    .filter(|w| {
+                        circuits.iter().any(|(circuit, gateways)| {
+                            w.covers(circuit, gateways.iter().map(String::as_str))
+                        })
+                    })
+                    .collect(),
+            );
+        });
+    });
+    let maintenance_spans = Signal::derive(move || {
+        windows.with(|list| list.iter().map(|w| (w.starts_at, w.ends_at)).collect())
+    });
     let has_data = Signal::derive(move || {
         loaded.with(|l| {
             l.as_ref()
@@ -403,7 +449,7 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
                                 .with(|f| f.iter().filter_map(|(_, s)| s.t.last().copied()).max())
                         }
                     >
-                        <Chart shape frame on_zoom on_zoom_out width />
+                        <Chart shape frame on_zoom on_zoom_out width maintenance=maintenance_spans />
                         <ChartNotice status has_data />
                     </div>
                     <p class="chart-caption">
@@ -412,6 +458,7 @@ pub fn HistoryPage(board: Board, yard: RwSignal<Option<YardInfo>>, clock: Clock)
                             "Drag across the chart to zoom in · double-click to zoom out"
                         </span>
                     </p>
+                    <MaintenanceInView windows zone />
                 </div>
                 <ExportBar state clock />
                 <ForecastPanel channels=charted data=forecast_data clock zone />
@@ -752,5 +799,44 @@ fn ChannelPicker(board: Board, state: RwSignal<PageState>) -> impl IntoView {
                 />
             </ul>
         </aside>
+    }
+}
+
+/// The maintenance windows shaded on the chart, in words: what they cover,
+/// why, and when on the yard's clock (UTC on hover).
+#[component]
+fn MaintenanceInView(
+    windows: RwSignal<Vec<MaintenanceWindowInfo>>,
+    zone: Memo<Option<String>>,
+) -> impl IntoView {
+    let when = move |ms: i64| {
+        zone.with(|z| z.as_deref().and_then(|z| zoned_stamp(ms, z)))
+            .unwrap_or_else(|| utc_beside(ms))
+    };
+    move || {
+        let list = windows.get();
+        (!list.is_empty()).then(|| {
+            view! {
+                <ul class="chart-maintenance" data-testid="chart-maintenance" aria-label="Maintenance windows in view">
+                    {list
+                        .into_iter()
+                        .map(|w| {
+                            let (from, to) = (w.starts_at, w.ends_at);
+                            view! {
+                                <li data-window-id=w.id>
+                                    <span class="maintenance-swatch" aria-hidden="true"></span>
+                                    <strong>{format!("Maintenance {}", crate::maintenance::scope(&w))}</strong>
+                                    {format!(" — {} · ", w.reason)}
+                                    <span title=format!("{} to {}", utc_beside(from), utc_beside(to))>
+                                        {format!("{} to {}", when(from), when(to))}
+                                    </span>
+                                    {format!(" · {} suppressed", w.suppressed)}
+                                </li>
+                            }
+                        })
+                        .collect_view()}
+                </ul>
+            }
+        })
     }
 }

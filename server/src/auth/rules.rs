@@ -66,6 +66,7 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/ws", VIEWER),
     rule("GET", "/api/exceptions", VIEWER),
     rule("GET", "/api/exceptions/{id}", VIEWER),
+    rule("GET", "/api/exceptions/mix", VIEWER),
     rule("GET", "/api/rules", VIEWER),
     rule("GET", "/api/history", VIEWER),
     rule("GET", "/api/export.csv", VIEWER),

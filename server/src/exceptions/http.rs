@@ -6,7 +6,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::DateTime;
 use serde::Deserialize;
-use trackside_wire::{AckRequest, ExceptionDetail, ExceptionInfo, Priority, Rule, Severity};
+use trackside_wire::{
+    AckRequest, ExceptionDetail, ExceptionInfo, Priority, PriorityMix, Rule, Severity,
+};
 
 use super::AckFailure;
 use super::store::{self, Filter};
@@ -23,6 +25,7 @@ const AUDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/exceptions", get(list))
+        .route("/api/exceptions/mix", get(mix))
         .route("/api/exceptions/{id}", get(detail))
         .route("/api/exceptions/{id}/ack", post(acknowledge))
         .route("/api/rules", get(rules))
@@ -119,6 +122,34 @@ async fn list(
     };
     let list = store::list(&state.pool, &filter).await?;
     Ok(Json(list))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MixQuery {
+    days: Option<i64>,
+}
+
+/// The longest period the priority mix looks over.
+const MAX_MIX_DAYS: i64 = 90;
+
+async fn mix(
+    State(state): State<AppState>,
+    query: Result<Query<MixQuery>, QueryRejection>,
+) -> Result<Json<PriorityMix>, AppError> {
+    let days = query
+        .map_err(|e| AppError::BadRequest(format!("{}; use ?days=7", e.body_text())))?
+        .0
+        .days
+        .unwrap_or(7);
+    if !(1..=MAX_MIX_DAYS).contains(&days) {
+        return Err(AppError::BadRequest(format!(
+            "days: from 1 to {MAX_MIX_DAYS}"
+        )));
+    }
+    let to = chrono::Utc::now().timestamp_millis();
+    let from = to - days * 86_400_000;
+    Ok(Json(store::priority_mix(&state.pool, from, to).await?))
 }
 
 fn exception_id(path: Result<Path<i64>, PathRejection>) -> Result<i64, AppError> {

@@ -6,11 +6,12 @@
 //! restart), audited, and then handed to the engine, which suppresses
 //! what is raised under it and releases what is still active at its end.
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
+use serde::Deserialize;
 use trackside_wire::{MaintenanceWindowInfo, NewMaintenanceWindow};
 
 use super::store;
@@ -27,8 +28,10 @@ const MAX_LENGTH_MS: i64 = 7 * 24 * 3_600_000;
 const MAX_AHEAD_MS: i64 = 90 * 24 * 3_600_000;
 /// A start this far in the past still counts as "now" (clock skew).
 const SKEW_MS: i64 = 60_000;
-/// Ended windows listed, for the history chart and the day's record.
+/// Ended windows listed by default, for the day's record.
 const RECENT_MS: i64 = 7 * 24 * 3_600_000;
+/// The longest range asked for at once: a history chart's year and a bit.
+const MAX_LIST_DAYS: i64 = 400;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -36,10 +39,43 @@ pub fn router() -> Router<AppState> {
         .route("/api/maintenance/{id}/end", post(end))
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Vec<MaintenanceWindowInfo>>, AppError> {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+/// The windows that overlap `from`..`to` (the history chart's range), or
+/// by default those planned, active, and ended in the last 7 days.
+async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<MaintenanceWindowInfo>>, AppError> {
+    let Query(query) = query.map_err(|e| {
+        AppError::BadRequest(format!(
+            "{}; filters: from and to (Unix ms), at most {MAX_LIST_DAYS} days apart",
+            e.body_text()
+        ))
+    })?;
     let now = Utc::now().timestamp_millis();
+    let from = query.from.unwrap_or(now - RECENT_MS);
+    if let Some(to) = query.to
+        && !(from < to && to - from <= MAX_LIST_DAYS * 86_400_000)
+    {
+        return Err(AppError::BadRequest(format!(
+            "to must be after from, and at most {MAX_LIST_DAYS} days after it"
+        )));
+    }
+    if chrono::DateTime::from_timestamp_millis(from).is_none()
+        || query
+            .to
+            .is_some_and(|to| chrono::DateTime::from_timestamp_millis(to).is_none())
+    {
+        return Err(AppError::BadRequest("from and to: Unix ms in range".into()));
+    }
     Ok(Json(
-        store::list_windows(&state.pool, now, RECENT_MS).await?,
+        store::list_windows(&state.pool, now, from, query.to).await?,
     ))
 }
 

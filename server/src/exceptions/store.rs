@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use trackside_wire::{
     Criticality, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind,
-    MaintenanceWindowInfo, NewMaintenanceWindow, Priority, Severity, ShelfInfo, TransitionInfo,
-    TransitionKind, WindowState,
+    MaintenanceWindowInfo, NewMaintenanceWindow, Priority, PriorityMix, PriorityShare, Severity,
+    ShelfInfo, TransitionInfo, TransitionKind, WindowState,
 };
 
 use super::engine::Key;
@@ -507,17 +507,78 @@ pub async fn end_window(
 pub async fn list_windows(
     pool: &PgPool,
     now: i64,
-    recent_ms: i64,
+    from: i64,
+    to: Option<i64>,
 ) -> anyhow::Result<Vec<MaintenanceWindowInfo>> {
-    let since = DateTime::<Utc>::from_timestamp_millis(now - recent_ms).context("time")?;
+    let time = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).context("time");
     let rows: Vec<WindowRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {WINDOW_COLUMNS} FROM maintenance_windows w WHERE w.ends_at >= $1
-         ORDER BY w.starts_at, w.id LIMIT 1000"
+        "SELECT {WINDOW_COLUMNS} FROM maintenance_windows w
+         WHERE w.ends_at >= $1 AND ($2::timestamptz IS NULL OR w.starts_at <= $2)
+         ORDER BY w.starts_at, w.id LIMIT {MAX_WINDOWS_LISTED}"
     )))
-    .bind(since)
+    .bind(time(from)?)
+    .bind(to.map(time).transpose()?)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(|r| window_info(r, now)).collect())
+}
+
+/// At most this many windows in one answer.
+pub const MAX_WINDOWS_LISTED: usize = 1_000;
+
+/// The exceptions raised from `from` to `to` (Unix ms) outside maintenance
+/// windows, by the priority they were raised with, and by 10 minutes.
+pub async fn priority_mix(pool: &PgPool, from: i64, to: i64) -> anyhow::Result<PriorityMix> {
+    let time = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).context("time");
+    let (start, end) = (time(from)?, time(to)?);
+    let by_priority: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT base_priority, count(*) FROM exceptions
+         WHERE raised_at >= $1 AND raised_at < $2 AND NOT suppressed
+         GROUP BY base_priority",
+    )
+    .bind(start)
+    .bind(end)
+    .fetch_all(pool)
+    .await
+    .context("counting exceptions by priority")?;
+    let (peak, flooded): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT max(raised), count(*) FILTER (WHERE raised > 10) FROM (
+             SELECT count(*) AS raised FROM exceptions
+             WHERE raised_at >= $1 AND raised_at < $2 AND NOT suppressed
+             GROUP BY date_bin('10 minutes', raised_at, $1)) AS intervals",
+    )
+    .bind(start)
+    .bind(end)
+    .fetch_one(pool)
+    .await
+    .context("counting exceptions by 10 minutes")?;
+    let raised: i64 = by_priority.iter().map(|(_, n)| n).sum();
+    let priorities = Priority::ALL
+        .into_iter()
+        .map(|priority| {
+            let count = by_priority
+                .iter()
+                .find(|(p, _)| p == priority.as_str())
+                .map_or(0, |(_, n)| *n);
+            PriorityShare {
+                priority,
+                raised: count,
+                share: (raised > 0).then(|| count as f64 / raised as f64),
+                target: priority.target_share(),
+            }
+        })
+        .collect();
+    let span_ms = (to - from).max(1) as f64;
+    let intervals = (span_ms / 600_000.0).ceil().max(1.0);
+    Ok(PriorityMix {
+        from,
+        to,
+        priorities,
+        raised,
+        per_hour: raised as f64 * 3_600_000.0 / span_ms,
+        peak_10min: peak.unwrap_or(0),
+        flood_share: flooded as f64 / intervals,
+    })
 }
 
 /// The windows the engine must know at start: those not ended.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use trackside_wire::{
-    Criticality, MaintenanceWindowInfo, Priority, Role, TransitionKind, WindowState,
+    Criticality, MaintenanceWindowInfo, Priority, PriorityMix, Role, TransitionKind, WindowState,
 };
 
 use crate::exceptions::{ack, batch, exception_frame, exceptions, fast_config, now_ms};
@@ -135,6 +135,51 @@ async fn priority_comes_from_the_layout_and_ranks_the_list() {
         metric("trackside_exceptions_priority_target_share{priority=\"high\"}").await,
         0.05
     );
+
+    // The same mix over a period, from the stored exceptions, for the
+    // exceptions page's panel.
+    let (status, mix) = as_operator(
+        &server,
+        reqwest::Method::GET,
+        "/api/exceptions/mix?days=1",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{mix}");
+    let mix: PriorityMix = serde_json::from_value(mix).expect("a priority mix");
+    let counts: Vec<(Priority, i64, f64)> = mix
+        .priorities
+        .iter()
+        .map(|p| (p.priority, p.raised, p.target))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (Priority::High, 2, 0.05),
+            (Priority::Medium, 0, 0.15),
+            (Priority::Low, 1, 0.80)
+        ]
+    );
+    assert_eq!((mix.raised, mix.flood_share), (3, 0.0));
+    // Raised within a second: in one 10-minute interval, or two when a
+    // boundary falls between them.
+    assert!((2..=3).contains(&mix.peak_10min), "{}", mix.peak_10min);
+    assert_eq!(mix.priorities[0].share, Some(2.0 / 3.0));
+    assert!((mix.per_hour - 3.0 / 24.0).abs() < 1e-9, "{}", mix.per_hour);
+    for bad in ["?days=0", "?days=91", "?days=week", "?weeks=1"] {
+        let (status, body) = as_operator(
+            &server,
+            reqwest::Method::GET,
+            &format!("/api/exceptions/mix{bad}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains("days")),
+            "{bad}: {body}"
+        );
+    }
 }
 
 /// `method path` with an operator's API token.
@@ -267,6 +312,45 @@ async fn a_maintenance_window_suppresses_its_circuits_and_releases_them_at_its_e
     let list: Vec<MaintenanceWindowInfo> = serde_json::from_value(list).expect("windows");
     assert_eq!(list.len(), 1);
     assert_eq!((list[0].state, list[0].suppressed), (WindowState::Ended, 1));
+
+    // The history chart asks for the windows over its range.
+    let (starts, ends) = (list[0].starts_at, list[0].ends_at);
+    let windows_between = |from: i64, to: i64| {
+        let path = format!("/api/maintenance?from={from}&to={to}");
+        let server = &server;
+        async move {
+            let (status, list) = as_operator(server, reqwest::Method::GET, &path, None).await;
+            assert_eq!(status, 200, "{path}: {list}");
+            serde_json::from_value::<Vec<MaintenanceWindowInfo>>(list).expect("windows")
+        }
+    };
+    assert_eq!(windows_between(starts - 60_000, starts + 1).await.len(), 1);
+    assert_eq!(windows_between(ends, ends + 60_000).await.len(), 1);
+    assert!(
+        windows_between(starts - 120_000, starts - 60_000)
+            .await
+            .is_empty()
+    );
+    assert!(windows_between(ends + 1, ends + 60_000).await.is_empty());
+    for bad in [
+        format!("?from={ends}&to={starts}"),
+        format!("?from=0&to={}", 401 * 86_400_000_i64),
+        "?from=soon".to_owned(),
+        "?since=1".to_owned(),
+    ] {
+        let (status, body) = as_operator(
+            &server,
+            reqwest::Method::GET,
+            &format!("/api/maintenance{bad}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains("from")),
+            "{bad}: {body}"
+        );
+    }
 
     let actions: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT action, actor FROM audit_log WHERE action LIKE 'maintenance.%' ORDER BY id",

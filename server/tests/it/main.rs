@@ -23,6 +23,7 @@ mod history_page;
 mod http;
 mod ingest;
 mod live;
+mod maintenance_page;
 mod outage;
 mod reconnect;
 mod rollup;
