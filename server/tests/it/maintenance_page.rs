@@ -151,6 +151,62 @@ async fn an_operator_plans_a_window_the_diagram_and_chart_show_it() {
             .filter(|t| t.contains("Maintenance A") && t.contains("Rail grinding, WO 4711"))
     })
     .await;
+    // A window planned ahead, charted over a fixed range around it: its
+    // band is painted on the canvas, behind the series.
+    let t = now_ms();
+    let (status, planned) = crate::alarms::as_operator(
+        &server,
+        reqwest::Method::POST,
+        "/api/maintenance",
+        Some(serde_json::json!({
+            "circuits": ["A"], "reason": "Tamping",
+            "starts_at": t + 3_600_000, "ends_at": t + 7_200_000
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{planned}");
+    client
+        .goto(&server.url(&format!(
+            "/history?channels=A/relay_voltage&from={t}&to={}",
+            t + 3 * 3_600_000
+        )))
+        .await
+        .expect("open the history ahead");
+    eventually("the planned window listed", || async {
+        text(&client, "[data-testid=chart-maintenance]")
+            .await
+            .filter(|t| t.contains("Tamping"))
+    })
+    .await;
+    // Mean green of a 20 px square of the plot canvas at a fraction of
+    // its width: the band spans a third to two thirds of the plot.
+    let green_at = |fraction: f64| {
+        let client = &client;
+        async move {
+            let script = format!(
+                "const c = document.querySelector('[data-testid=history-chart] canvas');
+                 const x = Math.round(c.width * {fraction}), y = Math.round(c.height * 0.4);
+                 const d = c.getContext('2d').getImageData(x, y, 20, 20).data;
+                 let g = 0; for (let i = 1; i < d.length; i += 4) g += d[i];
+                 return g / (d.length / 4);"
+            );
+            client
+                .execute(&script, Vec::new())
+                .await
+                .expect("read the canvas")
+                .as_f64()
+                .unwrap_or_default()
+        }
+    };
+    let (inside, outside) = eventually("the band painted", || async {
+        let (inside, outside) = (green_at(0.5).await, green_at(0.9).await);
+        (inside > outside + 8.0).then_some((inside, outside))
+    })
+    .await;
+    assert!(inside > outside, "{inside} vs {outside}");
+    if let Ok(png) = client.screenshot().await {
+        screenshot_to("maintenance-history.png", png);
+    }
     // B's chart has no window.
     client
         .goto(&server.url("/history?channels=B/relay_voltage&span=3600000&live=1"))
@@ -188,10 +244,17 @@ async fn an_operator_plans_a_window_the_diagram_and_chart_show_it() {
 
     // Ended from the page: it moves to the ended list.
     click(&client, "nav a[href='/maintenance']").await;
-    click(
-        &client,
-        "[data-testid=windows-active] [data-testid=end-window]",
-    )
+    // The lists re-render when the page's fetch lands: click what is there
+    // then, again if the row was replaced under the pointer.
+    eventually("End now clicked", || async {
+        let button = client
+            .find(Locator::Css(
+                "[data-testid=windows-active] [data-testid=end-window]",
+            ))
+            .await
+            .ok()?;
+        button.click().await.ok()
+    })
     .await;
     wait_for_text(
         &client,
@@ -199,10 +262,11 @@ async fn an_operator_plans_a_window_the_diagram_and_chart_show_it() {
         "A",
     )
     .await;
-    let ended_by: (Option<String>,) = sqlx::query_as("SELECT ended_by FROM maintenance_windows")
-        .fetch_one(&server.pool)
-        .await
-        .expect("the ended window");
+    let ended_by: (Option<String>,) =
+        sqlx::query_as("SELECT ended_by FROM maintenance_windows WHERE reason LIKE 'Rail%'")
+            .fetch_one(&server.pool)
+            .await
+            .expect("the ended window");
     assert_eq!(ended_by.0.as_deref(), Some("Otto Operator"));
 }
 
