@@ -68,7 +68,6 @@ pub async fn run<S>(
     let gateway = match admit(&connect, certified.as_deref(), shared).await {
         Ok(gateway) => gateway,
         Err(refusal) => {
-            shared.metrics.mqtt_refused_connects.fetch_add(1, Relaxed);
             tracing::warn!(
                 %peer,
                 listener,
