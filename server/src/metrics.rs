@@ -14,8 +14,8 @@ use crate::reading::RejectionKind;
 pub struct Metrics {
     pub mqtt_messages: AtomicU64,
     pub mqtt_refused_connects: AtomicU64,
-    /// Publishes the broker refused, disconnecting the client: on the TLS
-    /// listener, a topic outside the certificate's `/tenants/{id}/`.
+    /// Publishes refused by closing the connection: too large for the
+    /// front, or refused by the broker behind it.
     pub mqtt_refused_publishes: AtomicU64,
     /// Times the ingest link fell a whole broker log behind and skipped to
     /// the oldest segment still held: those publishes never reached ingest.
@@ -204,7 +204,7 @@ impl Metrics {
         );
         counter(
             "trackside_mqtt_refused_publishes_total",
-            "Publishes the broker refused by closing the connection (on the TLS listener: a topic outside the certificate's /tenants/{id}/).",
+            "Publishes refused by closing the connection: larger than mqtt.max_payload_bytes, or refused by the broker behind the MQTT front.",
             self.mqtt_refused_publishes.load(Relaxed),
         );
         counter(
@@ -309,7 +309,7 @@ impl Metrics {
         );
         counter(
             "trackside_mqtt_unacknowledged_total",
-            "External broker: publishes left unacknowledged because neither the spool nor the store queue could take them (delivered again).",
+            "Publishes left unacknowledged because neither the spool nor the store queue could take them: an external broker delivers them again; a gateway on the MQTT front is disconnected and sends them again.",
             self.mqtt_unacknowledged.load(Relaxed),
         );
         counter(

@@ -290,6 +290,14 @@ impl Reader<'_> {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return,
                 Err(err) => {
+                    if let FrameError::Mqtt(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(_)) =
+                        err
+                    {
+                        self.shared
+                            .metrics
+                            .mqtt_refused_publishes
+                            .fetch_add(1, Relaxed);
+                    }
                     tracing::warn!(gateway = %self.gateway, peer = %self.peer, "MQTT connection closed: {err}");
                     return;
                 }
