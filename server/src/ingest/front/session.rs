@@ -290,8 +290,9 @@ impl Reader<'_> {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return,
                 Err(err) => {
-                    if let FrameError::Mqtt(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(_)) =
-                        err
+                    if let FrameError::Mqtt(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(
+                        _,
+                    )) = err
                     {
                         self.shared
                             .metrics
