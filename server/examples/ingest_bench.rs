@@ -18,7 +18,9 @@
 //! messages/s for 5 s), `--clients N` (its WebSocket clients, default 50),
 //! `--large-rate N` and `--large-clients N` (the larger yard's latency run:
 //! default 50000 readings/s in messages of 10, to 200 clients), `--idle N`
-//! (idle MQTT connections, default 1000), `--external N` (single-reading
+//! (idle MQTT connections, default 1000), `--burst N` (QoS 1 messages of
+//! the burst, published as fast as PUBACKs return, default 1000000; 0
+//! skips it), `--external N` (single-reading
 //! messages through Mosquitto to a Trackside subscribed to it, default
 //! 50000; the same count measures a scaled-out instance's CPU beside a
 //! lone one's).
@@ -57,6 +59,7 @@ struct Options {
     large_clients: usize,
     idle: usize,
     external: usize,
+    burst: usize,
 }
 
 /// Whether a Trackside fsyncs its spool: the default group commit, or
@@ -290,6 +293,10 @@ async fn main() -> anyhow::Result<()> {
     external_memory.baseline = format!("Mosquitto {mosquitto_idle:.2} MB");
     rows.push(external_memory);
 
+    if options.burst > 0 {
+        rows.push(burst(&server, options.burst).await?);
+    }
+
     let overruns = server.metric("trackside_mqtt_log_overruns_total").await?;
     println!("  broker log overruns during the run: {overruns:.0}");
     print_table(&rows);
@@ -307,6 +314,7 @@ fn parse_args() -> anyhow::Result<Options> {
         large_clients: 200,
         idle: 1_000,
         external: 50_000,
+        burst: 1_000_000,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -325,6 +333,7 @@ fn parse_args() -> anyhow::Result<Options> {
             "--large-clients" => options.large_clients = value,
             "--idle" => options.idle = value,
             "--external" => options.external = value,
+            "--burst" => options.burst = value,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -626,6 +635,109 @@ fn single_payload(n: usize) -> String {
     format!(r#"{{"readings":[{{"channel":"S{channel}/feed_voltage","value":{value},"ts":{ts}}}]}}"#)
 }
 
+/// Issue 14's burst: `count` single-reading QoS 1 messages from one
+/// client, published as fast as PUBACKs come back; then every acknowledged
+/// reading must be in PostgreSQL. Before the MQTT front, rumqttd
+/// acknowledged from its memory log and a burst overran it: 353,769 of
+/// 1,000,000 acknowledged readings were stored.
+async fn burst(server: &Server, count: usize) -> anyhow::Result<Row> {
+    const GATEWAY: &str = "bench-burst";
+    let mut options = MqttOptions::new(GATEWAY, "127.0.0.1", server.mqtt_port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_inflight(200);
+    let (client, mut eventloop) = AsyncClient::new(options, 10_000);
+    let acked = Arc::new(AtomicUsize::new(0));
+    let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+    let events = {
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            let mut connected = Some(connected_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(tx) = connected.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(err) => return Some(err.to_string()),
+                }
+            }
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), connected_rx)
+        .await
+        .context("no CONNACK for the burst")??;
+    let started = Instant::now();
+    for n in 0..count {
+        let channel = n % CHANNELS;
+        let ts = T0_MS + 86_400_000 + n as i64;
+        let value = healthy(n, 10.0);
+        let payload = format!(
+            r#"{{"readings":[{{"channel":"U{channel}/feed_voltage","value":{value},"ts":{ts}}}]}}"#
+        );
+        client
+            .publish(
+                format!("trackside/{GATEWAY}/readings"),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await?;
+    }
+    while acked.load(Ordering::Relaxed) < count {
+        if events.is_finished() {
+            let error = events.await.ok().flatten().unwrap_or_default();
+            bail!("the burst's connection ended: {error}");
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "only {acked:?} of {count} acknowledged in 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let acked = acked.load(Ordering::Relaxed);
+    let count_stored = || {
+        server
+            .psql(&format!(
+                "SELECT count(*) FROM readings r JOIN channels c ON c.id = r.channel_id \
+                 WHERE c.gateway_id = '{GATEWAY}'"
+            ))
+            .map(|(_, out)| out.trim().parse::<usize>().unwrap_or(0))
+    };
+    // Acknowledged means durable, not yet stored: wait for the writer.
+    let (mut stored, mut last_change) = (count_stored()?, Instant::now());
+    while stored < acked && last_change.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = count_stored()?;
+        if now > stored {
+            (stored, last_change) = (now, Instant::now());
+        }
+    }
+    println!(
+        "  burst: {count} QoS 1 messages published and {acked} acknowledged in {seconds:.1} s \
+         ({:.0} msg/s); {stored} stored in PostgreSQL after {:.1} s",
+        acked as f64 / seconds,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Row {
+        what: format!(
+            "QoS 1 burst, {count} single-reading msgs, one client: stored of acknowledged"
+        ),
+        value: format!(
+            "{stored} of {acked}, acked in {seconds:.1} s ({:.0} msg/s)",
+            acked as f64 / seconds
+        ),
+        baseline: "before the front: 353,769 of 1,000,000 (issue 14)".to_owned(),
+        target: "all".to_owned(),
+        met: stored == acked && acked == count,
+    })
+}
+
 /// Mosquitto's publisher-to-subscriber rate for `count` messages.
 async fn relay_rate(port: u16, count: usize) -> anyhow::Result<f64> {
     let mut options = MqttOptions::new("bench-sub", "127.0.0.1", port);
@@ -700,7 +812,8 @@ async fn alternate(servers: &[Server], messages: usize) -> anyhow::Result<[f64; 
 async fn stored_rate(server: &Server, readings: usize, per_message: usize) -> anyhow::Result<f64> {
     let before = server.metric("trackside_readings_stored_total").await?;
     let received_before = server.metric("trackside_mqtt_messages_total").await?;
-    let client = publisher(server.mqtt_port, &format!("bench-{per_message}")).await?;
+    // The gateway's id is its topic's: the MQTT front refuses any other.
+    let client = publisher(server.mqtt_port, "bench").await?;
     let started = Instant::now();
     let messages = readings.div_ceil(per_message);
     // Every call sends readings no call sent before (a later sample time):
@@ -918,7 +1031,7 @@ async fn latency(
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let client = publisher(server.mqtt_port, &format!("bench-latency-{clients}")).await?;
+    let client = publisher(server.mqtt_port, "bench").await?;
     let total = rate * seconds as usize;
     // Each run its own times, so no reading repeats an earlier run's.
     let t0 = T0_MS + 60_000 * per_message as i64;

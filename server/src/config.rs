@@ -68,19 +68,18 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
-    /// MQTT 3.1.1 listener, with a password. On loopback by default: on
-    /// these plain listeners the broker checks no topic, so any gateway that
-    /// logs in could publish as another. Open it to the network only where
-    /// that is acceptable; gateways on the network use `tls_listen`.
+    /// Plain MQTT listener (3.1.1 and 5), with a password. On loopback by
+    /// default: the password travels in clear. Every listener is Trackside's
+    /// MQTT front (`ingest::front`), which keeps each gateway to its own
+    /// topics; gateways on the network use `tls_listen`.
     pub listen: SocketAddr,
-    /// MQTT 5 listener (plain, like `listen`). rumqttd serves one protocol
-    /// version per port. `"off"` serves none.
+    /// A second plain listener, like `listen` (it was rumqttd's MQTT 5 port;
+    /// every listener now serves both versions). `"off"` serves none.
     #[serde(deserialize_with = "listener_or_off")]
     pub listen_v5: Option<SocketAddr>,
-    /// MQTT 3.1.1 over mutual TLS. A gateway's certificate names it, and the
-    /// broker refuses its publishes outside `/tenants/{its id}/`: the only
-    /// listener where a gateway cannot publish as another. `"off"` serves
-    /// none.
+    /// MQTT 3.1.1 and 5 over mutual TLS: a gateway's certificate names it
+    /// (its Organization), and its client id must be that gateway.
+    /// `"off"` serves none.
     #[serde(deserialize_with = "listener_or_off")]
     pub tls_listen: Option<SocketAddr>,
     /// Host names and addresses gateways use to reach the TLS listener, put
@@ -96,16 +95,19 @@ pub struct MqttConfig {
     pub allow_anonymous: bool,
     pub max_connections: usize,
     pub max_payload_bytes: usize,
-    /// In-flight QoS 1/2 messages per connection.
+    /// In-flight QoS 1/2 messages per connection: at most this many
+    /// readings of one gateway await durability before the front stops
+    /// reading its connection.
     pub max_inflight: usize,
-    /// How long a new TCP connection may take to send CONNECT.
+    /// How long a new connection may take for its TLS handshake, and
+    /// again for its CONNECT.
     pub connect_timeout_ms: u16,
     /// The broker keeps, per subscription filter, an in-memory log of
     /// `segment_bytes * segment_count`; a reader that falls further behind
-    /// loses the oldest segment. It is what absorbs a burst (gateways
-    /// flushing their backlogs after a link outage) while ingest catches
-    /// up: 32 MiB holds about 500 batches of 1,000 readings. rumqttd's
-    /// sample (100 MiB x 10) can grow to about 1 GiB per filter.
+    /// loses the oldest segment. Readings no longer pass through it (the
+    /// front hands them to ingest), only statuses and what gateways
+    /// subscribe to. rumqttd's sample (100 MiB x 10) can grow to about
+    /// 1 GiB per filter.
     pub segment_bytes: usize,
     pub segment_count: usize,
     /// Take readings from another MQTT broker instead of running one. The

@@ -499,21 +499,31 @@ async fn start_embedded_ingest(
         .then(|| ingest::credentials::spawn_checker(pool.clone(), metrics.clone()));
     let tls_dir = config.tls_dir();
     let server_names = tls_server_names(&config.mqtt.tls_server_names);
-    let broker = tokio::task::spawn_blocking(move || {
+    let (broker, tls_files) = tokio::task::spawn_blocking(move || {
         let tls_files = mqtt_config
             .tls_listen
             .map(|_| ingest::pki::prepare(&tls_dir, &server_names))
             .transpose()
             .context("preparing the MQTT TLS certificates")?;
-        ingest::broker::start(&mqtt_config, tls_files.as_ref(), checker)
+        anyhow::Ok((ingest::broker::start(&mqtt_config)?, tls_files))
     })
     .await
     .context("starting the MQTT broker")??;
+    // Gateways connect to the front; the broker listens on loopback only.
+    let front = ingest::front::start(
+        &config.mqtt,
+        tls_files,
+        checker,
+        pipeline.clone(),
+        broker.backend.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let _ = metrics.mqtt_listeners.set(
         [
-            Some(("mqtt", broker.listen)),
-            broker.listen_v5.map(|addr| ("mqtt5", addr)),
-            broker.listen_tls.map(|addr| ("mqtts", addr)),
+            Some(("mqtt", front.plain)),
+            front.v5.map(|addr| ("mqtt5", addr)),
+            front.tls.map(|addr| ("mqtts", addr)),
         ]
         .into_iter()
         .flatten()
@@ -538,9 +548,9 @@ async fn start_embedded_ingest(
         })
     };
     let addresses = MqttAddresses {
-        plain: broker.listen,
-        v5: broker.listen_v5,
-        tls: broker.listen_tls,
+        plain: front.plain,
+        v5: front.v5,
+        tls: front.tls,
     };
     Ok((ingest, addresses))
 }

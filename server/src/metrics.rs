@@ -14,8 +14,8 @@ use crate::reading::RejectionKind;
 pub struct Metrics {
     pub mqtt_messages: AtomicU64,
     pub mqtt_refused_connects: AtomicU64,
-    /// Publishes the broker refused, disconnecting the client: on the TLS
-    /// listener, a topic outside the certificate's `/tenants/{id}/`.
+    /// Publishes refused by closing the connection: too large for the
+    /// front, or refused by the broker behind it.
     pub mqtt_refused_publishes: AtomicU64,
     /// Times the ingest link fell a whole broker log behind and skipped to
     /// the oldest segment still held: those publishes never reached ingest.
@@ -42,6 +42,14 @@ pub struct Metrics {
     pub rejected_over_budget: AtomicU64,
     /// CONNECTs refused without checking: their client id failed too often.
     pub mqtt_throttled_connects: AtomicU64,
+    /// The MQTT front: publishes and subscriptions refused outside the
+    /// gateway's own topics, TLS handshakes or CONNECTs not finished in
+    /// time, connections refused at `mqtt.max_connections`, open sessions.
+    pub mqtt_acl_refused_publishes: AtomicU64,
+    pub mqtt_acl_refused_subscriptions: AtomicU64,
+    pub mqtt_handshake_failures: AtomicU64,
+    pub mqtt_front_full: AtomicU64,
+    pub mqtt_front_sessions: AtomicI64,
     pub store_queue_depth: AtomicI64,
     /// Messages that found the store queue full and live only in the spool
     /// until the writer reads them back.
@@ -185,8 +193,18 @@ impl Metrics {
             self.mqtt_throttled_connects.load(Relaxed),
         );
         counter(
+            "trackside_mqtt_handshake_failures_total",
+            "MQTT connections dropped before their session: a TLS handshake that failed or did not finish, or no CONNECT within mqtt.connect_timeout_ms.",
+            self.mqtt_handshake_failures.load(Relaxed),
+        );
+        counter(
+            "trackside_mqtt_connections_refused_full_total",
+            "MQTT connections refused because mqtt.max_connections were open.",
+            self.mqtt_front_full.load(Relaxed),
+        );
+        counter(
             "trackside_mqtt_refused_publishes_total",
-            "Publishes the broker refused by closing the connection (on the TLS listener: a topic outside the certificate's /tenants/{id}/).",
+            "Publishes refused by closing the connection: larger than mqtt.max_payload_bytes, or refused by the broker behind the MQTT front.",
             self.mqtt_refused_publishes.load(Relaxed),
         );
         counter(
@@ -291,7 +309,7 @@ impl Metrics {
         );
         counter(
             "trackside_mqtt_unacknowledged_total",
-            "External broker: publishes left unacknowledged because neither the spool nor the store queue could take them (delivered again).",
+            "Publishes left unacknowledged because neither the spool nor the store queue could take them: an external broker delivers them again; a gateway on the MQTT front is disconnected and sends them again.",
             self.mqtt_unacknowledged.load(Relaxed),
         );
         counter(
@@ -483,12 +501,26 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{listener=\"{listener}\"}} {count}");
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP trackside_mqtt_acl_refusals_total Publishes and subscriptions the MQTT front refused: outside the gateway's own topics.\n\
+             # TYPE trackside_mqtt_acl_refusals_total counter\n\
+             trackside_mqtt_acl_refusals_total{{kind=\"publish\"}} {}\n\
+             trackside_mqtt_acl_refusals_total{{kind=\"subscribe\"}} {}",
+            self.mqtt_acl_refused_publishes.load(Relaxed),
+            self.mqtt_acl_refused_subscriptions.load(Relaxed),
+        );
         let mut gauge = |name: &str, help: &str, value: i64| {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         };
+        gauge(
+            "trackside_mqtt_sessions",
+            "Gateway sessions open through the MQTT front.",
+            self.mqtt_front_sessions.load(Relaxed),
+        );
         gauge(
             "trackside_store_queue_messages",
             "Decoded messages waiting for the store writer.",

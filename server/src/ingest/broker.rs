@@ -19,26 +19,21 @@ use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::meters::MetersLink;
 use rumqttd::{
     Broker, ConnectionSettings, Meter, MetricSettings, MetricType, RouterConfig, ServerSettings,
-    TlsConfig,
 };
 
 use rumqttd::Notification;
 use tokio_util::sync::CancellationToken;
 
 use super::Pipeline;
-use super::credentials::Checker;
 use super::decode::ingest_filters;
-use super::pki::ListenerFiles;
 use crate::config::MqttConfig;
 use crate::metrics::Metrics;
 use crate::socket_table::is_listening;
 
 pub struct EmbeddedBroker {
-    /// The plain MQTT 3.1.1 address.
-    pub listen: SocketAddr,
-    pub listen_v5: Option<SocketAddr>,
-    /// MQTT 3.1.1 over mutual TLS, where the certificate names the gateway.
-    pub listen_tls: Option<SocketAddr>,
+    /// The loopback listeners (3.1.1 and 5) only the MQTT front connects
+    /// to, and the password it logs in with.
+    pub backend: super::front::Backend,
     pub link_tx: LinkTx,
     pub link_rx: LinkRx,
     /// The router's counters, pushed once a second while there is traffic.
@@ -61,33 +56,19 @@ static INGEST_LINK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 /// Starts the broker on its own thread and returns the subscribed link.
-/// Without a `checker` every client is accepted (`mqtt.allow_anonymous`).
-/// `tls` is required when `config.tls_listen` is set.
-pub fn start(
-    config: &MqttConfig,
-    tls: Option<&ListenerFiles>,
-    checker: Option<Checker>,
-) -> anyhow::Result<EmbeddedBroker> {
+/// It listens on loopback only, behind the MQTT front (`ingest::front`),
+/// which authenticates gateways and logs in here with a per-process
+/// secret, so no other local process can open a session.
+pub fn start(config: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
     // rumqttd binds inside its own thread and only logs a failure there, so
-    // check the addresses here where the error can reach the operator. Port
-    // 0 is resolved to a free port the same way (tests use it).
-    let listen = reserve(config.listen).context("MQTT listener")?;
-    let listen_v5 = config
-        .listen_v5
-        .map(|addr| reserve(addr).context("MQTT 5 listener"))
-        .transpose()?;
-    let listen_tls = config
-        .tls_listen
-        .map(|addr| reserve(addr).context("MQTT TLS listener"))
-        .transpose()?;
-    let tls_config = match (listen_tls, tls) {
-        (None, _) => None,
-        (Some(_), Some(files)) => Some(TlsConfig::Rustls {
-            capath: Some(path_string(&files.ca_cert)?),
-            certpath: path_string(&files.server_cert)?,
-            keypath: path_string(&files.server_key)?,
-        }),
-        (Some(_), None) => anyhow::bail!("the MQTT TLS listener needs its certificates"),
+    // free loopback ports are found here, where an error reaches the
+    // operator.
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let listen = reserve(loopback).context("MQTT loopback listener")?;
+    let listen_v5 = reserve(loopback).context("MQTT 5 loopback listener")?;
+    let secret: std::sync::Arc<str> = {
+        use rand::distr::{Alphanumeric, SampleString as _};
+        Alphanumeric.sample_string(&mut rand::rng(), 32).into()
     };
 
     let mut connections = ConnectionSettings {
@@ -99,24 +80,19 @@ pub fn start(
         // No effect in rumqttd 0.20; false states what actually happens.
         dynamic_filters: false,
     };
-    if let Some(checker) = checker {
-        // rumqttd sends a refused client no CONNACK; it closes the socket.
-        connections.set_auth_handler(move |client_id, username, password| {
-            let checker = checker.clone();
-            async move { checker.check(client_id, username, password).await }
-        });
-    }
-    let server = |name: &str, listen: SocketAddr, tls: Option<TlsConfig>| ServerSettings {
+    let expected = secret.clone();
+    connections.set_auth_handler(move |_client_id, _username, password| {
+        let matches = same_secret(password.as_bytes(), expected.as_bytes());
+        async move { matches }
+    });
+    let server = |name: &str, listen: SocketAddr| ServerSettings {
         name: name.to_owned(),
         listen,
-        tls,
-        next_connection_delay_ms: 1,
+        tls: None,
+        next_connection_delay_ms: 0,
         connections: connections.clone(),
     };
-    let mut v4 = HashMap::from([("mqtt".to_owned(), server("mqtt-v4", listen, None))]);
-    if let Some(addr) = listen_tls {
-        v4.insert("mqtts".to_owned(), server("mqtt-tls", addr, tls_config));
-    }
+    let v4 = HashMap::from([("mqtt".to_owned(), server("mqtt-v4", listen))]);
     // The interval is only settable through serde: its field is private.
     let metrics = ["meters", "alerts"]
         .into_iter()
@@ -140,8 +116,10 @@ pub fn start(
             shared_subscriptions_strategy: Default::default(),
         },
         v4: Some(v4),
-        v5: listen_v5
-            .map(|addr| HashMap::from([("mqtt5".to_owned(), server("mqtt-v5", addr, None))])),
+        v5: Some(HashMap::from([(
+            "mqtt5".to_owned(),
+            server("mqtt-v5", listen_v5),
+        )])),
         ws: None,
         cluster: None,
         console: None,
@@ -169,14 +147,16 @@ pub fn start(
             }
         })
         .context("starting the MQTT broker thread")?;
-    for addr in std::iter::once(listen).chain(listen_v5).chain(listen_tls) {
+    for addr in [listen, listen_v5] {
         wait_until_listening(addr.port())?;
     }
-    tracing::info!(%listen, ?listen_v5, ?listen_tls, "MQTT broker listening");
+    tracing::info!(%listen, %listen_v5, "MQTT broker listening on loopback, behind the front");
     Ok(EmbeddedBroker {
-        listen,
-        listen_v5,
-        listen_tls,
+        backend: super::front::Backend {
+            v4: listen,
+            v5: listen_v5,
+            secret,
+        },
         link_tx,
         link_rx,
         meters,
@@ -235,10 +215,14 @@ fn wait_until_listening(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn path_string(path: &std::path::Path) -> anyhow::Result<String> {
-    path.to_str()
-        .map(str::to_owned)
-        .with_context(|| format!("{} is not UTF-8", path.display()))
+/// Compares without stopping at the first difference.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
 }
 
 fn reserve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {

@@ -1,8 +1,10 @@
 //! The ingest path: from a gateway's MQTT publish to the decoded batch that
 //! every consumer receives.
 //!
-//! - [`broker`]: the embedded rumqttd, its listeners, and the in-process
-//!   link Trackside reads; [`external`]: the same link to another broker.
+//! - [`front`]: the MQTT listeners gateways connect to (TLS, identity,
+//!   topic ACL, PUBACK once durable); [`broker`]: the embedded rumqttd
+//!   behind it on loopback, and the in-process link Trackside reads
+//!   statuses through; [`external`]: the link to another broker.
 //! - [`credentials`] and [`pki`]: who may connect, and the certificates that
 //!   tie a TLS connection to one gateway.
 //! - [`decode`]: topic and payload to readings and rejections (pure).
@@ -17,6 +19,7 @@ pub mod broker;
 pub mod credentials;
 pub mod decode;
 pub mod external;
+pub mod front;
 pub mod http;
 pub mod pipeline;
 pub mod pki;

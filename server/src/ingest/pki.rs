@@ -1,11 +1,9 @@
 //! Trackside's own certificate authority for the MQTT TLS listener.
 //!
 //! A gateway on the TLS listener proves who it is with a certificate whose
-//! Organization is its gateway id. rumqttd takes that field as the
-//! connection's tenant and refuses any topic outside `/tenants/{id}/`, so a
-//! gateway cannot publish as another one: the only per-topic check rumqttd
-//! offers (forwarded publishes carry no client identity, and it has no ACL
-//! hook). The CA lives in the data directory and signs the server
+//! Organization is its gateway id; the MQTT front (`ingest::front`)
+//! requires the CONNECT's client id to be that gateway and keeps it to its
+//! own topics. The CA lives in the data directory and signs the server
 //! certificate and, through `trackside gateway cert`, each gateway's.
 //!
 //! An operator may bring their own PKI instead: `ca.crt`, `server.crt` and
@@ -29,8 +27,8 @@ const CA_KEY: &str = "ca.key";
 const SERVER_CERT: &str = "server.crt";
 const SERVER_KEY: &str = "server.key";
 
-/// The files rumqttd's TLS listener reads (at every accepted connection, so a
-/// replaced certificate takes effect without a restart).
+/// The files the MQTT front's TLS listener reads (again whenever they
+/// change, so a replaced certificate takes effect without a restart).
 #[derive(Debug, Clone)]
 pub struct ListenerFiles {
     pub ca_cert: PathBuf,

@@ -15,6 +15,7 @@ mod export_page;
 mod external;
 mod forecast;
 mod forecast_page;
+mod front;
 mod gateway_trust;
 mod harness;
 mod health;
