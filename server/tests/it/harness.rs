@@ -543,6 +543,30 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// Queues a QoS 1 publish without waiting for its PUBACK, as a gateway
+    /// does within its in-flight window (100 publishes).
+    pub async fn publish_in_flight(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await
+            .expect("queueing a publish");
+    }
+
+    /// How many PUBACKs have come back since the last wait, without waiting.
+    pub fn acks_so_far(&mut self) -> usize {
+        std::iter::from_fn(|| self.acks.try_recv().ok()).count()
+    }
+
+    /// Waits for `count` PUBACKs.
+    pub async fn wait_for_acks(&mut self, count: usize) {
+        for _ in 0..count {
+            tokio::time::timeout(DEADLINE, self.acks.recv())
+                .await
+                .expect("PUBACK within the deadline")
+                .expect("event loop alive");
+        }
+    }
+
     /// Publishes `(channel, Unix ms, value)` readings as JSON batches of at
     /// most 1,000 on this gateway's readings topic, each acknowledged.
     pub async fn publish_readings(&mut self, gateway_id: &str, readings: &[(&str, i64, f64)]) {

@@ -414,11 +414,13 @@ async fn a_full_disk_costs_no_spooled_reading_and_ingest_resumes_when_space_retu
             .publish("trackside/gw-disk/readings", small(m))
             .await;
     }
-    // The disk fills up: these cannot be spooled.
+    // The disk fills up: these cannot be spooled, so with the database
+    // away they are not safe and get no PUBACK yet (the gateway keeps
+    // them in its in-flight window).
     let filler = disk.fill();
     for m in 20..60 {
         gateway
-            .publish("trackside/gw-disk/readings", small(m))
+            .publish_in_flight("trackside/gw-disk/readings", small(m))
             .await;
     }
     eventually("the spool failing", || async {
@@ -430,11 +432,17 @@ async fn a_full_disk_costs_no_spooled_reading_and_ingest_resumes_when_space_retu
     assert_eq!(status, 503);
     assert!(body.contains("spool cannot be written"), "{body}");
 
+    // A message that still fit in the spool's last page is safe, and
+    // acknowledged; the rest wait.
+    let early = gateway.acks_so_far();
+    assert!(early < 5, "{early} of 40 unspooled messages acknowledged");
+
     // Space returns: the next message is spooled, nothing else needed.
+    // Acknowledgements go in order, so these wait behind the unsafe ones.
     std::fs::remove_file(filler).unwrap();
     for m in 60..80 {
         gateway
-            .publish("trackside/gw-disk/readings", small(m))
+            .publish_in_flight("trackside/gw-disk/readings", small(m))
             .await;
     }
     eventually("the spool writable again", || async {
@@ -443,6 +451,8 @@ async fn a_full_disk_costs_no_spooled_reading_and_ingest_resumes_when_space_retu
     .await;
 
     cluster.restart().await;
+    // Stored now: every publish is acknowledged.
+    gateway.wait_for_acks(60 - early).await;
     let total = 80 * crate::outage::PER_MESSAGE;
     let stored = crate::outage::wait_for_all(&pool, total).await;
     assert_eq!(stored, (0..total).collect::<Vec<_>>(), "every reading once");
