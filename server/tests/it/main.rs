@@ -23,6 +23,7 @@ mod history_page;
 mod http;
 mod ingest;
 mod live;
+mod notify;
 mod outage;
 mod reconnect;
 mod rollup;
