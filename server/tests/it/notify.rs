@@ -340,3 +340,102 @@ async fn e_mail_reaches_the_on_duty_group_then_the_supervisors_on_escalation() {
     assert!(!format!("{:?}", server.config).contains(password));
     server.running.shutdown().await;
 }
+
+/// An HTTP receiver of webhook events that answers 503 while `failing`.
+async fn receiver(
+    failing: Arc<std::sync::atomic::AtomicBool>,
+) -> (String, Arc<Mutex<Vec<ExceptionEvent>>>) {
+    let received: Arc<Mutex<Vec<ExceptionEvent>>> = Arc::default();
+    let app = {
+        let received = received.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(event): axum::Json<ExceptionEvent>| {
+                let (received, failing) = (received.clone(), failing.clone());
+                async move {
+                    if failing.load(std::sync::atomic::Ordering::SeqCst) {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    received.lock().unwrap().push(event);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_go_out_while_the_database_is_down_and_are_written_when_it_returns() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let mut cluster = crate::harness::OwnCluster::start().await;
+    let pool = cluster.pool().await;
+    let (healthy, to_healthy) = receiver(Arc::new(AtomicBool::new(false))).await;
+    let failing = Arc::new(AtomicBool::new(true));
+    let (broken, to_broken) = receiver(failing.clone()).await;
+    let mut config = fast_config();
+    config.exceptions.webhook_urls = vec![healthy, broken];
+    let server = TestServer::start_on(config, pool.clone()).await;
+    let mut gateway = server.gateway("gw-down").await;
+
+    cluster.stop().await;
+    gateway
+        .publish(
+            "trackside/gw-down/readings",
+            batch(now_ms(), &[("T4/relay_voltage", 0.5)]),
+        )
+        .await;
+    let got = eventually("delivered from memory during the outage", || async {
+        let got = to_healthy.lock().unwrap().clone();
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    let id = got[0].exception.id;
+    assert!(
+        !got[0].exception.stored,
+        "judged while the database is away"
+    );
+    // Back: what is still owed is written, so a restart would not lose it.
+    cluster.restart().await;
+    let pool = cluster.pool().await;
+    eventually("the failing notification in the outbox", || async {
+        let pending: Option<i32> = sqlx::query_scalar(
+            "SELECT attempts FROM notification_outbox \
+             WHERE exception_id = $1 AND sent_at IS NULL AND given_up_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&pool)
+        .await
+        .ok()
+        .flatten();
+        pending.filter(|&attempts| attempts >= 1)
+    })
+    .await;
+    assert!(
+        server
+            .metric("trackside_notifications_total{channel=\"webhook\",outcome=\"retried\"}")
+            .await
+            >= 1.0
+    );
+    assert!(to_broken.lock().unwrap().is_empty());
+    failing.store(false, SeqCst);
+    eventually("delivered once the receiver is back", || async {
+        (!to_broken.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    eventually("the row marked sent", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM notification_outbox WHERE exception_id = $1 AND sent_at IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_optional(&pool)
+        .await
+        .ok()
+        .flatten()
+    })
+    .await;
+    server.running.shutdown().await;
+}
