@@ -18,7 +18,8 @@ mod parameter;
 mod yard;
 
 pub use alarms::{
-    MaintenanceWindowInfo, NewMaintenanceWindow, NewShelf, Priority, ShelfInfo, WindowState,
+    MaintenanceWindowInfo, NewMaintenanceWindow, NewShelf, NotifyRoute, NotifySettings, Priority,
+    ShelfInfo, WindowState,
 };
 pub use auth::{
     AuditEntry, CertificateRequest, GatewayCertificateFiles, GatewayCredentialInfo,

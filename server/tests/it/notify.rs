@@ -439,3 +439,128 @@ async fn notifications_go_out_while_the_database_is_down_and_are_written_when_it
     .await;
     server.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn each_user_routes_their_own_e_mail_by_priority_circuit_and_hour() {
+    use trackside_wire::{NotifySettings, Role};
+    let smtp = SmtpServer::start("trackside", "pw").await;
+    let mut config = fast_config();
+    let email = &mut config.exceptions.email;
+    email.smtp_host = Some("127.0.0.1".into());
+    email.smtp_port = Some(smtp.port);
+    email.security = Security::Plain;
+    email.username = Some("trackside".into());
+    email.password = Some(Secret::new("pw".into()));
+    let zone: chrono_tz::Tz = config.yard.timezone.parse().unwrap();
+    let server = TestServer::start_with(config).await;
+
+    // Ann, an operator, sets her own: T9's alarms at this hour of the
+    // yard's day (and the next, should the test cross the hour).
+    let hour = chrono::Timelike::hour(&chrono::Utc::now().with_timezone(&zone)) as u8;
+    let ann = server.sign_in("Ann Signaller", Role::Operator).await;
+    let put = |client: &reqwest::Client, path: &str, body: serde_json::Value| {
+        client
+            .put(server.url(path))
+            .header("origin", server.origin())
+            .json(&body)
+            .send()
+    };
+    let refused = put(
+        &ann.client,
+        "/api/me/notifications",
+        serde_json::json!({"email": "ann", "routes": []}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 400);
+    let why: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        why["error"].as_str().unwrap().contains("e-mail address"),
+        "{why}"
+    );
+    let now_route = serde_json::json!({"min_priority": "low", "circuits": ["T9"],
+        "hours": [hour, (hour + 2) % 24]});
+    let saved = put(
+        &ann.client,
+        "/api/me/notifications",
+        serde_json::json!({"email": "ann@yard.example", "routes": [now_route]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(saved.status(), 200);
+    let mine: NotifySettings = ann
+        .client
+        .get(server.url("/api/me/notifications"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine.email.as_deref(), Some("ann@yard.example"));
+    assert_eq!(mine.routes[0].circuits, ["T9"]);
+
+    // An admin sets Bob's: only out of his hours now, so nothing now; and
+    // Carl's: another circuit.
+    server.user("Bob Lineside", Role::Viewer).await;
+    server.user("Carl Points", Role::Viewer).await;
+    let admin =
+        crate::harness::client_with(&[("authorization", format!("Bearer {}", server.token))]);
+    let later = serde_json::json!({"min_priority": "low",
+        "hours": [(hour + 3) % 24, (hour + 4) % 24]});
+    for (user, body) in [
+        (
+            "Bob Lineside",
+            serde_json::json!({"email": "bob@yard.example", "routes": [later]}),
+        ),
+        (
+            "Carl Points",
+            serde_json::json!({"email": "carl@yard.example",
+            "routes": [{"min_priority": "low", "circuits": ["P*"]}]}),
+        ),
+    ] {
+        let saved = put(&admin, &format!("/api/users/{user}/notifications"), body)
+            .await
+            .unwrap();
+        assert_eq!(saved.status(), 200, "{user}");
+    }
+    let audited: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT actor, target FROM audit_log WHERE action = 'notifications.set' ORDER BY id",
+    )
+    .fetch_all(&server.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        [
+            (Some("Ann Signaller".into()), Some("Ann Signaller".into())),
+            (Some("tester".into()), Some("Bob Lineside".into())),
+            (Some("tester".into()), Some("Carl Points".into())),
+        ]
+    );
+
+    // The sender reads routes every few seconds.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut gateway = server.gateway("gw-route").await;
+    gateway
+        .publish(
+            "trackside/gw-route/readings",
+            batch(now_ms(), &[("T9/relay_voltage", 0.25)]),
+        )
+        .await;
+    eventually("Ann's e-mail", || async {
+        smtp.messages()
+            .into_iter()
+            .find(|m| m["to"][0] == "ann@yard.example")
+    })
+    .await;
+    // Give any wrong recipient the same time to be sent to.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let to: Vec<String> = smtp
+        .messages()
+        .iter()
+        .map(|m| m["to"][0].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(to, ["ann@yard.example"]);
+    server.running.shutdown().await;
+}

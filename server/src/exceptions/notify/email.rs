@@ -25,7 +25,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use serde::Deserialize;
-use trackside_wire::{Check, ExceptionEvent, Priority, Rule, TransitionKind};
+use trackside_wire::{Check, ExceptionEvent, NotifyRoute, Priority, Rule, TransitionKind};
 
 /// One SMTP conversation's bound.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -196,6 +196,8 @@ pub struct Mailer {
     app_url: String,
     /// Each limit rule's limits, in words.
     limits: HashMap<String, String>,
+    /// Users' own routes (`routes`), refreshed by the sender.
+    users: std::sync::RwLock<Vec<(String, Vec<NotifyRoute>)>>,
 }
 
 impl Mailer {
@@ -273,6 +275,7 @@ impl Mailer {
             zone,
             app_url: app_url.trim_end_matches('/').to_owned(),
             limits,
+            users: Default::default(),
         }))
     }
 
@@ -280,7 +283,16 @@ impl Mailer {
         self.shown.clone()
     }
 
-    /// The addresses an announced transition goes to, each once.
+    /// Replaces the users' routes (the sender reads them every few seconds).
+    pub fn set_user_routes(&self, routes: Vec<(String, Vec<NotifyRoute>)>) {
+        if let Ok(mut users) = self.users.write() {
+            *users = routes;
+        }
+    }
+
+    /// The addresses an announced transition goes to, each once: the
+    /// groups of its escalation level, and every user with a route that
+    /// takes it at this hour in the yard's zone.
     pub fn recipients(&self, event: &ExceptionEvent) -> Vec<String> {
         let level = match event.transition.kind {
             TransitionKind::Escalated => event.exception.escalation,
@@ -292,6 +304,17 @@ impl Mailer {
             .filter(|g| g.takes(event, level))
             .flat_map(|g| g.addresses.iter().cloned())
             .collect();
+        let at = chrono::DateTime::from_timestamp_millis(event.transition.at).unwrap_or_default();
+        let hour = chrono::Timelike::hour(&self.zone.from_utc_datetime(&at.naive_utc())) as u8;
+        let e = &event.exception;
+        let place = e.circuit.as_deref().unwrap_or(&e.subject);
+        if let Ok(users) = self.users.read() {
+            for (address, routes) in users.iter() {
+                if routes.iter().any(|r| r.takes(e.priority, place, hour)) {
+                    to.push(address.clone());
+                }
+            }
+        }
         to.sort();
         to.dedup();
         to

@@ -40,6 +40,7 @@
 
 pub mod email;
 pub mod outbox;
+pub mod routes;
 pub mod webhook;
 
 use std::cmp::Reverse;
@@ -79,6 +80,8 @@ const DB_TIMEOUT: Duration = Duration::from_secs(2);
 const DB_RETRY: Duration = Duration::from_secs(5);
 /// How often old rows are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often the e-mail sender reads the users' routes again.
+const ROUTES_EVERY: Duration = Duration::from_secs(5);
 /// Finished rows are kept this long (what was sent to whom, for a week).
 const KEEP_FINISHED_S: u64 = 7 * 86_400;
 
@@ -219,6 +222,7 @@ pub fn start(
             outcomes: Vec::new(),
             db_after: None,
             next_prune: Instant::now(),
+            next_routes: Instant::now(),
             loaded: false,
         };
         tasks.push(tokio::spawn(sender.run(rx, role.clone(), shutdown.clone())));
@@ -281,6 +285,8 @@ struct Sender {
     /// The database failed: leave it alone until then.
     db_after: Option<Instant>,
     next_prune: Instant,
+    /// When the users' e-mail routes are read again.
+    next_routes: Instant,
     /// The receiver's pending rows are in memory (this instance holds the
     /// engine role and has loaded them).
     loaded: bool,
@@ -325,7 +331,11 @@ impl Sender {
                 None
             }
             .map(|at| at.min(self.next_prune))
-            .or(Some(self.next_prune));
+            .or(Some(self.next_prune))
+            .map(|at| match self.receiver {
+                Receiver::Email(_) => at.min(self.next_routes),
+                Receiver::Webhook { .. } => at,
+            });
             tokio::select! {
                 event = queue.recv(), if open => match event {
                     Some(event) => {
@@ -488,6 +498,16 @@ impl Sender {
     async fn write_back(&mut self) {
         if !self.db_ready() {
             return;
+        }
+        if let Receiver::Email(mailer) = &self.receiver
+            && Instant::now() >= self.next_routes
+        {
+            self.next_routes = Instant::now() + ROUTES_EVERY;
+            match tokio::time::timeout(DB_TIMEOUT, routes::all_routes(&self.pool)).await {
+                Ok(Ok(routes)) => mailer.set_user_routes(routes),
+                Ok(Err(err)) => return self.db_failed("reading users' routes", &err),
+                Err(_) => return self.db_failed("reading users' routes", &"timed out"),
+            }
         }
         if self.unsaved_count() > 0 {
             self.save_rows().await;

@@ -3,7 +3,7 @@
 (a local relay), prints `READY <port>` once listening, then one JSON line
 per message received: envelope, the user who authenticated, and the raw
 message."""
-import asyncio
+import logging
 import json
 import sys
 
@@ -11,6 +11,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 USER, PASSWORD = sys.argv[2], sys.argv[3]
+logging.disable(logging.WARNING)
 
 
 def authenticate(server, session, envelope, mechanism, auth_data):
