@@ -49,6 +49,7 @@ pub fn Header(
                         {move || unacked.get()}
                     </span>
                 </A>
+                <A href="/settings">"My alarms"</A>
                 <Show when=admin>
                     <A href="/admin">"Admin"</A>
                 </Show>

@@ -24,6 +24,7 @@ mod health;
 mod history;
 mod perf;
 mod session;
+mod settings;
 mod time;
 mod uplot;
 
@@ -172,6 +173,7 @@ fn Workspace(session: Session) -> impl IntoView {
                 <Route path=path!("/history") view=move || view! { <HistoryPage board yard clock /> } />
                 <Route path=path!("/exceptions") view=move || view! { <ExceptionsPage exceptions clock yard /> } />
                 <Route path=path!("/health/:circuit") view=move || view! { <HealthPage clock yard /> } />
+                <Route path=path!("/settings") view=move || view! { <settings::SettingsPage yard /> } />
             </Routes>
         </Router>
     }

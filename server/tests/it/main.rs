@@ -28,6 +28,7 @@ mod outage;
 mod reconnect;
 mod rollup;
 mod scale;
+mod settings_page;
 mod shelving;
 mod shelving_page;
 mod shutdown;
