@@ -3,7 +3,7 @@
 //! SMTP server (aiosmtpd, installed by `cargo xtask setup`), to the group
 //! of each escalation level.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,14 +39,20 @@ struct SmtpServer {
 }
 
 impl SmtpServer {
-    async fn start(user: &str, password: &str) -> Self {
+    /// `tls`: a certificate and key to require STARTTLS with.
+    async fn start(user: &str, password: &str, tls: Option<(&Path, &Path)>) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/smtpd.py");
-        let mut child = tokio::process::Command::new(smtpd_python())
+        let mut command = tokio::process::Command::new(smtpd_python());
+        command
             .args(["-W", "ignore"])
             .arg(script)
             .arg(free_port().to_string())
             .arg(user)
-            .arg(password)
+            .arg(password);
+        if let Some((cert, key)) = tls {
+            command.arg(cert).arg(key);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -204,7 +210,7 @@ async fn a_webhook_down_across_a_restart_still_gets_its_notification() {
 #[tokio::test]
 async fn e_mail_reaches_the_on_duty_group_then_the_supervisors_on_escalation() {
     let password = "relay-pw-7f3k9q";
-    let smtp = SmtpServer::start("trackside", password).await;
+    let smtp = SmtpServer::start("trackside", password, None).await;
     let mut config = fast_config();
     config.yard.timezone = "America/New_York".into();
     let email = &mut config.exceptions.email;
@@ -443,7 +449,7 @@ async fn notifications_go_out_while_the_database_is_down_and_are_written_when_it
 #[tokio::test]
 async fn each_user_routes_their_own_e_mail_by_priority_circuit_and_hour() {
     use trackside_wire::{NotifySettings, Role};
-    let smtp = SmtpServer::start("trackside", "pw").await;
+    let smtp = SmtpServer::start("trackside", "pw", None).await;
     let mut config = fast_config();
     let email = &mut config.exceptions.email;
     email.smtp_host = Some("127.0.0.1".into());
@@ -562,5 +568,45 @@ async fn each_user_routes_their_own_e_mail_by_priority_circuit_and_hour() {
         .map(|m| m["to"][0].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(to, ["ann@yard.example"]);
+    server.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn e_mail_goes_over_starttls_to_a_relay_trusted_through_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.path().join("relay.crt"), dir.path().join("relay.key"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let smtp = SmtpServer::start("trackside", "tls-pw", Some((&cert, &key))).await;
+    let mut config = fast_config();
+    let email = &mut config.exceptions.email;
+    email.smtp_host = Some("127.0.0.1".into());
+    email.smtp_port = Some(smtp.port);
+    email.security = Security::Starttls;
+    email.ca_file = Some(cert.clone());
+    email.username = Some("trackside".into());
+    email.password = Some(Secret::new("tls-pw".into()));
+    config.exceptions.notify_groups = vec![NotifyGroup {
+        name: "on-duty".into(),
+        level: 0,
+        min_priority: Priority::Low,
+        circuits: Vec::new(),
+        addresses: vec!["duty@yard.example".into()],
+    }];
+    let server = TestServer::start_with(config).await;
+    let mut gateway = server.gateway("gw-tls").await;
+    gateway
+        .publish(
+            "trackside/gw-tls/readings",
+            batch(now_ms(), &[("T5/relay_voltage", 0.25)]),
+        )
+        .await;
+    let message = eventually("the e-mail over STARTTLS", || async {
+        smtp.messages().pop()
+    })
+    .await;
+    assert_eq!(message["tls"], true, "sent inside TLS: {message}");
+    assert_eq!(message["user"], "trackside");
     server.running.shutdown().await;
 }

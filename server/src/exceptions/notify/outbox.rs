@@ -18,9 +18,11 @@ pub struct NewRow<'a> {
 }
 
 /// A pending row loaded at a takeover or a restart.
+#[derive(sqlx::FromRow)]
 pub struct PendingRow {
     pub id: i64,
     pub target: String,
+    #[sqlx(rename = "exception_id")]
     pub exception: i64,
     pub severity: String,
     pub body: serde_json::Value,
@@ -141,16 +143,7 @@ pub async fn prune(pool: &PgPool, max_age_s: u64, keep_s: u64) -> sqlx::Result<u
 
 /// A receiver's pending rows, oldest first, at most `limit`.
 pub async fn load(pool: &PgPool, receiver: &str, limit: usize) -> sqlx::Result<Vec<PendingRow>> {
-    let rows: Vec<(
-        i64,
-        String,
-        i64,
-        String,
-        serde_json::Value,
-        DateTime<Utc>,
-        i32,
-        DateTime<Utc>,
-    )> = sqlx::query_as(
+    sqlx::query_as(
         "SELECT id, target, exception_id, severity, body, created_at, attempts, next_attempt_at \
          FROM notification_outbox \
          WHERE receiver = $1 AND sent_at IS NULL AND given_up_at IS NULL \
@@ -159,22 +152,5 @@ pub async fn load(pool: &PgPool, receiver: &str, limit: usize) -> sqlx::Result<V
     .bind(receiver)
     .bind(limit as i64)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, target, exception, severity, body, created_at, attempts, next_attempt_at)| {
-                PendingRow {
-                    id,
-                    target,
-                    exception,
-                    severity,
-                    body,
-                    created_at,
-                    attempts,
-                    next_attempt_at,
-                }
-            },
-        )
-        .collect())
+    .await
 }
