@@ -149,15 +149,17 @@ impl Receiver {
 
 /// The engine's side: one bounded queue per receiver.
 pub struct Notifier {
-    queues: Vec<mpsc::Sender<ExceptionEvent>>,
+    queues: Vec<(NotifyChannel, mpsc::Sender<ExceptionEvent>)>,
     metrics: Arc<Metrics>,
 }
 
 impl Notifier {
     pub fn notify(&self, event: &ExceptionEvent) {
-        for queue in &self.queues {
+        for (channel, queue) in &self.queues {
             if queue.try_send(event.clone()).is_err() {
                 self.metrics.webhook_dropped.fetch_add(1, Relaxed);
+                self.metrics
+                    .count_notification(*channel, NotifyOutcome::Dropped, 1);
                 tracing::warn!("notification queue full: a notification was dropped");
             }
         }
@@ -197,7 +199,7 @@ pub fn start(
     let mut tasks = Vec::with_capacity(receivers.len());
     for (index, receiver) in receivers.into_iter().enumerate() {
         let (tx, rx) = mpsc::channel(bounds.queue);
-        queues.push(tx);
+        queues.push((receiver.channel(), tx));
         let shown = match &receiver {
             Receiver::Webhook { url, .. } => webhook::shown(url),
             Receiver::Email(mailer) => mailer.shown(),
@@ -305,6 +307,17 @@ impl Sender {
         let mut deadline: Option<Instant> = None;
         loop {
             let held = *role.borrow_and_update();
+            // Rows set aside when memory was full are taken back once
+            // there is room (and no outcome is unwritten, which a reload
+            // could send again).
+            if held
+                && self.loaded
+                && Instant::now() >= self.next_prune
+                && self.outcomes.is_empty()
+                && self.pending < self.bounds.queue / 2
+            {
+                self.loaded = false;
+            }
             if held && !self.loaded && self.db_ready() {
                 self.load().await;
             } else if !held && self.loaded {
