@@ -304,6 +304,32 @@ pub async fn change_user(name: &str, change: &UserChange) -> Result<IssuedPasswo
     send(Method::PATCH, "/api/users/{name}", &url, Some(change)).await
 }
 
+/// Whose e-mail routes: the signed-in user's, or (an admin) `user`'s.
+fn notify_path(user: Option<&str>) -> (&'static str, String) {
+    match user {
+        Some(name) => (
+            "/api/users/{name}/notifications",
+            format!("/api/users/{}/notifications", encode(name)),
+        ),
+        None => ("/api/me/notifications", "/api/me/notifications".to_owned()),
+    }
+}
+
+pub async fn notify_settings(
+    user: Option<&str>,
+) -> Result<trackside_wire::NotifySettings, ApiFailure> {
+    let (path, url) = notify_path(user);
+    get_json_at(path, &url).await
+}
+
+pub async fn set_notify_settings(
+    user: Option<&str>,
+    settings: &trackside_wire::NotifySettings,
+) -> Result<trackside_wire::NotifySettings, ApiFailure> {
+    let (path, url) = notify_path(user);
+    send(Method::PUT, path, &url, Some(settings)).await
+}
+
 pub async fn tokens() -> Result<Vec<TokenInfo>, ApiFailure> {
     get_json("/api/tokens").await
 }

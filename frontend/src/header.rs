@@ -50,6 +50,7 @@ pub fn Header(
                     </span>
                 </A>
                 <A href="/maintenance">"Maintenance"</A>
+                <A href="/settings">"My alarms"</A>
                 <Show when=admin>
                     <A href="/admin">"Admin"</A>
                 </Show>

@@ -25,6 +25,7 @@ mod history;
 mod maintenance;
 mod perf;
 mod session;
+mod settings;
 mod time;
 mod uplot;
 
@@ -177,6 +178,7 @@ fn Workspace(session: Session) -> impl IntoView {
                 <Route path=path!("/exceptions") view=move || view! { <ExceptionsPage exceptions clock yard /> } />
                 <Route path=path!("/maintenance") view=move || view! { <MaintenancePage clock yard /> } />
                 <Route path=path!("/health/:circuit") view=move || view! { <HealthPage clock yard /> } />
+                <Route path=path!("/settings") view=move || view! { <settings::SettingsPage yard /> } />
             </Routes>
         </Router>
     }

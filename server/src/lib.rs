@@ -213,6 +213,27 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
             layout: layout.clone(),
             role: cluster.watch(cluster::Role::Engine),
             instance: cluster.instance().to_owned(),
+            zone: config
+                .yard
+                .timezone
+                .parse()
+                .map_err(|err| anyhow::anyhow!("yard.timezone: {err}"))?,
+            app_url: config.exceptions.email.app_url.clone().unwrap_or_else(|| {
+                config
+                    .http
+                    .public_origins
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        let scheme = if config.http.tls_cert.is_some() {
+                            "https"
+                        } else {
+                            "http"
+                        };
+                        let port = config.http.listen.port();
+                        format!("{scheme}://localhost:{port}")
+                    })
+            }),
         },
     )
     .await

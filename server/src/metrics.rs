@@ -10,6 +10,51 @@ use std::time::{Duration, Instant};
 
 use crate::reading::RejectionKind;
 
+/// Where a notification goes, for `trackside_notifications_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyChannel {
+    Webhook,
+    Chat,
+    Email,
+}
+
+impl NotifyChannel {
+    pub const ALL: [NotifyChannel; 3] = [Self::Webhook, Self::Chat, Self::Email];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Chat => "chat",
+            Self::Email => "email",
+        }
+    }
+}
+
+/// What became of a notification attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyOutcome {
+    Sent,
+    /// Failed, to be retried.
+    Retried,
+    /// Failed its last attempt.
+    GivenUp,
+    /// Neither in memory nor in the outbox: a full queue, or shutdown.
+    Dropped,
+}
+
+impl NotifyOutcome {
+    pub const ALL: [NotifyOutcome; 4] = [Self::Sent, Self::Retried, Self::GivenUp, Self::Dropped];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Retried => "retried",
+            Self::GivenUp => "given_up",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub mqtt_messages: AtomicU64,
@@ -120,6 +165,12 @@ pub struct Metrics {
     /// queued (Unix ms), 0 when it has none.
     pub webhook_oldest_ms: OnceLock<Vec<AtomicI64>>,
     pub webhook_pending: AtomicI64,
+    /// Notifications by channel and outcome (`NotifyChannel`, `NotifyOutcome`).
+    pub notifications: [[AtomicU64; NotifyOutcome::ALL.len()]; NotifyChannel::ALL.len()],
+    /// Notifications not written to the full outbox (sent from memory).
+    pub notify_outbox_overflow: AtomicU64,
+    /// Outbox rows given up unsent at `exceptions.outbox_max_age_s`.
+    pub notify_outbox_expired: AtomicU64,
     /// Exception transitions judged but not yet stored (the database is
     /// away), in the journal on disk or in memory.
     pub exception_journal_pending: AtomicI64,
@@ -160,6 +211,10 @@ pub struct SpoolFigures {
 }
 
 impl Metrics {
+    pub fn count_notification(&self, channel: NotifyChannel, outcome: NotifyOutcome, n: usize) {
+        Self::add(&self.notifications[channel as usize][outcome as usize], n);
+    }
+
     pub fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Relaxed);
     }
@@ -408,6 +463,16 @@ impl Metrics {
             self.webhook_dropped.load(Relaxed),
         );
         counter(
+            "trackside_notification_outbox_overflow_total",
+            "Notifications the full outbox table could not take; sent from memory only.",
+            self.notify_outbox_overflow.load(Relaxed),
+        );
+        counter(
+            "trackside_notification_outbox_expired_total",
+            "Outbox notifications given up unsent after exceptions.outbox_max_age_s.",
+            self.notify_outbox_expired.load(Relaxed),
+        );
+        counter(
             "trackside_live_dropped_messages_total",
             "Messages the live fan-out's full queue could not take; every WebSocket client was then resynchronised.",
             self.live_dropped_messages.load(Relaxed),
@@ -467,6 +532,22 @@ impl Metrics {
             "Passes of the occupation job that failed and were retried.",
             self.occupation_job_failures.load(Relaxed),
         );
+        let _ = writeln!(
+            out,
+            "# HELP trackside_notifications_total Notification attempts by channel and outcome (sent; retried: failed, tried again; given_up: failed its last attempt; dropped: lost to a full queue or shutdown).\n\
+             # TYPE trackside_notifications_total counter"
+        );
+        for channel in NotifyChannel::ALL {
+            for outcome in NotifyOutcome::ALL {
+                let _ = writeln!(
+                    out,
+                    "trackside_notifications_total{{channel=\"{}\",outcome=\"{}\"}} {}",
+                    channel.as_str(),
+                    outcome.as_str(),
+                    self.notifications[channel as usize][outcome as usize].load(Relaxed)
+                );
+            }
+        }
         let name = "trackside_rejections_total";
         let _ = writeln!(
             out,

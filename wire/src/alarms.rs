@@ -224,3 +224,78 @@ pub struct PriorityShare {
     /// [`Priority::target_share`].
     pub target: f64,
 }
+
+/// `GET`/`PUT /api/me/notifications` and `/api/users/{name}/notifications`:
+/// what reaches one user by e-mail, besides the configured groups.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySettings {
+    /// Where their e-mail goes; absent: none.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Each route that matches an announced exception sends it once.
+    #[serde(default)]
+    pub routes: Vec<NotifyRoute>,
+}
+
+/// Which exceptions reach the user, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyRoute {
+    /// The least priority that reaches them.
+    pub min_priority: Priority,
+    /// Circuit (or subject) patterns, `*` for any run of characters;
+    /// empty: every circuit.
+    #[serde(default)]
+    pub circuits: Vec<String>,
+    /// Hours of the day in the yard's zone, `[from, to)`, 0 to 24; `from`
+    /// after `to` runs past midnight (`[18, 6]`: out of hours). Absent:
+    /// at any hour.
+    #[serde(default)]
+    pub hours: Option<[u8; 2]>,
+}
+
+impl NotifyRoute {
+    /// Whether an exception of this priority on `place` at this local hour
+    /// (0 to 23) goes by this route.
+    pub fn takes(&self, priority: Priority, place: &str, hour: u8) -> bool {
+        let in_hours = match self.hours {
+            None => true,
+            Some([from, to]) if from <= to => (from..to).contains(&hour),
+            Some([from, to]) => hour >= from || hour < to,
+        };
+        in_hours
+            && priority >= self.min_priority
+            && (self.circuits.is_empty()
+                || self
+                    .circuits
+                    .iter()
+                    .any(|p| crate::channel::pattern_matches(p, place)))
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    #[test]
+    fn a_route_takes_its_priorities_circuits_and_hours() {
+        let route = NotifyRoute {
+            min_priority: Priority::Medium,
+            circuits: vec!["T1*".into()],
+            hours: Some([18, 6]),
+        };
+        assert!(route.takes(Priority::High, "T12", 23));
+        assert!(route.takes(Priority::Medium, "T1", 5));
+        assert!(!route.takes(Priority::Medium, "T1", 6), "office hours");
+        assert!(!route.takes(Priority::Low, "T1", 23), "below its priority");
+        assert!(!route.takes(Priority::High, "P2", 23), "another circuit");
+        let day = NotifyRoute {
+            hours: Some([8, 17]),
+            circuits: Vec::new(),
+            ..route
+        };
+        assert!(day.takes(Priority::High, "P2", 8));
+        assert!(!day.takes(Priority::High, "P2", 17));
+    }
+}

@@ -18,8 +18,8 @@ mod parameter;
 mod yard;
 
 pub use alarms::{
-    MaintenanceWindowInfo, NewMaintenanceWindow, NewShelf, Priority, PriorityMix, PriorityShare,
-    ShelfInfo, WindowState,
+    MaintenanceWindowInfo, NewMaintenanceWindow, NewShelf, NotifyRoute, NotifySettings, Priority,
+    PriorityMix, PriorityShare, ShelfInfo, WindowState,
 };
 pub use auth::{
     AuditEntry, CertificateRequest, GatewayCertificateFiles, GatewayCredentialInfo,

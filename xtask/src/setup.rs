@@ -27,7 +27,57 @@ pub fn install_missing(root: &Path) -> Result<()> {
     step("setup: wasm-bindgen CLI", || {
         wasm_bindgen_cli(root).map(drop)
     })?;
+    step("setup: SMTP server for the e-mail tests", smtp_server).map(drop)?;
     Ok(())
+}
+
+/// The real SMTP server the e-mail tests send to: aiosmtpd from PyPI, in a
+/// virtual environment of its own (the server's tests find it through
+/// [`smtp_python`]'s path).
+const AIOSMTPD: &str = "aiosmtpd==1.4.6";
+
+fn smtp_server() -> Result<PathBuf> {
+    let venv = cache_dir()?.join("smtpd-venv");
+    let python = venv.join("bin/python3");
+    let installed = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import aiosmtpd"])
+            .output()
+            .is_ok_and(|out| out.status.success());
+    if installed {
+        println!("    aiosmtpd present in {}", venv.display());
+        return Ok(python);
+    }
+    if !on_path("python3") {
+        install_debian(vec!["python3", "python3-venv"])?;
+    }
+    if !venv.join("bin/pip").exists() {
+        let _ = fs::remove_dir_all(&venv);
+        let created = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !created {
+            // Debian splits ensurepip into python3-venv.
+            install_debian(vec!["python3-venv"])?;
+            run(
+                Command::new("python3").arg("-m").arg("venv").arg(&venv),
+                false,
+            )?;
+        }
+    }
+    run(
+        Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--disable-pip-version-check",
+            "--quiet",
+            AIOSMTPD,
+        ]),
+        false,
+    )?;
+    Ok(python)
 }
 
 fn debian_packages() -> Result<()> {

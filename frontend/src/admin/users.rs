@@ -148,6 +148,9 @@ fn row(
             <td>{times.cell(user.last_sign_in_at)}</td>
             <td class="number">{user.sessions}</td>
             <td class="actions">
+                <a class="button secondary" href=format!("/settings?user={}", crate::api::encode(&name))>
+                    "E-mail alarms"
+                </a>
                 <button class="secondary" on:click=move |_| {
                     change(for_state.clone(), UserChange { disabled: Some(!disabled), ..UserChange::default() })
                 }>

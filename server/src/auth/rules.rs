@@ -57,6 +57,9 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/me", SIGNED_IN),
     rule("DELETE", "/api/session", SIGNED_IN),
     rule("POST", "/api/me/password", SIGNED_IN),
+    // What reaches me by e-mail: anyone who may read alarms.
+    rule("GET", "/api/me/notifications", VIEWER),
+    rule("PUT", "/api/me/notifications", VIEWER),
     // A Prometheus scrape, with a `metrics` token or any role's.
     rule("GET", "/metrics", METRICS),
     // Reads.
@@ -95,6 +98,8 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/users", ADMIN),
     rule("POST", "/api/users", ADMIN),
     rule("PATCH", "/api/users/{name}", ADMIN),
+    rule("GET", "/api/users/{name}/notifications", ADMIN),
+    rule("PUT", "/api/users/{name}/notifications", ADMIN),
     rule("GET", "/api/tokens", ADMIN),
     rule("POST", "/api/tokens", ADMIN),
     rule("DELETE", "/api/tokens/{id}", ADMIN),

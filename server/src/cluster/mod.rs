@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 pub enum Role {
     /// The exception engine and what it feeds: raising, clearing and
     /// acknowledging exceptions, the exception journal's replay and the
-    /// webhooks (a transition is sent by the instance that decided it).
+    /// notifications (the outbox is drained only where this role is held).
     /// Jobs whose output goes to the engine run under this role too (the
     /// forecaster, the occupation job): an engine standing by drops its
     /// inputs, so they must run where the engine does.

@@ -36,6 +36,19 @@ pub struct ExceptionsConfig {
     pub webhook_queue: usize,
     /// Attempts per notification, with exponential backoff between them.
     pub webhook_attempts: u32,
+    /// Notifications waiting in the outbox table, over every receiver;
+    /// beyond this new ones are sent from memory only, and counted
+    /// (`trackside_notification_outbox_overflow_total`).
+    pub outbox_rows: u64,
+    /// A notification not sent within this many seconds is given up, and
+    /// counted (`trackside_notification_outbox_expired_total`): a day-old
+    /// alarm e-mail helps nobody.
+    pub outbox_max_age_s: u64,
+    /// `[exceptions.email]`: the SMTP relay e-mail goes through.
+    pub email: super::notify::email::EmailConfig,
+    /// `[[exceptions.notify_groups]]`: who is e-mailed at each escalation
+    /// level (0: the raise).
+    pub notify_groups: Vec<super::notify::email::NotifyGroup>,
     /// Escalate an exception nobody acknowledged after this many seconds
     /// at its current priority (a rule's `escalate_after_s` wins); each
     /// escalation raises its priority a step and announces it again (the
@@ -83,6 +96,10 @@ impl Default for ExceptionsConfig {
             chat_webhook_urls: Vec::new(),
             webhook_queue: 1_024,
             webhook_attempts: 6,
+            outbox_rows: 100_000,
+            outbox_max_age_s: 86_400,
+            email: Default::default(),
+            notify_groups: Vec::new(),
             escalate_after_s: EscalateAfter::default(),
             escalation_levels: 2,
             shelve_max_s: 12 * 3_600,
@@ -105,6 +122,11 @@ impl ExceptionsConfig {
             self.webhook_attempts >= 1,
             "exceptions.webhook_attempts must be at least 1"
         );
+        anyhow::ensure!(
+            self.outbox_rows >= 1 && self.outbox_max_age_s >= 60,
+            "exceptions.outbox_rows must be at least 1 and exceptions.outbox_max_age_s at least 60"
+        );
+        super::notify::email::check(&self.email, &self.notify_groups)?;
         anyhow::ensure!(
             self.realarm_after_s.is_none_or(|s| s > 0.0),
             "exceptions.realarm_after_s must be positive (leave it out to never re-alarm)"

@@ -28,11 +28,11 @@ pub mod http;
 pub mod journal;
 pub mod lifecycle;
 pub mod maintenance;
+pub mod notify;
 pub mod priority;
 pub mod relay;
 pub mod shelving;
 pub mod store;
-pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -373,7 +373,7 @@ pub struct Started {
 /// instances' live views and the webhooks.
 pub struct Outlets {
     pub live: LiveHub,
-    pub webhook: Option<webhook::Notifier>,
+    pub webhook: Option<notify::Notifier>,
     pub relay: Option<relay::Relay>,
 }
 
@@ -425,6 +425,10 @@ pub struct Environment {
     pub role: watch::Receiver<bool>,
     /// This instance's name, to tell its own relayed transitions apart.
     pub instance: String,
+    /// The yard's zone, for the times in e-mail.
+    pub zone: chrono_tz::Tz,
+    /// The app's address, for the link in e-mail.
+    pub app_url: String,
 }
 
 /// Builds the engine: writes what an earlier run left in the journal,
@@ -441,6 +445,8 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
         layout,
         mut role,
         instance,
+        zone,
+        app_url,
     } = env;
     let mut rules = config.rules.clone();
     if !rules.iter().any(|r| matches!(r.check, Check::Spool { .. })) {
@@ -449,24 +455,41 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
     // Checked once here; each tenure builds its engine from the same rules.
     Engine::new(rules.clone(), config.realarm_after_s).map_err(anyhow::Error::msg)?;
 
-    let receivers: Vec<(String, webhook::Format)> = config
+    let mut receivers: Vec<notify::Receiver> = config
         .webhook_urls
         .iter()
-        .map(|url| (url.clone(), webhook::Format::Json))
+        .map(|url| notify::Receiver::Webhook {
+            url: url.clone(),
+            format: notify::Format::Json,
+        })
         .chain(
             config
                 .chat_webhook_urls
                 .iter()
-                .map(|url| (url.clone(), webhook::Format::Chat)),
+                .map(|url| notify::Receiver::Webhook {
+                    url: url.clone(),
+                    format: notify::Format::Chat,
+                }),
         )
         .collect();
+    if let Some(mailer) =
+        notify::email::Mailer::new(&config.email, &config.notify_groups, &rules, zone, app_url)?
+    {
+        receivers.push(notify::Receiver::Email(Arc::new(mailer)));
+    }
     let (webhook, webhooks) = if receivers.is_empty() {
         (None, Vec::new())
     } else {
-        let (notifier, tasks) = webhook::start(
-            &receivers,
-            config.webhook_queue,
-            config.webhook_attempts,
+        let (notifier, tasks) = notify::start(
+            receivers,
+            notify::Bounds {
+                queue: config.webhook_queue,
+                attempts: config.webhook_attempts,
+                outbox_rows: config.outbox_rows,
+                outbox_max_age_s: config.outbox_max_age_s,
+            },
+            pool.clone(),
+            role.clone(),
             metrics.clone(),
             shutdown.clone(),
         )?;
