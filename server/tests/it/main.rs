@@ -30,6 +30,7 @@ mod scale;
 mod shelving;
 mod shelving_page;
 mod shutdown;
+mod sparkplug;
 mod spool;
 mod timescale;
 mod yard;
