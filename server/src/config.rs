@@ -352,9 +352,10 @@ impl SparkplugConfig {
             for (metric, target) in &node.metrics {
                 let valid = match target.split_once('/') {
                     Some(_) => ChannelName::parse(target).is_ok(),
+                    // A parameter needs a circuit: the entry's, or its device id.
                     None => {
-                        ChannelName::from_parts("X", target).is_ok() && node.circuit.is_some()
-                            || ChannelName::from_parts("X", target).is_ok() && node.device.is_some()
+                        ChannelName::from_parts("X", target).is_ok()
+                            && (node.circuit.is_some() || node.device.is_some())
                     }
                 };
                 anyhow::ensure!(

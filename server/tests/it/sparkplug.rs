@@ -432,3 +432,47 @@ async fn sparkplug_through_an_external_broker() {
     node.kill();
     wait_online(&server, name, false).await;
 }
+
+/// `trackside simulate --sparkplug`: the demo yard's gateways as edge
+/// nodes; their readings are stored with nothing rejected.
+#[tokio::test]
+async fn the_simulated_yard_publishes_as_sparkplug_b() {
+    let server = TestServer::start().await;
+    let options = trackside::sim::YardOptions {
+        host: "127.0.0.1".into(),
+        port: server.running.mqtt_addr.port(),
+        circuits: 0,
+        gateways: 2,
+        rate_hz: 4.0,
+        seed: 1,
+        password: None,
+        faults: false,
+        start_at_s: 0.0,
+        sags: Vec::new(),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let yard = tokio::spawn(trackside::sim::sparkplug::run(
+        options,
+        "millbrook".into(),
+        stop.clone(),
+    ));
+    eventually("simulated readings stored", || async {
+        let (stored,): (i64,) = sqlx::query_as("SELECT count(*) FROM readings")
+            .fetch_one(&server.pool)
+            .await
+            .ok()?;
+        (stored > 100).then_some(())
+    })
+    .await;
+    wait_online(&server, "yard-gw01", true).await;
+    wait_online(&server, "yard-gw02", true).await;
+    stop.cancel();
+    yard.await.expect("the yard task").expect("the yard ran");
+    // The clean goodbye is an NDEATH.
+    wait_online(&server, "yard-gw01", false).await;
+    let (rejected,): (i64,) = sqlx::query_as("SELECT count(*) FROM rejected_messages")
+        .fetch_one(&server.pool)
+        .await
+        .expect("counting rejections");
+    assert_eq!(rejected, 0);
+}
