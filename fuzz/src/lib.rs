@@ -149,7 +149,10 @@ pub fn sparkplug(data: &[u8]) {
             assert_eq!(decoded.gateway, GATEWAY);
         }
         if decoded.status.is_some() {
-            assert!(topic.contains("BIRTH") || topic.contains("DEATH"), "status from {topic}");
+            assert!(
+                topic.contains("BIRTH") || topic.contains("DEATH"),
+                "status from {topic}"
+            );
         }
         if !decoded.readings.is_empty() {
             assert!(!topic.contains("DEATH"), "readings from {topic}");
