@@ -119,6 +119,47 @@ pub fn bare_number(payload: &[u8]) {
     }
 }
 
+/// A Sparkplug B session: the input is a run of messages, each a byte
+/// choosing its topic (birth, data or death, of the node or a device),
+/// a byte of payload length, then the payload, decoded in order in one
+/// session. Each obeys every decoder's invariants; status comes only from
+/// births and deaths, readings only from births and data.
+pub fn sparkplug(data: &[u8]) {
+    const TOPICS: [&str; 6] = [
+        "spBv1.0/g/NBIRTH/gw",
+        "spBv1.0/g/NDATA/gw",
+        "spBv1.0/g/NDEATH/gw",
+        "spBv1.0/g/DBIRTH/gw/T1",
+        "spBv1.0/g/DDATA/gw/T1",
+        "spBv1.0/g/DDEATH/gw/T1",
+    ];
+    let sessions = trackside::ingest::sparkplug::Sessions::new(
+        trackside::config::SparkplugConfig::default(),
+        std::sync::Arc::new(trackside::metrics::Metrics::default()),
+    );
+    let cx = context();
+    let mut rest = data;
+    while let [which, len, tail @ ..] = rest {
+        let (payload, next) = tail.split_at((*len as usize).min(tail.len()));
+        rest = next;
+        let topic = TOPICS[*which as usize % TOPICS.len()];
+        let decoded = sessions.decode(topic, payload, &cx, true);
+        check_any(topic, payload, &decoded, &cx);
+        if !decoded.readings.is_empty() || decoded.status.is_some() {
+            assert_eq!(decoded.gateway, GATEWAY);
+        }
+        if decoded.status.is_some() {
+            assert!(
+                topic.contains("BIRTH") || topic.contains("DEATH"),
+                "status from {topic}"
+            );
+        }
+        if !decoded.readings.is_empty() {
+            assert!(!topic.contains("DEATH"), "readings from {topic}");
+        }
+    }
+}
+
 /// Any topic and payload, split at the first NUL: MQTT forbids NUL in topic
 /// names, so the split loses no topic and keeps the seed files readable.
 pub fn any_topic(data: &[u8]) {

@@ -249,6 +249,127 @@ pub struct IngestConfig {
     /// Channels owned by a gateway ahead of its first reading: no other
     /// gateway may write them, and an admin cannot reassign them.
     pub pins: Vec<Pin>,
+    /// Sparkplug B edge nodes (`spBv1.0/...`): bounds and channel mapping.
+    pub sparkplug: SparkplugConfig,
+}
+
+/// `[ingest.sparkplug]`: what Trackside keeps per Sparkplug B edge node
+/// (its birth certificate's aliases and its sequence numbers), with its
+/// bounds, and how metric names map to channels (docs/gateways.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SparkplugConfig {
+    /// Edge nodes with a session kept; a birth from one more is rejected
+    /// (reason `bound`) until one dies.
+    pub max_nodes: usize,
+    /// Devices one edge node may announce (DBIRTH).
+    pub max_devices_per_node: usize,
+    /// Metrics (aliases) one edge node and its devices may declare at birth.
+    pub max_aliases_per_node: usize,
+    /// Metrics in one payload; a payload with more is rejected whole.
+    pub max_metrics_per_payload: usize,
+    /// Publish `NCMD` `Node Control/Rebirth` to a node whose sequence
+    /// broke or that sent data before its birth (Sparkplug 3.0), at most
+    /// once per node every `rebirth_interval_secs`.
+    pub rebirth: bool,
+    pub rebirth_interval_secs: u64,
+    /// `[[ingest.sparkplug.nodes]]`: per edge node (and device) mapping.
+    pub nodes: Vec<SparkplugNode>,
+}
+
+/// One edge node's (or one of its devices') mapping of metric names to
+/// channels. A metric it does not list follows the default rule.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparkplugNode {
+    /// The Sparkplug group id; absent: any group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The edge node id, which is its gateway id.
+    pub edge_node: String,
+    /// A device of the node; absent: the node's own metrics, and every
+    /// device without an entry of its own.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// The circuit a metric named by its parameter alone belongs to
+    /// (default: the device id).
+    #[serde(default)]
+    pub circuit: Option<String>,
+    /// Metric name -> `parameter` (of `circuit`) or `circuit/parameter`.
+    #[serde(default)]
+    pub metrics: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for SparkplugConfig {
+    fn default() -> Self {
+        Self {
+            max_nodes: 1_000,
+            max_devices_per_node: 256,
+            max_aliases_per_node: 10_000,
+            max_metrics_per_payload: 10_000,
+            rebirth: true,
+            rebirth_interval_secs: 10,
+            nodes: Vec::new(),
+        }
+    }
+}
+
+impl SparkplugConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        use trackside_wire::ChannelName;
+        for (name, value) in [
+            ("max_nodes", self.max_nodes),
+            ("max_devices_per_node", self.max_devices_per_node),
+            ("max_aliases_per_node", self.max_aliases_per_node),
+            ("max_metrics_per_payload", self.max_metrics_per_payload),
+        ] {
+            anyhow::ensure!(
+                (1..=1_000_000).contains(&value),
+                "ingest.sparkplug.{name} must be between 1 and 1000000"
+            );
+        }
+        anyhow::ensure!(
+            (1..=3_600).contains(&self.rebirth_interval_secs),
+            "ingest.sparkplug.rebirth_interval_secs must be between 1 and 3600"
+        );
+        for node in &self.nodes {
+            let id = |text: &str| {
+                (1..=64).contains(&text.len())
+                    && text
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+            };
+            anyhow::ensure!(
+                id(&node.edge_node),
+                "ingest.sparkplug.nodes: edge_node {:?} is not a gateway id (1 to 64 of letters, digits, `_`, `-`, `.`)",
+                node.edge_node
+            );
+            if let Some(circuit) = &node.circuit {
+                anyhow::ensure!(
+                    ChannelName::from_parts(circuit, "relay_state").is_ok(),
+                    "ingest.sparkplug.nodes for {:?}: circuit {circuit:?} is not a circuit name",
+                    node.edge_node
+                );
+            }
+            for (metric, target) in &node.metrics {
+                let valid = match target.split_once('/') {
+                    Some(_) => ChannelName::parse(target).is_ok(),
+                    // A parameter needs a circuit: the entry's, or its device id.
+                    None => {
+                        ChannelName::from_parts("X", target).is_ok()
+                            && (node.circuit.is_some() || node.device.is_some())
+                    }
+                };
+                anyhow::ensure!(
+                    valid,
+                    "ingest.sparkplug.nodes for {:?}: metric {metric:?} maps to {target:?}, which is \
+                     neither `circuit/parameter` nor a parameter of the entry's circuit (set `circuit`)",
+                    node.edge_node
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[[ingest.pins]]`: channel patterns (`T101/*` pins a circuit) that
@@ -415,6 +536,7 @@ impl Default for IngestConfig {
             extra_parameters: Vec::new(),
             rejected_retention_days: 7,
             pins: Vec::new(),
+            sparkplug: SparkplugConfig::default(),
         }
     }
 }
@@ -540,6 +662,7 @@ impl Config {
                 pin.gateway
             );
         }
+        self.ingest.sparkplug.validate()?;
         anyhow::ensure!(
             self.ingest.spool_fsync_ms.is_none_or(|ms| ms <= 1_000),
             "ingest.spool_fsync_ms must be between 0 and 1000 (or \"off\"): it is how much a power cut may lose"

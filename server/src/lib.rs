@@ -294,6 +294,10 @@ pub async fn start(config: &Config, pool: PgPool) -> anyhow::Result<Running> {
         rejections: rejection_queue,
         max_future: TimeDelta::seconds(config.ingest.max_future_secs),
         exceptions: exceptions.feed,
+        sparkplug: Arc::new(ingest::sparkplug::Sessions::new(
+            config.ingest.sparkplug.clone(),
+            metrics.clone(),
+        )),
         redelivers: config.mqtt.external.is_some(),
     });
     let ingest_running = Arc::new(AtomicBool::new(true));
@@ -560,12 +564,18 @@ async fn start_embedded_ingest(
         let running = running.clone();
         let shutdown = shutdown.clone();
         // The link's sending half must outlive the reader, or the router
-        // drops the subscription.
-        let link_tx = broker.link_tx;
+        // drops the subscription; meanwhile it sends Sparkplug commands.
+        let stop_sending = shutdown.child_token();
+        let sender = tokio::spawn(ingest::broker::send_commands(
+            broker.link_tx,
+            pipeline.sparkplug.take_commands(),
+            stop_sending.clone(),
+        ));
         tokio::spawn(async move {
             ingest::broker::run_embedded_link(broker.link_rx, pipeline, shutdown).await;
             running.store(false, Relaxed);
-            drop(link_tx);
+            stop_sending.cancel();
+            drop(sender.await);
         })
     };
     let addresses = MqttAddresses {

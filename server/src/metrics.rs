@@ -124,6 +124,15 @@ pub struct Metrics {
     /// Publishes taken by the non-shared live subscription of a shared
     /// (scaled-out) external ingest: shown live and judged, not stored.
     pub mqtt_live_messages: AtomicU64,
+    /// Sparkplug B messages whose `seq` was not the one due (also kept as
+    /// a `sequence` rejection).
+    pub sparkplug_sequence_gaps: AtomicU64,
+    /// `NCMD` `Node Control/Rebirth` requests queued for an edge node.
+    pub sparkplug_rebirth_requests: AtomicU64,
+    /// Rebirth requests dropped: the command queue was full.
+    pub sparkplug_commands_dropped: AtomicU64,
+    /// Edge nodes with a session kept (born, not dead).
+    pub sparkplug_nodes: AtomicI64,
     pub exceptions_raised: AtomicU64,
     pub exceptions_cleared: AtomicU64,
     pub exceptions_acknowledged: AtomicU64,
@@ -413,6 +422,21 @@ impl Metrics {
             self.mqtt_live_messages.load(Relaxed),
         );
         counter(
+            "trackside_sparkplug_sequence_gaps_total",
+            "Sparkplug B messages whose seq was not the one due (lost or reordered messages); each is kept as a rejection.",
+            self.sparkplug_sequence_gaps.load(Relaxed),
+        );
+        counter(
+            "trackside_sparkplug_rebirth_requests_total",
+            "NCMD Node Control/Rebirth requests queued for Sparkplug B edge nodes.",
+            self.sparkplug_rebirth_requests.load(Relaxed),
+        );
+        counter(
+            "trackside_sparkplug_commands_dropped_total",
+            "Rebirth requests dropped because the Sparkplug command queue (64) was full.",
+            self.sparkplug_commands_dropped.load(Relaxed),
+        );
+        counter(
             "trackside_exceptions_raised_total",
             "Exception raises (new, or reactivated while unacknowledged).",
             self.exceptions_raised.load(Relaxed),
@@ -601,6 +625,11 @@ impl Metrics {
             "trackside_mqtt_sessions",
             "Gateway sessions open through the MQTT front.",
             self.mqtt_front_sessions.load(Relaxed),
+        );
+        gauge(
+            "trackside_sparkplug_nodes",
+            "Sparkplug B edge nodes with a session kept (born and not dead).",
+            self.sparkplug_nodes.load(Relaxed),
         );
         gauge(
             "trackside_store_queue_messages",

@@ -43,15 +43,19 @@ pub enum RejectionKind {
     /// A new channel past its gateway's bound
     /// (`ingest.max_channels_per_gateway`).
     Bound,
+    /// A Sparkplug B message out of its session's order: a `seq` gap, or
+    /// a death certificate of an earlier session.
+    Sequence,
 }
 
 impl RejectionKind {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Topic,
         Self::Acl,
         Self::Payload,
         Self::Reading,
         Self::Bound,
+        Self::Sequence,
     ];
 
     pub fn label(self) -> &'static str {
@@ -61,6 +65,7 @@ impl RejectionKind {
             Self::Payload => "payload",
             Self::Reading => "reading",
             Self::Bound => "bound",
+            Self::Sequence => "sequence",
         }
     }
 }

@@ -37,6 +37,13 @@ pub struct SimulateArgs {
     /// occupation current, a drifting relay) on a 56-minute cycle.
     #[arg(long)]
     faults: bool,
+    /// Publish as Sparkplug B edge nodes (`spBv1.0/{group}/...`, births
+    /// with aliases, data by alias, death as the will) instead of JSON.
+    #[arg(long)]
+    sparkplug: bool,
+    /// The Sparkplug B group id, with `--sparkplug`.
+    #[arg(long, default_value = sim::sparkplug::DEFAULT_GROUP, requires = "sparkplug")]
+    group: String,
 }
 
 #[derive(Args)]
@@ -77,7 +84,11 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     };
     anyhow::ensure!(options.rate_hz > 0.0, "--rate-hz must be positive");
     let stop = CancellationToken::new();
-    let running = tokio::spawn(sim::run(options, stop.clone()));
+    let running = if args.sparkplug {
+        tokio::spawn(sim::sparkplug::run(options, args.group, stop.clone()))
+    } else {
+        tokio::spawn(sim::run(options, stop.clone()))
+    };
     shutdown_signal().await;
     stop.cancel();
     running.await?

@@ -264,3 +264,32 @@ pub async fn run_embedded_link(
         }
     }
 }
+
+/// Publishes Trackside's Sparkplug B commands (rebirth requests) through
+/// the embedded broker's link until `stop`, then hands the link's sending
+/// half back: it must outlive the reader, or the router drops the
+/// subscription.
+pub async fn send_commands(
+    mut link_tx: LinkTx,
+    commands: Option<tokio::sync::mpsc::Receiver<super::sparkplug::Command>>,
+    stop: CancellationToken,
+) -> LinkTx {
+    let Some(mut commands) = commands else {
+        stop.cancelled().await;
+        return link_tx;
+    };
+    loop {
+        let command = tokio::select! {
+            command = commands.recv() => command,
+            () = stop.cancelled() => break,
+        };
+        let Some(command) = command else {
+            stop.cancelled().await;
+            break;
+        };
+        if let Err(err) = link_tx.try_publish(command.topic.clone(), command.payload) {
+            tracing::warn!(topic = %command.topic, "cannot publish a Sparkplug B command: {err}");
+        }
+    }
+    link_tx
+}

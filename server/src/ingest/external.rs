@@ -76,6 +76,12 @@ pub async fn run_external_link(
         pending,
         refused.clone(),
     ));
+    // Rebirth requests go out on the session that follows the Sparkplug
+    // sessions: this one alone, or scaled out the live one.
+    let mut commands = match part {
+        Part::Whole => pipeline.sparkplug.take_commands(),
+        _ => None,
+    };
     let connected = &pipeline.metrics.mqtt_external_connected;
     let mut retry = EXTERNAL_RETRY_FIRST;
     let mut redelivery = tokio::time::interval(REDELIVERY_CHECK);
@@ -84,6 +90,10 @@ pub async fn run_external_link(
         let event = tokio::select! {
             event = events.poll() => event,
             () = shutdown.cancelled() => break,
+            Some(command) = next_command(&mut commands) => {
+                publish_command(&client, command);
+                continue;
+            }
             _ = redelivery.tick() => {
                 // A broker stops sending once its window of unacknowledged
                 // publishes is full, so waiting for the next publish to try
@@ -180,11 +190,16 @@ async fn run_live_link(
         .set_clean_session(true)
         .set_manual_acks(false);
     let (client, mut events) = AsyncClient::new(options, EXTERNAL_REQUEST_QUEUE);
+    let mut commands = pipeline.sparkplug.take_commands();
     let mut retry = EXTERNAL_RETRY_FIRST;
     loop {
         let event = tokio::select! {
             event = events.poll() => event,
             () = shutdown.cancelled() => break,
+            Some(command) = next_command(&mut commands) => {
+                publish_command(&client, command);
+                continue;
+            }
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -216,6 +231,25 @@ async fn run_live_link(
         }
     }
     let _ = client.try_disconnect();
+}
+
+/// The next Sparkplug command, or never when this link sends none.
+async fn next_command(
+    commands: &mut Option<mpsc::Receiver<crate::ingest::sparkplug::Command>>,
+) -> Option<crate::ingest::sparkplug::Command> {
+    match commands {
+        Some(commands) => commands.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Publishes a rebirth request at QoS 0 (Sparkplug's commands are not
+/// retained); the broker's ACL must let Trackside's user publish to
+/// `spBv1.0/+/NCMD/+` (docs/gateways.md), or it is dropped there.
+fn publish_command(client: &AsyncClient, command: crate::ingest::sparkplug::Command) {
+    if let Err(err) = client.try_publish(&command.topic, QoS::AtMostOnce, false, command.payload) {
+        tracing::warn!(topic = %command.topic, "cannot publish a Sparkplug B command: {err}");
+    }
 }
 
 /// Acknowledges each publish, in the order they came, once its readings

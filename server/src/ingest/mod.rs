@@ -8,6 +8,8 @@
 //! - [`credentials`] and [`pki`]: who may connect, and the certificates that
 //!   tie a TLS connection to one gateway.
 //! - [`decode`]: topic and payload to readings and rejections (pure).
+//! - [`sparkplug`]: Sparkplug B edge nodes, whose sessions (aliases,
+//!   sequence numbers) decoding needs.
 //! - [`pipeline`]: the one path every publish takes, handing the result to
 //!   the live view, the exception engine, the spool and the store queue.
 //!
@@ -23,5 +25,6 @@ pub mod front;
 pub mod http;
 pub mod pipeline;
 pub mod pki;
+pub mod sparkplug;
 
 pub use pipeline::Pipeline;

@@ -31,6 +31,8 @@ pub struct Pipeline {
     pub rejections: RejectionQueue,
     pub max_future: TimeDelta,
     pub exceptions: crate::exceptions::Feed,
+    /// Sparkplug B edge nodes' sessions, which their messages decode in.
+    pub sparkplug: Arc<super::sparkplug::Sessions>,
     /// The source delivers again what is not acknowledged (an external
     /// broker's persistent session): a message neither the spool nor the
     /// store queue takes is left to it, not lost.
@@ -68,6 +70,12 @@ impl Pipeline {
         }
         let cx = DecodeContext::new(Utc::now(), self.max_future);
         let mut decoded = match std::str::from_utf8(topic) {
+            Ok(topic) if super::sparkplug::is_sparkplug(topic) => {
+                // The session follows every message where this source sees
+                // them all (not the stored share of a shared subscription).
+                self.sparkplug
+                    .decode(topic, payload, &cx, part != Part::Store)
+            }
             Ok(topic) => decode::decode(topic, payload, &cx),
             Err(_) => decode::Decoded {
                 rejections: vec![Rejection {

@@ -22,6 +22,7 @@ pub mod backfill;
 pub mod drill;
 mod faults;
 mod publisher;
+pub mod sparkplug;
 mod trains;
 
 use std::time::Duration;

@@ -34,6 +34,7 @@ mod settings_page;
 mod shelving;
 mod shelving_page;
 mod shutdown;
+mod sparkplug;
 mod spool;
 mod timescale;
 mod yard;

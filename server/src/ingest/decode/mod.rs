@@ -33,12 +33,17 @@ pub const TOPIC_ROOT: &str = "trackside";
 /// The broker sets the tenant from the client certificate and refuses
 /// anything outside it, so here the tenant is a proven identity.
 pub const TENANT_ROOT: &str = "/tenants/";
+/// Sparkplug B's topic namespace, decoded by `ingest::sparkplug`.
+pub const NAMESPACE: &str = "spBv1.0";
 
-/// The subscription filters that cover every topic gateways publish to.
-pub fn ingest_filters() -> [String; 2] {
+/// The subscription filters that cover every topic gateways publish to,
+/// Sparkplug B's namespace (`spBv1.0/...`) included.
+pub fn ingest_filters() -> [String; 4] {
     [
         format!("{TOPIC_ROOT}/#"),
         format!("{TENANT_ROOT}+/{TOPIC_ROOT}/#"),
+        format!("{NAMESPACE}/#"),
+        format!("{TENANT_ROOT}+/{NAMESPACE}/#"),
     ]
 }
 
@@ -441,7 +446,7 @@ fn parse_ts(ts: &Value, cx: &DecodeContext) -> Result<DateTime<Utc>, String> {
 }
 
 /// The plausibility bounds every timestamp must meet, whatever its format.
-fn check_ts(parsed: DateTime<Utc>, cx: &DecodeContext) -> Result<DateTime<Utc>, String> {
+pub(crate) fn check_ts(parsed: DateTime<Utc>, cx: &DecodeContext) -> Result<DateTime<Utc>, String> {
     if cx.newest_stated.get().is_none_or(|newest| parsed > newest) {
         cx.newest_stated.set(Some(parsed));
     }
@@ -487,7 +492,7 @@ fn truncate(text: &str, max: usize) -> &str {
     }
 }
 
-fn rejection(
+pub(crate) fn rejection(
     topic: &str,
     gateway: Option<&str>,
     payload: Vec<u8>,
