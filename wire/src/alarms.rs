@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 /// its circuit's criticality; escalation raises it. Ordered: `Low < Medium
 /// < High`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     /// For the maintenance plan: look at it this shift.
@@ -69,6 +70,7 @@ impl Priority {
 
 /// Where a maintenance window stands at the time of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WindowState {
     Planned,
@@ -80,6 +82,7 @@ pub enum WindowState {
 /// (or its gateway's) are recorded as suppressed instead of announced; at
 /// its end whatever is still active is raised normally.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MaintenanceWindowInfo {
     pub id: i64,
     /// Circuit names or patterns (`T1*`).
@@ -103,6 +106,7 @@ pub struct MaintenanceWindowInfo {
 
 /// `POST /api/maintenance`: plan a window, or start one now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewMaintenanceWindow {
     #[serde(default)]
@@ -121,6 +125,7 @@ pub struct NewMaintenanceWindow {
 /// rule on one subject) or a rule on every channel of a circuit until its
 /// time runs out or someone unshelves it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShelfInfo {
     pub id: i64,
     pub rule: String,
@@ -145,6 +150,7 @@ pub struct ShelfInfo {
 /// `POST /api/shelves`: shelve an exception (`exception`), or a rule on a
 /// circuit (`rule` and `circuit`), for `duration_s` with a reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewShelf {
     #[serde(default)]

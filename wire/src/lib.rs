@@ -49,6 +49,7 @@ pub use yard::{
 
 /// One measured value of one channel at one instant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Reading {
     /// `{circuit}/{parameter}`, for example `T101/relay_voltage`.
     pub channel: String,
@@ -59,6 +60,7 @@ pub struct Reading {
 
 /// The most recent reading of a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Latest {
     /// Unix milliseconds, UTC.
     pub ts: i64,
@@ -67,6 +69,7 @@ pub struct Latest {
 
 /// A channel as `GET /api/channels` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelInfo {
     pub channel: String,
     pub circuit: String,
@@ -82,6 +85,7 @@ pub struct ChannelInfo {
 
 /// A gateway as `GET /api/gateways` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GatewayInfo {
     pub id: String,
     /// From the gateway's status topic (its last will says offline); `None`
@@ -101,12 +105,14 @@ pub struct GatewayInfo {
 /// `PUT /api/channels/{circuit}/{parameter}/gateway`: give a channel to
 /// another gateway (an admin's act, audited).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelOwner {
     pub gateway: String,
 }
 
 /// The answer to a reassignment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelReassigned {
     pub channel: String,
     pub gateway: String,
@@ -115,6 +121,7 @@ pub struct ChannelReassigned {
 
 /// `GET /api/yard`: what the app needs to present the yard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct YardInfo {
     pub name: String,
     /// IANA time zone name, for example `Europe/London`. Times are shown in
@@ -126,12 +133,14 @@ pub struct YardInfo {
 
 /// A JSON error body: every 4xx and 5xx answer of the HTTP API carries one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub error: String,
 }
 
 /// Frames a browser sends on `/ws`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// Replace the subscription with these channel patterns (`*` matches any
@@ -142,6 +151,7 @@ pub enum ClientMessage {
 
 /// Frames the server sends on `/ws`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// First frame of every connection.

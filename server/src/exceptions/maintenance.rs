@@ -36,6 +36,17 @@ pub fn router() -> Router<AppState> {
         .route("/api/maintenance/{id}/end", post(end))
 }
 
+/// This area's routes in the OpenAPI description (`http::openapi`): a
+/// handler with `#[utoipa::path]` is listed here.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, create, end))]
+pub struct Api;
+
+#[utoipa::path(
+    get, path = "/api/maintenance", tag = "maintenance",
+    summary = "Maintenance windows",
+    responses((status = 200, description = "Current and recent windows", body = Vec<trackside_wire::MaintenanceWindowInfo>))
+)]
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<MaintenanceWindowInfo>>, AppError> {
     let now = Utc::now().timestamp_millis();
     Ok(Json(
@@ -103,6 +114,16 @@ fn check(new: &mut NewMaintenanceWindow, now: i64) -> Result<i64, String> {
     Ok(starts)
 }
 
+#[utoipa::path(
+    post, path = "/api/maintenance", tag = "maintenance",
+    summary = "Open a maintenance window",
+    description = "Alarms of the circuits in the window are suppressed until it ends. Audited.",
+    request_body = trackside_wire::NewMaintenanceWindow,
+    responses(
+        (status = 200, description = "Opened", body = trackside_wire::MaintenanceWindowInfo),
+        (status = 400, description = "The window is not valid", body = trackside_wire::ApiError),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -147,6 +168,16 @@ async fn create(
     Ok(Json(window))
 }
 
+#[utoipa::path(
+    post, path = "/api/maintenance/{id}/end", tag = "maintenance",
+    summary = "End a maintenance window now",
+    params(("id" = i64, Path, description = "The window's id")),
+    responses(
+        (status = 200, description = "Ended", body = trackside_wire::MaintenanceWindowInfo),
+        (status = 404, description = "No such window", body = trackside_wire::ApiError),
+        (status = 409, description = "Already ended", body = trackside_wire::ApiError),
+    )
+)]
 async fn end(
     State(state): State<AppState>,
     principal: Principal,

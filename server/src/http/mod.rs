@@ -8,6 +8,7 @@
 
 mod error;
 mod health;
+pub mod openapi;
 mod state;
 pub mod tls;
 
@@ -44,6 +45,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::forecast::http::router())
         .merge(crate::yard::router())
         .merge(crate::health::router())
+        .merge(openapi::router())
         .route("/api/{*rest}", get(unknown_api))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
@@ -112,5 +114,8 @@ fn app_files(assets_dir: &Path) -> Router {
 }
 
 async fn unknown_api() -> AppError {
-    AppError::BadRequest("no such API endpoint: see docs/api.md".into())
+    AppError::BadRequest(
+        "no such API endpoint: see /api/openapi.json (or Help → API in the app) and docs/api.md"
+            .into(),
+    )
 }
