@@ -478,3 +478,74 @@ async fn a_drifted_answer_fails_the_check() {
         assert!(caught.is_err(), "{drifted} passed the check");
     }
 }
+
+#[tokio::test]
+async fn the_app_links_to_a_readable_reference_that_lists_the_routes() {
+    use fantoccini::Locator;
+
+    use crate::browser::{attribute, csp_violations, screenshot_to, signed_in_browser};
+
+    let server = TestServer::start().await;
+    let (_driver, client) = signed_in_browser(&server, "Vera Viewer", Role::Viewer).await;
+    // Every user's navigation has it (integrators are viewers, too).
+    let href = attribute(&client, "nav.nav a[href='/api.html']", "href")
+        .await
+        .expect("an API link in the navigation");
+    assert!(href.ends_with("/api.html"), "{href}");
+    client
+        .find(Locator::Css("nav.nav a[href='/api.html']"))
+        .await
+        .expect("the API link")
+        .click()
+        .await
+        .expect("clicking it");
+    // It opens in its own tab: the board stays where it was.
+    let windows = eventually("the reference's tab", || async {
+        let windows = client.windows().await.ok()?;
+        (windows.len() == 2).then_some(windows)
+    })
+    .await;
+    client
+        .switch_to_window(windows[1].clone())
+        .await
+        .expect("switching to the reference");
+    // RapiDoc renders in its shadow root: read what it shows there.
+    let shown = eventually("the reference rendered", || async {
+        let text = client
+            .execute(
+                "const doc = document.querySelector('rapi-doc');
+                 return doc && doc.shadowRoot ? doc.shadowRoot.textContent : '';",
+                vec![],
+            )
+            .await
+            .ok()?;
+        let text = text.as_str()?.to_owned();
+        (text.contains("/api/exceptions/{id}/ack") && text.contains("Acknowledge an exception"))
+            .then_some(text)
+    })
+    .await;
+    for route in [
+        "/api/history",
+        "/api/openapi.json",
+        "List exceptions (alarms)",
+    ] {
+        assert!(shown.contains(route), "{route} is not shown");
+    }
+    let path = client
+        .current_url()
+        .await
+        .expect("the address")
+        .path()
+        .to_owned();
+    assert_eq!(path, "/api.html");
+    if let Ok(png) = client.screenshot().await {
+        screenshot_to("api-reference.png", png);
+    }
+    assert_eq!(
+        csp_violations(&client).await,
+        None,
+        "the reference runs under the app's Content-Security-Policy: {:?}",
+        attribute(&client, "html", "data-csp-last").await
+    );
+    client.close().await.expect("closing the browser session");
+}
