@@ -54,6 +54,11 @@ pub fn Header(
                 <Show when=admin>
                     <A href="/admin">"Admin"</A>
                 </Show>
+                // A page of its own (not the app's router): the HTTP API's
+                // reference, for integrators.
+                <a href="/api.html" target="_blank" rel="noopener" title="The HTTP API's reference (OpenAPI), for scripts and integrations">
+                    "API"
+                </a>
             </nav>
             <Show when=move || { unstored.get() > 0 }>
                 <div

@@ -27,6 +27,7 @@ pub mod store;
 pub mod auth;
 pub mod export;
 pub mod forecast;
+pub mod grafana;
 pub mod health;
 pub mod history;
 pub mod http;

@@ -35,6 +35,11 @@ fn main() -> ExitCode {
             Some(Command::Train(args)) => cli::train(args).await,
             Some(Command::ForecastEval(args)) => cli::forecast_eval(args),
             Some(Command::Serve(args)) => cli::serve(args).await,
+            Some(Command::Openapi) => {
+                println!("{}", trackside::http::openapi::document().to_pretty_json()?);
+                Ok(())
+            }
+            Some(Command::Db(args)) => cli::db(args).await,
             None => cli::serve(cli.serve).await,
         }
     });

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 /// its circuit's criticality; escalation raises it. Ordered: `Low < Medium
 /// < High`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     /// For the maintenance plan: look at it this shift.
@@ -69,6 +70,7 @@ impl Priority {
 
 /// Where a maintenance window stands at the time of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WindowState {
     Planned,
@@ -80,6 +82,7 @@ pub enum WindowState {
 /// (or its gateway's) are recorded as suppressed instead of announced; at
 /// its end whatever is still active is raised normally.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MaintenanceWindowInfo {
     pub id: i64,
     /// Circuit names or patterns (`T1*`).
@@ -122,6 +125,7 @@ impl MaintenanceWindowInfo {
 
 /// `POST /api/maintenance`: plan a window, or start one now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewMaintenanceWindow {
     #[serde(default)]
@@ -140,6 +144,7 @@ pub struct NewMaintenanceWindow {
 /// rule on one subject) or a rule on every channel of a circuit until its
 /// time runs out or someone unshelves it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShelfInfo {
     pub id: i64,
     pub rule: String,
@@ -164,6 +169,7 @@ pub struct ShelfInfo {
 /// `POST /api/shelves`: shelve an exception (`exception`), or a rule on a
 /// circuit (`rule` and `circuit`), for `duration_s` with a reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewShelf {
     #[serde(default)]
@@ -198,6 +204,7 @@ mod tests {
 /// per hour and per 10 minutes (ISA-18.2's rate and flood measures).
 /// Exceptions raised inside a maintenance window are not counted: nobody
 /// was alarmed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PriorityMix {
     /// Unix ms.
@@ -215,6 +222,7 @@ pub struct PriorityMix {
     pub flood_share: f64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PriorityShare {
     pub priority: Priority,
@@ -227,6 +235,7 @@ pub struct PriorityShare {
 
 /// `GET`/`PUT /api/me/notifications` and `/api/users/{name}/notifications`:
 /// what reaches one user by e-mail, besides the configured groups.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifySettings {
@@ -239,6 +248,7 @@ pub struct NotifySettings {
 }
 
 /// Which exceptions reach the user, and when.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyRoute {

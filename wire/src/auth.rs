@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// `Metrics` is for API tokens only (a Prometheus scrape reads `/metrics`
 /// and nothing else); people are viewers, operators or admins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Metrics,
@@ -53,6 +54,7 @@ impl std::fmt::Display for Role {
 
 /// `POST /api/session`: sign in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignInRequest {
     pub name: String,
@@ -61,6 +63,7 @@ pub struct SignInRequest {
 
 /// `POST /api/session/link`: sign in with a one-time link's token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LinkSignInRequest {
     pub token: String,
@@ -68,6 +71,7 @@ pub struct LinkSignInRequest {
 
 /// `GET /api/me` (and the answer to a sign-in): who is signed in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Me {
     pub name: String,
     pub role: Role,
@@ -83,6 +87,7 @@ pub struct Me {
 
 /// `POST /api/me/password`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     pub current: String,
@@ -91,6 +96,7 @@ pub struct PasswordChange {
 
 /// A user as `GET /api/users` lists them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserInfo {
     pub name: String,
     pub role: Role,
@@ -106,6 +112,7 @@ pub struct UserInfo {
 /// `POST /api/users`: a new user. Without `password` the server makes a
 /// one-time password and answers it once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub name: String,
@@ -116,6 +123,7 @@ pub struct NewUser {
 
 /// `PATCH /api/users/{name}`: any of these; each ends the user's sessions.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UserChange {
     #[serde(default)]
@@ -130,6 +138,7 @@ pub struct UserChange {
 /// The answer to creating a user or resetting a password: the one-time
 /// password, shown once and never stored in clear.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IssuedPassword {
     pub user: UserInfo,
     pub password: Option<String>,
@@ -137,6 +146,7 @@ pub struct IssuedPassword {
 
 /// An API token as `GET /api/tokens` lists it (never the secret).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenInfo {
     pub id: i64,
     pub user: String,
@@ -150,6 +160,7 @@ pub struct TokenInfo {
 
 /// `POST /api/tokens`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     /// Whose token: its requests act as this user.
@@ -165,6 +176,7 @@ pub struct NewToken {
 /// The answer to `POST /api/tokens`: the secret, shown once. Send it as
 /// `Authorization: Bearer <token>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IssuedToken {
     pub token: String,
     pub info: TokenInfo,
@@ -172,6 +184,7 @@ pub struct IssuedToken {
 
 /// A gateway's MQTT credentials as `GET /api/admin/gateways` lists them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GatewayCredentialInfo {
     pub id: String,
     pub created_at: i64,
@@ -181,6 +194,7 @@ pub struct GatewayCredentialInfo {
 /// `POST /api/admin/gateways`: a gateway's new password (replacing any old
 /// one). Without `password` the server makes one and answers it once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewGateway {
     pub id: String,
@@ -189,6 +203,7 @@ pub struct NewGateway {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IssuedGatewayPassword {
     pub id: String,
     pub password: String,
@@ -196,6 +211,7 @@ pub struct IssuedGatewayPassword {
 
 /// `POST /api/gateway-credentials/{id}/certificate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CertificateRequest {
     /// Days the certificate is valid (1 to 3650).
@@ -206,6 +222,7 @@ pub struct CertificateRequest {
 /// (answered once, kept nowhere), and the CA certificate that it must trust
 /// to verify the server: the three files `trackside gateway cert` writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GatewayCertificateFiles {
     pub id: String,
     pub cert_pem: String,
@@ -216,6 +233,7 @@ pub struct GatewayCertificateFiles {
 
 /// One row of the audit trail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub id: i64,
     /// Unix ms.

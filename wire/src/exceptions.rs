@@ -11,6 +11,7 @@ use crate::yard::Criticality;
 
 /// How urgent an exception is. Ordered: `Info < Warning < Major < Critical`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
@@ -43,6 +44,7 @@ impl Severity {
 
 /// One configured rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rule {
     /// Unique, stable: exceptions refer to their rule by it.
     pub id: String,
@@ -69,6 +71,7 @@ pub struct Rule {
 
 /// What a rule checks. Durations are seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Check {
     /// A value outside its limits. Raised when the value reaches a `*_set`
@@ -203,6 +206,7 @@ impl Check {
 
 /// The kind of a rule and of the exceptions it raises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ExceptionKind {
     Limit,
@@ -281,6 +285,7 @@ impl ExceptionKind {
 
 /// A step in an exception's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TransitionKind {
     /// The condition began (a new exception, or a cleared one that was not
@@ -338,6 +343,7 @@ impl TransitionKind {
 /// and acknowledged; there is at most one open exception per rule and
 /// subject.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExceptionInfo {
     pub id: i64,
     pub rule: String,
@@ -410,6 +416,7 @@ fn stored_by_default() -> bool {
 
 /// One stored transition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransitionInfo {
     pub at: i64,
     pub kind: TransitionKind,
@@ -422,6 +429,7 @@ pub struct TransitionInfo {
 
 /// `GET /api/exceptions/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExceptionDetail {
     pub exception: ExceptionInfo,
     /// Oldest first.
@@ -431,6 +439,7 @@ pub struct ExceptionDetail {
 /// `POST /api/exceptions/{id}/ack`. Who acknowledged is the signed-in
 /// user (or the API token's user), never a name the client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AckRequest {
     pub comment: String,
@@ -438,6 +447,7 @@ pub struct AckRequest {
 
 /// The webhook's JSON body, and the `exception` frame on `/ws`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExceptionEvent {
     pub transition: TransitionInfo,
     /// The exception as it is after the transition.

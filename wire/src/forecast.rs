@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// One forecast step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ForecastPoint {
     /// Start of the step, Unix milliseconds.
     pub at: i64,
@@ -16,6 +17,7 @@ pub struct ForecastPoint {
 
 /// A trained model as the API describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ForecastModel {
     /// The parameter kind, for example `relay_voltage`.
     pub kind: String,
@@ -41,6 +43,7 @@ pub struct ForecastModel {
 
 /// `GET /api/forecast?channel=..`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Forecast {
     pub channel: String,
     pub unit: Option<String>,
@@ -52,6 +55,7 @@ pub struct Forecast {
 
 /// `POST /api/forecast/train`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrainRequest {
     pub kind: String,
     /// Unix milliseconds.
@@ -63,6 +67,7 @@ pub struct TrainRequest {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TrainState {
     Running,
@@ -72,6 +77,7 @@ pub enum TrainState {
 
 /// A training job: `GET /api/forecast/jobs/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrainJob {
     pub id: u64,
     pub kind: String,
@@ -93,6 +99,7 @@ pub struct TrainJob {
 
 /// `GET /api/forecast/models`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ForecastStatus {
     pub models: Vec<ForecastModel>,
     /// The running or most recent training job.

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// How an occupation is classed by its duration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OccupationClass {
     /// Shorter than a train can pass: a bobbing relay.
@@ -32,6 +33,7 @@ impl OccupationClass {
 /// One occupation of a track circuit: from the relay's drop to its pick,
 /// with the analogue values around and under it. Times are Unix ms.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Occupation {
     pub circuit: String,
     pub start: i64,
@@ -57,6 +59,7 @@ pub struct Occupation {
 
 /// `GET /api/occupations`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Occupations {
     pub circuit: String,
     pub from: i64,
@@ -70,6 +73,7 @@ pub struct Occupations {
 
 /// One cause that lowered a circuit's health, in points out of 100.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthDeduction {
     /// `poor_shunt`, `unstable_current`, `flicks`, `drift`, `exceptions`,
     /// `margin`, `predicted` or `data_quality` (docs/design/health.md).
@@ -81,6 +85,7 @@ pub struct HealthDeduction {
 
 /// A circuit's health now: 100 less its deductions, never below 0.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CircuitHealth {
     pub circuit: String,
     pub score: f64,
@@ -93,6 +98,7 @@ pub struct CircuitHealth {
 
 /// One day of a circuit's health, in the yard's time zone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthDay {
     /// `YYYY-MM-DD`.
     pub day: String,
@@ -102,6 +108,7 @@ pub struct HealthDay {
 
 /// `GET /api/health`: every circuit's health, worst first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthList {
     pub circuits: Vec<CircuitHealth>,
     /// Health below this raises a `health_low` exception.
@@ -110,6 +117,7 @@ pub struct HealthList {
 
 /// `GET /api/health/{circuit}`: its health now and day by day.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CircuitHealthDetail {
     pub current: Option<CircuitHealth>,
     pub days: Vec<HealthDay>,

@@ -15,6 +15,7 @@ pub const MAX_RANGE_DAYS: i64 = 3_660;
 
 /// The answer of `GET /api/history`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct History {
     /// The requested range, Unix milliseconds, `from` inclusive, `to`
     /// exclusive.
@@ -33,6 +34,7 @@ pub struct History {
 
 /// Which stored data answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HistorySource {
     /// The readings themselves (buckets narrower than a minute).
@@ -52,6 +54,7 @@ pub enum HistorySource {
 
 /// One channel's data over the range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistorySeries {
     pub channel: String,
     pub unit: Option<String>,
@@ -65,6 +68,7 @@ pub struct HistorySeries {
 
 /// A series is either the readings themselves or buckets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SeriesData {
     /// The range holds few enough readings to send them all (at most twice

@@ -50,6 +50,7 @@ pub use yard::{
 
 /// One measured value of one channel at one instant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Reading {
     /// `{circuit}/{parameter}`, for example `T101/relay_voltage`.
     pub channel: String,
@@ -60,6 +61,7 @@ pub struct Reading {
 
 /// The most recent reading of a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Latest {
     /// Unix milliseconds, UTC.
     pub ts: i64,
@@ -68,6 +70,7 @@ pub struct Latest {
 
 /// A channel as `GET /api/channels` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelInfo {
     pub channel: String,
     pub circuit: String,
@@ -83,6 +86,7 @@ pub struct ChannelInfo {
 
 /// A gateway as `GET /api/gateways` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GatewayInfo {
     pub id: String,
     /// From the gateway's status topic (its last will says offline); `None`
@@ -102,12 +106,14 @@ pub struct GatewayInfo {
 /// `PUT /api/channels/{circuit}/{parameter}/gateway`: give a channel to
 /// another gateway (an admin's act, audited).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelOwner {
     pub gateway: String,
 }
 
 /// The answer to a reassignment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChannelReassigned {
     pub channel: String,
     pub gateway: String,
@@ -116,6 +122,7 @@ pub struct ChannelReassigned {
 
 /// `GET /api/yard`: what the app needs to present the yard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct YardInfo {
     pub name: String,
     /// IANA time zone name, for example `Europe/London`. Times are shown in
@@ -127,12 +134,14 @@ pub struct YardInfo {
 
 /// A JSON error body: every 4xx and 5xx answer of the HTTP API carries one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub error: String,
 }
 
 /// Frames a browser sends on `/ws`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// Replace the subscription with these channel patterns (`*` matches any
@@ -143,6 +152,7 @@ pub enum ClientMessage {
 
 /// Frames the server sends on `/ws`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// First frame of every connection.

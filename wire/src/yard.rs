@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// outranks a loop, which outranks a siding. Alarm priorities are derived
 /// from it. Ordered from least to most critical.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Criticality {
     /// Sidings, depot roads, headshunts: a failure delays shunting.
@@ -51,6 +52,7 @@ impl Criticality {
 
 /// A track circuit the layout names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LayoutCircuit {
     pub id: String,
     /// What people call it ("Down Main approach"), when the layout says.
@@ -61,6 +63,7 @@ pub struct LayoutCircuit {
 /// A stretch of track drawn as a polyline, tied to one track circuit. A
 /// circuit may have several (one per leg through a set of points).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LayoutSection {
     pub id: String,
     pub circuit: String,
@@ -73,6 +76,7 @@ pub struct LayoutSection {
 /// A set of points (a switch): `common` leads to `normal` or `reverse`.
 /// The three are section ids whose ends meet at `at`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LayoutPoints {
     pub id: String,
     pub at: [f64; 2],
@@ -83,6 +87,7 @@ pub struct LayoutPoints {
 
 /// Which way a signal faces: the direction of the trains it governs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Facing {
     Left,
@@ -90,6 +95,7 @@ pub enum Facing {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LayoutSignal {
     pub id: String,
     pub at: [f64; 2],
@@ -98,6 +104,7 @@ pub struct LayoutSignal {
 
 /// Text on the diagram: a platform, a siding's name, a direction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LayoutLabel {
     pub text: String,
     pub at: [f64; 2],
@@ -109,6 +116,7 @@ pub struct LayoutLabel {
 /// A route trains take through the yard, as circuits in order (each
 /// adjacent to the next). The simulator runs trains along them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LayoutRoute {
     pub name: String,
     pub circuits: Vec<String>,
@@ -119,6 +127,7 @@ pub struct LayoutRoute {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RouteStop {
     pub circuit: String,
     pub seconds: f64,
@@ -126,6 +135,7 @@ pub struct RouteStop {
 
 /// `GET /api/layout`: the checked layout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Layout {
     pub name: Option<String>,
     pub circuits: Vec<LayoutCircuit>,
@@ -140,6 +150,7 @@ pub struct Layout {
 
 /// One problem with a layout file, at its line (1-based) when known.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LayoutProblem {
     pub line: Option<u32>,
     pub message: String,
@@ -147,6 +158,7 @@ pub struct LayoutProblem {
 
 /// The body of a refused `PUT /api/layout`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LayoutRejected {
     pub error: String,
     pub problems: Vec<LayoutProblem>,
@@ -155,6 +167,7 @@ pub struct LayoutRejected {
 /// A circuit's relay state as replay knows it: 1 clear (picked up), 0
 /// occupied (dropped), anything else invalid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplayStart {
     pub circuit: String,
     /// The gateway that first published the circuit's relay state.
@@ -168,6 +181,7 @@ pub struct ReplayStart {
 
 /// A change of one circuit's relay state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateChange {
     pub at: i64,
     pub circuit: String,
@@ -176,6 +190,7 @@ pub struct StateChange {
 
 /// A step in an exception's life within the replayed interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplayExceptionStep {
     pub at: i64,
     pub kind: crate::TransitionKind,
@@ -183,6 +198,7 @@ pub struct ReplayExceptionStep {
 
 /// An exception that was active at some moment of the interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplayException {
     pub id: i64,
     pub rule: String,
@@ -200,6 +216,7 @@ pub struct ReplayException {
 
 /// One circuit's part in a movement: when the train entered and left it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MovementStep {
     pub circuit: String,
     pub entered: i64,
@@ -209,6 +226,7 @@ pub struct MovementStep {
 
 /// A train movement: consecutive occupations of adjacent circuits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Movement {
     pub steps: Vec<MovementStep>,
 }
@@ -229,6 +247,7 @@ impl Movement {
 
 /// `GET /api/replay`: the yard as it was at `from`, then every change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Replay {
     pub from: i64,
     pub to: i64,
@@ -243,6 +262,7 @@ pub struct Replay {
 
 /// `GET /api/movements`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Movements {
     pub from: i64,
     pub to: i64,

@@ -26,8 +26,13 @@ const CRATE: &str = "trackside-frontend";
 /// `trackside_bg.wasm`.
 const OUT_NAME: &str = "trackside";
 
-/// Files copied from node_modules into the site for the chart pages.
-const VENDORED: &[&str] = &["uplot/dist/uPlot.iife.min.js", "uplot/dist/uPlot.min.css"];
+/// Files copied from node_modules into the site: the chart pages', and the
+/// API reference's renderer (api.html).
+const VENDORED: &[&str] = &[
+    "uplot/dist/uPlot.iife.min.js",
+    "uplot/dist/uPlot.min.css",
+    "rapidoc/dist/rapidoc-min.js",
+];
 
 pub fn build(root: &Path) -> Result<()> {
     let tools = Tools::find(root)?;

@@ -148,6 +148,7 @@ fn npm_packages(root: &Path) -> Result<()> {
     let complete = [
         "node_modules/.bin/wasm-opt",
         "node_modules/uplot/dist/uPlot.iife.min.js",
+        "node_modules/rapidoc/dist/rapidoc-min.js",
     ]
     .iter()
     .all(|p| frontend.join(p).is_file());

@@ -13,10 +13,26 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/audit", get(list))
 }
 
+/// This area's routes in the OpenAPI description (`http::openapi`): a
+/// handler with `#[utoipa::path]` is listed here.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list))]
+pub struct Api;
+
 /// What the parameters are, for every refusal.
 pub const USAGE: &str = "filters: from, to (RFC 3339 or Unix ms), actor, action \
      (comma-separated, user.* for a family), target, limit";
 
+#[utoipa::path(
+    get, path = "/api/audit", tag = "audit",
+    summary = "The audit trail",
+    description = "Who changed what, newest first, filtered.",
+    params(crate::audit::Params),
+    responses(
+        (status = 200, description = "Matching entries, newest first", body = Vec<trackside_wire::AuditEntry>),
+        (status = 400, description = "A filter is not valid", body = trackside_wire::ApiError),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     params: Result<Query<Params>, QueryRejection>,

@@ -144,6 +144,8 @@ pub async fn recent_failures(
 /// The query string of `GET /api/audit` and `/api/audit.csv`.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Params {
     pub from: Option<String>,
     pub to: Option<String>,

@@ -324,6 +324,15 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
      style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
      object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// The API reference page's (api.html) policy: the app's, but its renderer
+/// (RapiDoc) writes inline styles, which cannot run script; the page shows
+/// only the server's own description, no data. Set by the page's own
+/// route; [`security_headers`] keeps a policy already set.
+pub const API_PAGE_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+     connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
 /// Adds the security headers to every answer (the app's files included).
 pub async fn security_headers(https: bool, mut response: Response) -> Response {
     let headers = response.headers_mut();

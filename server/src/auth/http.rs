@@ -29,12 +29,44 @@ pub fn router() -> Router<AppState> {
         .route("/api/tokens/{id}", delete(revoke_token))
 }
 
+/// This area's routes in the OpenAPI description (`http::openapi`): a
+/// handler with `#[utoipa::path]` is listed here.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    sign_in,
+    sign_in_with_link,
+    sign_out,
+    me,
+    change_own_password,
+    list_users,
+    add_user,
+    change_user,
+    list_tokens,
+    issue_token,
+    revoke_token
+))]
+pub struct Api;
+
 /// A JSON body, or a 400 that shows what to send.
 fn body<T>(body: Result<Json<T>, JsonRejection>, example: &str) -> Result<T, AppError> {
     body.map(|Json(b)| b)
         .map_err(|e| AppError::BadRequest(format!("{}; send JSON {example}", e.body_text())))
 }
 
+#[utoipa::path(
+    post, path = "/api/session", tag = "session",
+    summary = "Sign in with a name and password",
+    description = "Starts a session: the answer sets the session cookie. Repeated failures from one address or for one name are slowed down (429 with Retry-After).",
+    request_body = trackside_wire::SignInRequest,
+    responses(
+        (status = 200, description = "Signed in; the session cookie is set", body = trackside_wire::Me),
+        (status = 400, description = "The body is not the JSON shown", body = trackside_wire::ApiError),
+        (status = 401, description = "Wrong name or password", body = trackside_wire::ApiError),
+        (status = 403, description = "The account is disabled", body = trackside_wire::ApiError),
+        (status = 429, description = "Too many attempts: wait for Retry-After seconds", body = trackside_wire::ApiError),
+        (status = 503, description = "Too many sign-ins at once: try again shortly", body = trackside_wire::ApiError),
+    )
+)]
 async fn sign_in(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
@@ -53,6 +85,18 @@ async fn sign_in(
     Ok(Json(me))
 }
 
+#[utoipa::path(
+    post, path = "/api/session/link", tag = "session",
+    summary = "Sign in with a one-time link",
+    description = "Exchanges the token of a sign-in link (issued to a new user or on a password reset) for a session; the user must then choose a password.",
+    request_body = trackside_wire::LinkSignInRequest,
+    responses(
+        (status = 200, description = "Signed in; the session cookie is set", body = trackside_wire::Me),
+        (status = 400, description = "The body is not the JSON shown", body = trackside_wire::ApiError),
+        (status = 401, description = "The link is unknown, used or expired", body = trackside_wire::ApiError),
+        (status = 429, description = "Too many attempts: wait for Retry-After seconds", body = trackside_wire::ApiError),
+    )
+)]
 async fn sign_in_with_link(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
@@ -65,6 +109,12 @@ async fn sign_in_with_link(
     Ok(Json(me))
 }
 
+#[utoipa::path(
+    delete, path = "/api/session", tag = "session",
+    summary = "Sign out",
+    description = "Ends the session of the cookie sent (an API token is revoked with DELETE /api/tokens/{id} instead).",
+    responses((status = 204, description = "Signed out"))
+)]
 async fn sign_out(
     State(state): State<AppState>,
     principal: Principal,
@@ -93,6 +143,12 @@ async fn sign_out(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get, path = "/api/me", tag = "session",
+    summary = "Who am I",
+    description = "The signed-in user or API token: name, role and whether the password must be changed first.",
+    responses((status = 200, description = "The caller", body = trackside_wire::Me))
+)]
 async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<Me>, AppError> {
     let user = users::by_id(&state.pool, principal.user_id)
         .await?
@@ -107,6 +163,15 @@ async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<
     Ok(Json(me))
 }
 
+#[utoipa::path(
+    post, path = "/api/me/password", tag = "session",
+    summary = "Change my password",
+    request_body = trackside_wire::PasswordChange,
+    responses(
+        (status = 200, description = "Changed; other sessions of this user are ended", body = trackside_wire::Me),
+        (status = 400, description = "The new password is too short, too long or the body is malformed", body = trackside_wire::ApiError),
+    )
+)]
 async fn change_own_password(
     State(state): State<AppState>,
     principal: Principal,
@@ -155,10 +220,26 @@ async fn change_own_password(
     )))
 }
 
+#[utoipa::path(
+    get, path = "/api/users", tag = "users",
+    summary = "List users",
+    responses((status = 200, description = "Every user", body = Vec<trackside_wire::UserInfo>))
+)]
 async fn list_users(State(state): State<AppState>) -> Result<Json<Vec<UserInfo>>, AppError> {
     Ok(Json(users::list(&state.pool).await?))
 }
 
+#[utoipa::path(
+    post, path = "/api/users", tag = "users",
+    summary = "Add a user",
+    description = "Creates a user with a role; the answer carries a one-time sign-in link or password, shown once. Audited.",
+    request_body = trackside_wire::NewUser,
+    responses(
+        (status = 201, description = "Created", body = trackside_wire::IssuedPassword),
+        (status = 400, description = "The name or role is not valid", body = trackside_wire::ApiError),
+        (status = 409, description = "A user of that name exists", body = trackside_wire::ApiError),
+    )
+)]
 async fn add_user(
     State(state): State<AppState>,
     principal: Principal,
@@ -210,6 +291,19 @@ async fn add_user(
     ))
 }
 
+#[utoipa::path(
+    patch, path = "/api/users/{name}", tag = "users",
+    summary = "Change a user",
+    description = "Changes a user's role, disables or enables the account, or resets the password. Audited.",
+    params(("name" = String, Path, description = "The user's name")),
+    request_body = trackside_wire::UserChange,
+    responses(
+        (status = 200, description = "Changed (with a new sign-in link when the password was reset)", body = trackside_wire::IssuedPassword),
+        (status = 400, description = "The change is not valid", body = trackside_wire::ApiError),
+        (status = 404, description = "No such user", body = trackside_wire::ApiError),
+        (status = 409, description = "The change would leave no enabled admin", body = trackside_wire::ApiError),
+    )
+)]
 async fn change_user(
     State(state): State<AppState>,
     principal: Principal,
@@ -301,10 +395,26 @@ pub async fn record_user_change(
     }
 }
 
+#[utoipa::path(
+    get, path = "/api/tokens", tag = "tokens",
+    summary = "List API tokens",
+    responses((status = 200, description = "Every token (never its secret)", body = Vec<trackside_wire::TokenInfo>))
+)]
 async fn list_tokens(State(state): State<AppState>) -> Result<Json<Vec<TokenInfo>>, AppError> {
     Ok(Json(tokens::list(&state.pool).await?))
 }
 
+#[utoipa::path(
+    post, path = "/api/tokens", tag = "tokens",
+    summary = "Issue an API token",
+    description = "A bearer token for scripts and scrapes, acting with its own role. The secret is in this answer only. Audited.",
+    request_body = trackside_wire::NewToken,
+    responses(
+        (status = 201, description = "Issued", body = trackside_wire::IssuedToken),
+        (status = 400, description = "The request is not valid", body = trackside_wire::ApiError),
+        (status = 404, description = "No such user", body = trackside_wire::ApiError),
+    )
+)]
 async fn issue_token(
     State(state): State<AppState>,
     principal: Principal,
@@ -343,6 +453,16 @@ async fn issue_token(
     Ok((StatusCode::CREATED, Json(IssuedToken { token, info })))
 }
 
+#[utoipa::path(
+    delete, path = "/api/tokens/{id}", tag = "tokens",
+    summary = "Revoke an API token",
+    params(("id" = i64, Path, description = "The token's id")),
+    responses(
+        (status = 200, description = "Revoked", body = trackside_wire::TokenInfo),
+        (status = 404, description = "No such token", body = trackside_wire::ApiError),
+        (status = 409, description = "Already revoked", body = trackside_wire::ApiError),
+    )
+)]
 async fn revoke_token(
     State(state): State<AppState>,
     principal: Principal,

@@ -51,6 +51,9 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/readyz", PUBLIC),
     rule("POST", "/api/session", PUBLIC),
     rule("POST", "/api/session/link", PUBLIC),
+    // The API's description holds no data, and integrators' tools fetch it
+    // before they have a token.
+    rule("GET", "/api/openapi.json", PUBLIC),
     // Unknown API paths answer 400 with where the API is described.
     rule("GET", "/api/{*rest}", PUBLIC),
     // The signed-in user.

@@ -1,6 +1,7 @@
 //! The `trackside` command line: one module per command family, each with
 //! its arguments and what it runs. The server itself lives in the library.
 
+mod db;
 mod demo;
 mod forecast;
 mod gateway;
@@ -20,6 +21,7 @@ pub fn os_user() -> String {
         .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()))
 }
 
+pub use db::db;
 pub use forecast::{forecast_eval, train};
 pub use gateway::gateway;
 pub use layout::layout;
@@ -27,6 +29,7 @@ pub use serve::serve;
 pub use simulate::{fault_drill, simulate};
 pub use user::{token, user};
 
+use db::DbArgs;
 use forecast::{EvalArgs, TrainArgs};
 use gateway::GatewayArgs;
 use layout::LayoutArgs;
@@ -70,4 +73,10 @@ pub enum Command {
     /// simulated days against baselines, and the warning that predicted
     /// exceedances gave before slow sags crossed the limit.
     ForecastEval(EvalArgs),
+    /// Print the HTTP API's OpenAPI 3.1 description (what the server
+    /// serves at /api/openapi.json), for client generators.
+    Openapi,
+    /// The database for other tools: `reader-role` makes the read-only
+    /// role Grafana connects as.
+    Db(DbArgs),
 }

@@ -31,8 +31,16 @@ pub fn router() -> Router<AppState> {
         .route("/api/rules", get(rules))
 }
 
+/// This area's routes in the OpenAPI description (`http::openapi`): a
+/// handler with `#[utoipa::path]` is listed here.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, mix, detail, acknowledge, rules))]
+pub struct Api;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     active: Option<bool>,
     open: Option<bool>,
@@ -50,6 +58,16 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get, path = "/api/exceptions", tag = "exceptions",
+    summary = "List exceptions (alarms)",
+    description = "Newest first, filtered.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Matching exceptions", body = Vec<trackside_wire::ExceptionInfo>),
+        (status = 400, description = "A filter is not valid", body = trackside_wire::ApiError),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -124,15 +142,27 @@ async fn list(
     Ok(Json(list))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct MixQuery {
+    /// The period, in days back from now: 1 to 90, default 7.
     days: Option<i64>,
 }
 
 /// The longest period the priority mix looks over.
 const MAX_MIX_DAYS: i64 = 90;
 
+#[utoipa::path(
+    get, path = "/api/exceptions/mix", tag = "exceptions",
+    summary = "The priority mix of the exceptions raised lately",
+    description = "By the priority each was raised with, beside the alarm-management standard's target, with the rate per hour, the busiest 10 minutes and the flooded share. Raises inside a maintenance window are not counted.",
+    params(MixQuery),
+    responses(
+        (status = 200, description = "The mix", body = trackside_wire::PriorityMix),
+        (status = 400, description = "`days` is not from 1 to 90", body = trackside_wire::ApiError),
+    )
+)]
 async fn mix(
     State(state): State<AppState>,
     query: Result<Query<MixQuery>, QueryRejection>,
@@ -157,6 +187,16 @@ fn exception_id(path: Result<Path<i64>, PathRejection>) -> Result<i64, AppError>
         .map_err(|_| AppError::BadRequest("an exception id is a whole number".into()))
 }
 
+#[utoipa::path(
+    get, path = "/api/exceptions/{id}", tag = "exceptions",
+    summary = "One exception with its history",
+    params(("id" = i64, Path, description = "The exception's id")),
+    responses(
+        (status = 200, description = "The exception and its transitions", body = trackside_wire::ExceptionDetail),
+        (status = 400, description = "The id is not a number", body = trackside_wire::ApiError),
+        (status = 404, description = "No such exception", body = trackside_wire::ApiError),
+    )
+)]
 async fn detail(
     State(state): State<AppState>,
     path: Result<Path<i64>, PathRejection>,
@@ -171,6 +211,20 @@ async fn detail(
 
 /// The acknowledgement is the signed-in user's: their name is recorded,
 /// whatever the client would like it to be.
+#[utoipa::path(
+    post, path = "/api/exceptions/{id}/ack", tag = "exceptions",
+    summary = "Acknowledge an exception",
+    description = "Records who acknowledged it, with an optional note. Audited.",
+    params(("id" = i64, Path, description = "The exception's id")),
+    request_body = trackside_wire::AckRequest,
+    responses(
+        (status = 200, description = "Acknowledged", body = trackside_wire::ExceptionInfo),
+        (status = 400, description = "The id or body is not valid", body = trackside_wire::ApiError),
+        (status = 404, description = "No such exception", body = trackside_wire::ApiError),
+        (status = 409, description = "Already acknowledged, or closed", body = trackside_wire::ApiError),
+        (status = 503, description = "The alarm engine cannot record it now: try again", body = trackside_wire::ApiError),
+    )
+)]
 async fn acknowledge(
     State(state): State<AppState>,
     principal: Principal,
@@ -232,6 +286,11 @@ async fn acknowledge(
     }
 }
 
+#[utoipa::path(
+    get, path = "/api/rules", tag = "exceptions",
+    summary = "The exception rules in force",
+    responses((status = 200, description = "Rules", body = Vec<trackside_wire::Rule>))
+)]
 async fn rules(State(state): State<AppState>) -> Json<Vec<Rule>> {
     Json(state.exceptions.rules().to_vec())
 }

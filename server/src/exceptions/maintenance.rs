@@ -39,15 +39,35 @@ pub fn router() -> Router<AppState> {
         .route("/api/maintenance/{id}/end", post(end))
 }
 
-#[derive(Debug, Deserialize)]
+/// This area's routes in the OpenAPI description (`http::openapi`): a
+/// handler with `#[utoipa::path]` is listed here.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, create, end))]
+pub struct Api;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Unix ms: the windows that end at or after this (default: 7 days ago).
     from: Option<i64>,
+    /// Unix ms: the windows that start at or before this (default: any
+    /// planned ahead); at most 400 days after `from`.
     to: Option<i64>,
 }
 
 /// The windows that overlap `from`..`to` (the history chart's range), or
 /// by default those planned, active, and ended in the last 7 days.
+#[utoipa::path(
+    get, path = "/api/maintenance", tag = "maintenance",
+    summary = "Maintenance windows",
+    description = "Planned, active, and ended in the last 7 days; with `from` and `to`, those that overlap that range. At most 1,000.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The windows, by start", body = Vec<trackside_wire::MaintenanceWindowInfo>),
+        (status = 400, description = "A bad range", body = trackside_wire::ApiError),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -139,6 +159,16 @@ fn check(new: &mut NewMaintenanceWindow, now: i64) -> Result<i64, String> {
     Ok(starts)
 }
 
+#[utoipa::path(
+    post, path = "/api/maintenance", tag = "maintenance",
+    summary = "Open a maintenance window",
+    description = "Alarms of the circuits in the window are suppressed until it ends. Audited.",
+    request_body = trackside_wire::NewMaintenanceWindow,
+    responses(
+        (status = 200, description = "Opened", body = trackside_wire::MaintenanceWindowInfo),
+        (status = 400, description = "The window is not valid", body = trackside_wire::ApiError),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -183,6 +213,16 @@ async fn create(
     Ok(Json(window))
 }
 
+#[utoipa::path(
+    post, path = "/api/maintenance/{id}/end", tag = "maintenance",
+    summary = "End a maintenance window now",
+    params(("id" = i64, Path, description = "The window's id")),
+    responses(
+        (status = 200, description = "Ended", body = trackside_wire::MaintenanceWindowInfo),
+        (status = 404, description = "No such window", body = trackside_wire::ApiError),
+        (status = 409, description = "Already ended", body = trackside_wire::ApiError),
+    )
+)]
 async fn end(
     State(state): State<AppState>,
     principal: Principal,

@@ -35,6 +35,17 @@ pub fn router() -> Router<AppState> {
         .route("/api/shelves/{id}/end", post(end))
 }
 
+/// This area's routes in the OpenAPI description (`http::openapi`): a
+/// handler with `#[utoipa::path]` is listed here.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, create, end))]
+pub struct Api;
+
+#[utoipa::path(
+    get, path = "/api/shelves", tag = "shelving",
+    summary = "Shelved alarms",
+    responses((status = 200, description = "Current shelves", body = Vec<trackside_wire::ShelfInfo>))
+)]
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<ShelfInfo>>, AppError> {
     let now = Utc::now().timestamp_millis();
     Ok(Json(
@@ -110,6 +121,18 @@ fn check(new: &NewShelf, rules: &[trackside_wire::Rule], max_s: u64) -> Result<C
     }
 }
 
+#[utoipa::path(
+    post, path = "/api/shelves", tag = "shelving",
+    summary = "Shelve an alarm",
+    description = "Hides an exception's alarm from this operator for a while, with a reason. Audited.",
+    request_body = trackside_wire::NewShelf,
+    responses(
+        (status = 200, description = "Shelved", body = trackside_wire::ShelfInfo),
+        (status = 400, description = "The shelf is not valid", body = trackside_wire::ApiError),
+        (status = 404, description = "No such exception", body = trackside_wire::ApiError),
+        (status = 409, description = "It cannot be shelved now", body = trackside_wire::ApiError),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -178,6 +201,16 @@ async fn create(
     }))
 }
 
+#[utoipa::path(
+    post, path = "/api/shelves/{id}/end", tag = "shelving",
+    summary = "Unshelve now",
+    params(("id" = i64, Path, description = "The shelf's id")),
+    responses(
+        (status = 200, description = "Ended", body = trackside_wire::ShelfInfo),
+        (status = 404, description = "No such shelf", body = trackside_wire::ApiError),
+        (status = 409, description = "Already ended", body = trackside_wire::ApiError),
+    )
+)]
 async fn end(
     State(state): State<AppState>,
     principal: Principal,

@@ -21,6 +21,15 @@ use crate::http::{AppError, AppState};
 
 pub const HEADER: &str = "id,time_utc,time_local,actor,role,address,action,target,detail\r\n";
 
+#[utoipa::path(
+    get, path = "/api/audit.csv", tag = "audit",
+    summary = "The audit trail as CSV",
+    params(crate::audit::Params),
+    responses(
+        (status = 200, description = "CSV, streamed", content_type = "text/csv", body = String),
+        (status = 400, description = "A filter is not valid", body = trackside_wire::ApiError),
+    )
+)]
 pub async fn export(
     State(state): State<AppState>,
     params: Result<Query<Params>, QueryRejection>,

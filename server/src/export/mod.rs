@@ -88,9 +88,17 @@ pub fn router() -> Router<AppState> {
         .route("/api/audit.csv", get(audit::export))
 }
 
+/// This area's routes in the OpenAPI description (`http::openapi`): a
+/// handler with `#[utoipa::path]` is listed here.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(export, audit::export))]
+pub struct Api;
+
 /// The query string; see docs/api.md.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Params {
     pub channels: String,
     pub from: String,
@@ -411,6 +419,17 @@ pub const SESSION_SETTINGS: &str = "SELECT set_config('jit', 'off', true), \
 /// A bucket row: channel, start, min, max, avg, count.
 type BucketRow = (i32, DateTime<Utc>, f64, f64, Option<f64>, i64);
 
+#[utoipa::path(
+    get, path = "/api/export.csv", tag = "export",
+    summary = "Readings as CSV",
+    description = "Streams raw readings or minute/hour rollups as RFC 4180 CSV, with UTC and local time columns.",
+    params(Params),
+    responses(
+        (status = 200, description = "CSV, streamed", content_type = "text/csv", body = String),
+        (status = 400, description = "A parameter is not valid", body = trackside_wire::ApiError),
+        (status = 503, description = "Too many exports at once: try again", body = trackside_wire::ApiError),
+    )
+)]
 async fn export(
     State(state): State<AppState>,
     params: Result<Query<Params>, QueryRejection>,

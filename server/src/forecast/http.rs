@@ -24,12 +24,30 @@ pub fn router() -> Router<AppState> {
         .route("/api/forecast/jobs/{id}", get(job))
 }
 
+/// This area's routes in the OpenAPI description (`http::openapi`): a
+/// handler with `#[utoipa::path]` is listed here.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(forecast, status, train, job))]
+pub struct Api;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ForecastQuery {
     channel: String,
 }
 
+#[utoipa::path(
+    get, path = "/api/forecast", tag = "forecast",
+    summary = "A channel's forecast",
+    params(ForecastQuery),
+    responses(
+        (status = 200, description = "The latest forecast", body = trackside_wire::Forecast),
+        (status = 400, description = "The channel is not valid", body = trackside_wire::ApiError),
+        (status = 404, description = "No model for the parameter, or no forecast yet", body = trackside_wire::ApiError),
+    )
+)]
 async fn forecast(
     State(state): State<AppState>,
     query: Result<Query<ForecastQuery>, QueryRejection>,
@@ -76,6 +94,11 @@ async fn forecast(
     }))
 }
 
+#[utoipa::path(
+    get, path = "/api/forecast/models", tag = "forecast",
+    summary = "Forecast models and the training job",
+    responses((status = 200, description = "Status", body = trackside_wire::ForecastStatus))
+)]
 async fn status(State(state): State<AppState>) -> Json<ForecastStatus> {
     Json(ForecastStatus {
         models: state.forecast.models(),
@@ -83,6 +106,17 @@ async fn status(State(state): State<AppState>) -> Json<ForecastStatus> {
     })
 }
 
+#[utoipa::path(
+    post, path = "/api/forecast/train", tag = "forecast",
+    summary = "Train a forecast model",
+    description = "Starts a training job in the background; follow it with GET /api/forecast/jobs/{id}. Audited.",
+    request_body = trackside_wire::TrainRequest,
+    responses(
+        (status = 202, description = "Started", body = trackside_wire::TrainJob),
+        (status = 400, description = "The request is not valid", body = trackside_wire::ApiError),
+        (status = 409, description = "A job is running", body = trackside_wire::ApiError),
+    )
+)]
 async fn train(
     State(state): State<AppState>,
     principal: Principal,
@@ -127,6 +161,15 @@ async fn train(
     }
 }
 
+#[utoipa::path(
+    get, path = "/api/forecast/jobs/{id}", tag = "forecast",
+    summary = "A training job's progress",
+    params(("id" = u64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job", body = trackside_wire::TrainJob),
+        (status = 404, description = "No such job (only the latest is kept)", body = trackside_wire::ApiError),
+    )
+)]
 async fn job(
     State(state): State<AppState>,
     id: Result<Path<u64>, PathRejection>,

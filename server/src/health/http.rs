@@ -33,6 +33,12 @@ pub fn router() -> Router<AppState> {
         .route("/api/health/{circuit}", get(health_detail))
 }
 
+/// This area's routes in the OpenAPI description (`http::openapi`): a
+/// handler with `#[utoipa::path]` is listed here.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, csv, health_list, health_detail))]
+pub struct Api;
+
 /// Days of health history one request may ask for.
 const MAX_HEALTH_DAYS: i32 = 366;
 
@@ -49,6 +55,11 @@ fn alarm_below(state: &AppState) -> f64 {
         .unwrap_or(0.0)
 }
 
+#[utoipa::path(
+    get, path = "/api/health", tag = "health",
+    summary = "Every circuit's health score",
+    responses((status = 200, description = "Scores, worst first", body = trackside_wire::HealthList))
+)]
 async fn health_list(State(state): State<AppState>) -> Result<Json<HealthList>, AppError> {
     Ok(Json(HealthList {
         circuits: job::health_list(&state.pool).await?,
@@ -58,10 +69,22 @@ async fn health_list(State(state): State<AppState>) -> Result<Json<HealthList>, 
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DaysQuery {
     days: Option<i32>,
 }
 
+#[utoipa::path(
+    get, path = "/api/health/{circuit}", tag = "health",
+    summary = "One circuit's health and its daily history",
+    params(("circuit" = String, Path, description = "Circuit name, e.g. T101"), DaysQuery),
+    responses(
+        (status = 200, description = "The circuit's health", body = trackside_wire::CircuitHealthDetail),
+        (status = 400, description = "The circuit or days is not valid", body = trackside_wire::ApiError),
+        (status = 404, description = "No such circuit", body = trackside_wire::ApiError),
+    )
+)]
 async fn health_detail(
     State(state): State<AppState>,
     Path(circuit): Path<String>,
@@ -94,6 +117,8 @@ async fn health_detail(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct OccupationQuery {
     circuit: String,
     from: String,
@@ -132,6 +157,15 @@ fn asked(
     })
 }
 
+#[utoipa::path(
+    get, path = "/api/occupations", tag = "health",
+    summary = "A circuit's occupations over an interval",
+    params(OccupationQuery),
+    responses(
+        (status = 200, description = "Occupations, classified", body = trackside_wire::Occupations),
+        (status = 400, description = "A parameter is not valid", body = trackside_wire::ApiError),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     query: Result<Query<OccupationQuery>, QueryRejection>,
@@ -158,6 +192,15 @@ async fn list(
     }))
 }
 
+#[utoipa::path(
+    get, path = "/api/occupations.csv", tag = "health",
+    summary = "A circuit's occupations as CSV",
+    params(OccupationQuery),
+    responses(
+        (status = 200, description = "CSV", content_type = "text/csv", body = String),
+        (status = 400, description = "A parameter is not valid", body = trackside_wire::ApiError),
+    )
+)]
 async fn csv(
     State(state): State<AppState>,
     query: Result<Query<OccupationQuery>, QueryRejection>,

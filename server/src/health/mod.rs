@@ -17,5 +17,5 @@ pub mod job;
 pub mod occupation;
 pub mod score;
 
-pub use http::router;
+pub use http::{Api, router};
 pub use score::HealthConfig;

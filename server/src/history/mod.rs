@@ -95,9 +95,17 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/history", get(history))
 }
 
+/// This area's routes in the OpenAPI description (`http::openapi`): a
+/// handler with `#[utoipa::path]` is listed here.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(history))]
+pub struct Api;
+
 /// The query string. Times are RFC 3339 or integer Unix milliseconds.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Params {
     pub channels: String,
     pub from: String,
@@ -114,6 +122,17 @@ pub struct Request {
     pub points: u32,
 }
 
+#[utoipa::path(
+    get, path = "/api/history", tag = "history",
+    summary = "Readings over an interval, for a chart",
+    description = "Raw readings when few enough, otherwise min/max/mean buckets from the best rollup tier; at most `points` per series.",
+    params(Params),
+    responses(
+        (status = 200, description = "One series per channel", body = trackside_wire::History),
+        (status = 400, description = "A parameter is not valid", body = trackside_wire::ApiError),
+        (status = 503, description = "The server is shutting down", body = trackside_wire::ApiError),
+    )
+)]
 async fn history(
     State(state): State<AppState>,
     params: Result<Query<Params>, QueryRejection>,

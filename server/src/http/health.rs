@@ -19,10 +19,32 @@ const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
 }
 
+/// This area's routes in the OpenAPI description (`http::openapi`): a
+/// handler with `#[utoipa::path]` is listed here.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(healthz, readyz, metrics))]
+pub struct Api;
+
+#[utoipa::path(
+    get, path = "/healthz", tag = "probes",
+    summary = "Liveness probe",
+    description = "`ok` while the process serves HTTP; it does not look at the database (see /readyz).",
+    responses((status = 200, description = "Alive", content_type = "text/plain", body = String))
+)]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(
+    get, path = "/metrics", tag = "probes",
+    summary = "Prometheus metrics",
+    description = "The Prometheus text format: ingest, queues and their overflows, the spool, the database, gateways' clocks. A `metrics` token is enough.",
+    responses((status = 200, description = "Metrics", content_type = "text/plain; version=0.0.4", body = String))
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let health = state.spool.health();
     let stats = state.spool.stats();
@@ -78,6 +100,15 @@ fn gateway_clocks(gateways: &[trackside_wire::GatewayInfo]) -> String {
 /// Ready when the database answers, the ingest link is being read and the
 /// spool can be written below its bound; otherwise a 503 that names every
 /// problem and what it costs.
+#[utoipa::path(
+    get, path = "/readyz", tag = "probes",
+    summary = "Readiness probe",
+    description = "Ready when the database answers, ingest is being read and the spool can be written.",
+    responses(
+        (status = 200, description = "Ready", content_type = "text/plain", body = String),
+        (status = 503, description = "Not ready: the message names every problem", body = trackside_wire::ApiError),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Result<String, AppError> {
     let mut problems = Vec::new();
     if !state.ingest_running.load(Relaxed) {

@@ -8,6 +8,7 @@
 
 mod error;
 mod health;
+pub mod openapi;
 mod state;
 pub mod tls;
 
@@ -19,7 +20,7 @@ use axum::middleware::{from_fn_with_state, map_response};
 use axum::routing::get;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
-use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::set_header::{SetResponseHeader, SetResponseHeaderLayer};
 use tower_http::trace::TraceLayer;
 
 pub use error::AppError;
@@ -45,6 +46,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::forecast::http::router())
         .merge(crate::yard::router())
         .merge(crate::health::router())
+        .merge(openapi::router())
         .route("/api/{*rest}", get(unknown_api))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
@@ -93,6 +95,14 @@ fn app_files(assets_dir: &Path) -> Router {
         // File names carry no content hash, so browsers must revalidate
         // (a cheap 304) or a control-room screen keeps an old build forever.
         Router::new()
+            .route_service(
+                "/api.html",
+                SetResponseHeader::overriding(
+                    ServeFile::new(assets_dir.join("api.html")),
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(crate::auth::guard::API_PAGE_SECURITY_POLICY),
+                ),
+            )
             .fallback_service(ServeDir::new(assets_dir).fallback(ServeFile::new(index)))
             .layer(SetResponseHeaderLayer::if_not_present(
                 header::CACHE_CONTROL,
@@ -113,5 +123,8 @@ fn app_files(assets_dir: &Path) -> Router {
 }
 
 async fn unknown_api() -> AppError {
-    AppError::BadRequest("no such API endpoint: see docs/api.md".into())
+    AppError::BadRequest(
+        "no such API endpoint: see /api/openapi.json (or Help → API in the app) and docs/api.md"
+            .into(),
+    )
 }

@@ -29,8 +29,27 @@ pub fn router() -> Router<AppState> {
         .route("/api/channels/{circuit}/{parameter}/gateway", put(reassign))
 }
 
+/// This area's routes in the OpenAPI description (`http::openapi`): a
+/// handler with `#[utoipa::path]` is listed here.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, add, revoke, certificate, reassign))]
+pub struct Api;
+
 /// Gives a channel to another gateway: the old one's readings of it are
 /// refused from now on, on every instance.
+#[utoipa::path(
+    put, path = "/api/channels/{circuit}/{parameter}/gateway", tag = "gateways",
+    summary = "Give a channel to another gateway",
+    description = "The old gateway's readings of the channel are refused from now on, on every instance. Audited.",
+    params(("circuit" = String, Path, description = "Circuit name, e.g. T101"), ("parameter" = String, Path, description = "Parameter, e.g. relay_voltage")),
+    request_body = trackside_wire::ChannelOwner,
+    responses(
+        (status = 200, description = "Reassigned", body = trackside_wire::ChannelReassigned),
+        (status = 400, description = "The channel or gateway name is not valid", body = trackside_wire::ApiError),
+        (status = 404, description = "No such channel or gateway", body = trackside_wire::ApiError),
+        (status = 409, description = "The gateway already owns the channel", body = trackside_wire::ApiError),
+    )
+)]
 async fn reassign(
     State(state): State<AppState>,
     principal: Principal,
@@ -79,6 +98,11 @@ async fn reassign(
     }))
 }
 
+#[utoipa::path(
+    get, path = "/api/gateway-credentials", tag = "gateways",
+    summary = "List gateway credentials",
+    responses((status = 200, description = "Every gateway credential (never its secret)", body = Vec<trackside_wire::GatewayCredentialInfo>))
+)]
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<GatewayCredentialInfo>>, AppError> {
     let list = credentials::list(&state.pool).await?;
     Ok(Json(
@@ -92,6 +116,17 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<GatewayCredentia
     ))
 }
 
+#[utoipa::path(
+    post, path = "/api/gateway-credentials", tag = "gateways",
+    summary = "Add a gateway credential",
+    description = "An MQTT user name and password for one gateway; the password is in this answer only. Audited.",
+    request_body = trackside_wire::NewGateway,
+    responses(
+        (status = 201, description = "Created", body = trackside_wire::IssuedGatewayPassword),
+        (status = 400, description = "The gateway id is not valid", body = trackside_wire::ApiError),
+        (status = 409, description = "The gateway has a credential", body = trackside_wire::ApiError),
+    )
+)]
 async fn add(
     State(state): State<AppState>,
     principal: Principal,
@@ -123,6 +158,15 @@ async fn add(
     ))
 }
 
+#[utoipa::path(
+    delete, path = "/api/gateway-credentials/{id}", tag = "gateways",
+    summary = "Revoke a gateway credential",
+    params(("id" = String, Path, description = "The gateway id")),
+    responses(
+        (status = 204, description = "Revoked; the gateway's connection is closed"),
+        (status = 404, description = "No such credential", body = trackside_wire::ApiError),
+    )
+)]
 async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
@@ -145,6 +189,19 @@ async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post, path = "/api/gateway-credentials/{id}/certificate", tag = "gateways",
+    summary = "Issue a client certificate for a gateway",
+    description = "A TLS client certificate signed by the broker's CA, for gateways that sign in by certificate. The private key is in this answer only. Audited.",
+    params(("id" = String, Path, description = "The gateway id")),
+    request_body = trackside_wire::CertificateRequest,
+    responses(
+        (status = 200, description = "Issued", body = trackside_wire::GatewayCertificateFiles),
+        (status = 400, description = "The request is not valid", body = trackside_wire::ApiError),
+        (status = 404, description = "No such credential", body = trackside_wire::ApiError),
+        (status = 503, description = "The broker has no certificate authority configured", body = trackside_wire::ApiError),
+    )
+)]
 async fn certificate(
     State(state): State<AppState>,
     principal: Principal,

@@ -20,14 +20,35 @@ pub fn router() -> Router<AppState> {
         .route("/ws", get(websocket))
 }
 
+/// This area's routes in the OpenAPI description (`http::openapi`): a
+/// handler with `#[utoipa::path]` is listed here.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(yard, channels, gateways, websocket))]
+pub struct Api;
+
+#[utoipa::path(
+    get, path = "/api/channels", tag = "live",
+    summary = "Every channel and its latest reading",
+    responses((status = 200, description = "Channels, by name", body = Vec<trackside_wire::ChannelInfo>))
+)]
 async fn channels(State(state): State<AppState>) -> Json<Vec<ChannelInfo>> {
     Json(state.registry.list(chrono::Utc::now()))
 }
 
+#[utoipa::path(
+    get, path = "/api/gateways", tag = "live",
+    summary = "Every gateway seen and whether it is online",
+    responses((status = 200, description = "Gateways", body = Vec<trackside_wire::GatewayInfo>))
+)]
 async fn gateways(State(state): State<AppState>) -> Json<Vec<GatewayInfo>> {
     Json(state.registry.gateways())
 }
 
+#[utoipa::path(
+    get, path = "/api/yard", tag = "live",
+    summary = "The yard's name, time zone and the server's clock",
+    responses((status = 200, description = "The yard", body = trackside_wire::YardInfo))
+)]
 async fn yard(State(state): State<AppState>) -> Json<YardInfo> {
     Json(YardInfo {
         name: state.yard.name.clone(),
@@ -38,6 +59,15 @@ async fn yard(State(state): State<AppState>) -> Json<YardInfo> {
 
 /// The feed lives as long as the session or token it was opened with: it
 /// closes, saying why, when that ends.
+#[utoipa::path(
+    get, path = "/ws", tag = "live",
+    summary = "The live feed (WebSocket)",
+    description = "A WebSocket upgrade (send `Connection: Upgrade`, `Upgrade: websocket`). The server sends JSON text frames of the `ServerMessage` schema (first `hello`, then `readings`, `exception`, `heartbeat` every 15 s, ...); the client may send `ClientMessage` frames to choose its channels. The feed closes, saying why, when the session or token it was opened with ends.",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol; frames are `ServerMessage` JSON", body = trackside_wire::ServerMessage),
+        (status = 400, description = "Not a WebSocket upgrade request", body = trackside_wire::ApiError),
+    )
+)]
 async fn websocket(
     State(state): State<AppState>,
     principal: Principal,

@@ -37,6 +37,20 @@ pub fn router() -> Router<AppState> {
         .route("/api/movements", get(movements_get))
 }
 
+/// This area's routes in the OpenAPI description (`http::openapi`): a
+/// handler with `#[utoipa::path]` is listed here.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(layout_get, layout_put, layout_source, replay_get, movements_get))]
+pub struct Api;
+
+#[utoipa::path(
+    get, path = "/api/layout", tag = "layout",
+    summary = "The yard layout (diagram)",
+    responses(
+        (status = 200, description = "The layout", body = trackside_wire::Layout),
+        (status = 404, description = "No layout yet, or it has problems", body = trackside_wire::ApiError),
+    )
+)]
 async fn layout_get(State(state): State<AppState>) -> Result<Json<Layout>, AppError> {
     let current = state.layout.read();
     match current.layout {
@@ -56,6 +70,14 @@ async fn layout_get(State(state): State<AppState>) -> Result<Json<Layout>, AppEr
 }
 
 /// The layout file as it is, for an admin to edit and send back.
+#[utoipa::path(
+    get, path = "/api/layout/source", tag = "layout",
+    summary = "The layout file as TOML",
+    responses(
+        (status = 200, description = "The TOML source", content_type = "application/toml", body = String),
+        (status = 404, description = "No layout yet", body = trackside_wire::ApiError),
+    )
+)]
 async fn layout_source(State(state): State<AppState>) -> Result<Response, AppError> {
     let Some(source) = state.layout.read().source else {
         return Err(AppError::NotFound("no yard layout yet".into()));
@@ -70,6 +92,17 @@ async fn layout_source(State(state): State<AppState>) -> Result<Response, AppErr
 /// Replaces the layout with the TOML in the body, checked as
 /// `trackside layout check` does (circuits the server has seen count as
 /// declared).
+#[utoipa::path(
+    put, path = "/api/layout", tag = "layout",
+    summary = "Replace the yard layout",
+    description = "The body is the layout TOML file (at most 1 MiB), checked as `trackside layout check` does. Audited.",
+    request_body(content = String, content_type = "application/toml", description = "The layout file"),
+    responses(
+        (status = 200, description = "Replaced", body = trackside_wire::Layout),
+        (status = 400, description = "Not UTF-8, too large (`ApiError`), or the layout has problems (`LayoutRejected`, which lists them)", body = trackside_wire::LayoutRejected),
+        (status = 503, description = "The server is shutting down", body = trackside_wire::ApiError),
+    )
+)]
 async fn layout_put(
     State(state): State<AppState>,
     principal: Principal,
@@ -129,6 +162,8 @@ fn known_circuits(state: &AppState) -> HashSet<String> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct IntervalQuery {
     from: String,
     to: String,
@@ -217,6 +252,16 @@ fn replay_failure(err: ReplayError) -> AppError {
     }
 }
 
+#[utoipa::path(
+    get, path = "/api/replay", tag = "layout",
+    summary = "Replay an interval on the diagram",
+    params(IntervalQuery),
+    responses(
+        (status = 200, description = "The starting states and every change", body = trackside_wire::Replay),
+        (status = 400, description = "A parameter is not valid, or the interval is too long", body = trackside_wire::ApiError),
+        (status = 404, description = "No layout yet", body = trackside_wire::ApiError),
+    )
+)]
 async fn replay_get(
     State(state): State<AppState>,
     query: Result<Query<IntervalQuery>, QueryRejection>,
@@ -245,6 +290,16 @@ async fn replay_get(
     }))
 }
 
+#[utoipa::path(
+    get, path = "/api/movements", tag = "layout",
+    summary = "Train movements over an interval",
+    params(IntervalQuery),
+    responses(
+        (status = 200, description = "Movements derived from the occupations", body = trackside_wire::Movements),
+        (status = 400, description = "A parameter is not valid, or the interval is too long", body = trackside_wire::ApiError),
+        (status = 404, description = "No layout yet", body = trackside_wire::ApiError),
+    )
+)]
 async fn movements_get(
     State(state): State<AppState>,
     query: Result<Query<IntervalQuery>, QueryRejection>,

@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use tokio::sync::Semaphore;
 use trackside_wire::{Layout, LayoutProblem};
 
-pub use http::router;
+pub use http::{Api, router};
 
 /// Replays and movement lists running at once; more wait their turn, so a
 /// few long replays cannot take every database connection.

@@ -17,7 +17,7 @@ use crate::harness::{
 /// (its `Debug` form names each route's path and which methods it has), so
 /// that no route can be left out of the table below by forgetting to list
 /// it. `HEAD` goes with `GET`.
-fn router_routes() -> Vec<(String, String)> {
+pub(crate) fn router_routes() -> Vec<(String, String)> {
     let text = format!("{:?}", trackside::http::routes());
     // The routes, not the fallback router's own (whose ids start over).
     let text = &text[..text.find("fallback_router:").unwrap_or(text.len())];

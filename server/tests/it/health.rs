@@ -18,7 +18,7 @@ const S: i64 = 1_000;
 /// 1.5 V and 1.0 A, occupied during each `(start, end)` (ms from `from`)
 /// with `residual` volts at the relay and 1.8 A fed. The relay state on
 /// change and every 10 s, as a gateway sends it.
-fn readings(
+pub(crate) fn readings(
     circuit: &str,
     from: i64,
     seconds: i64,
@@ -53,7 +53,11 @@ fn readings(
     out
 }
 
-async fn publish(gateway: &mut crate::harness::Gateway, id: &str, readings: &[(String, i64, f64)]) {
+pub(crate) async fn publish(
+    gateway: &mut crate::harness::Gateway,
+    id: &str,
+    readings: &[(String, i64, f64)],
+) {
     let borrowed: Vec<(&str, i64, f64)> = readings
         .iter()
         .map(|(c, t, v)| (c.as_str(), *t, *v))

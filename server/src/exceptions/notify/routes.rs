@@ -24,6 +24,11 @@ pub const MAX_ROUTES: usize = 20;
 pub const MAX_PATTERNS: usize = 50;
 pub const MAX_PATTERN: usize = 64;
 
+/// This area's routes in the OpenAPI description (`http::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(own, set_own, others, set_others))]
+pub struct Api;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/me/notifications", get(own).put(set_own))
@@ -152,6 +157,11 @@ async fn user_named(pool: &PgPool, name: &str) -> Result<users::User, AppError> 
         .ok_or_else(|| AppError::NotFound(format!("no user {name:?} (GET /api/users lists them)")))
 }
 
+#[utoipa::path(
+    get, path = "/api/me/notifications", tag = "notifications",
+    summary = "The signed-in user's e-mail alarm routes",
+    responses((status = 200, description = "Their address and routes", body = trackside_wire::NotifySettings))
+)]
 async fn own(
     State(state): State<AppState>,
     principal: Principal,
@@ -159,6 +169,16 @@ async fn own(
     Ok(Json(get_settings(&state.pool, principal.user_id).await?))
 }
 
+#[utoipa::path(
+    put, path = "/api/me/notifications", tag = "notifications",
+    summary = "Set the signed-in user's e-mail alarm routes",
+    description = "Replaces their address and routes; audited as `notifications.set`.",
+    request_body = trackside_wire::NotifySettings,
+    responses(
+        (status = 200, description = "The settings as stored", body = trackside_wire::NotifySettings),
+        (status = 400, description = "A field is not valid; the message names it", body = trackside_wire::ApiError),
+    )
+)]
 async fn set_own(
     State(state): State<AppState>,
     principal: Principal,
@@ -175,6 +195,15 @@ async fn set_own(
     .await
 }
 
+#[utoipa::path(
+    get, path = "/api/users/{name}/notifications", tag = "notifications",
+    summary = "A user's e-mail alarm routes",
+    params(("name" = String, Path, description = "The user's name")),
+    responses(
+        (status = 200, description = "Their address and routes", body = trackside_wire::NotifySettings),
+        (status = 404, description = "No such user", body = trackside_wire::ApiError),
+    )
+)]
 async fn others(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -183,6 +212,18 @@ async fn others(
     Ok(Json(get_settings(&state.pool, user.id).await?))
 }
 
+#[utoipa::path(
+    put, path = "/api/users/{name}/notifications", tag = "notifications",
+    summary = "Set a user's e-mail alarm routes",
+    description = "Replaces their address and routes; audited as `notifications.set` under the admin's name.",
+    params(("name" = String, Path, description = "The user's name")),
+    request_body = trackside_wire::NotifySettings,
+    responses(
+        (status = 200, description = "The settings as stored", body = trackside_wire::NotifySettings),
+        (status = 400, description = "A field is not valid; the message names it", body = trackside_wire::ApiError),
+        (status = 404, description = "No such user", body = trackside_wire::ApiError),
+    )
+)]
 async fn set_others(
     State(state): State<AppState>,
     principal: Principal,

@@ -246,6 +246,9 @@ pub async fn set_up(
         .bind(zone)
         .execute(&mut *conn)
         .await?;
+    // Replacing the rollup tables dropped the grafana views on them; the
+    // reader role's default privileges grant it the new ones.
+    exec(conn, "CALL grafana_create_views()").await?;
 
     // Added only now, after any first refresh: a policy job overlapping
     // that refresh would fail it, or itself. The refresh window must end
