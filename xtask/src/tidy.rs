@@ -184,6 +184,26 @@ mod tests {
 
     /// The router may name ingest: it mounts ingest's admin routes (gateway
     /// credentials), the same allowed circle `layering_cycle` describes.
+    /// sqlx keys applied migrations by the number before the name: two
+    /// files with one number (branches merged the same day) would stop
+    /// every start with a duplicate key.
+    #[test]
+    fn migration_versions_are_unique() {
+        let mut seen = BTreeMap::<String, String>::new();
+        let dir = crate::repo_root().join("migrations");
+        for entry in std::fs::read_dir(&dir).expect("the migrations directory") {
+            let name = entry.expect("a directory entry").file_name();
+            let name = name.to_string_lossy().into_owned();
+            let Some((version, _)) = name.split_once('_') else {
+                continue;
+            };
+            if let Some(other) = seen.insert(version.to_owned(), name.clone()) {
+                panic!("{name} and {other} share the version {version}: renumber one");
+            }
+        }
+        assert!(seen.len() > 10, "read {}", dir.display());
+    }
+
     #[test]
     fn nothing_downstream_imports_ingest() {
         for (module, targets) in graph() {
