@@ -50,7 +50,6 @@ pub fn Header(
                     </span>
                 </A>
                 <A href="/maintenance">"Maintenance"</A>
-                <A href="/settings">"My alarms"</A>
                 <Show when=admin>
                     <A href="/admin">"Admin"</A>
                 </Show>
@@ -103,6 +102,16 @@ fn UserMenu(session: Session) -> impl IntoView {
         <div class="user-menu" data-testid="user-menu">
             <span class="user-name" data-testid="user-name">{name}</span>
             <span class="role-badge" data-testid="user-role" data-role=role>{role}</span>
+            // Their own e-mail alarm routes: a person's setting, beside who
+            // they are rather than among the yard's pages.
+            <a
+                href="/settings"
+                class="user-link"
+                data-testid="my-alarms"
+                title="Which alarms reach you by e-mail, and when"
+            >
+                "My alarms"
+            </a>
             <button
                 class="secondary sign-out"
                 data-testid="sign-out"

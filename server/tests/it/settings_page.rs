@@ -13,10 +13,9 @@ use crate::harness::{TestServer, eventually};
 async fn an_operator_sets_their_e_mail_routes_on_their_settings_page() {
     let server = TestServer::start().await;
     let (_driver, client) = signed_in_browser(&server, "Ann Signaller", Role::Operator).await;
-    client
-        .goto(&server.url("/settings"))
-        .await
-        .expect("open the settings page");
+    client.goto(&server.url("/")).await.expect("open the app");
+    // From the user menu, beside who is signed in.
+    click(&client, ".user-menu [data-testid=my-alarms]").await;
     let email = client
         .wait()
         .for_element(Locator::Css("[data-testid=notify-email]"))
