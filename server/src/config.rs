@@ -97,7 +97,10 @@ pub struct MqttConfig {
     pub max_payload_bytes: usize,
     /// In-flight QoS 1/2 messages per connection: at most this many
     /// readings of one gateway await durability before the front stops
-    /// reading its connection.
+    /// reading its connection. With a PUBACK only after the spool's fsync,
+    /// one connection carries about this many readings per fsync cycle;
+    /// each costs the front a few bytes (the readings themselves are in
+    /// the spool and the store queue, under their own bounds).
     pub max_inflight: usize,
     /// How long a new connection may take for its TLS handshake, and
     /// again for its CONNECT.
@@ -513,7 +516,7 @@ impl Default for MqttConfig {
             allow_anonymous: false,
             max_connections: 10_000,
             max_payload_bytes: 256 * 1024,
-            max_inflight: 100,
+            max_inflight: 1_000,
             connect_timeout_ms: 5_000,
             segment_bytes: 4 * 1024 * 1024,
             segment_count: 8,

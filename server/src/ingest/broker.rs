@@ -30,6 +30,9 @@ use crate::config::MqttConfig;
 use crate::metrics::Metrics;
 use crate::socket_table::is_listening;
 
+/// rumqttd's in-flight window per connection behind the front.
+const BROKER_INFLIGHT: usize = 100;
+
 pub struct EmbeddedBroker {
     /// The loopback listeners (3.1.1 and 5) only the MQTT front connects
     /// to, and the password it logs in with.
@@ -74,7 +77,10 @@ pub fn start(config: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
     let mut connections = ConnectionSettings {
         connection_timeout_ms: config.connect_timeout_ms,
         max_payload_size: config.max_payload_bytes,
-        max_inflight_count: config.max_inflight,
+        // Only status, wills and subscriptions reach rumqttd (readings go
+        // from the front to the pipeline), and rumqttd sizes its per
+        // connection buffers by this, so it stays small.
+        max_inflight_count: config.max_inflight.min(BROKER_INFLIGHT),
         auth: None,
         external_auth: None,
         // No effect in rumqttd 0.20; false states what actually happens.
