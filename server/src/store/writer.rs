@@ -251,63 +251,56 @@ impl StoreWriter {
         Ok(())
     }
 
+    /// Writes the batches in chunks of `batch_rows`, up to
+    /// [`CONCURRENT_CHUNKS`] at once on their own connections, and returns
+    /// once every chunk has committed (or the first failure, after the
+    /// others have finished: the retry sends them all again).
     async fn write(&mut self, batches: &[Arc<ReadingBatch>]) -> anyhow::Result<()> {
-        let mut chunk = Chunk {
-            late_before: self
-                .marks_late
-                .then(|| (Utc::now() - timescale::LATE_AFTER).timestamp_micros()),
+        let late_before = self
+            .marks_late
+            .then(|| (Utc::now() - timescale::LATE_AFTER).timestamp_micros());
+        let new_chunk = || Chunk {
+            late_before,
             ..Chunk::default()
         };
         self.register_new(batches).await?;
-        for batch in batches {
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut outcome = Ok(());
+        let mut chunk = new_chunk();
+        'batches: for batch in batches {
             for reading in &batch.readings {
-                let channel_id = self.channel_id(&batch.gateway, reading).await?;
+                let channel_id = match self.channel_id(&batch.gateway, reading).await {
+                    Ok(id) => id,
+                    Err(err) => {
+                        outcome = Err(err);
+                        break 'batches;
+                    }
+                };
                 chunk.push(channel_id, reading.ts, reading.value);
                 if chunk.len() == self.batch_rows {
-                    self.store(&chunk).await?;
-                    chunk.clear();
+                    if in_flight.len() >= CONCURRENT_CHUNKS
+                        && let Some(done) = in_flight.join_next().await
+                    {
+                        outcome = joined(done);
+                        if outcome.is_err() {
+                            break 'batches;
+                        }
+                    }
+                    let full = std::mem::replace(&mut chunk, new_chunk());
+                    in_flight.spawn(store(self.pool.clone(), self.metrics.clone(), full));
                 }
             }
         }
-        if chunk.len() > 0 {
-            self.store(&chunk).await?;
+        if outcome.is_ok() && chunk.len() > 0 {
+            in_flight.spawn(store(self.pool.clone(), self.metrics.clone(), chunk));
         }
-        Ok(())
-    }
-
-    async fn store(&self, chunk: &Chunk) -> anyhow::Result<()> {
-        let started = Instant::now();
-        let stored = if chunk.late.is_empty() {
-            let mut conn = self.pool.acquire().await?;
-            write_rows(&mut conn, chunk, false).await?
-        } else {
-            // Late rows and their marks commit together.
-            let mut tx = self.pool.begin().await?;
-            let stored = write_rows(&mut tx, chunk, true).await?;
-            let (channels, minutes): (Vec<i32>, Vec<i64>) = chunk.late.iter().copied().unzip();
-            sqlx::query(
-                "INSERT INTO rollup_dirty (channel_id, minute)
-                 SELECT c, timestamptz 'epoch' + us * interval '1 microsecond'
-                 FROM unnest($1::integer[], $2::bigint[]) AS m (c, us)",
-            )
-            .bind(channels)
-            .bind(minutes)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            stored
-        };
-        // Each chunk is atomic. When a later chunk of the same drain fails,
-        // the retry sends the committed chunks again; they go through the
-        // key-skipping insert and count as duplicates.
-        Metrics::add(&self.metrics.readings_stored, stored);
-        Metrics::add(&self.metrics.readings_duplicate, chunk.len() - stored);
-        self.metrics.store_batches.fetch_add(1, Relaxed);
-        Metrics::add(
-            &self.metrics.store_batch_micros,
-            started.elapsed().as_micros() as usize,
-        );
-        Ok(())
+        while let Some(done) = in_flight.join_next().await {
+            let result = joined(done);
+            if outcome.is_ok() {
+                outcome = result;
+            }
+        }
+        outcome
     }
 
     /// Registers the drain's new gateways and channels up front, the
@@ -380,6 +373,53 @@ impl StoreWriter {
             .insert(reading.channel.as_str().to_owned(), id);
         Ok(id)
     }
+}
+
+/// Chunks written at once, each on its own connection. PostgreSQL runs a
+/// `COPY` in one backend on one core, and each chunk ends in a commit and
+/// the rollup trigger's statement; with two in flight one chunk's rows
+/// stream while the other's commit and trigger run.
+const CONCURRENT_CHUNKS: usize = 2;
+
+/// A chunk's write task's outcome; a panicked task counts as a failure.
+fn joined(done: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    done.map_err(|err| anyhow::anyhow!("a chunk's write task failed: {err}"))?
+}
+
+/// Writes one chunk, on its own connection, and counts it.
+async fn store(pool: PgPool, metrics: Arc<Metrics>, chunk: Chunk) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let stored = if chunk.late.is_empty() {
+        let mut conn = pool.acquire().await?;
+        write_rows(&mut conn, &chunk, false).await?
+    } else {
+        // Late rows and their marks commit together.
+        let mut tx = pool.begin().await?;
+        let stored = write_rows(&mut tx, &chunk, true).await?;
+        let (channels, minutes): (Vec<i32>, Vec<i64>) = chunk.late.iter().copied().unzip();
+        sqlx::query(
+            "INSERT INTO rollup_dirty (channel_id, minute)
+             SELECT c, timestamptz 'epoch' + us * interval '1 microsecond'
+             FROM unnest($1::integer[], $2::bigint[]) AS m (c, us)",
+        )
+        .bind(channels)
+        .bind(minutes)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        stored
+    };
+    // Each chunk is atomic. When another chunk of the same drain fails,
+    // the retry sends the committed chunks again; they go through the
+    // key-skipping insert and count as duplicates.
+    Metrics::add(&metrics.readings_stored, stored);
+    Metrics::add(&metrics.readings_duplicate, chunk.len() - stored);
+    metrics.store_batches.fetch_add(1, Relaxed);
+    Metrics::add(
+        &metrics.store_batch_micros,
+        started.elapsed().as_micros() as usize,
+    );
+    Ok(())
 }
 
 /// New channels registered by one statement.
