@@ -154,6 +154,42 @@ CROSS JOIN LATERAL (
     };
 }
 
+/// The bucket query for a width equal to a UTC tier's own: each settled
+/// bucket is one row of the tier's table, read as it is (no binning, no
+/// grouping: the bulk of a many-channel week), and only from `$5` on,
+/// where minutes are dirty, are the minutes' exact rows binned and grouped.
+/// Answers exactly as `rollup_query!` over the same tier.
+macro_rules! tier_rows_query {
+    ($table:literal) => {
+        concat!(
+            "SELECT c.id, s.b, s.min, s.max,
+       rollup_avg(s.sum, s.count, c.id, s.b, s.b + $4 * interval '1 millisecond'),
+       s.count, s.first, s.last, s.newest
+FROM unnest($1::integer[]) AS c (id)
+CROSS JOIN LATERAL (
+    SELECT bucket AS b, min, max, sum, count, first, last, last_ts AS newest
+    FROM ",
+            $table,
+            " WHERE channel_id = c.id AND bucket >= $2 AND bucket < $5
+    UNION ALL
+    SELECT b, min(min), max(max), ",
+            sum_of!("sum"),
+            ", sum(count)::bigint,
+           (array_agg(first ORDER BY bucket))[1],
+           (array_agg(last ORDER BY bucket DESC))[1],
+           max(last_ts)
+    FROM (
+        SELECT *, ",
+            utc_bin!("bucket"),
+            " AS b FROM history_1m
+        WHERE channel_id = c.id AND bucket >= $5 AND bucket < $3
+    ) AS m
+    GROUP BY b
+) AS s"
+        )
+    };
+}
+
 const FROM_READINGS: &str = bucket_query!(concat!(
     "SELECT ts AS bucket, value AS min, value AS max, value AS sum, 1::bigint AS count,
             value AS first, value AS last, ts AS last_ts, ",
@@ -172,6 +208,10 @@ const FROM_HOURS_WALL_CLOCK: &str = rollup_query!(
     local_bin!("bucket"),
     local_bin_end!()
 );
+const MINUTE_ROWS: &str = tier_rows_query!("readings_1m");
+const FIVE_MINUTE_ROWS: &str = tier_rows_query!("readings_5m");
+const QUARTER_HOUR_ROWS: &str = tier_rows_query!("readings_15m");
+const HOUR_ROWS: &str = tier_rows_query!("readings_1h");
 /// The six-hour tier is on the wall clock of the zone it was built for,
 /// which is the yard's (or UTC when PostgreSQL does not know that).
 const FROM_6H: &str = rollup_query!(
@@ -194,6 +234,12 @@ pub enum BucketQuery {
     /// As `Hours`, plus `$6` the zone.
     HoursWallClock,
     SixHours,
+    /// A tier's rows as the buckets, for a width equal to the tier's own on
+    /// the UTC grid; parameters as `Minutes`.
+    MinuteRows,
+    FiveMinuteRows,
+    QuarterHourRows,
+    HourRows,
     /// The minute rollup for any width of whole minutes: what answered
     /// every width from a minute to an hour before the finer tiers. Not
     /// planned; the benchmark runs it to show what the tiers save.
@@ -202,7 +248,14 @@ pub enum BucketQuery {
 
 impl BucketQuery {
     pub fn for_plan(plan: Plan, zone: Option<&str>) -> Self {
+        let whole_tier = |tier: Tier| plan.bucket_ms == tier.width_ms();
         match plan.source {
+            HistorySource::Minute if whole_tier(Tier::Minute) => Self::MinuteRows,
+            HistorySource::FiveMinute if whole_tier(Tier::FiveMinutes) => Self::FiveMinuteRows,
+            HistorySource::QuarterHour if whole_tier(Tier::QuarterHour) => Self::QuarterHourRows,
+            HistorySource::Hour if whole_tier(Tier::Hour) && !plan.follows_wall_clock() => {
+                Self::HourRows
+            }
             HistorySource::Raw => Self::Readings,
             HistorySource::Minute => Self::Minutes,
             HistorySource::FiveMinute => Self::FiveMinutes,
@@ -219,10 +272,10 @@ impl BucketQuery {
     pub fn tier(self) -> Option<Tier> {
         match self {
             Self::Readings => None,
-            Self::Minutes | Self::MinutesOnly => Some(Tier::Minute),
-            Self::FiveMinutes => Some(Tier::FiveMinutes),
-            Self::QuarterHours => Some(Tier::QuarterHour),
-            Self::Hours | Self::HoursWallClock => Some(Tier::Hour),
+            Self::Minutes | Self::MinuteRows | Self::MinutesOnly => Some(Tier::Minute),
+            Self::FiveMinutes | Self::FiveMinuteRows => Some(Tier::FiveMinutes),
+            Self::QuarterHours | Self::QuarterHourRows => Some(Tier::QuarterHour),
+            Self::Hours | Self::HourRows | Self::HoursWallClock => Some(Tier::Hour),
             Self::SixHours => Some(Tier::SixHours),
         }
     }
@@ -243,6 +296,10 @@ impl BucketQuery {
             Self::Hours => FROM_HOURS,
             Self::HoursWallClock => FROM_HOURS_WALL_CLOCK,
             Self::SixHours => FROM_6H,
+            Self::MinuteRows => MINUTE_ROWS,
+            Self::FiveMinuteRows => FIVE_MINUTE_ROWS,
+            Self::QuarterHourRows => QUARTER_HOUR_ROWS,
+            Self::HourRows => HOUR_ROWS,
         }
     }
 }

@@ -640,10 +640,19 @@ async fn every_tier_that_covers_a_width_answers_alike() {
         async move {
             use BucketQuery as Q;
             let utc = [
-                (5 * MINUTE, vec![Q::Minutes, Q::FiveMinutes]),
+                (MINUTE, vec![Q::Minutes, Q::MinuteRows]),
+                (
+                    5 * MINUTE,
+                    vec![Q::Minutes, Q::FiveMinutes, Q::FiveMinuteRows],
+                ),
                 (
                     15 * MINUTE,
-                    vec![Q::Minutes, Q::FiveMinutes, Q::QuarterHours],
+                    vec![
+                        Q::Minutes,
+                        Q::FiveMinutes,
+                        Q::QuarterHours,
+                        Q::QuarterHourRows,
+                    ],
                 ),
                 (
                     30 * MINUTE,
@@ -651,7 +660,13 @@ async fn every_tier_that_covers_a_width_answers_alike() {
                 ),
                 (
                     HOUR,
-                    vec![Q::Minutes, Q::FiveMinutes, Q::QuarterHours, Q::Hours],
+                    vec![
+                        Q::Minutes,
+                        Q::FiveMinutes,
+                        Q::QuarterHours,
+                        Q::Hours,
+                        Q::HourRows,
+                    ],
                 ),
             ];
             for (width, queries) in utc {
