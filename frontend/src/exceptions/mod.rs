@@ -230,7 +230,7 @@ pub fn ExceptionsPage(
                             unshelve_error,
                         };
                         match row {
-                            Row::One(e) => view! { <ExceptionRow exception=e clock zone actions /> }.into_any(),
+                            Row::One(e) => view! { <ExceptionRow exception=*e clock zone actions /> }.into_any(),
                             Row::Group(group) => {
                                 let members = group.members.clone();
                                 view! {

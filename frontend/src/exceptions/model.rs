@@ -208,7 +208,7 @@ fn merge_flood(all: &mut BTreeMap<i64, FloodInfo>, flood: FloodInfo) {
 /// one summary.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Row {
-    One(ExceptionInfo),
+    One(Box<ExceptionInfo>),
     Group(GroupRow),
 }
 
@@ -252,7 +252,7 @@ pub fn rows(list: Vec<ExceptionInfo>) -> Vec<Row> {
             .map(|m| (m.flood, m.group.clone()))
             .filter(|k| sizes.get(k).is_some_and(|n| *n >= GROUP_MIN));
         let Some(key) = key else {
-            rows.push(Row::One(e));
+            rows.push(Row::One(Box::new(e)));
             continue;
         };
         match at.get(&key) {

@@ -69,7 +69,7 @@ pub use webhook::Format;
 /// summary.
 #[derive(Debug, Clone)]
 pub enum Notice {
-    Exception(ExceptionEvent),
+    Exception(Box<ExceptionEvent>),
     Flood(Arc<FloodSummary>),
 }
 
@@ -213,7 +213,7 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn notify(&self, event: &ExceptionEvent) {
-        self.send(Notice::Exception(event.clone()));
+        self.send(Notice::Exception(Box::new(event.clone())));
     }
 
     /// A flood's summary, to every receiver.
