@@ -71,13 +71,16 @@ pub fn GroupSummary(
     group: GroupRow,
     zone: Memo<Option<String>>,
     expanded: RwSignal<BTreeSet<(i64, String)>>,
+    /// The flood a link named: its groups start open.
+    linked: Memo<Option<i64>>,
     acknowledging: RwSignal<Option<GroupRow>>,
     children: Children,
 ) -> impl IntoView {
     let id = (group.flood, group.key.clone());
+    // Toggled from how it starts: folded, or open when linked to.
     let open = {
         let id = id.clone();
-        Memo::new(move |_| expanded.with(|e| e.contains(&id)))
+        Memo::new(move |_| expanded.with(|e| e.contains(&id)) != (linked.get() == Some(id.0)))
     };
     let toggle = move |_| {
         expanded.update(|e| {

@@ -110,6 +110,10 @@ pub fn ExceptionsPage(
     let list = Memo::new(move |_| exceptions.filtered(&filter.get()));
     let rows = Memo::new(move |_| model::rows(list.get()));
     let expanded = RwSignal::new(std::collections::BTreeSet::<(i64, String)>::new());
+    // `?flood=<id>` (the link in a flood's summaries): its groups open.
+    let query = leptos_router::hooks::use_query_map();
+    let linked =
+        Memo::new(move |_| query.with(|q| q.get("flood").and_then(|f| f.parse::<i64>().ok())));
     let acknowledging_group = RwSignal::new(None::<GroupRow>);
     let session = expect_context::<Session>();
 
@@ -234,7 +238,7 @@ pub fn ExceptionsPage(
                             Row::Group(group) => {
                                 let members = group.members.clone();
                                 view! {
-                                    <GroupSummary group zone expanded acknowledging=acknowledging_group>
+                                    <GroupSummary group zone expanded linked acknowledging=acknowledging_group>
                                         {members
                                             .into_iter()
                                             .map(|e| view! { <ExceptionRow exception=e clock zone actions /> })

@@ -134,4 +134,19 @@ async fn a_flood_group_is_one_row_that_expands_and_is_acknowledged_together() {
     if let Ok(png) = client.screenshot().await {
         screenshot_to("flood-group-acknowledged.png", png);
     }
+
+    // The link in the flood's summaries opens the page with its groups
+    // expanded.
+    let flood = attribute(&client, group, "data-flood")
+        .await
+        .expect("the flood's id");
+    client
+        .goto(&server.url(&format!("/exceptions?flood={flood}")))
+        .await
+        .expect("open the summary's link");
+    wait_for_attribute(&client, group, "data-members", &RAISES.to_string()).await;
+    eventually("the linked flood's members shown", || async {
+        shown(&client, member).await.then_some(())
+    })
+    .await;
 }
