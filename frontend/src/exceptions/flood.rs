@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use leptos::prelude::*;
 use trackside_wire::{GroupAckRequest, Role};
 
+use super::ack_dialog::CommentDialog;
 use super::model::{Exceptions, GroupRow};
 use super::shelving::yard_time;
 use crate::api;
@@ -152,101 +153,41 @@ pub fn GroupAckDialog(
     clock: Clock,
     acknowledging: RwSignal<Option<GroupRow>>,
 ) -> impl IntoView {
-    let session = expect_context::<Session>();
-    let by = move || session.me().map(|m| m.name).unwrap_or_default();
-    let comment = RwSignal::new(String::new());
-    let error = RwSignal::new(None::<String>);
-    let busy = RwSignal::new(false);
-    let close = move || {
-        acknowledging.set(None);
-        comment.set(String::new());
-        error.set(None);
-        busy.set(false);
-    };
-    let submit = move |ev: leptos::ev::SubmitEvent| {
-        ev.prevent_default();
-        let Some(group) = acknowledging.get_untracked() else {
-            return;
-        };
-        let request = GroupAckRequest {
-            group: group.key.clone(),
-            comment: comment.get_untracked().trim().to_owned(),
-        };
-        if request.comment.is_empty() {
-            error.set(Some(
-                "Enter a comment: what you found, or what happens next.".into(),
-            ));
-            return;
-        }
-        busy.set(true);
-        leptos::task::spawn_local(async move {
-            match api::acknowledge_group(group.flood, &request).await {
-                Ok(_) => {
-                    // The live feed brings each acknowledgement; a reload
-                    // makes sure of them.
-                    super::load(exceptions, clock.now());
-                    close();
-                }
-                Err(failure) => {
-                    busy.set(false);
-                    error.set(Some(super::refusal_text("acknowledged", &failure)));
-                }
-            }
-        });
-    };
     move || {
         acknowledging.get().map(|group| {
-            view! {
-                <div class="modal-backdrop" on:click=move |_| close()>
-                    <div
-                        class="modal"
-                        role="dialog"
-                        aria-modal="true"
-                        aria-labelledby="group-ack-title"
-                        data-testid="group-ack-dialog"
-                        on:click=|ev| ev.stop_propagation()
-                        on:keydown=move |ev: leptos::ev::KeyboardEvent| {
-                            if ev.key() == "Escape" {
-                                close();
-                            }
+            let (flood, key) = (group.flood, group.key.clone());
+            let send = move |comment: String| {
+                let request = GroupAckRequest {
+                    group: key.clone(),
+                    comment,
+                };
+                async move {
+                    match api::acknowledge_group(flood, &request).await {
+                        Ok(_) => {
+                            // The live feed brings each acknowledgement; a
+                            // reload makes sure of them.
+                            super::load(exceptions, clock.now());
+                            Ok(())
                         }
-                    >
-                        <h2 id="group-ack-title">"Acknowledge the group"</h2>
-                        <p class="modal-subject">
-                            <strong>{group.summary.clone()}</strong>
-                            {format!(
-                                " — {} unacknowledged will be acknowledged, each recorded under your name.",
-                                group.unacknowledged
-                            )}
-                        </p>
-                        <form on:submit=submit>
-                            <p class="ack-as">"Acknowledging as "<strong>{by}</strong></p>
-                            <label class="field">
-                                <span>"Comment"</span>
-                                <textarea
-                                    data-testid="group-ack-comment"
-                                    rows="3"
-                                    maxlength="2000"
-                                    placeholder="What you found, or what happens next"
-                                    prop:value=move || comment.get()
-                                    on:input=move |ev| {
-                                        comment.set(event_target_value(&ev));
-                                        error.set(None);
-                                    }
-                                ></textarea>
-                            </label>
-                            {move || error.get().map(|message| view! {
-                                <p class="form-error" role="alert" data-testid="group-ack-error">{message}</p>
-                            })}
-                            <div class="modal-actions">
-                                <button type="button" class="secondary" on:click=move |_| close()>"Cancel"</button>
-                                <button type="submit" data-testid="group-ack-submit" disabled=move || busy.get()>
-                                    {move || if busy.get() { "Acknowledging…" } else { "Acknowledge all" }}
-                                </button>
-                            </div>
-                        </form>
-                    </div>
-                </div>
+                        Err(failure) => Err(super::refusal_text("acknowledged", &failure)),
+                    }
+                }
+            };
+            view! {
+                <CommentDialog
+                    prefix="group-ack"
+                    title="Acknowledge the group"
+                    action="Acknowledge all"
+                    busy_label="Acknowledging…"
+                    on_close=Callback::new(move |()| acknowledging.set(None))
+                    send
+                >
+                    <strong>{group.summary.clone()}</strong>
+                    {format!(
+                        " — {} unacknowledged will be acknowledged, each recorded under your name.",
+                        group.unacknowledged
+                    )}
+                </CommentDialog>
             }
         })
     }

@@ -813,6 +813,8 @@ struct Service {
 const COMMAND_QUEUE: usize = 64;
 /// Ids the journal's writer gave exceptions that had none.
 const LEARNED_QUEUE: usize = 1_024;
+/// Floods whose latest state waits for the database, at most.
+const FLOODS_UNSTORED: usize = 16;
 /// Inputs judged in one engine step, whose transitions are stored in one
 /// transaction.
 const INPUTS_PER_STEP: usize = 256;
@@ -1122,6 +1124,16 @@ impl Service {
             }
             self.outlets.live.publish_flood(&flood);
             self.floods_unstored.insert(flood.id, flood);
+            // A database away for days: the oldest floods' final states
+            // give way (they were shown and notified).
+            while self.floods_unstored.len() > FLOODS_UNSTORED {
+                if let Some((id, _)) = self.floods_unstored.pop_first() {
+                    tracing::error!(
+                        flood = id,
+                        "the alarm flood's row could not be stored and is given up"
+                    );
+                }
+            }
         }
         self.metrics
             .flood_on

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use trackside_wire::{FloodInfo, GroupAckRequest, GroupAckResult};
 
 use super::super::AckFailure;
+use super::super::http::acknowledge_audited;
 use super::super::store;
-use crate::audit::{self, action};
 use crate::auth::Principal;
 use crate::http::{AppError, AppState};
 
@@ -28,8 +28,6 @@ const MAX_DAYS: i64 = 366;
 /// a second press).
 pub const MAX_GROUP_ACK: i64 = 2_000;
 const MAX_COMMENT: usize = 2_000;
-/// How long each audit row may take.
-const AUDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -138,38 +136,12 @@ async fn acknowledge_group(
             "flood {id} has no group {group:?} (GET /api/floods lists its groups)"
         )));
     }
-    let actor = principal.actor();
     let flood = id.to_string();
     let mut acknowledged = Vec::with_capacity(waiting.len());
+    let detail = [("flood", flood.as_str()), ("group", group.as_str())];
     for member in waiting {
-        match state
-            .exceptions
-            .acknowledge(member, principal.name.clone(), comment.clone())
-            .await
-        {
-            Ok(info) => {
-                let target = member.to_string();
-                let detail = [
-                    ("comment", comment.as_str()),
-                    ("subject", info.subject.as_str()),
-                    ("flood", flood.as_str()),
-                    ("group", group.as_str()),
-                ];
-                let recorded = audit::record(
-                    &state.pool,
-                    &actor,
-                    action::ACKNOWLEDGE,
-                    Some(&target),
-                    &detail,
-                );
-                if tokio::time::timeout(AUDIT_WAIT, recorded).await.is_err() {
-                    tracing::error!(
-                        id = member,
-                        "the acknowledgement's audit row was not written within 2 s"
-                    );
-                }
-                acknowledged.push(member);
-            }
+        match acknowledge_audited(&state, &principal, member, &comment, &detail).await {
+            Ok(_) => acknowledged.push(member),
             Err(AckFailure::NotFound | AckFailure::Closed | AckFailure::AlreadyAcknowledged(_)) => {
                 skipped.push(member);
             }
