@@ -8,12 +8,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trackside_wire::{
     AckRequest, ApiError, AuditEntry, CertificateRequest, ChannelInfo, ChannelOwner,
-    ChannelReassigned, ExceptionInfo, Forecast, ForecastStatus, GatewayCertificateFiles,
-    GatewayCredentialInfo, GatewayInfo, History, IssuedGatewayPassword, IssuedPassword,
-    IssuedToken, Layout, LayoutRejected, LinkSignInRequest, MaintenanceWindowInfo, Me, Movements,
-    NewGateway, NewMaintenanceWindow, NewShelf, NewToken, NewUser, PasswordChange, PriorityMix,
-    Replay, ShelfInfo, SignInRequest, TokenInfo, TrainJob, TrainRequest, UserChange, UserInfo,
-    YardInfo,
+    ChannelReassigned, ExceptionInfo, FloodInfo, Forecast, ForecastStatus, GatewayCertificateFiles,
+    GatewayCredentialInfo, GatewayInfo, GroupAckRequest, GroupAckResult, History,
+    IssuedGatewayPassword, IssuedPassword, IssuedToken, Layout, LayoutRejected, LinkSignInRequest,
+    MaintenanceWindowInfo, Me, Movements, NewGateway, NewMaintenanceWindow, NewShelf, NewToken,
+    NewUser, PasswordChange, PriorityMix, Replay, ShelfInfo, SignInRequest, TokenInfo, TrainJob,
+    TrainRequest, UserChange, UserInfo, YardInfo,
 };
 
 /// Why a request gave no usable answer.
@@ -108,6 +108,22 @@ pub async fn acknowledge(id: i64, request: &AckRequest) -> Result<ExceptionInfo,
         Some(request),
     )
     .await
+}
+
+/// The alarm floods that overlap the last `since_ms` (the one on, if any,
+/// without an end).
+pub async fn floods(from: i64, to: i64) -> Result<Vec<FloodInfo>, ApiFailure> {
+    let url = format!("/api/floods?from={from}&to={to}");
+    get_json_at("/api/floods", &url).await
+}
+
+/// Acknowledges every open, unacknowledged member of a flood group.
+pub async fn acknowledge_group(
+    flood: i64,
+    request: &GroupAckRequest,
+) -> Result<GroupAckResult, ApiFailure> {
+    let url = format!("/api/floods/{flood}/ack");
+    send(Method::POST, "/api/floods/{id}/ack", &url, Some(request)).await
 }
 
 /// The shelves that hold, and those that ended in the last day.

@@ -49,6 +49,20 @@ pub fn Header(
                         {move || unacked.get()}
                     </span>
                 </A>
+                {move || exceptions.flood_on().map(|flood| view! {
+                    <A href="/exceptions">
+                        <span
+                            class="flood-chip"
+                            data-testid="header-flood"
+                            title=format!(
+                                "An alarm flood is on: {} raises, peak {} in {} min. Alarms are grouped by cause on the exceptions page.",
+                                flood.total, flood.peak, flood.window_s / 60
+                            )
+                        >
+                            "FLOOD"
+                        </span>
+                    </A>
+                })}
                 <A href="/maintenance">"Maintenance"</A>
                 <Show when=admin>
                     <A href="/admin">"Admin"</A>

@@ -152,6 +152,7 @@ fn Workspace(session: Session) -> impl IntoView {
         Event::Frame(ServerMessage::Lagged { .. }) => catch_up(),
         Event::Frame(ServerMessage::Exception(event)) => exceptions.apply(*event),
         Event::Frame(ServerMessage::Stored { exceptions: list }) => exceptions.stored(list),
+        Event::Frame(ServerMessage::Flood(flood)) => exceptions.flood_changed(*flood),
     });
     // The app lives as long as the page, and its feed with it.
     on_cleanup(move || drop(feed));

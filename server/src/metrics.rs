@@ -149,6 +149,12 @@ pub struct Metrics {
     pub exceptions_open_suppressed: AtomicI64,
     /// Open exceptions an operator's shelf hides now.
     pub exceptions_open_shelved: AtomicI64,
+    /// Alarm floods started; raises grouped in one (not announced one by
+    /// one); summaries sent; 1 while a flood is on.
+    pub floods_started: AtomicU64,
+    pub flood_raises_grouped: AtomicU64,
+    pub flood_summaries: AtomicU64,
+    pub flood_on: AtomicI64,
     pub exception_store_errors: AtomicU64,
     pub exceptions_open: AtomicI64,
     pub webhook_sent: AtomicU64,
@@ -467,6 +473,21 @@ impl Metrics {
             self.exceptions_released.load(Relaxed),
         );
         counter(
+            "trackside_floods_total",
+            "Alarm floods started (more raises within the window than exceptions.flood.max_raises).",
+            self.floods_started.load(Relaxed),
+        );
+        counter(
+            "trackside_flood_raises_grouped_total",
+            "Raises announced during a flood, grouped under their summary instead of one by one.",
+            self.flood_raises_grouped.load(Relaxed),
+        );
+        counter(
+            "trackside_flood_summaries_total",
+            "Flood summaries handed to the notification outbox (a group formed or grew, a flood ended).",
+            self.flood_summaries.load(Relaxed),
+        );
+        counter(
             "trackside_exception_store_errors_total",
             "Failed writes of exception transitions (each is retried).",
             self.exception_store_errors.load(Relaxed),
@@ -681,6 +702,11 @@ impl Metrics {
             "trackside_occupation_lag_seconds",
             "How far behind now the circuit furthest behind is derived (at least the 60 s readings are given to arrive).",
             self.occupation_lag_seconds.load(Relaxed),
+        );
+        gauge(
+            "trackside_flood_on",
+            "1 while an alarm flood is on.",
+            self.flood_on.load(Relaxed),
         );
         gauge(
             "trackside_exceptions_open_shelved",

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::alarms::Priority;
+use crate::flood::FloodMark;
 use crate::yard::Criticality;
 
 /// How urgent an exception is. Ordered: `Info < Warning < Major < Critical`.
@@ -307,10 +308,14 @@ pub enum TransitionKind {
     /// It was raised inside a maintenance window, which ended while it was
     /// still active: now it is raised normally.
     Released,
+    /// It joined a group of an alarm flood after it was raised (it was one
+    /// of the raises that started the flood): listed under the group's
+    /// summary from now on (`ExceptionInfo::flood`).
+    Grouped,
 }
 
 impl TransitionKind {
-    pub const ALL: [TransitionKind; 8] = [
+    pub const ALL: [TransitionKind; 9] = [
         TransitionKind::Raised,
         TransitionKind::Cleared,
         TransitionKind::Acknowledged,
@@ -319,6 +324,7 @@ impl TransitionKind {
         TransitionKind::Unshelved,
         TransitionKind::Escalated,
         TransitionKind::Released,
+        TransitionKind::Grouped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -331,6 +337,7 @@ impl TransitionKind {
             TransitionKind::Unshelved => "unshelved",
             TransitionKind::Escalated => "escalated",
             TransitionKind::Released => "released",
+            TransitionKind::Grouped => "grouped",
         }
     }
 
@@ -400,6 +407,10 @@ pub struct ExceptionInfo {
     /// HTTP API, which reads the database.
     #[serde(default = "stored_by_default")]
     pub stored: bool,
+    /// The alarm flood and the group (by cause) it was raised in, if any:
+    /// the list shows the group as one summary row.
+    #[serde(default)]
+    pub flood: Option<FloodMark>,
 }
 
 impl ExceptionInfo {

@@ -11,6 +11,7 @@ mod alarms;
 mod auth;
 mod channel;
 mod exceptions;
+mod flood;
 mod forecast;
 mod health;
 mod history;
@@ -30,6 +31,10 @@ pub use channel::{ChannelName, ChannelNameError, pattern_matches};
 pub use exceptions::{
     AckRequest, Check, ExceptionDetail, ExceptionEvent, ExceptionInfo, ExceptionKind, Rule,
     Severity, TransitionInfo, TransitionKind,
+};
+pub use flood::{
+    FloodGroupInfo, FloodInfo, FloodMark, FloodScope, GroupAckRequest, GroupAckResult,
+    flood_group_summary,
 };
 pub use forecast::{
     Forecast, ForecastModel, ForecastPoint, ForecastStatus, TrainJob, TrainRequest, TrainState,
@@ -178,6 +183,9 @@ pub enum ServerMessage {
     /// out, expired, or its user disabled or changed by an administrator.
     /// The server closes the socket after this frame; sign in again.
     SessionEnded { reason: String },
+    /// An alarm flood started, changed (a group formed or grew) or ended:
+    /// the flood as it is now. Not more often than the engine's tick.
+    Flood(Box<FloodInfo>),
 }
 
 #[cfg(test)]

@@ -287,7 +287,8 @@ impl Playback {
                         | TransitionKind::Shelved
                         | TransitionKind::Unshelved
                         | TransitionKind::Escalated
-                        | TransitionKind::Released => {}
+                        | TransitionKind::Released
+                        | TransitionKind::Grouped => {}
                     }
                 }
                 if let Some(start) = open {

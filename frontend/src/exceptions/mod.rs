@@ -8,6 +8,7 @@
 //! The `data-*` attributes are the browser tests' hooks (frontend/README.md).
 
 mod ack_dialog;
+mod flood;
 mod mix;
 mod model;
 mod shelving;
@@ -16,9 +17,10 @@ use leptos::prelude::*;
 use trackside_wire::{ExceptionInfo, Priority, Role, Severity, YardInfo};
 
 use self::ack_dialog::AckDialog;
+use self::flood::{FloodBanner, GroupAckDialog, GroupSummary};
 use self::mix::PriorityMixPanel;
 pub use self::model::Exceptions;
-use self::model::{Filter, Show, progress};
+use self::model::{Filter, GroupRow, Row, Show, progress};
 use self::shelving::{ShelveDialog, ShelvesPanel, time_left, yard_time};
 use crate::api;
 use crate::session::Session;
@@ -41,7 +43,35 @@ pub fn load(exceptions: Exceptions, now_ms: i64) {
             open.extend(recent?);
             Ok(open)
         }));
+        // The floods of the same day: the banner, and a flood on.
+        if let Ok(floods) = api::floods(now_ms - RECENT_MS, now_ms + 60_000).await {
+            exceptions.floods_loaded(floods);
+        }
     });
+}
+
+/// What decides whether a row is drawn again.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum RowKey {
+    One(ExceptionKey),
+    Group(i64, String, Vec<ExceptionKey>),
+}
+
+type ExceptionKey = (i64, (i32, i64, i64, bool), bool, bool, Option<i64>);
+
+fn exception_key(e: &ExceptionInfo) -> ExceptionKey {
+    (e.id, progress(e), e.open, e.stored, e.shelf)
+}
+
+fn row_key(row: &Row) -> RowKey {
+    match row {
+        Row::One(e) => RowKey::One(exception_key(e)),
+        Row::Group(g) => RowKey::Group(
+            g.flood,
+            g.key.clone(),
+            g.members.iter().map(exception_key).collect(),
+        ),
+    }
 }
 
 #[component]
@@ -78,10 +108,18 @@ pub fn ExceptionsPage(
         circuit: circuit.get(),
     });
     let list = Memo::new(move |_| exceptions.filtered(&filter.get()));
+    let rows = Memo::new(move |_| model::rows(list.get()));
+    let expanded = RwSignal::new(std::collections::BTreeSet::<(i64, String)>::new());
+    // `?flood=<id>` (the link in a flood's summaries): its groups open.
+    let query = leptos_router::hooks::use_query_map();
+    let linked =
+        Memo::new(move |_| query.with(|q| q.get("flood").and_then(|f| f.parse::<i64>().ok())));
+    let acknowledging_group = RwSignal::new(None::<GroupRow>);
     let session = expect_context::<Session>();
 
     view! {
         <main class="exceptions-page">
+            <FloodBanner exceptions clock zone />
             <PriorityMixPanel />
             <section class="filters" aria-label="Filters">
                 <label class="filter">
@@ -186,20 +224,35 @@ pub fn ExceptionsPage(
             </Show>
             <ul class="exception-list" data-testid="exceptions-list">
                 <For
-                    each=move || list.get()
-                    key=|e| (e.id, progress(e), e.open, e.stored, e.shelf)
-                    children=move |e| {
+                    each=move || rows.get()
+                    key=row_key
+                    children=move |row| {
                         let actions = RowActions {
                             acknowledging,
                             shelving,
                             shelves_changed,
                             unshelve_error,
                         };
-                        view! { <ExceptionRow exception=e clock zone actions /> }
+                        match row {
+                            Row::One(e) => view! { <ExceptionRow exception=*e clock zone actions /> }.into_any(),
+                            Row::Group(group) => {
+                                let members = group.members.clone();
+                                view! {
+                                    <GroupSummary group zone expanded linked acknowledging=acknowledging_group>
+                                        {members
+                                            .into_iter()
+                                            .map(|e| view! { <ExceptionRow exception=e clock zone actions /> })
+                                            .collect_view()}
+                                    </GroupSummary>
+                                }
+                                .into_any()
+                            }
+                        }
                     }
                 />
             </ul>
             <AckDialog exceptions acknowledging />
+            <GroupAckDialog exceptions clock acknowledging=acknowledging_group />
             <ShelveDialog shelving changed=shelves_changed />
         </main>
     }

@@ -9,7 +9,10 @@
 use std::collections::BTreeMap;
 
 use leptos::prelude::*;
-use trackside_wire::{ExceptionEvent, ExceptionInfo, ExceptionKind, Priority, Severity};
+use trackside_wire::{
+    ExceptionEvent, ExceptionInfo, ExceptionKind, FloodInfo, Priority, Severity,
+    flood_group_summary,
+};
 
 use crate::api::ApiFailure;
 
@@ -21,11 +24,14 @@ pub struct Exceptions {
     announced: RwSignal<Option<ExceptionInfo>>,
     /// Why the last load failed, while it stays failed.
     failure: RwSignal<Option<ApiFailure>>,
+    /// Alarm floods of the last day, by id, as loaded and as `flood`
+    /// frames change them.
+    floods: RwSignal<BTreeMap<i64, FloodInfo>>,
 }
 
 /// Grows with every transition: a snapshot that arrives after a live frame
 /// must not roll an exception back.
-pub fn progress(e: &ExceptionInfo) -> (i32, i64, i64) {
+pub fn progress(e: &ExceptionInfo) -> (i32, i64, i64, bool) {
     (
         e.occurrences,
         e.last_raised_at,
@@ -33,6 +39,8 @@ pub fn progress(e: &ExceptionInfo) -> (i32, i64, i64) {
             .max(e.acked_at)
             .max(e.escalated_at)
             .unwrap_or(0),
+        // Grouped in a flood: never ungrouped.
+        e.flood.is_some(),
     )
 }
 
@@ -48,7 +56,28 @@ impl Exceptions {
             all: RwSignal::new(BTreeMap::new()),
             announced: RwSignal::new(None),
             failure: RwSignal::new(None),
+            floods: RwSignal::new(BTreeMap::new()),
         }
+    }
+
+    /// A flood as loaded or as a `flood` frame says it is now; an ended
+    /// one never comes back on.
+    pub fn flood_changed(&self, flood: FloodInfo) {
+        self.floods.update(|all| merge_flood(all, flood));
+    }
+
+    pub fn floods_loaded(&self, list: Vec<FloodInfo>) {
+        self.floods.update(|all| {
+            for flood in list {
+                merge_flood(all, flood);
+            }
+        });
+    }
+
+    /// The flood that is on, if any (tracked).
+    pub fn flood_on(&self) -> Option<FloodInfo> {
+        self.floods
+            .with(|all| all.values().rev().find(|f| f.ended_at.is_none()).cloned())
     }
 
     pub fn merge(&self, list: Vec<ExceptionInfo>) {
@@ -163,6 +192,114 @@ impl Exceptions {
     pub fn filtered(&self, filter: &Filter) -> Vec<ExceptionInfo> {
         self.all.with(|all| visible(all.values(), filter))
     }
+}
+
+fn merge_flood(all: &mut BTreeMap<i64, FloodInfo>, flood: FloodInfo) {
+    match all.get(&flood.id) {
+        Some(held) if held.ended_at.is_some() && flood.ended_at.is_none() => {}
+        Some(held) if held.total > flood.total && flood.ended_at.is_none() => {}
+        _ => {
+            all.insert(flood.id, flood);
+        }
+    }
+}
+
+/// A row of the list: one exception, or a flood group's members under
+/// one summary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Row {
+    One(Box<ExceptionInfo>),
+    Group(GroupRow),
+}
+
+/// A flood group as the list shows it: of the members the filters keep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRow {
+    pub flood: i64,
+    pub key: String,
+    /// "14 stale channels on yard-gw02".
+    pub summary: String,
+    /// The first raise among the members.
+    pub since: i64,
+    pub active: usize,
+    pub unacknowledged: usize,
+    /// The highest among the members.
+    pub priority: Priority,
+    /// In the list's order.
+    pub members: Vec<ExceptionInfo>,
+}
+
+/// Members a flood group needs in the list to be shown as one row; a lone
+/// member is shown as itself.
+const GROUP_MIN: usize = 2;
+
+/// The list with each flood group's members gathered under one row, at
+/// the place of its first member (the list's order ranks a group by its
+/// most urgent member).
+pub fn rows(list: Vec<ExceptionInfo>) -> Vec<Row> {
+    let mut sizes: BTreeMap<(i64, String), usize> = BTreeMap::new();
+    for e in &list {
+        if let Some(mark) = &e.flood {
+            *sizes.entry((mark.flood, mark.group.clone())).or_default() += 1;
+        }
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    let mut at: BTreeMap<(i64, String), usize> = BTreeMap::new();
+    for e in list {
+        let key = e
+            .flood
+            .as_ref()
+            .map(|m| (m.flood, m.group.clone()))
+            .filter(|k| sizes.get(k).is_some_and(|n| *n >= GROUP_MIN));
+        let Some(key) = key else {
+            rows.push(Row::One(Box::new(e)));
+            continue;
+        };
+        match at.get(&key) {
+            Some(&index) => {
+                if let Some(Row::Group(group)) = rows.get_mut(index) {
+                    group.members.push(e);
+                }
+            }
+            None => {
+                at.insert(key.clone(), rows.len());
+                rows.push(Row::Group(GroupRow {
+                    flood: key.0,
+                    key: key.1,
+                    summary: String::new(),
+                    since: e.raised_at,
+                    active: 0,
+                    unacknowledged: 0,
+                    priority: e.priority,
+                    members: vec![e],
+                }));
+            }
+        }
+    }
+    for row in &mut rows {
+        if let Row::Group(group) = row {
+            let on = group
+                .key
+                .split_once(['@', '#'])
+                .map(|(_, on)| on.to_owned());
+            let kind = group.members[0].kind;
+            group.summary = flood_group_summary(kind, on.as_deref(), group.members.len() as u32);
+            group.since = group.members.iter().map(|e| e.raised_at).min().unwrap_or(0);
+            group.active = group.members.iter().filter(|e| e.active).count();
+            group.unacknowledged = group
+                .members
+                .iter()
+                .filter(|e| e.open && !e.acknowledged)
+                .count();
+            group.priority = group
+                .members
+                .iter()
+                .map(|e| e.priority)
+                .max()
+                .unwrap_or(Priority::Low);
+        }
+    }
+    rows
 }
 
 /// Sounds the alarm: demands attention, at high priority.
@@ -337,6 +474,7 @@ mod tests {
             shelf: None,
             shelved_until: None,
             stored: true,
+            flood: None,
         }
     }
 
@@ -488,6 +626,90 @@ mod tests {
         shelved.shelved_until = None;
         exceptions.merge(vec![shelved]);
         assert_eq!(exceptions.sounding(), 2);
+    }
+
+    fn member(id: i64, group: &str, active: bool, acknowledged: bool) -> ExceptionInfo {
+        let mut e = info(id, Severity::Major, active, acknowledged, 100 + id);
+        e.kind = ExceptionKind::Stale;
+        e.flood = Some(trackside_wire::FloodMark {
+            flood: 7,
+            group: group.into(),
+        });
+        e
+    }
+
+    #[test]
+    fn a_flood_group_is_one_row_in_the_place_of_its_first_member() {
+        let list = vec![
+            info(1, Severity::Critical, true, false, 10),
+            member(2, "stale@gw2", true, false),
+            info(3, Severity::Major, true, false, 10),
+            member(4, "stale@gw2", false, false),
+            member(5, "stale@gw2", true, true),
+            // Alone in the list: shown as itself.
+            member(6, "stale@gw3", true, false),
+        ];
+        let rows = rows(list);
+        let shape: Vec<String> = rows
+            .iter()
+            .map(|r| match r {
+                Row::One(e) => e.id.to_string(),
+                Row::Group(g) => format!(
+                    "{} · {} active · {} unacknowledged · {:?}",
+                    g.summary,
+                    g.active,
+                    g.unacknowledged,
+                    g.members.iter().map(|e| e.id).collect::<Vec<_>>()
+                ),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                "1",
+                "3 stale channels on gw2 · 2 active · 2 unacknowledged · [2, 4, 5]",
+                "3",
+                "6",
+            ]
+        );
+        let Row::Group(group) = &rows[1] else {
+            panic!("a group");
+        };
+        assert_eq!((group.flood, group.since), (7, 102));
+    }
+
+    #[test]
+    fn a_grouped_state_is_progress_and_an_ended_flood_stays_ended() {
+        let mut all = BTreeMap::new();
+        let raised = info(1, Severity::Major, true, false, 10);
+        let mut grouped = raised.clone();
+        grouped.flood = Some(trackside_wire::FloodMark {
+            flood: 7,
+            group: "limit@gw".into(),
+        });
+        merge_one(&mut all, grouped.clone());
+        merge_one(&mut all, raised);
+        assert_eq!(all[&1], grouped, "a snapshot from before the flood");
+
+        let exceptions = Exceptions::new();
+        let on = FloodInfo {
+            id: 7,
+            started_at: 7,
+            ended_at: None,
+            peak: 11,
+            total: 11,
+            max_raises: 10,
+            window_s: 600,
+            groups: Vec::new(),
+        };
+        exceptions.flood_changed(on.clone());
+        assert_eq!(exceptions.flood_on().map(|f| f.id), Some(7));
+        exceptions.flood_changed(FloodInfo {
+            ended_at: Some(900),
+            ..on.clone()
+        });
+        exceptions.floods_loaded(vec![on]);
+        assert_eq!(exceptions.flood_on(), None, "a late snapshot");
     }
 
     #[test]

@@ -89,12 +89,14 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/health", VIEWER),
     rule("GET", "/api/health/{circuit}", VIEWER),
     rule("GET", "/api/shelves", VIEWER),
+    rule("GET", "/api/floods", VIEWER),
     // Operator actions.
     rule("POST", "/api/exceptions/{id}/ack", OPERATOR),
     rule("POST", "/api/maintenance", OPERATOR),
     rule("POST", "/api/maintenance/{id}/end", OPERATOR),
     rule("POST", "/api/shelves", OPERATOR),
     rule("POST", "/api/shelves/{id}/end", OPERATOR),
+    rule("POST", "/api/floods/{id}/ack", OPERATOR),
     // Administration.
     rule("POST", "/api/forecast/train", ADMIN),
     rule("PUT", "/api/layout", ADMIN),

@@ -61,8 +61,51 @@ pub struct ExceptionsConfig {
     /// (a shift by default): a shelf always runs out, so nothing stays
     /// hidden because someone forgot it.
     pub shelve_max_s: u64,
+    /// `[exceptions.flood]`: when raises come faster than one operator
+    /// can take in, they are grouped and summarised (`exceptions::flood`).
+    pub flood: FloodConfig,
     /// The rules. Setting any replaces the shipped defaults as a whole.
     pub rules: Vec<trackside_wire::Rule>,
+}
+
+/// `[exceptions.flood]`: more than `max_raises` announced raises within
+/// `window_s` is a flood (ISA-18.2's benchmark per operator position: 10
+/// in 10 minutes); it ends once the count has stayed at or below that for
+/// `quiet_s`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FloodConfig {
+    /// False: every raise is announced on its own, whatever the rate.
+    pub enabled: bool,
+    pub max_raises: u32,
+    pub window_s: u64,
+    pub quiet_s: u64,
+    /// A growing group's summary is sent again at most this often.
+    pub update_s: u64,
+}
+
+impl Default for FloodConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_raises: 10,
+            window_s: 600,
+            quiet_s: 300,
+            update_s: 300,
+        }
+    }
+}
+
+impl FloodConfig {
+    /// The engine's policy, or none when off.
+    pub fn policy(&self) -> Option<super::flood::FloodPolicy> {
+        self.enabled.then(|| super::flood::FloodPolicy {
+            max_raises: self.max_raises,
+            window_ms: self.window_s as i64 * 1000,
+            quiet_ms: self.quiet_s as i64 * 1000,
+            update_ms: self.update_s as i64 * 1000,
+        })
+    }
 }
 
 /// `[exceptions.escalate_after_s]`: seconds per priority.
@@ -103,6 +146,7 @@ impl Default for ExceptionsConfig {
             escalate_after_s: EscalateAfter::default(),
             escalation_levels: 2,
             shelve_max_s: 12 * 3_600,
+            flood: FloodConfig::default(),
             rules: super::defaults::rules(),
         }
     }
@@ -150,6 +194,18 @@ impl ExceptionsConfig {
         anyhow::ensure!(
             (60..=7 * 24 * 3_600).contains(&self.shelve_max_s),
             "exceptions.shelve_max_s must be between 60 (a minute) and 604800 (a week)"
+        );
+        let flood = &self.flood;
+        anyhow::ensure!(
+            (1..=10_000).contains(&flood.max_raises),
+            "exceptions.flood.max_raises must be between 1 and 10000"
+        );
+        anyhow::ensure!(
+            (10..=86_400).contains(&flood.window_s)
+                && (1..=86_400).contains(&flood.quiet_s)
+                && (10..=86_400).contains(&flood.update_s),
+            "exceptions.flood: window_s and update_s must be 10 to 86400 seconds, quiet_s 1 to \
+             86400"
         );
         super::engine::validate(&self.rules).map_err(anyhow::Error::msg)?;
         Ok(())

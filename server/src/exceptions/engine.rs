@@ -24,6 +24,7 @@ use trackside_wire::{
     parameter_info, pattern_matches,
 };
 
+use super::flood::{FloodChange, FloodPolicy, Floods, GroupOf};
 use super::priority::{AlarmPolicy, Criticalities, priority};
 use crate::reading::DecodedReading;
 
@@ -79,6 +80,8 @@ pub struct AlarmState {
     /// Since when it waits for someone (active, unacknowledged, neither
     /// shelved nor suppressed): the escalation clock.
     pub waiting_since: Option<Ms>,
+    /// The alarm flood and group it was announced in (`flood`).
+    pub flood: Option<trackside_wire::FloodMark>,
 }
 
 impl AlarmState {
@@ -98,6 +101,7 @@ impl AlarmState {
             suppressed: e.suppressed,
             window: e.window,
             waiting_since: waiting.then(|| e.escalated_at.unwrap_or(e.last_raised_at)),
+            flood: e.flood.clone(),
         }
     }
 
@@ -112,6 +116,7 @@ impl AlarmState {
             suppressed: false,
             window: None,
             waiting_since: None,
+            flood: None,
         }
     }
 }
@@ -319,6 +324,10 @@ pub struct Engine {
     /// The latest tick's time: the engine's own clock, where a reading's
     /// time is the gateway's.
     clock: Ms,
+    /// Alarm floods: counts what is announced, groups it in a flood.
+    floods: Floods,
+    /// Raises grouped in a flood instead of announced, since last taken.
+    grouped: u64,
 }
 
 fn ms(seconds: f64) -> Ms {
@@ -475,7 +484,38 @@ impl Engine {
             gateways: HashMap::new(),
             circuits: HashMap::new(),
             clock: Ms::MIN,
+            floods: Floods::new(None),
+            grouped: 0,
         })
+    }
+
+    /// Detects alarm floods by `policy` (the default: off, every raise
+    /// announced on its own).
+    pub fn with_floods(mut self, policy: FloodPolicy) -> Self {
+        self.floods = Floods::new(Some(policy));
+        self
+    }
+
+    /// Takes back a flood that was on when the engine last ran.
+    pub fn resume_flood(&mut self, flood: trackside_wire::FloodInfo, now: Ms) {
+        self.floods.resume(flood, now);
+    }
+
+    /// The flood that is on, if any.
+    pub fn flood(&self) -> Option<&trackside_wire::FloodInfo> {
+        self.floods.current()
+    }
+
+    /// The floods that started, changed or ended since the last call, with
+    /// what to announce of them.
+    pub fn take_flood_changes(&mut self) -> Vec<FloodChange> {
+        self.floods.take_changes()
+    }
+
+    /// How many raises a flood's summary covered instead of their own
+    /// announcement, since the last call.
+    pub fn take_grouped(&mut self) -> u64 {
+        std::mem::take(&mut self.grouped)
     }
 
     /// Ranks and escalates with `policy` (the default: every circuit a
@@ -801,6 +841,7 @@ impl Engine {
         }
         self.realarm(now, out);
         self.escalate(now, out);
+        self.floods.tick(now);
     }
 
     /// An operator shelves what `shelf` covers until its `until`; returns
@@ -947,7 +988,7 @@ impl Engine {
                     }
                 }
             };
-            out.push(transition);
+            self.present(transition, out);
         }
     }
 
@@ -983,7 +1024,7 @@ impl Engine {
             if waiting {
                 open.alarm.waiting_since = Some(now);
             }
-            out.push(Transition {
+            let released = Transition {
                 key,
                 kind: TransitionKind::Released,
                 at: now,
@@ -996,7 +1037,8 @@ impl Engine {
                 gateway,
                 alarm: open.alarm.clone(),
                 announce: (waiting && open.active).then_some(0),
-            });
+            };
+            self.present(released, out);
         }
         self.windows.retain(|_, w| w.ends > now);
     }
@@ -1053,6 +1095,61 @@ impl Engine {
                 gateway,
                 alarm: open.alarm.clone(),
                 announce: Some(level),
+            });
+        }
+    }
+
+    /// Pushes a transition, first counting what it announces to the
+    /// operator (level 0) towards a flood: in a flood it is marked with its
+    /// group, and announced on its own only as `flood` decides.
+    fn present(&mut self, mut t: Transition, out: &mut Vec<Transition>) {
+        if t.announce != Some(0) {
+            out.push(t);
+            return;
+        }
+        let kind = self
+            .rule(&t.key.rule)
+            .map_or(ExceptionKind::Limit, |r| r.check.kind());
+        let group = GroupOf::of(kind, &t.key.subject, t.gateway.as_deref());
+        let at = t.at.max(self.clock);
+        let counted = self.floods.count(&t.key, group, t.alarm.priority, at);
+        if let Some(mark) = counted.mark {
+            if let Some(open) = self.open.get_mut(&t.key) {
+                open.alarm.flood = Some(mark.clone());
+            }
+            t.alarm.flood = Some(mark);
+            if !counted.announce {
+                t.announce = None;
+                self.grouped += 1;
+            }
+        }
+        out.push(t);
+        // The raises that started the flood join it.
+        for (key, mark) in counted.joined {
+            let summary = self
+                .floods
+                .current()
+                .and_then(|f| f.groups.iter().find(|g| g.key == mark.group))
+                .map(|g| g.summary.clone())
+                .unwrap_or_default();
+            let gateway = self.gateway_of(&key.subject);
+            let Some(open) = self.open.get_mut(&key) else {
+                continue;
+            };
+            open.alarm.flood = Some(mark);
+            out.push(Transition {
+                key,
+                kind: TransitionKind::Grouped,
+                at,
+                value: None,
+                message: format!("an alarm flood began: grouped under \"{summary}\""),
+                by: None,
+                comment: None,
+                opens: false,
+                closes: false,
+                gateway,
+                alarm: open.alarm.clone(),
+                announce: None,
             });
         }
     }
@@ -1665,7 +1762,7 @@ impl Engine {
             if shown {
                 open.alarm.waiting_since = Some(now);
             }
-            out.push(Transition {
+            let realarmed = Transition {
                 gateway,
                 key,
                 kind: TransitionKind::Realarmed,
@@ -1678,7 +1775,8 @@ impl Engine {
                 closes: false,
                 alarm: open.alarm.clone(),
                 announce: shown.then_some(0),
-            });
+            };
+            self.present(realarmed, out);
         }
     }
 
@@ -1713,7 +1811,7 @@ impl Engine {
                 (true, alarm, announce)
             }
         };
-        out.push(Transition {
+        let raised = Transition {
             key: key.clone(),
             kind: TransitionKind::Raised,
             at,
@@ -1726,7 +1824,8 @@ impl Engine {
             gateway: gateway.map(str::to_owned),
             alarm,
             announce,
-        });
+        };
+        self.present(raised, out);
     }
 
     fn clear(
@@ -1942,5 +2041,7 @@ mod occupation;
 
 #[cfg(test)]
 mod alarm_tests;
+#[cfg(test)]
+mod flood_tests;
 #[cfg(test)]
 mod tests;

@@ -245,34 +245,8 @@ async fn acknowledge(
             "comment: say what you found or will do (1 to {MAX_COMMENT} characters)"
         )));
     }
-    match state
-        .exceptions
-        .acknowledge(id, principal.name.clone(), comment.clone())
-        .await
-    {
-        Ok(info) => {
-            // The acknowledgement is stored; a database that stops
-            // answering just now must not hold the answer past its bound.
-            let (actor, target) = (principal.actor(), id.to_string());
-            let detail = [
-                ("comment", comment.as_str()),
-                ("subject", info.subject.as_str()),
-            ];
-            let recorded = audit::record(
-                &state.pool,
-                &actor,
-                action::ACKNOWLEDGE,
-                Some(&target),
-                &detail,
-            );
-            if tokio::time::timeout(AUDIT_WAIT, recorded).await.is_err() {
-                tracing::error!(
-                    id,
-                    "the acknowledgement's audit row was not written within 2 s"
-                );
-            }
-            Ok(Json(info))
-        }
+    match acknowledge_audited(&state, &principal, id, &comment, &[]).await {
+        Ok(info) => Ok(Json(info)),
         Err(AckFailure::NotFound) => Err(AppError::NotFound(format!("no exception {id}"))),
         Err(AckFailure::Closed) => Err(AppError::Conflict(format!(
             "exception {id} is already cleared and acknowledged"
@@ -284,6 +258,41 @@ async fn acknowledge(
         Err(AckFailure::Unavailable(message)) => Err(AppError::Unavailable(message)),
         Err(AckFailure::Internal(err)) => Err(err.into()),
     }
+}
+
+/// Acknowledges `id` through the engine as `principal`, and audits it
+/// (`exception.acknowledge`, with the comment, the subject and `detail`):
+/// one acknowledgement, whichever route asked for it.
+pub(super) async fn acknowledge_audited(
+    state: &AppState,
+    principal: &Principal,
+    id: i64,
+    comment: &str,
+    detail: &[(&str, &str)],
+) -> Result<ExceptionInfo, AckFailure> {
+    let info = state
+        .exceptions
+        .acknowledge(id, principal.name.clone(), comment.to_owned())
+        .await?;
+    // The acknowledgement is stored; a database that stops answering just
+    // now must not hold the answer past its bound.
+    let (actor, target) = (principal.actor(), id.to_string());
+    let mut all = vec![("comment", comment), ("subject", info.subject.as_str())];
+    all.extend_from_slice(detail);
+    let recorded = audit::record(
+        &state.pool,
+        &actor,
+        action::ACKNOWLEDGE,
+        Some(&target),
+        &all,
+    );
+    if tokio::time::timeout(AUDIT_WAIT, recorded).await.is_err() {
+        tracing::error!(
+            id,
+            "the acknowledgement's audit row was not written within 2 s"
+        );
+    }
+    Ok(info)
 }
 
 #[utoipa::path(

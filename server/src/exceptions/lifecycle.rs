@@ -54,6 +54,7 @@ pub fn advance(
             shelf: t.alarm.shelf.map(|(id, _)| id),
             shelved_until: t.alarm.shelf.map(|(_, until)| until),
             stored: true,
+            flood: t.alarm.flood.clone(),
         };
     };
     let mut next = previous.clone();
@@ -65,6 +66,7 @@ pub fn advance(
     next.suppressed = t.alarm.suppressed;
     next.shelf = t.alarm.shelf.map(|(id, _)| id);
     next.shelved_until = t.alarm.shelf.map(|(_, until)| until);
+    next.flood = t.alarm.flood.clone();
     match t.kind {
         // A cleared, unacknowledged exception raised again: the same one,
         // once more.
@@ -105,7 +107,8 @@ pub fn advance(
         TransitionKind::Shelved
         | TransitionKind::Unshelved
         | TransitionKind::Escalated
-        | TransitionKind::Released => {}
+        | TransitionKind::Released
+        | TransitionKind::Grouped => {}
     }
     next
 }

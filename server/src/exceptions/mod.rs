@@ -24,6 +24,7 @@
 mod config;
 pub mod defaults;
 pub mod engine;
+pub mod flood;
 pub mod http;
 pub mod journal;
 pub mod lifecycle;
@@ -472,6 +473,7 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
                 }),
         )
         .collect();
+    let app_url_for_links = app_url.trim_end_matches('/').to_owned();
     if let Some(mailer) =
         notify::email::Mailer::new(&config.email, &config.notify_groups, &rules, zone, app_url)?
     {
@@ -528,6 +530,8 @@ pub async fn start(config: &ExceptionsConfig, env: Environment) -> anyhow::Resul
             .map_err(|err| anyhow::anyhow!("writing the exception journal: {err}"))?;
     }
     let tenure = Tenure {
+        flood: config.flood.policy(),
+        app_url: app_url_for_links,
         rules: rules.clone(),
         realarm_after_s: config.realarm_after_s,
         layout,
@@ -669,6 +673,10 @@ async fn stand_by(
 
 /// What each tenure of the engine is built from.
 struct Tenure {
+    /// Alarm floods: when raises are grouped and summarised.
+    flood: Option<flood::FloodPolicy>,
+    /// The app's address, for the links in flood summaries.
+    app_url: String,
     rules: Vec<Rule>,
     realarm_after_s: Option<f64>,
     pool: PgPool,
@@ -695,6 +703,17 @@ impl Tenure {
                     .unwrap_or_default(),
                 escalation: self.escalation.clone(),
             });
+        if let Some(policy) = self.flood {
+            engine = engine.with_floods(policy);
+            if let Some(flood) = store::running_flood(&self.pool).await? {
+                tracing::info!(
+                    flood = flood.id,
+                    raises = flood.total,
+                    "an alarm flood is still on: resumed"
+                );
+                engine.resume_flood(flood, Utc::now().timestamp_millis());
+            }
+        }
         let windows = store::open_windows(&self.pool, Utc::now().timestamp_millis()).await?;
         let shelves = store::open_shelves(&self.pool, Utc::now().timestamp_millis()).await?;
         engine.restore(
@@ -728,6 +747,7 @@ impl Tenure {
             &mut out,
         );
         let ids = store::reserve_ids(&self.pool, RESERVE).await?;
+        let engine_flood = engine.flood().map_or(0, |f| f.id);
         let mut service = Service {
             engine,
             pool: self.pool.clone(),
@@ -749,9 +769,16 @@ impl Tenure {
             journalling: false,
             layout: self.layout.clone(),
             ranked_by,
+            app_url: self.app_url.clone(),
+            floods_unstored: std::collections::BTreeMap::new(),
+            last_flood: engine_flood,
         };
         service.count_open();
         service.commit(out).await;
+        service
+            .metrics
+            .flood_on
+            .store(i64::from(service.engine.flood().is_some()), Relaxed);
         Ok(service)
     }
 }
@@ -772,6 +799,13 @@ struct Service {
     layout: Arc<YardLayout>,
     /// The layout the engine's criticalities come from.
     ranked_by: Option<Arc<Layout>>,
+    /// The app's address, for the links in flood summaries.
+    app_url: String,
+    /// Floods whose latest state the database did not take yet, by id
+    /// (retried at every tick; a later state replaces an earlier one).
+    floods_unstored: std::collections::BTreeMap<i64, trackside_wire::FloodInfo>,
+    /// The latest flood seen, to count each once.
+    last_flood: i64,
 }
 
 /// Acknowledgements waiting for the engine's task. A full queue makes the
@@ -779,6 +813,8 @@ struct Service {
 const COMMAND_QUEUE: usize = 64;
 /// Ids the journal's writer gave exceptions that had none.
 const LEARNED_QUEUE: usize = 1_024;
+/// Floods whose latest state waits for the database, at most.
+const FLOODS_UNSTORED: usize = 16;
 /// Inputs judged in one engine step, whose transitions are stored in one
 /// transaction.
 const INPUTS_PER_STEP: usize = 256;
@@ -869,9 +905,11 @@ impl Service {
                     self.follow_layout();
                     self.engine.tick(Utc::now().timestamp_millis(), &mut out);
                     self.top_up_ids().await;
+                    self.store_floods().await;
                 }
             }
             self.commit(out).await;
+            self.floods_changed().await;
         }
         tracing::info!("exception engine stopped");
         Ended::Closed
@@ -1018,6 +1056,8 @@ impl Service {
                 K::Released => Some(&self.metrics.exceptions_released),
                 // Operators' actions: counted in the audit trail.
                 K::Shelved | K::Unshelved => None,
+                // Counted by `trackside_flood_*`.
+                K::Grouped => None,
             };
             if let Some(counter) = counter {
                 counter.fetch_add(1, Relaxed);
@@ -1039,6 +1079,93 @@ impl Service {
         }
         self.count_open();
         events
+    }
+
+    /// Stores, shows and notifies what changed of a flood in the step just
+    /// committed (after its transitions, so a summary never precedes the
+    /// raises it counts).
+    async fn floods_changed(&mut self) {
+        for change in self.engine.take_flood_changes() {
+            let flood = change.flood;
+            if flood.id > self.last_flood {
+                self.last_flood = flood.id;
+                self.metrics.floods_started.fetch_add(1, Relaxed);
+            }
+            for notice in &change.notices {
+                let summary = match notice {
+                    flood::Notice::Group { key, update } => {
+                        let Some(group) = flood.groups.iter().find(|g| &g.key == key) else {
+                            continue;
+                        };
+                        let kind = if *update {
+                            notify::SummaryKind::Update
+                        } else {
+                            notify::SummaryKind::Formed
+                        };
+                        notify::FloodSummary::new(
+                            kind,
+                            flood.clone(),
+                            Some(group.clone()),
+                            &self.app_url,
+                        )
+                    }
+                    flood::Notice::Ended => notify::FloodSummary::new(
+                        notify::SummaryKind::Ended,
+                        flood.clone(),
+                        None,
+                        &self.app_url,
+                    ),
+                };
+                tracing::warn!(flood = flood.id, "{}", summary.text);
+                self.metrics.flood_summaries.fetch_add(1, Relaxed);
+                if let Some(webhook) = &self.outlets.webhook {
+                    webhook.notify_flood(summary);
+                }
+            }
+            self.outlets.live.publish_flood(&flood);
+            self.floods_unstored.insert(flood.id, flood);
+            // A database away for days: the oldest floods' final states
+            // give way (they were shown and notified).
+            while self.floods_unstored.len() > FLOODS_UNSTORED {
+                if let Some((id, _)) = self.floods_unstored.pop_first() {
+                    tracing::error!(
+                        flood = id,
+                        "the alarm flood's row could not be stored and is given up"
+                    );
+                }
+            }
+        }
+        self.metrics
+            .flood_on
+            .store(i64::from(self.engine.flood().is_some()), Relaxed);
+        self.metrics
+            .flood_raises_grouped
+            .fetch_add(self.engine.take_grouped(), Relaxed);
+        if !self.floods_unstored.is_empty() {
+            self.store_floods().await;
+        }
+    }
+
+    /// Writes the floods' latest states the database has not taken yet.
+    async fn store_floods(&mut self) {
+        while let Some((&id, flood)) = self.floods_unstored.first_key_value() {
+            match tokio::time::timeout(STORE_WAIT, store::write_flood(&self.pool, flood)).await {
+                Ok(Ok(())) => {
+                    self.floods_unstored.remove(&id);
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(
+                        flood = id,
+                        "storing the alarm flood failed, retrying: {err:#}"
+                    );
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(flood = id, "storing the alarm flood timed out, retrying");
+                    return;
+                }
+            }
+        }
     }
 
     /// Ranks new exceptions by the layout in force, once it changed.

@@ -11,12 +11,14 @@ use trackside_wire::{
     MaintenanceWindowInfo, NewMaintenanceWindow, Priority, PriorityMix, PriorityShare, Severity,
     ShelfInfo, TransitionInfo, TransitionKind, WindowState,
 };
+use trackside_wire::{FloodInfo, FloodMark};
 
 use super::engine::Key;
 
 const COLUMNS: &str = "id, rule_id, kind, severity, subject, circuit, gateway_id, message, value, \
      active, open, raised_at, last_raised_at, cleared_at, acked_at, acked_by, ack_comment, occurrences, \
-     criticality, base_priority, priority, escalation, escalated_at, suppressed, window_id, shelf_id, shelved_until";
+     criticality, base_priority, priority, escalation, escalated_at, suppressed, window_id, shelf_id, shelved_until, \
+     flood_id, flood_group";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -47,6 +49,8 @@ struct Row {
     window_id: Option<i64>,
     shelf_id: Option<i64>,
     shelved_until: Option<DateTime<Utc>>,
+    flood_id: Option<i64>,
+    flood_group: Option<String>,
 }
 
 impl Row {
@@ -92,6 +96,10 @@ impl Row {
             shelf: self.shelf_id,
             shelved_until: self.shelved_until.map(|t| t.timestamp_millis()),
             stored: true,
+            flood: self
+                .flood_id
+                .zip(self.flood_group)
+                .map(|(flood, group)| FloodMark { flood, group }),
         })
     }
 }
@@ -201,11 +209,12 @@ async fn write_one(
                                  message, value, active, open, raised_at, last_raised_at,
                                  cleared_at, acked_at, acked_by, ack_comment, occurrences,
                                  criticality, base_priority, priority, escalation,
-                                 escalated_at, suppressed, window_id, shelf_id, shelved_until)
+                                 escalated_at, suppressed, window_id, shelf_id, shelved_until,
+                                 flood_id, flood_group)
          OVERRIDING SYSTEM VALUE
          VALUES (COALESCE($1, nextval(pg_get_serial_sequence('exceptions', 'id'))),
                  $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                 $19, $20, $21, $22, $23, $24, $25, $26, $27)
+                 $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)
          ON CONFLICT (id) DO UPDATE SET
              message = EXCLUDED.message, value = EXCLUDED.value, active = EXCLUDED.active,
              open = EXCLUDED.open, last_raised_at = EXCLUDED.last_raised_at,
@@ -214,7 +223,8 @@ async fn write_one(
              occurrences = EXCLUDED.occurrences, priority = EXCLUDED.priority,
              escalation = EXCLUDED.escalation, escalated_at = EXCLUDED.escalated_at,
              suppressed = EXCLUDED.suppressed, shelf_id = EXCLUDED.shelf_id,
-             shelved_until = EXCLUDED.shelved_until
+             shelved_until = EXCLUDED.shelved_until, flood_id = EXCLUDED.flood_id,
+             flood_group = EXCLUDED.flood_group
          RETURNING id",
     )
     .bind(id)
@@ -244,6 +254,8 @@ async fn write_one(
     .bind(e.window)
     .bind(e.shelf)
     .bind(e.shelved_until.and_then(time))
+    .bind(e.flood.as_ref().map(|f| f.flood))
+    .bind(e.flood.as_ref().map(|f| f.group.as_str()))
     .fetch_one(&mut **tx)
     .await?;
     e.id = written;
@@ -746,4 +758,113 @@ pub async fn open_shelves(pool: &PgPool, now: i64) -> anyhow::Result<Vec<ShelfIn
     .await
     .context("loading shelves")?;
     Ok(rows.into_iter().map(|r| shelf_info(r, now)).collect())
+}
+
+/// Stores a flood as it is now (its row is replaced: a repeat is
+/// harmless).
+pub async fn write_flood(pool: &PgPool, flood: &FloodInfo) -> anyhow::Result<()> {
+    let time = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms);
+    sqlx::query(
+        "INSERT INTO floods (id, started_at, ended_at, peak, total, max_raises, window_s, groups)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (id) DO UPDATE SET
+             ended_at = EXCLUDED.ended_at, peak = EXCLUDED.peak, total = EXCLUDED.total,
+             groups = EXCLUDED.groups, updated_at = now()",
+    )
+    .bind(flood.id)
+    .bind(time(flood.started_at))
+    .bind(flood.ended_at.and_then(time))
+    .bind(i64::from(flood.peak))
+    .bind(i64::from(flood.total))
+    .bind(i64::from(flood.max_raises))
+    .bind(i64::from(flood.window_s))
+    .bind(sqlx::types::Json(&flood.groups))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct FloodRow {
+    id: i64,
+    started_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    peak: i64,
+    total: i64,
+    max_raises: i64,
+    window_s: i64,
+    groups: sqlx::types::Json<Vec<trackside_wire::FloodGroupInfo>>,
+}
+
+impl From<FloodRow> for FloodInfo {
+    fn from(row: FloodRow) -> Self {
+        let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+        FloodInfo {
+            id: row.id,
+            started_at: row.started_at.timestamp_millis(),
+            ended_at: row.ended_at.map(|t| t.timestamp_millis()),
+            peak: count(row.peak),
+            total: count(row.total),
+            max_raises: count(row.max_raises),
+            window_s: count(row.window_s),
+            groups: row.groups.0,
+        }
+    }
+}
+
+const FLOOD_COLUMNS: &str = "id, started_at, ended_at, peak, total, max_raises, window_s, groups";
+
+/// The flood that was on when the engine last ran, if any.
+pub async fn running_flood(pool: &PgPool) -> anyhow::Result<Option<FloodInfo>> {
+    let row: Option<FloodRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {FLOOD_COLUMNS} FROM floods WHERE ended_at IS NULL ORDER BY id DESC LIMIT 1"
+    )))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(FloodInfo::from))
+}
+
+/// The floods that overlap `from..to` (Unix ms), newest first.
+pub async fn list_floods(
+    pool: &PgPool,
+    from: i64,
+    to: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<FloodInfo>> {
+    let time = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms);
+    let rows: Vec<FloodRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {FLOOD_COLUMNS} FROM floods
+         WHERE started_at < $2 AND (ended_at IS NULL OR ended_at >= $1)
+         ORDER BY id DESC LIMIT $3"
+    )))
+    .bind(time(from))
+    .bind(time(to))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(FloodInfo::from).collect())
+}
+
+/// The open, unacknowledged members of one flood group (at most `limit`),
+/// and how many of its members are acknowledged or closed.
+pub async fn group_members(
+    pool: &PgPool,
+    flood: i64,
+    group: &str,
+    limit: i64,
+) -> anyhow::Result<(Vec<i64>, Vec<i64>)> {
+    let rows: Vec<(i64, bool)> = sqlx::query_as(
+        "SELECT id, open AND acked_at IS NULL FROM exceptions
+         WHERE flood_id = $1 AND flood_group = $2 ORDER BY id LIMIT $3",
+    )
+    .bind(flood)
+    .bind(group)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let (waiting, done): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, w)| *w);
+    Ok((
+        waiting.into_iter().map(|(id, _)| id).collect(),
+        done.into_iter().map(|(id, _)| id).collect(),
+    ))
 }

@@ -40,6 +40,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::exceptions::http::router())
         .merge(crate::exceptions::maintenance::router())
         .merge(crate::exceptions::shelving::router())
+        .merge(crate::exceptions::flood::http::router())
         .merge(crate::exceptions::notify::routes::router())
         .merge(crate::history::router())
         .merge(crate::export::router())

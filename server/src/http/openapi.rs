@@ -94,6 +94,7 @@ pub fn document() -> OpenApi {
         crate::exceptions::http::Api::openapi(),
         crate::exceptions::maintenance::Api::openapi(),
         crate::exceptions::shelving::Api::openapi(),
+        crate::exceptions::flood::http::Api::openapi(),
         crate::exceptions::notify::routes::Api::openapi(),
         crate::history::Api::openapi(),
         crate::export::Api::openapi(),

@@ -157,6 +157,15 @@ impl LiveHub {
         }
     }
 
+    /// An alarm flood started, changed or ended: sent to every client.
+    pub fn publish_flood(&self, flood: &trackside_wire::FloodInfo) {
+        if self.tx.receiver_count() == 0 {
+            return;
+        }
+        let json = to_json(&ServerMessage::Flood(Box::new(flood.clone())));
+        self.offer(Item::Exception(json));
+    }
+
     /// Exceptions shown earlier as not yet stored are stored now.
     pub fn publish_stored(&self, exceptions: Vec<trackside_wire::ExceptionInfo>) {
         if self.tx.receiver_count() == 0 || exceptions.is_empty() {

@@ -13,6 +13,8 @@ mod exceptions;
 mod export;
 mod export_page;
 mod external;
+mod flood;
+mod flood_page;
 mod forecast;
 mod forecast_page;
 mod front;

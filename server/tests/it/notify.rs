@@ -32,15 +32,15 @@ fn smtpd_python() -> PathBuf {
 
 /// A real SMTP server on a free port; what it received, one JSON object
 /// per message.
-struct SmtpServer {
-    port: u16,
+pub(crate) struct SmtpServer {
+    pub(crate) port: u16,
     received: Arc<Mutex<Vec<serde_json::Value>>>,
     _child: tokio::process::Child,
 }
 
 impl SmtpServer {
     /// `tls`: a certificate and key to require STARTTLS with.
-    async fn start(user: &str, password: &str, tls: Option<(&Path, &Path)>) -> Self {
+    pub(crate) async fn start(user: &str, password: &str, tls: Option<(&Path, &Path)>) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/smtpd.py");
         let mut command = tokio::process::Command::new(smtpd_python());
         command
@@ -84,13 +84,13 @@ impl SmtpServer {
         }
     }
 
-    fn messages(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn messages(&self) -> Vec<serde_json::Value> {
         self.received.lock().unwrap().clone()
     }
 }
 
 /// A message's decoded text (lettre may encode long or non-ASCII lines).
-fn decoded(data: &str) -> String {
+pub(crate) fn decoded(data: &str) -> String {
     // Unfold headers and undo quoted-printable soft breaks and escapes.
     let unfolded = data.replace("\r\n ", " ").replace("\n ", " ");
     let mut out = String::new();

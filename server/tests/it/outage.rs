@@ -362,6 +362,11 @@ async fn alarms_beyond_the_reserved_ids_are_numbered_and_shown_once_stored() {
         while shown.len() < trackside::exceptions::RESERVE {
             if let ServerMessage::Exception(event) = browser.next().await {
                 assert!(!event.exception.stored);
+                // So many at once are an alarm flood: the raises that
+                // started it join it later, a second frame each.
+                if event.transition.kind == trackside_wire::TransitionKind::Grouped {
+                    continue;
+                }
                 assert!(shown.insert(event.exception.id), "ids are unique");
             }
         }

@@ -320,6 +320,50 @@ impl Mailer {
         to
     }
 
+    /// The addresses a flood's summary goes to, each once: the groups of
+    /// level 0 and the users whose routes take its priority on any of its
+    /// places (circuits, or the gateway) at this hour.
+    pub fn summary_recipients(&self, summary: &super::FloodSummary) -> Vec<String> {
+        let priority = summary.priority();
+        let places = summary.places();
+        let matches = |patterns: &[String]| {
+            patterns.is_empty()
+                || places.is_empty()
+                || patterns.iter().any(|p| {
+                    places
+                        .iter()
+                        .any(|place| trackside_wire::pattern_matches(p, place))
+                })
+        };
+        let mut to: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|g| g.level == 0 && priority >= g.min_priority && matches(&g.circuits))
+            .flat_map(|g| g.addresses.iter().cloned())
+            .collect();
+        let at = chrono::Utc::now();
+        let hour = chrono::Timelike::hour(&self.zone.from_utc_datetime(&at.naive_utc())) as u8;
+        if let Ok(users) = self.users.read() {
+            for (address, routes) in users.iter() {
+                let takes = |place: &str| routes.iter().any(|r| r.takes(priority, place, hour));
+                if places.iter().any(|p| takes(p)) || (places.is_empty() && takes("")) {
+                    to.push(address.clone());
+                }
+            }
+        }
+        to.sort();
+        to.dedup();
+        to
+    }
+
+    /// A flood's summary as an e-mail, times in the yard's zone.
+    pub fn render_summary(&self, summary: &super::FloodSummary) -> serde_json::Value {
+        serde_json::json!({
+            "subject": summary.subject(),
+            "text": summary.email_text(self.zone),
+        })
+    }
+
     /// `{"subject": ..., "text": ...}`: what the outbox keeps and sends.
     pub fn render(&self, event: &ExceptionEvent) -> serde_json::Value {
         let (subject, text) = message(event, self.zone, &self.app_url, &self.limits);

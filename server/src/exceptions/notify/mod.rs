@@ -41,6 +41,7 @@
 pub mod email;
 pub mod outbox;
 pub mod routes;
+pub mod summary;
 pub mod webhook;
 
 use std::cmp::Reverse;
@@ -61,7 +62,33 @@ use trackside_wire::{ExceptionEvent, Severity};
 
 use crate::metrics::{Metrics, NotifyChannel, NotifyOutcome};
 use outbox::Outcome;
+pub use summary::{FloodSummary, SummaryKind};
 pub use webhook::Format;
+
+/// What a sender is handed: an exception's transition, or a flood's
+/// summary.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    Exception(Box<ExceptionEvent>),
+    Flood(Arc<FloodSummary>),
+}
+
+impl Notice {
+    /// The chain it is delivered in order within (per target).
+    fn chain(&self) -> i64 {
+        match self {
+            Notice::Exception(event) => event.exception.id,
+            Notice::Flood(summary) => summary.chain(),
+        }
+    }
+
+    fn severity(&self) -> Severity {
+        match self {
+            Notice::Exception(event) => event.exception.severity,
+            Notice::Flood(summary) => summary.severity(),
+        }
+    }
+}
 
 /// One attempt's bound: a receiver that accepts and never answers holds a
 /// connection this long.
@@ -118,9 +145,13 @@ impl Receiver {
         }
     }
 
-    /// What an event becomes for this receiver: (target, body) for each
-    /// notification, none for an event it does not take.
-    fn render(&self, event: &ExceptionEvent) -> Vec<(String, serde_json::Value)> {
+    /// What a notice becomes for this receiver: (target, body) for each
+    /// notification, none for one it does not take.
+    fn render(&self, notice: &Notice) -> Vec<(String, serde_json::Value)> {
+        let event = match notice {
+            Notice::Exception(event) => event,
+            Notice::Flood(summary) => return self.render_summary(summary),
+        };
         match self {
             Receiver::Webhook {
                 url,
@@ -147,16 +178,52 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// A flood's summary for this receiver: the same words everywhere.
+    fn render_summary(&self, summary: &FloodSummary) -> Vec<(String, serde_json::Value)> {
+        match self {
+            Receiver::Webhook {
+                url,
+                format: Format::Json,
+            } => vec![(
+                webhook::shown(url),
+                serde_json::json!({ "flood_summary": summary }),
+            )],
+            Receiver::Webhook {
+                url,
+                format: Format::Chat,
+            } => vec![(
+                webhook::shown(url),
+                serde_json::json!({ "text": summary.chat_text() }),
+            )],
+            Receiver::Email(mailer) => mailer
+                .summary_recipients(summary)
+                .into_iter()
+                .map(|address| (address, mailer.render_summary(summary)))
+                .collect(),
+        }
+    }
+}
+
 /// The engine's side: one bounded queue per receiver.
 pub struct Notifier {
-    queues: Vec<(NotifyChannel, mpsc::Sender<ExceptionEvent>)>,
+    queues: Vec<(NotifyChannel, mpsc::Sender<Notice>)>,
     metrics: Arc<Metrics>,
 }
 
 impl Notifier {
     pub fn notify(&self, event: &ExceptionEvent) {
+        self.send(Notice::Exception(Box::new(event.clone())));
+    }
+
+    /// A flood's summary, to every receiver.
+    pub fn notify_flood(&self, summary: FloodSummary) {
+        self.send(Notice::Flood(Arc::new(summary)));
+    }
+
+    fn send(&self, notice: Notice) {
         for (channel, queue) in &self.queues {
-            if queue.try_send(event.clone()).is_err() {
+            if queue.try_send(notice.clone()).is_err() {
                 self.metrics.webhook_dropped.fetch_add(1, Relaxed);
                 self.metrics
                     .count_notification(*channel, NotifyOutcome::Dropped, 1);
@@ -297,7 +364,7 @@ struct Sender {
 impl Sender {
     async fn run(
         mut self,
-        mut queue: mpsc::Receiver<ExceptionEvent>,
+        mut queue: mpsc::Receiver<Notice>,
         mut role: watch::Receiver<bool>,
         shutdown: CancellationToken,
     ) {
@@ -628,8 +695,8 @@ impl Sender {
         }
     }
 
-    fn enqueue(&mut self, event: &ExceptionEvent) {
-        for (target, body) in self.receiver.render(event) {
+    fn enqueue(&mut self, notice: &Notice) {
+        for (target, body) in self.receiver.render(notice) {
             if self.pending >= self.bounds.queue {
                 // Full: the notification that has waited longest in
                 // retries goes (it stays in the outbox if written), so a
@@ -662,14 +729,14 @@ impl Sender {
             let pending = Pending {
                 target,
                 body,
-                severity: event.exception.severity,
+                severity: notice.severity(),
                 queued: Utc::now().timestamp_millis(),
                 attempts: 0,
                 seq: 0,
                 row: None,
                 memory_only: false,
             };
-            self.push(event.exception.id, pending, None);
+            self.push(notice.chain(), pending, None);
         }
     }
 

@@ -12,6 +12,7 @@ pub struct NewRow<'a> {
     pub channel: &'a str,
     pub receiver: &'a str,
     pub target: &'a str,
+    /// The exception's id, or a flood's id negated (its summaries).
     pub exception: i64,
     pub severity: &'a str,
     pub body: &'a serde_json::Value,
@@ -22,6 +23,7 @@ pub struct NewRow<'a> {
 pub struct PendingRow {
     pub id: i64,
     pub target: String,
+    /// The exception's id, or a flood's id negated.
     #[sqlx(rename = "exception_id")]
     pub exception: i64,
     pub severity: String,
@@ -64,13 +66,14 @@ pub async fn insert(pool: &PgPool, rows: &[NewRow<'_>]) -> sqlx::Result<Vec<i64>
     for row in rows {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO notification_outbox \
-             (channel, receiver, target, exception_id, severity, body) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+             (channel, receiver, target, exception_id, flood_id, severity, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(row.channel)
         .bind(row.receiver)
         .bind(row.target)
-        .bind(row.exception)
+        .bind((row.exception >= 0).then_some(row.exception))
+        .bind((row.exception < 0).then(|| -row.exception))
         .bind(row.severity)
         .bind(row.body)
         .fetch_one(&mut *tx)
@@ -144,7 +147,8 @@ pub async fn prune(pool: &PgPool, max_age_s: u64, keep_s: u64) -> sqlx::Result<u
 /// A receiver's pending rows, oldest first, at most `limit`.
 pub async fn load(pool: &PgPool, receiver: &str, limit: usize) -> sqlx::Result<Vec<PendingRow>> {
     sqlx::query_as(
-        "SELECT id, target, exception_id, severity, body, created_at, attempts, next_attempt_at \
+        "SELECT id, target, COALESCE(exception_id, -flood_id) AS exception_id, severity, body, \
+         created_at, attempts, next_attempt_at \
          FROM notification_outbox \
          WHERE receiver = $1 AND sent_at IS NULL AND given_up_at IS NULL \
          ORDER BY id LIMIT $2",
