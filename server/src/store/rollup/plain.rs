@@ -71,7 +71,13 @@ const UPSERT_MINUTES: &str = concat!(
 );
 
 /// The buckets of a UTC tier holding the minutes `$1` × `$2`, recomputed
-/// from the finer tier's fresh rows.
+/// from the finer tier's fresh rows; except a bucket that still holds a
+/// dirty minute this pass did not take. The pass that takes its last one
+/// recomputes it, and until then no reader reads it (they read a tier only
+/// up to the bucket of the earliest dirty minute). Recomputing it now
+/// would read that minute, through every finer tier's exact view, from raw
+/// rows, once per pass: with a writer committing chunk after chunk, most
+/// of the job's time.
 macro_rules! upsert_tier {
     ($table:literal, $width:literal, $function:literal) => {
         upsert_buckets!(
@@ -85,11 +91,15 @@ macro_rules! upsert_tier {
                 "', minute, timestamptz 'epoch') AS b
                      FROM unnest($1::integer[], $2::timestamptz[]) AS u (channel_id, minute)
                  ) d
+                 CROSS JOIN LATERAL (SELECT d.b + interval '",
+                $width,
+                "' AS e) w
                  CROSS JOIN LATERAL ",
                 $function,
-                "(d.channel_id, d.b, d.b + interval '",
-                $width,
-                "') r"
+                "(d.channel_id, d.b, w.e) r
+                 WHERE NOT EXISTS (
+                     SELECT 1 FROM rollup_dirty x
+                     WHERE x.channel_id = d.channel_id AND x.minute >= d.b AND x.minute < w.e)"
             )
         )
     };
@@ -103,7 +113,8 @@ const UPSERT_COARSER: [&str; 3] = [
 ];
 
 /// The six-hour buckets (on the wall clock of zone `$3`) holding the
-/// minutes `$1` × `$2`, recomputed from fresh hours.
+/// minutes `$1` × `$2`, recomputed from fresh hours; except, as in
+/// `upsert_tier!`, one that still holds a dirty minute.
 const UPSERT_6H: &str = upsert_buckets!(
     "readings_6h",
     "SELECT d.channel_id, r.*
@@ -111,7 +122,11 @@ const UPSERT_6H: &str = upsert_buckets!(
          SELECT DISTINCT channel_id, rollup_6h_start(minute, $3) AS b
          FROM unnest($1::integer[], $2::timestamptz[]) AS u (channel_id, minute)
      ) d
-     CROSS JOIN LATERAL rollup_6h(d.channel_id, d.b, rollup_6h_end(d.b, $3), $3) r"
+     CROSS JOIN LATERAL (SELECT rollup_6h_end(d.b, $3) AS e) w
+     CROSS JOIN LATERAL rollup_6h(d.channel_id, d.b, w.e, $3) r
+     WHERE NOT EXISTS (
+         SELECT 1 FROM rollup_dirty x
+         WHERE x.channel_id = d.channel_id AND x.minute >= d.b AND x.minute < w.e)"
 );
 
 /// No JIT for this transaction. The tiers' statements go through nested
