@@ -8,12 +8,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trackside_wire::{
     AckRequest, ApiError, AuditEntry, CertificateRequest, ChannelInfo, ChannelOwner,
-    ChannelReassigned, ExceptionInfo, FloodInfo, Forecast, ForecastStatus, GatewayCertificateFiles,
-    GatewayCredentialInfo, GatewayInfo, GroupAckRequest, GroupAckResult, History,
-    IssuedGatewayPassword, IssuedPassword, IssuedToken, Layout, LayoutRejected, LinkSignInRequest,
-    MaintenanceWindowInfo, Me, Movements, NewGateway, NewMaintenanceWindow, NewShelf, NewToken,
-    NewUser, PasswordChange, PriorityMix, Replay, ShelfInfo, SignInRequest, TokenInfo, TrainJob,
-    TrainRequest, UserChange, UserInfo, YardInfo,
+    ChannelReassigned, ExceptionDetail, ExceptionInfo, FloodInfo, Forecast, ForecastStatus,
+    GatewayCertificateFiles, GatewayCredentialInfo, GatewayInfo, GroupAckRequest, GroupAckResult,
+    History, IssuedGatewayPassword, IssuedPassword, IssuedToken, Layout, LayoutRejected,
+    LinkSignInRequest, MaintenanceWindowInfo, Me, Movements, NewGateway, NewMaintenanceWindow,
+    NewShelf, NewToken, NewUser, PasswordChange, PriorityMix, Replay, ShelfInfo, SignInRequest,
+    TokenInfo, TrainJob, TrainRequest, UserChange, UserInfo, YardInfo,
 };
 
 /// Why a request gave no usable answer.
@@ -97,6 +97,11 @@ pub async fn channels() -> Result<Vec<ChannelInfo>, ApiFailure> {
 /// `url` is `/api/exceptions` with its filters.
 pub async fn exceptions(url: &str) -> Result<Vec<ExceptionInfo>, ApiFailure> {
     get_json_at("/api/exceptions", url).await
+}
+
+/// One exception and every transition, oldest first.
+pub async fn exception(id: i64) -> Result<ExceptionDetail, ApiFailure> {
+    get_json_at("/api/exceptions/{id}", &format!("/api/exceptions/{id}")).await
 }
 
 pub async fn acknowledge(id: i64, request: &AckRequest) -> Result<ExceptionInfo, ApiFailure> {

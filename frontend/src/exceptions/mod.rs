@@ -9,6 +9,7 @@
 
 mod ack_dialog;
 mod flood;
+mod linked;
 mod mix;
 mod model;
 mod shelving;
@@ -18,6 +19,7 @@ use trackside_wire::{ExceptionInfo, Priority, Role, Severity, YardInfo};
 
 use self::ack_dialog::AckDialog;
 use self::flood::{FloodBanner, GroupAckDialog, GroupSummary};
+use self::linked::{Linked, LinkedHistory, LinkedNotice};
 use self::mix::PriorityMixPanel;
 pub use self::model::Exceptions;
 use self::model::{Filter, GroupRow, Row, Show, progress};
@@ -110,10 +112,30 @@ pub fn ExceptionsPage(
     let list = Memo::new(move |_| exceptions.filtered(&filter.get()));
     let rows = Memo::new(move |_| model::rows(list.get()));
     let expanded = RwSignal::new(std::collections::BTreeSet::<(i64, String)>::new());
-    // `?flood=<id>` (the link in a flood's summaries): its groups open.
+    // `?flood=<id>` (the link in a flood's summaries): its groups open; so
+    // does the group of the exception `?id=<id>` names (linked.rs).
     let query = leptos_router::hooks::use_query_map();
-    let linked =
-        Memo::new(move |_| query.with(|q| q.get("flood").and_then(|f| f.parse::<i64>().ok())));
+    let linked_exception = Linked::new(exceptions, query);
+    let listed = Memo::new(move |_| {
+        linked_exception
+            .id
+            .get()
+            .is_some_and(|id| list.with(|l| l.iter().any(|e| e.id == id)))
+    });
+    let linked = Memo::new(move |_| {
+        query
+            .with(|q| q.get("flood").and_then(|f| f.parse::<i64>().ok()))
+            .or_else(|| {
+                let id = linked_exception.id.get()?;
+                list.with(|l| {
+                    l.iter()
+                        .find(|e| e.id == id)?
+                        .flood
+                        .as_ref()
+                        .map(|f| f.flood)
+                })
+            })
+    });
     let acknowledging_group = RwSignal::new(None::<GroupRow>);
     let session = expect_context::<Session>();
 
@@ -222,6 +244,18 @@ pub fn ExceptionsPage(
                     </p>
                 </div>
             </Show>
+            <LinkedNotice
+                linked=linked_exception
+                listed
+                clock
+                zone
+                actions=RowActions {
+                    acknowledging,
+                    shelving,
+                    shelves_changed,
+                    unshelve_error,
+                }
+            />
             <ul class="exception-list" data-testid="exceptions-list">
                 <For
                     each=move || rows.get()
@@ -234,14 +268,14 @@ pub fn ExceptionsPage(
                             unshelve_error,
                         };
                         match row {
-                            Row::One(e) => view! { <ExceptionRow exception=*e clock zone actions /> }.into_any(),
+                            Row::One(e) => view! { <ExceptionRow exception=*e clock zone actions linked=linked_exception /> }.into_any(),
                             Row::Group(group) => {
                                 let members = group.members.clone();
                                 view! {
                                     <GroupSummary group zone expanded linked acknowledging=acknowledging_group>
                                         {members
                                             .into_iter()
-                                            .map(|e| view! { <ExceptionRow exception=e clock zone actions /> })
+                                            .map(|e| view! { <ExceptionRow exception=e clock zone actions linked=linked_exception /> })
                                             .collect_view()}
                                     </GroupSummary>
                                 }
@@ -293,6 +327,8 @@ fn ExceptionRow(
     clock: Clock,
     zone: Memo<Option<String>>,
     actions: RowActions,
+    /// The exception a link named: highlighted, scrolled to and open.
+    linked: Linked,
 ) -> impl IntoView {
     let RowActions {
         acknowledging,
@@ -339,9 +375,18 @@ fn ExceptionRow(
     let for_shelving = exception.clone();
     // A closed one keeps the shelf it had; only an open one is hidden.
     let shelf = e.shelf.zip(e.shelved_until).filter(|_| e.open);
+    let id = e.id;
+    let is_linked = move || linked.is(id);
+    let node = NodeRef::<leptos::html::Li>::new();
+    if linked.id.get_untracked() == Some(id) {
+        linked::scroll_once(linked, node);
+    }
     view! {
         <li
+            node_ref=node
             class="exception"
+            class:linked=is_linked
+            data-linked=move || is_linked().to_string()
             data-exception-id=e.id
             data-exception-state=state
             data-severity=e.severity.as_str()
@@ -384,6 +429,9 @@ fn ExceptionRow(
                     {cleared.map(|c| view! { <span class="cleared">" · "{c}</span> })}
                 </p>
                 {acked}
+                <Show when=is_linked>
+                    <LinkedHistory linked zone />
+                </Show>
             </div>
             <div class="exception-state">
                 <span class="state-chip" class:active=e.active>

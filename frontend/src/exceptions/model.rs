@@ -27,6 +27,9 @@ pub struct Exceptions {
     /// Alarm floods of the last day, by id, as loaded and as `flood`
     /// frames change them.
     floods: RwSignal<BTreeMap<i64, FloodInfo>>,
+    /// A load has succeeded: the list is whole, not just what the live
+    /// feed has said so far.
+    whole: RwSignal<bool>,
 }
 
 /// Grows with every transition: a snapshot that arrives after a live frame
@@ -57,6 +60,7 @@ impl Exceptions {
             announced: RwSignal::new(None),
             failure: RwSignal::new(None),
             floods: RwSignal::new(BTreeMap::new()),
+            whole: RwSignal::new(false),
         }
     }
 
@@ -78,6 +82,11 @@ impl Exceptions {
     pub fn flood_on(&self) -> Option<FloodInfo> {
         self.floods
             .with(|all| all.values().rev().find(|f| f.ended_at.is_none()).cloned())
+    }
+
+    /// One exception as the app knows it now, if it does (tracked).
+    pub fn get(&self, id: i64) -> Option<ExceptionInfo> {
+        self.all.with(|all| all.get(&id).cloned())
     }
 
     pub fn merge(&self, list: Vec<ExceptionInfo>) {
@@ -178,9 +187,16 @@ impl Exceptions {
             Ok(list) => {
                 self.merge(list);
                 self.failure.set(None);
+                self.whole.set(true);
             }
             Err(failure) => self.failure.set(Some(failure)),
         }
+    }
+
+    /// Whether a load has succeeded (tracked): before, rows arrive one
+    /// frame at a time and the page's layout is not yet its own.
+    pub fn whole(&self) -> bool {
+        self.whole.get()
     }
 
     /// Why the last load failed, while it stays failed (tracked).

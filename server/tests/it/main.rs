@@ -9,6 +9,7 @@ mod alarms;
 mod auth;
 mod browser;
 mod diagram_page;
+mod exception_link_page;
 mod exceptions;
 mod export;
 mod export_page;
