@@ -210,12 +210,30 @@ async fn main() -> anyhow::Result<()> {
     // the one before.
     // Three alternating rounds, medians: the machine's other load moves
     // either side by a third between runs.
+    // The CPU each side used, rollup included (until it has settled),
+    // says where a difference lies.
     let (mut batched_rates, mut copy_rates) = (Vec::new(), Vec::new());
+    let pid = server.process.0.id();
     for _ in 0..BATCHED_ROUNDS {
         server.rollup_settled()?;
+        let before = CpuSplit::now(pid)?;
         batched_rates.push(stored_rate(&server, options.batched, BATCH).await?);
+        let stored = CpuSplit::now(pid)?;
         server.rollup_settled()?;
+        println!(
+            "    while storing: {}; then until rolled up: {}",
+            stored.since(&before),
+            CpuSplit::now(pid)?.since(&stored)
+        );
+        let before = CpuSplit::now(pid)?;
         copy_rates.push(server.psql_copy_rate(work.path(), options.batched, "readings")?);
+        let copied = CpuSplit::now(pid)?;
+        server.rollup_settled()?;
+        println!(
+            "    while copying: {}; then until rolled up: {}",
+            copied.since(&before),
+            CpuSplit::now(pid)?.since(&copied)
+        );
     }
     let (batched_rate, copy_rate) = (median(&mut batched_rates), median(&mut copy_rates));
     server.rollup_settled()?;
@@ -567,6 +585,68 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
         .map(|f| f.parse::<f64>().unwrap_or(0.0))
         .sum();
     Ok(ticks / clock_ticks_per_second()?)
+}
+
+/// CPU seconds used so far: by `trackside` (the server's pid), by every
+/// PostgreSQL process (their exited children, the backends, included), and
+/// by the whole machine.
+struct CpuSplit {
+    trackside: f64,
+    postgres: f64,
+    machine: f64,
+}
+
+impl CpuSplit {
+    fn now(trackside: u32) -> anyhow::Result<Self> {
+        let ticks = clock_ticks_per_second()?;
+        let mut postgres = 0.0;
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            if !head.ends_with("(postgres") {
+                continue;
+            }
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime, stime, cutime, cstime.
+            postgres += fields.get(11..15).map_or(0.0, |f| {
+                f.iter().map(|v| v.parse::<f64>().unwrap_or(0.0)).sum()
+            });
+        }
+        let machine_line = std::fs::read_to_string("/proc/stat")?;
+        let busy: f64 = machine_line
+            .lines()
+            .next()
+            .context("/proc/stat")?
+            .split_whitespace()
+            .skip(1)
+            .enumerate()
+            // user, nice, system, (idle, iowait skipped), irq, softirq, steal.
+            .filter(|(i, _)| !matches!(i, 3 | 4) && *i < 8)
+            .map(|(_, v)| v.parse::<f64>().unwrap_or(0.0))
+            .sum();
+        Ok(Self {
+            trackside: cpu_seconds(trackside)?,
+            postgres: postgres / ticks,
+            machine: busy / ticks,
+        })
+    }
+
+    /// What was used since `before`, as one line.
+    fn since(&self, before: &Self) -> String {
+        let (t, p, m) = (
+            self.trackside - before.trackside,
+            self.postgres - before.postgres,
+            self.machine - before.machine,
+        );
+        format!(
+            "CPU s: trackside {t:.1}, PostgreSQL {p:.1}, everything else {:.1}",
+            (m - t - p).max(0.0)
+        )
+    }
 }
 
 fn clock_ticks_per_second() -> anyhow::Result<f64> {
