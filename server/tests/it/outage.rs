@@ -133,10 +133,9 @@ async fn a_restart_during_an_outage_replays_the_spool() {
             .publish("trackside/gw-restart/readings", message(m))
             .await;
     }
-    // The embedded broker acknowledges a publish before ingest reads it, and
-    // a shutdown does not wait for what it has not read yet (ARCHITECTURE.md,
-    // "what can be lost"): this test is about the spool, so it stops only
-    // once ingest has every reading.
+    // Each publish returned on its PUBACK, which the MQTT front sends only
+    // once the spool holds the reading; checked all the same before the
+    // stop, since what this test is about is the spool's replay.
     eventually("ingest read every reading", || async {
         (server
             .running

@@ -72,9 +72,11 @@ const UPSERT_MINUTES: &str = concat!(
 
 /// The buckets of a UTC tier holding the minutes `$1` × `$2`, recomputed
 /// from the finer tier's fresh rows; except a bucket that still holds a
-/// dirty minute this pass did not take. The pass that takes its last one
-/// recomputes it, and until then no reader reads it (they read a tier only
-/// up to the bucket of the earliest dirty minute). Recomputing it now
+/// dirty minute from `$3` (the raw horizon) on that this pass did not
+/// take. The pass that takes its last one recomputes it, and until then no
+/// reader reads it (they read a tier only up to the bucket of the earliest
+/// dirty minute). A mark before the horizon is dropped unrecomputed when
+/// taken, so it holds nothing back. Recomputing it now
 /// would read that minute, through every finer tier's exact view, from raw
 /// rows, once per pass: with a writer committing chunk after chunk, most
 /// of the job's time.
@@ -99,7 +101,8 @@ macro_rules! upsert_tier {
                 "(d.channel_id, d.b, w.e) r
                  WHERE NOT EXISTS (
                      SELECT 1 FROM rollup_dirty x
-                     WHERE x.channel_id = d.channel_id AND x.minute >= d.b AND x.minute < w.e)"
+                     WHERE x.channel_id = d.channel_id AND x.minute >= d.b AND x.minute < w.e
+                       AND x.minute >= coalesce($3, timestamptz '-infinity'))"
             )
         )
     };
@@ -114,7 +117,7 @@ const UPSERT_COARSER: [&str; 3] = [
 
 /// The six-hour buckets (on the wall clock of zone `$3`) holding the
 /// minutes `$1` × `$2`, recomputed from fresh hours; except, as in
-/// `upsert_tier!`, one that still holds a dirty minute.
+/// `upsert_tier!`, one that still holds a dirty minute from `$4` on.
 const UPSERT_6H: &str = upsert_buckets!(
     "readings_6h",
     "SELECT d.channel_id, r.*
@@ -126,7 +129,8 @@ const UPSERT_6H: &str = upsert_buckets!(
      CROSS JOIN LATERAL rollup_6h(d.channel_id, d.b, w.e, $3) r
      WHERE NOT EXISTS (
          SELECT 1 FROM rollup_dirty x
-         WHERE x.channel_id = d.channel_id AND x.minute >= d.b AND x.minute < w.e)"
+         WHERE x.channel_id = d.channel_id AND x.minute >= d.b AND x.minute < w.e
+           AND x.minute >= coalesce($4, timestamptz '-infinity'))"
 );
 
 /// No JIT for this transaction. The tiers' statements go through nested
@@ -297,7 +301,7 @@ impl Refresher {
             sqlx::raw_sql("SAVEPOINT rollup_part")
                 .execute(&mut *tx)
                 .await?;
-            match recompute(tx, part, &zone).await {
+            match recompute(tx, part, &zone, horizon).await {
                 Ok(overflowed) => {
                     report.overflowed += overflowed;
                     sqlx::raw_sql("RELEASE SAVEPOINT rollup_part")
@@ -382,8 +386,15 @@ impl Refresher {
 }
 
 /// The minutes of `units` and the buckets of every coarser tier holding
-/// them. Returns how many minutes have a sum beyond the double range.
-async fn recompute(tx: &mut PgConnection, units: &[Unit], zone: &str) -> sqlx::Result<u64> {
+/// them (see `upsert_tier!` for those left to a later pass; `horizon` is
+/// the raw horizon, if any). Returns how many minutes have a sum beyond
+/// the double range.
+async fn recompute(
+    tx: &mut PgConnection,
+    units: &[Unit],
+    zone: &str,
+    horizon: Option<DateTime<Utc>>,
+) -> sqlx::Result<u64> {
     let (channels, minutes): (Vec<i32>, Vec<DateTime<Utc>>) = units.iter().copied().unzip();
     // Each statement sees what the earlier ones wrote (same transaction)
     // and every reading committed before it started, which includes every
@@ -397,6 +408,7 @@ async fn recompute(tx: &mut PgConnection, units: &[Unit], zone: &str) -> sqlx::R
         sqlx::query(statement)
             .bind(&channels)
             .bind(&minutes)
+            .bind(horizon)
             .execute(&mut *tx)
             .await?;
     }
@@ -404,6 +416,7 @@ async fn recompute(tx: &mut PgConnection, units: &[Unit], zone: &str) -> sqlx::R
         .bind(&channels)
         .bind(&minutes)
         .bind(zone)
+        .bind(horizon)
         .execute(&mut *tx)
         .await?;
     Ok(overflowed.max(0) as u64)
@@ -609,7 +622,7 @@ pub async fn roll_up_written(
         units.extend(channels.iter().map(|&channel| (channel, minute)));
         minute += TimeDelta::minutes(1);
     }
-    recompute(tx, &units, &zone)
+    recompute(tx, &units, &zone, None)
         .await
         .context("rolling up the written minutes")?;
     Ok(())
