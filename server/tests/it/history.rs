@@ -835,6 +835,57 @@ async fn a_write_does_not_wait_for_a_rollup_pass() {
     assert_eq!(rows, vec![(2, 3.0)]);
 }
 
+/// A pass leaves a tier bucket that still holds another dirty minute to
+/// the pass that takes that minute. A mark before the raw horizon, which
+/// its pass drops unrecomputed, must not hold one back: nobody would
+/// recompute it, and without a mark readers would read it stale.
+#[tokio::test]
+async fn a_mark_past_the_raw_horizon_holds_no_tier_bucket_back() {
+    let pool = fresh_database().await;
+    // Six-hour buckets start at xx:30 UTC in this zone, so the raw horizon
+    // (a whole hour) always lies inside one.
+    let mut conn = pool.acquire().await.unwrap();
+    trackside::store::rollup::plain::set_zone(&mut conn, "Asia/Kolkata")
+        .await
+        .unwrap();
+    drop(conn);
+    let config = trackside::config::HistoryConfig {
+        raw_retention_days: 2,
+        ..Default::default()
+    };
+    let horizon = Utc::now().timestamp_millis().div_euclid(HOUR) * HOUR - 2 * DAY;
+    let (newer, older) = (horizon + 10 * MINUTE, horizon - 10 * MINUTE);
+    // Marks are aged by hand: the newer minute's is quiet, the older one's
+    // too young to take in the first pass.
+    let age_marks = || async {
+        sqlx::query("UPDATE rollup_dirty SET marked_at = marked_at - interval '20 seconds'")
+            .execute(&pool)
+            .await
+            .unwrap();
+    };
+    insert(&pool, 1, &[(newer + 1_000, 5.0)]).await;
+    age_marks().await;
+    insert(&pool, 1, &[(older + 1_000, 1.0)]).await;
+    let mut job = trackside::store::rollup::Refresher::new(
+        config,
+        std::sync::Arc::new(trackside::metrics::Metrics::default()),
+    )
+    .waiting_for_quiet(Duration::from_secs(10));
+    assert_eq!(job.pass(&pool, 100).await.unwrap().claimed, 1);
+    age_marks().await;
+    assert_eq!(job.pass(&pool, 100).await.unwrap().claimed, 1);
+    assert_eq!(dirty_marks(&pool).await, 0);
+    let six_hours: Vec<(f64,)> = sqlx::query_as("SELECT max FROM readings_6h WHERE channel_id = 1")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        six_hours,
+        vec![(5.0,)],
+        "the six-hour bucket holds the newer minute"
+    );
+}
+
 /// Raw readings past retention are deleted and their range is answered
 /// from the minute rollup, which outlives them.
 #[tokio::test]
