@@ -553,6 +553,18 @@ fn interpret<T: DeserializeOwned>(
     }
 }
 
+/// The words of a refused operator action (`what`: "acknowledged",
+/// "shelved"), for the page: the server's reason, or what to check.
+pub fn refusal_text(what: &str, failure: &ApiFailure) -> String {
+    match failure {
+        ApiFailure::Rejected { message, .. } => format!("Not {what}: {message}."),
+        ApiFailure::Unreachable => format!(
+            "Not {what}: the Trackside server cannot be reached. Check the network, then try again."
+        ),
+        other => format!("Not {what}: {other}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

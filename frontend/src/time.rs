@@ -203,6 +203,12 @@ pub fn utc_beside(ms: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
 }
 
+/// An instant on the yard's clock, or in UTC before the zone is known.
+pub fn yard_time(ms: i64, zone: Option<&str>) -> String {
+    zone.and_then(|z| zoned_stamp(ms, z))
+        .unwrap_or_else(|| utc_beside(ms))
+}
+
 /// Unix milliseconds of a proleptic Gregorian UTC date and time (Howard
 /// Hinnant's days-from-civil, the inverse of [`civil_utc`]).
 pub fn civil_to_ms(date: Date3, time: Time3) -> i64 {

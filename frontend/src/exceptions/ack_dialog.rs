@@ -154,7 +154,7 @@ where
 
 /// The words of a failed acknowledgement, for the dialog.
 fn ack_failure_text(failure: &ApiFailure) -> String {
-    super::refusal_text("acknowledged", failure)
+    crate::api::refusal_text("acknowledged", failure)
 }
 
 #[cfg(test)]

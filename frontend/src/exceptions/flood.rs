@@ -10,9 +10,9 @@ use trackside_wire::{GroupAckRequest, Role};
 
 use super::ack_dialog::CommentDialog;
 use super::model::{Exceptions, GroupRow};
-use super::shelving::yard_time;
 use crate::api;
 use crate::session::Session;
+use crate::time::yard_time;
 use crate::time::{Clock, format_age};
 
 /// Groups named in the banner.
@@ -169,7 +169,7 @@ pub fn GroupAckDialog(
                             super::load(exceptions, clock.now());
                             Ok(())
                         }
-                        Err(failure) => Err(super::refusal_text("acknowledged", &failure)),
+                        Err(failure) => Err(crate::api::refusal_text("acknowledged", &failure)),
                     }
                 }
             };

@@ -11,9 +11,9 @@ use leptos::prelude::*;
 use leptos_router::params::ParamsMap;
 use trackside_wire::{ExceptionDetail, TransitionInfo};
 
-use super::shelving::yard_time;
 use super::{ExceptionRow, Exceptions, RowActions};
 use crate::api::{self, ApiFailure};
+use crate::time::yard_time;
 use crate::time::{Clock, utc_beside};
 
 type Answer = Option<Result<ExceptionDetail, ApiFailure>>;

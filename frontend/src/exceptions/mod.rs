@@ -23,10 +23,10 @@ use self::linked::{Linked, LinkedHistory, LinkedNotice};
 use self::mix::PriorityMixPanel;
 pub use self::model::Exceptions;
 use self::model::{Filter, GroupRow, Row, Show, progress};
-use self::shelving::{ShelveDialog, ShelvesPanel, time_left, yard_time};
+use self::shelving::{ShelveDialog, ShelvesPanel, time_left};
 use crate::api;
 use crate::session::Session;
-use crate::time::{Clock, format_age, utc_beside, utc_timestamp};
+use crate::time::{Clock, format_age, utc_beside, utc_timestamp, yard_time};
 
 /// How far back the page looks for exceptions that are already closed.
 const RECENT_MS: i64 = 24 * 3600 * 1000;
@@ -289,18 +289,6 @@ pub fn ExceptionsPage(
             <GroupAckDialog exceptions clock acknowledging=acknowledging_group />
             <ShelveDialog shelving changed=shelves_changed />
         </main>
-    }
-}
-
-/// The words of a refused operator action (`what`: "acknowledged",
-/// "shelved"), for the page: the server's reason, or what to check.
-fn refusal_text(what: &str, failure: &api::ApiFailure) -> String {
-    match failure {
-        api::ApiFailure::Rejected { message, .. } => format!("Not {what}: {message}."),
-        api::ApiFailure::Unreachable => format!(
-            "Not {what}: the Trackside server cannot be reached. Check the network, then try again."
-        ),
-        other => format!("Not {what}: {other}"),
     }
 }
 

@@ -11,7 +11,7 @@ use trackside_wire::{ExceptionInfo, NewShelf, Role, ShelfInfo};
 
 use crate::api::{self, ApiFailure};
 use crate::session::Session;
-use crate::time::{Clock, format_age, utc_beside, zoned_stamp};
+use crate::time::{Clock, format_age, utc_beside, yard_time};
 
 /// The durations offered, in seconds, with their words.
 const DURATIONS: [(u64, &str); 7] = [
@@ -23,12 +23,6 @@ const DURATIONS: [(u64, &str); 7] = [
     (28_800, "8 hours"),
     (43_200, "12 hours (a shift)"),
 ];
-
-/// An instant on the yard's clock, or in UTC before the zone is known.
-pub fn yard_time(ms: i64, zone: Option<&str>) -> String {
-    zone.and_then(|z| zoned_stamp(ms, z))
-        .unwrap_or_else(|| utc_beside(ms))
-}
 
 /// `25 min left`, `2 h 05 min left`: to the nearest minute, and never 0
 /// while the shelf holds.
@@ -101,7 +95,7 @@ pub fn ShelveDialog(
                 }
                 Err(failure) => {
                     busy.set(false);
-                    error.set(Some(super::refusal_text("shelved", &failure)));
+                    error.set(Some(crate::api::refusal_text("shelved", &failure)));
                 }
             }
         });
@@ -216,7 +210,7 @@ pub fn unshelve(id: i64, changed: RwSignal<u64>, error: RwSignal<Option<String>>
                 error.set(None);
                 changed.update(|n| *n += 1);
             }
-            Err(failure) => error.set(Some(super::refusal_text("unshelved", &failure))),
+            Err(failure) => error.set(Some(crate::api::refusal_text("unshelved", &failure))),
         }
     });
 }
@@ -374,7 +368,7 @@ mod tests {
         assert_eq!(time_left(2 * 3_600_000 + 900), "2 h 00 min left");
         assert_eq!(time_left(2 * 3_600_000 + 5 * 60_000), "2 h 05 min left");
         assert_eq!(
-            super::super::refusal_text(
+            crate::api::refusal_text(
                 "shelved",
                 &ApiFailure::Rejected {
                     status: 400,

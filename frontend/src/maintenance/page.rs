@@ -9,9 +9,9 @@ use leptos::prelude::*;
 use trackside_wire::{MaintenanceWindowInfo, NewMaintenanceWindow, Role, WindowState, YardInfo};
 
 use super::{Maintenance, scope};
-use crate::api::{self, ApiFailure};
+use crate::api;
 use crate::session::Session;
-use crate::time::{Clock, format_age, utc_beside, wall_input, wall_to_utc, zoned_stamp};
+use crate::time::{Clock, format_age, utc_beside, wall_input, wall_to_utc, yard_time};
 
 /// The lengths offered, in minutes, with their words; the server allows
 /// at most 7 days.
@@ -26,12 +26,6 @@ const LENGTHS: [(i64, &str); 9] = [
     (4_320, "3 days"),
     (10_080, "7 days"),
 ];
-
-/// An instant on the yard's clock, or in UTC before the zone is known.
-fn yard_time(ms: i64, zone: Option<&str>) -> String {
-    zone.and_then(|z| zoned_stamp(ms, z))
-        .unwrap_or_else(|| utc_beside(ms))
-}
 
 /// The circuits field: names or patterns, split on commas and spaces.
 fn circuit_list(text: &str) -> Vec<String> {
@@ -204,7 +198,7 @@ fn window_row(
                     error.set(None);
                     store.load();
                 }
-                Err(failure) => error.set(Some(refusal("ended", &failure))),
+                Err(failure) => error.set(Some(api::refusal_text("ended", &failure))),
             }
         });
     };
@@ -236,15 +230,6 @@ fn window_row(
                 })}
             </td>
         </tr>
-    }
-}
-
-fn refusal(what: &str, failure: &ApiFailure) -> String {
-    match failure {
-        ApiFailure::Rejected { status, message } if *status < 500 => {
-            format!("Not {what}: {message}.")
-        }
-        other => format!("Not {what}: {other}"),
     }
 }
 
@@ -315,7 +300,7 @@ fn PlanForm(clock: Clock, zone: Memo<Option<String>>) -> impl IntoView {
                 }
                 Err(failure) => {
                     busy.set(false);
-                    error.set(Some(refusal("planned", &failure)));
+                    error.set(Some(api::refusal_text("planned", &failure)));
                 }
             }
         });
