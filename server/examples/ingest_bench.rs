@@ -32,6 +32,7 @@
 //! so the broker's window of unacknowledged messages bounds the rate. The
 //! first latency phase runs against both, the unfsynced one as its baseline.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use anyhow::{Context as _, bail, ensure};
 use futures_util::StreamExt as _;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::common::{
     Process, admin_token, client_with_token, free_port, start_trackside, wait_ready,
@@ -587,20 +589,27 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / clock_ticks_per_second()?)
 }
 
-/// CPU seconds used so far: by `trackside` (the server's pid), by every
-/// PostgreSQL process (their exited children, the backends, included), and
+/// CPU seconds used so far: by `trackside` (the server's pid), by each
+/// PostgreSQL process (its exited children, the backends, included), and
 /// by the whole machine.
 struct CpuSplit {
     trackside: f64,
-    postgres: f64,
+    postgres: HashMap<u32, f64>,
     machine: f64,
 }
 
 impl CpuSplit {
     fn now(trackside: u32) -> anyhow::Result<Self> {
         let ticks = clock_ticks_per_second()?;
-        let mut postgres = 0.0;
+        let mut postgres = HashMap::new();
         for entry in std::fs::read_dir("/proc")?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
                 continue;
             };
@@ -612,9 +621,10 @@ impl CpuSplit {
             }
             let fields: Vec<&str> = rest.split_whitespace().collect();
             // utime, stime, cutime, cstime.
-            postgres += fields.get(11..15).map_or(0.0, |f| {
+            let used = fields.get(11..15).map_or(0.0, |f| {
                 f.iter().map(|v| v.parse::<f64>().unwrap_or(0.0)).sum()
             });
+            postgres.insert(pid, used / ticks);
         }
         let machine_line = std::fs::read_to_string("/proc/stat")?;
         let busy: f64 = machine_line
@@ -630,16 +640,23 @@ impl CpuSplit {
             .sum();
         Ok(Self {
             trackside: cpu_seconds(trackside)?,
-            postgres: postgres / ticks,
+            postgres,
             machine: busy / ticks,
         })
     }
 
-    /// What was used since `before`, as one line.
+    /// What was used since `before`, as one line. PostgreSQL's share is
+    /// summed per process, so a cluster that stopped in between (another
+    /// server's) takes nothing away from it.
     fn since(&self, before: &Self) -> String {
+        let postgres: f64 = self
+            .postgres
+            .iter()
+            .map(|(pid, now)| now - before.postgres.get(pid).copied().unwrap_or(0.0))
+            .sum();
         let (t, p, m) = (
             self.trackside - before.trackside,
-            self.postgres - before.postgres,
+            postgres,
             self.machine - before.machine,
         );
         format!(
@@ -1080,11 +1097,69 @@ fn send_time_value(micros: u64) -> f64 {
     SEND_TIME_BASE + (micros % SEND_TIME_WRAP) as f64 / SEND_TIME_WRAP as f64
 }
 
-/// Milliseconds from the send time `value` carries to `received_micros`.
-fn latency_ms(value: f64, received_micros: u64) -> f64 {
+/// Microseconds from the send time `value` carries to `received_micros`;
+/// `None` for a value sent before `started_micros`: the latest values a
+/// subscription starts with, left by an earlier run.
+fn latency_micros(value: f64, received_micros: u64, started_micros: u64) -> Option<u64> {
     let sent = ((value - SEND_TIME_BASE) * SEND_TIME_WRAP as f64).round() as u64;
     let received = received_micros % SEND_TIME_WRAP;
-    ((received + SEND_TIME_WRAP - sent) % SEND_TIME_WRAP) as f64 / 1000.0
+    let age = (received + SEND_TIME_WRAP - sent) % SEND_TIME_WRAP;
+    (age <= received_micros.saturating_sub(started_micros)).then_some(age)
+}
+
+/// A reader's latencies, counted in 10 µs buckets up to a second; longer
+/// ones are kept as they are. Readers that pushed every sample into a
+/// growing Vec all reallocated at the same moments (they take the same
+/// readings, so their Vecs double in step), which showed as spikes at
+/// fixed times into every run.
+struct Latencies {
+    buckets: Vec<u32>,
+    longer: Vec<u64>,
+    count: usize,
+}
+
+const BUCKET_MICROS: u64 = 10;
+
+impl Latencies {
+    fn new() -> Self {
+        Self {
+            buckets: vec![0; 100_000],
+            longer: Vec::new(),
+            count: 0,
+        }
+    }
+
+    fn record(&mut self, micros: u64) {
+        match self.buckets.get_mut((micros / BUCKET_MICROS) as usize) {
+            Some(bucket) => *bucket += 1,
+            None => self.longer.push(micros),
+        }
+        self.count += 1;
+    }
+
+    fn merge(&mut self, other: Latencies) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            *mine += theirs;
+        }
+        self.longer.extend(other.longer);
+        self.count += other.count;
+    }
+
+    /// The `q` quantile in milliseconds (a bucket's middle).
+    fn quantile_ms(&mut self, q: f64) -> f64 {
+        let rank = ((self.count.saturating_sub(1)) as f64 * q) as usize;
+        let mut seen = 0;
+        for (index, &count) in self.buckets.iter().enumerate() {
+            seen += count as usize;
+            if seen > rank {
+                return (index as u64 * BUCKET_MICROS + BUCKET_MICROS / 2) as f64 / 1000.0;
+            }
+        }
+        self.longer.sort_unstable();
+        self.longer
+            .get(rank - seen)
+            .map_or(f64::NAN, |&micros| micros as f64 / 1000.0)
+    }
 }
 
 /// Publishes `rate` messages/s of `per_message` readings for `seconds`
@@ -1098,6 +1173,7 @@ async fn latency(
     seconds: u64,
 ) -> anyhow::Result<(f64, f64, usize)> {
     let ws_url = server.http.replace("http://", "ws://") + "/ws";
+    let started = now_micros();
     let mut readers = Vec::new();
     for _ in 0..clients {
         let mut request =
@@ -1107,11 +1183,17 @@ async fn latency(
         request
             .headers_mut()
             .insert("authorization", format!("Bearer {}", server.token).parse()?);
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+        // tungstenite zeroes its whole read buffer (128 KiB unless told)
+        // before every read, which a browser does not: at 50 readers and
+        // a thousand frames a second that took a seventh of a core from
+        // the machine the server is measured on.
+        let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), false).await?;
         let subscribe = r#"{"type":"subscribe","channels":["L*"]}"#;
         futures_util::SinkExt::send(&mut socket, Message::Text(subscribe.into())).await?;
         readers.push(tokio::spawn(async move {
-            let mut samples = Vec::new();
+            let mut samples = Latencies::new();
             while let Some(Ok(frame)) = socket.next().await {
                 let Message::Text(text) = frame else { continue };
                 if !text.starts_with(r#"{"type":"readings""#) {
@@ -1127,7 +1209,9 @@ async fn latency(
                     if value < 0.0 {
                         return samples;
                     }
-                    samples.push(latency_ms(value, received));
+                    if let Some(micros) = latency_micros(value, received, started) {
+                        samples.record(micros);
+                    }
                 }
             }
             samples
@@ -1135,6 +1219,8 @@ async fn latency(
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let client = publisher(server.mqtt_port, "bench").await?;
+    let frames_before = server.metric("trackside_live_frames_total").await?;
+    let cpu_before = CpuSplit::now(server.process.0.id())?;
     let total = rate * seconds as usize;
     // Each run its own times, so no reading repeats an earlier run's.
     let t0 = T0_MS + 60_000 * per_message as i64;
@@ -1168,25 +1254,28 @@ async fn latency(
     client
         .publish("trackside/bench/readings", QoS::AtLeastOnce, false, stop)
         .await?;
-    let mut samples = Vec::new();
+    let mut samples = Latencies::new();
     for reader in readers {
         match tokio::time::timeout(Duration::from_secs(60), reader).await {
-            Ok(Ok(mut got)) => samples.append(&mut got),
+            Ok(Ok(got)) => samples.merge(got),
             _ => bail!("a WebSocket reader did not finish"),
         }
     }
-    ensure!(!samples.is_empty(), "no latency samples");
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+    ensure!(samples.count > 0, "no latency samples");
+    let cpu = CpuSplit::now(server.process.0.id())?.since(&cpu_before);
+    let frames = server.metric("trackside_live_frames_total").await? - frames_before;
+    let (p50, p99, max) = (
+        samples.quantile_ms(0.5),
+        samples.quantile_ms(0.99),
+        samples.quantile_ms(1.0),
+    );
     println!(
         "  latency, {rate} msg/s of {per_message} to {clients} clients: {} readings timed, \
-         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        samples.len(),
-        at(0.5),
-        at(0.99),
-        at(1.0)
+         p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms; {:.0} frames/s; {cpu}",
+        samples.count,
+        frames / seconds as f64,
     );
-    Ok((at(0.5), at(0.99), samples.len()))
+    Ok((p50, p99, samples.count))
 }
 
 /// A broker's resident memory growth per 1,000 idle MQTT connections.

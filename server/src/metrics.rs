@@ -169,6 +169,8 @@ pub struct Metrics {
     pub rollup_overflows: AtomicU64,
     /// Messages the live batcher's full queue could not take.
     pub live_dropped_messages: AtomicU64,
+    /// Readings frames the live batcher built, each shared by every client.
+    pub live_frames: AtomicU64,
     /// Minutes set aside after failing, waiting for their retry.
     pub rollup_set_aside: AtomicI64,
     /// Occupations the health job derived, re-derivations included.
@@ -521,6 +523,11 @@ impl Metrics {
             "trackside_live_dropped_messages_total",
             "Messages the live fan-out's full queue could not take; every WebSocket client was then resynchronised.",
             self.live_dropped_messages.load(Relaxed),
+        );
+        counter(
+            "trackside_live_frames_total",
+            "Readings frames the live fan-out built, each serialised once and shared by every WebSocket client that takes it whole.",
+            self.live_frames.load(Relaxed),
         );
         counter(
             "trackside_rollup_failures_total",

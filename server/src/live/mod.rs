@@ -124,7 +124,7 @@ impl LiveHub {
         let (input, queue) = mpsc::channel(BATCHER_QUEUE);
         let tx = broadcast::channel(capacity).0;
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(batcher(queue, tx.clone(), dropped.clone()));
+        tokio::spawn(batcher(queue, tx.clone(), dropped.clone(), metrics.clone()));
         Self {
             input,
             tx,
@@ -187,6 +187,7 @@ async fn batcher(
     mut queue: mpsc::Receiver<Item>,
     tx: broadcast::Sender<Arc<LiveMessage>>,
     dropped: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 ) {
     let channels = Channels::default();
     let mut items = Vec::with_capacity(256);
@@ -200,6 +201,7 @@ async fn batcher(
         }
         let mut readings: Vec<Reading> = Vec::new();
         let mut indices: Vec<u32> = Vec::new();
+        let mut frames = 0;
         for item in items.drain(..) {
             match item {
                 Item::Readings(batch) => {
@@ -212,12 +214,12 @@ async fn batcher(
                         });
                     }
                     if readings.len() >= READINGS_PER_FRAME {
-                        send_readings_frame(&tx, &mut readings, &mut indices);
+                        frames += send_readings_frame(&tx, &mut readings, &mut indices);
                     }
                 }
                 Item::Exception(json) => {
                     // In order: the readings before it go first.
-                    send_readings_frame(&tx, &mut readings, &mut indices);
+                    frames += send_readings_frame(&tx, &mut readings, &mut indices);
                     let _ = tx.send(Arc::new(LiveMessage {
                         kind: Kind::Exception,
                         json,
@@ -225,17 +227,20 @@ async fn batcher(
                 }
             }
         }
-        send_readings_frame(&tx, &mut readings, &mut indices);
+        frames += send_readings_frame(&tx, &mut readings, &mut indices);
+        metrics.live_frames.fetch_add(frames, Relaxed);
     }
 }
 
+/// Puts the readings gathered so far on the ring as one frame; returns how
+/// many frames that made (none when nothing was gathered).
 fn send_readings_frame(
     tx: &broadcast::Sender<Arc<LiveMessage>>,
     readings: &mut Vec<Reading>,
     indices: &mut Vec<u32>,
-) {
+) -> u64 {
     if readings.is_empty() {
-        return;
+        return 0;
     }
     let readings = std::mem::take(readings);
     let channels = std::mem::take(indices);
@@ -258,6 +263,7 @@ fn send_readings_frame(
         },
         json,
     }));
+    1
 }
 
 fn to_json(message: &ServerMessage) -> Utf8Bytes {
@@ -625,8 +631,19 @@ mod tests {
             "told first: {:?}",
             first.kind
         );
-        let next = client.recv().await.expect("a frame after it");
-        assert!(matches!(next.kind, Kind::Readings { .. }));
+        // Then every queued message, in frames the metric counts.
+        let (mut frames, mut readings) = (0, 0);
+        while readings < BATCHER_QUEUE {
+            let next = client.recv().await.expect("a frame after it");
+            let Kind::Readings { readings: got, .. } = &next.kind else {
+                panic!("a readings frame, not {:?}", next.kind);
+            };
+            frames += 1;
+            readings += got.len();
+        }
+        assert_eq!(readings, BATCHER_QUEUE);
+        assert!(frames > 1, "a burst of {readings} readings in one frame");
+        assert_eq!(metrics.live_frames.load(Relaxed), frames);
     }
 
     #[test]
