@@ -212,6 +212,10 @@ struct State {
     /// `poisoned`.
     synced_unbelieved: u64,
     closing: bool,
+    /// The syncer waits on `wake` for an append. Appends notify only then:
+    /// a notify is a system call, and while the syncer gathers or fsyncs it
+    /// would be one per append for nothing.
+    syncer_waiting: bool,
     /// The syncer has returned.
     syncer_done: bool,
 }
@@ -316,6 +320,7 @@ impl Log {
                 poisoned: 0,
                 synced_unbelieved: end,
                 closing: false,
+                syncer_waiting: false,
                 syncer_done: false,
             }),
             wake: Condvar::new(),
@@ -375,7 +380,7 @@ impl Log {
                     state.synced = state.end;
                     state.synced_unbelieved = state.end;
                     inner.publish(&state);
-                } else {
+                } else if state.syncer_waiting {
                     inner.wake.notify_all();
                 }
                 Ok(then(start, state.end))
@@ -793,7 +798,9 @@ impl Inner {
         let mut state = self.lock();
         loop {
             while !state.closing && !has_unsynced(&state) {
+                state.syncer_waiting = true;
                 state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+                state.syncer_waiting = false;
             }
             if !has_unsynced(&state) {
                 state.syncer_done = true;

@@ -106,8 +106,13 @@ pub async fn run<S>(
     let (to_gateway, mut gateway_out) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let (to_broker, mut broker_out) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     tasks.spawn(async move {
-        while let Some(frame) = gateway_out.recv().await {
-            if gw_write.write_all(&frame).await.is_err() {
+        let mut frames = Vec::with_capacity(WRITE_QUEUE);
+        let mut coalesced = BytesMut::new();
+        while gateway_out.recv_many(&mut frames, WRITE_QUEUE).await > 0 {
+            if write_coalesced(&mut gw_write, frames.drain(..), &mut coalesced)
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -198,6 +203,36 @@ pub async fn run<S>(
     tasks.abort_all();
     shared.metrics.mqtt_front_sessions.fetch_sub(1, Relaxed);
     tracing::debug!(%gateway, listener, "MQTT session ended");
+}
+
+/// Frames up to this size are gathered into one write with their
+/// neighbours; larger ones go out as they are.
+const COALESCE_BYTES: usize = 16 * 1024;
+
+/// Writes `frames` in as few writes as they fit: one group commit releases
+/// a whole burst of PUBACKs, which would otherwise cost a system call (and
+/// under TLS a record) each.
+async fn write_coalesced<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frames: impl Iterator<Item = Bytes>,
+    coalesced: &mut BytesMut,
+) -> std::io::Result<()> {
+    for frame in frames {
+        if !coalesced.is_empty() && coalesced.len() + frame.len() > COALESCE_BYTES {
+            writer.write_all(coalesced).await?;
+            coalesced.clear();
+        }
+        if frame.len() > COALESCE_BYTES {
+            writer.write_all(&frame).await?;
+        } else {
+            coalesced.extend_from_slice(&frame);
+        }
+    }
+    if !coalesced.is_empty() {
+        writer.write_all(coalesced).await?;
+        coalesced.clear();
+    }
+    Ok(())
 }
 
 async fn unavailable<W: AsyncWrite + Unpin>(
@@ -457,5 +492,73 @@ impl Reader<'_> {
 
     async fn reply(&self, frame: Bytes) -> Result<(), Stop> {
         self.to_gateway.send(frame).await.map_err(|_| Stop::Ended)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// Keeps what is written and counts the writes.
+    #[derive(Default)]
+    struct CountingWriter {
+        written: Vec<u8>,
+        writes: usize,
+    }
+
+    impl AsyncWrite for CountingWriter {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.writes += 1;
+            self.written.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_small_frames_goes_out_in_one_write_and_in_order() {
+        let acks: Vec<Bytes> = (0u8..100)
+            .map(|pkid| Bytes::from(vec![0x40, 2, 0, pkid]))
+            .collect();
+        let mut writer = CountingWriter::default();
+        let mut coalesced = BytesMut::new();
+        write_coalesced(&mut writer, acks.iter().cloned(), &mut coalesced)
+            .await
+            .unwrap();
+        assert_eq!(writer.writes, 1);
+        assert_eq!(writer.written, acks.concat());
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_is_written_as_it_is_between_its_neighbours() {
+        let large = Bytes::from(vec![7u8; COALESCE_BYTES + 1]);
+        let frames = [
+            Bytes::from_static(b"ab"),
+            large.clone(),
+            Bytes::from_static(b"cd"),
+        ];
+        let mut writer = CountingWriter::default();
+        let mut coalesced = BytesMut::new();
+        write_coalesced(&mut writer, frames.iter().cloned(), &mut coalesced)
+            .await
+            .unwrap();
+        assert_eq!(writer.written, frames.concat());
+        // "ab" before the large frame, the frame itself, then "cd".
+        assert_eq!(writer.writes, 3);
+        assert!(coalesced.is_empty());
     }
 }
