@@ -58,6 +58,8 @@ impl Journal {
             segment_bytes: MAX_BYTES / 8,
             fsync_window,
             when_full: WhenFull::Refuse,
+            // Written at once: a process crash keeps every transition.
+            write_behind: false,
             units: |body| {
                 serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(body)
                     .map_or(0, |v| v.len() as u64)

@@ -84,6 +84,10 @@ impl Spool {
             segment_bytes: (config.max_bytes / 8).clamp(MAX_BODY as u64, SEGMENT_BYTES),
             fsync_window: config.fsync_window,
             when_full: config.when_full,
+            // Nobody is told a reading is safe before its ticket resolves,
+            // and the ingest path's async workers must never wait on the
+            // file system.
+            write_behind: true,
             units: readings_in,
         };
         let (log, torn) = Log::open(dir, "spool", log_config, stats)
@@ -421,8 +425,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = open(dir.path());
         let (e1, _) = spool.append(&batch("gw1", &[1.0]), |_, e| e).unwrap();
-        let (e2, _) = spool.append(&batch("gw1", &[2.0]), |_, e| e).unwrap();
+        let (e2, safe) = spool.append(&batch("gw1", &[2.0]), |_, e| e).unwrap();
         spool.commit(e1).unwrap();
+        // Until its ticket resolves nobody was told it is safe, and the
+        // syncer may not have written it yet.
+        let waited = std::time::Instant::now();
+        while !safe.is_durable() {
+            assert!(waited.elapsed() < Duration::from_secs(5), "never fsynced");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         // kill -9: no shutdown, no drop.
         std::mem::forget(spool);
         let reopened = open(dir.path());
