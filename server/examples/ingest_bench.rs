@@ -724,7 +724,9 @@ async fn publisher(port: u16, id: &str) -> anyhow::Result<AsyncClient> {
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(1 << 20, 1 << 20);
     options.set_inflight(1_000);
-    let (client, mut eventloop) = AsyncClient::new(options, 10_000);
+    // Nagle off, as Trackside's own clients: with it on, every latency
+    // figure would depend on when the server's PUBACKs happen to go out.
+    let (client, mut eventloop) = trackside::ingest::mqtt_client(options, 10_000);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let mut ready = Some(ready_tx);
@@ -758,7 +760,7 @@ async fn burst(server: &Server, count: usize) -> anyhow::Result<Row> {
     let mut options = MqttOptions::new(GATEWAY, "127.0.0.1", server.mqtt_port);
     options.set_keep_alive(Duration::from_secs(30));
     options.set_inflight(1_000);
-    let (client, mut eventloop) = AsyncClient::new(options, 10_000);
+    let (client, mut eventloop) = trackside::ingest::mqtt_client(options, 10_000);
     let acked = Arc::new(AtomicUsize::new(0));
     let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
     let events = {
@@ -855,7 +857,7 @@ async fn burst(server: &Server, count: usize) -> anyhow::Result<Row> {
 async fn relay_rate(port: u16, count: usize) -> anyhow::Result<f64> {
     let mut options = MqttOptions::new("bench-sub", "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(30));
-    let (subscriber, mut eventloop) = AsyncClient::new(options, 100);
+    let (subscriber, mut eventloop) = trackside::ingest::mqtt_client(options, 100);
     subscriber.subscribe("bench/#", QoS::AtLeastOnce).await?;
     let received = Arc::new(AtomicUsize::new(0));
     let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
@@ -1290,7 +1292,7 @@ async fn idle_memory(
     for i in 0..count {
         let mut options = MqttOptions::new(format!("idle-{i}"), "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(60));
-        let (client, mut eventloop) = AsyncClient::new(options, 1);
+        let (client, mut eventloop) = trackside::ingest::mqtt_client(options, 1);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let mut tx = Some(tx);

@@ -32,7 +32,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use clap::Parser;
 use fantoccini::actions::{InputSource as _, MouseActions, PointerAction};
 use fantoccini::{Client, ClientBuilder, Locator};
-use rumqttc::{AsyncClient, MqttOptions, QoS};
+use rumqttc::{MqttOptions, QoS};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -557,7 +557,7 @@ async fn live_frames(
     let newest_before = newest(client).await?;
     let mut options = MqttOptions::new("ui-bench-gw", "127.0.0.1", mqtt_port);
     options.set_keep_alive(Duration::from_secs(30));
-    let (gateway, mut eventloop) = AsyncClient::new(options, 100);
+    let (gateway, mut eventloop) = trackside::ingest::mqtt_client(options, 100);
     let poller = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     let started = Instant::now();
     let mut sent = 0u64;

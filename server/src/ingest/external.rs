@@ -68,7 +68,7 @@ pub async fn run_external_link(
             )
         }
     };
-    let (client, mut events) = AsyncClient::new(options, EXTERNAL_REQUEST_QUEUE);
+    let (client, mut events) = super::mqtt_client(options, EXTERNAL_REQUEST_QUEUE);
     let (receipts, pending) = mpsc::channel(ACK_QUEUE);
     let refused = Arc::new(AtomicBool::new(false));
     let acks = tokio::spawn(acknowledge_when_safe(
@@ -189,7 +189,7 @@ async fn run_live_link(
         .set_client_id(format!("{}-live", broker.client_id))
         .set_clean_session(true)
         .set_manual_acks(false);
-    let (client, mut events) = AsyncClient::new(options, EXTERNAL_REQUEST_QUEUE);
+    let (client, mut events) = super::mqtt_client(options, EXTERNAL_REQUEST_QUEUE);
     let mut commands = pipeline.sparkplug.take_commands();
     let mut retry = EXTERNAL_RETRY_FIRST;
     loop {

@@ -28,3 +28,21 @@ pub mod pki;
 pub mod sparkplug;
 
 pub use pipeline::Pipeline;
+
+/// An MQTT client (rumqttc) with Nagle's algorithm off, which rumqttc
+/// leaves on. Publishes and PUBACKs are small: with Nagle each waits for
+/// the ACK of the one before, which rides on the peer's next packet or its
+/// delayed-ACK timer. The ingest bench's publisher (20,000 msg/s) reached
+/// the live view at p50 2.1 / p99 7.0 ms with it on, 0.9 / 3.0 ms with it
+/// off; a subscriber's PUBACKs hold a broker's in-flight window the same
+/// way.
+pub fn mqtt_client(
+    options: rumqttc::MqttOptions,
+    request_queue: usize,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, request_queue);
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
+    (client, eventloop)
+}

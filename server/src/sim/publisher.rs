@@ -64,7 +64,7 @@ fn connect(options: &YardOptions, gateway: &str) -> (AsyncClient, rumqttc::Event
         QoS::AtLeastOnce,
         true,
     ));
-    AsyncClient::new(mqtt, PUBLISH_QUEUE)
+    crate::ingest::mqtt_client(mqtt, PUBLISH_QUEUE)
 }
 
 fn status_topic(gateway: &str) -> String {

@@ -48,7 +48,7 @@ pub async fn run(
         mqtt.set_keep_alive(Duration::from_secs(5));
         mqtt.set_max_packet_size(256 * 1024, 256 * 1024);
         mqtt.set_last_will(node.will(0));
-        let (client, eventloop) = AsyncClient::new(mqtt, 64);
+        let (client, eventloop) = crate::ingest::mqtt_client(mqtt, 64);
         tasks.push(tokio::spawn(node.clone().drive(
             client.clone(),
             eventloop,
