@@ -221,20 +221,24 @@ async fn main() -> anyhow::Result<()> {
         let before = CpuSplit::now(pid)?;
         batched_rates.push(stored_rate(&server, options.batched, BATCH).await?);
         let stored = CpuSplit::now(pid)?;
+        let vacuumed = server.autovacuum_runs()?;
         server.rollup_settled()?;
         println!(
-            "    while storing: {}; then until rolled up: {}",
+            "    while storing: {}; then until rolled up: {}; {}",
             stored.since(&before),
-            CpuSplit::now(pid)?.since(&stored)
+            CpuSplit::now(pid)?.since(&stored),
+            server.autovacuum_runs()?.since(&vacuumed)
         );
         let before = CpuSplit::now(pid)?;
         copy_rates.push(server.psql_copy_rate(work.path(), options.batched, "readings")?);
         let copied = CpuSplit::now(pid)?;
+        let vacuumed = server.autovacuum_runs()?;
         server.rollup_settled()?;
         println!(
-            "    while copying: {}; then until rolled up: {}",
+            "    while copying: {}; then until rolled up: {}; {}",
             copied.since(&before),
-            CpuSplit::now(pid)?.since(&copied)
+            CpuSplit::now(pid)?.since(&copied),
+            server.autovacuum_runs()?.since(&vacuumed)
         );
     }
     let (batched_rate, copy_rate) = (median(&mut batched_rates), median(&mut copy_rates));
@@ -250,6 +254,12 @@ async fn main() -> anyhow::Result<()> {
         batched_rate >= 0.9 * copy_rate,
     ));
 
+    server.rollup_settled()?;
+    let waited = server.autovacuum_settled()?;
+    println!(
+        "  waited {:.0} s for autovacuum to finish",
+        waited.as_secs_f64()
+    );
     let (p50, p99, received) =
         latency(&server, options.rate, 1, options.clients, options.seconds).await?;
     rows.push(Row::plain(
@@ -666,6 +676,21 @@ impl CpuSplit {
     }
 }
 
+struct AutovacuumRuns {
+    vacuums: u64,
+    analyzes: u64,
+}
+
+impl AutovacuumRuns {
+    fn since(&self, before: &Self) -> String {
+        format!(
+            "autovacuum: {} vacuums, {} analyzes",
+            self.vacuums.saturating_sub(before.vacuums),
+            self.analyzes.saturating_sub(before.analyzes)
+        )
+    }
+}
+
 fn clock_ticks_per_second() -> anyhow::Result<f64> {
     let out = Command::new("getconf").arg("CLK_TCK").output()?;
     String::from_utf8_lossy(&out.stdout)
@@ -1025,6 +1050,40 @@ impl Server {
             started.elapsed(),
             String::from_utf8_lossy(&output.stdout).trim().to_owned(),
         ))
+    }
+
+    /// Autovacuum's runs so far over every table: its work is PostgreSQL
+    /// CPU time that neither side of the batched phase asked for.
+    fn autovacuum_runs(&self) -> anyhow::Result<AutovacuumRuns> {
+        let (_, counts) = self.psql(
+            "SELECT coalesce(sum(autovacuum_count), 0) || ' ' || coalesce(sum(autoanalyze_count), 0) \
+             FROM pg_stat_user_tables",
+        )?;
+        let mut counts = counts.split_whitespace().map(str::parse::<u64>);
+        match (counts.next(), counts.next()) {
+            (Some(Ok(vacuums)), Some(Ok(analyzes))) => Ok(AutovacuumRuns { vacuums, analyzes }),
+            _ => bail!("unexpected autovacuum counts"),
+        }
+    }
+
+    /// Waits until no autovacuum worker runs: after the batched phase's
+    /// millions of rows, vacuuming `readings` takes minutes of a core, and
+    /// a latency phase measured meanwhile measures that.
+    fn autovacuum_settled(&self) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(900);
+        while self
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")?
+            .1
+            != "0"
+        {
+            ensure!(
+                Instant::now() < deadline,
+                "autovacuum still running after 15 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(started.elapsed())
     }
 
     /// Waits until the rollup job has no dirty minute left, so one phase's
