@@ -426,22 +426,12 @@ impl Log {
             }
             Err(err) => {
                 match &err {
-                    AppendError::Io(io) => {
-                        // A failed write behind counted itself, and the
-                        // appends refused after it are not writes.
-                        if !state.write_failed {
-                            inner.stats.write_errors.fetch_add(1, Relaxed);
-                        }
-                        if state.error.is_none() {
-                            tracing::error!(
-                                log = inner.name,
-                                dir = %inner.dir.display(),
-                                "cannot write the {}: {io}",
-                                inner.name
-                            );
-                        }
-                        state.error = Some(io.to_string());
+                    // A failed write behind noted itself, and the appends
+                    // refused after it are not writes.
+                    AppendError::Io(io) if !state.write_failed => {
+                        inner.note_write_error(&mut state, io);
                     }
+                    AppendError::Io(_) => {}
                     AppendError::Full { .. } => {
                         inner.stats.refused.fetch_add(1, Relaxed);
                     }
@@ -709,6 +699,21 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Counts a failed write and keeps its error for `/readyz`, logging
+    /// only the first of a run of them.
+    fn note_write_error(&self, state: &mut State, err: &io::Error) {
+        self.stats.write_errors.fetch_add(1, Relaxed);
+        if state.error.is_none() {
+            tracing::error!(
+                log = self.name,
+                dir = %self.dir.display(),
+                "cannot write the {}: {err}",
+                self.name
+            );
+        }
+        state.error = Some(err.to_string());
+    }
+
     fn writes_behind(&self) -> bool {
         self.config.write_behind && self.config.fsync_window.is_some()
     }
@@ -741,16 +746,7 @@ impl Inner {
             }
             return Ok(());
         };
-        self.stats.write_errors.fetch_add(1, Relaxed);
-        if state.error.is_none() {
-            tracing::error!(
-                log = self.name,
-                dir = %self.dir.display(),
-                "cannot write the {}: {err}",
-                self.name
-            );
-        }
-        state.error = Some(err.to_string());
+        self.note_write_error(state, &err);
         if let Err(cut) = file.set_len(on_disk) {
             let bytes = state.pending.len() as u64;
             let units = count_units_in(&state.pending[..], self.config.units).unwrap_or(0);
