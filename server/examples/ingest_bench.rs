@@ -220,26 +220,10 @@ async fn main() -> anyhow::Result<()> {
         server.rollup_settled()?;
         let before = CpuSplit::now(pid)?;
         batched_rates.push(stored_rate(&server, options.batched, BATCH).await?);
-        let stored = CpuSplit::now(pid)?;
-        let vacuumed = server.autovacuum_runs()?;
-        server.rollup_settled()?;
-        println!(
-            "    while storing: {}; then until rolled up: {}; {}",
-            stored.since(&before),
-            CpuSplit::now(pid)?.since(&stored),
-            server.autovacuum_runs()?.since(&vacuumed)
-        );
+        server.report_round("storing", &before)?;
         let before = CpuSplit::now(pid)?;
         copy_rates.push(server.psql_copy_rate(work.path(), options.batched, "readings")?);
-        let copied = CpuSplit::now(pid)?;
-        let vacuumed = server.autovacuum_runs()?;
-        server.rollup_settled()?;
-        println!(
-            "    while copying: {}; then until rolled up: {}; {}",
-            copied.since(&before),
-            CpuSplit::now(pid)?.since(&copied),
-            server.autovacuum_runs()?.since(&vacuumed)
-        );
+        server.report_round("copying", &before)?;
     }
     let (batched_rate, copy_rate) = (median(&mut batched_rates), median(&mut copy_rates));
     server.rollup_settled()?;
@@ -1050,6 +1034,23 @@ impl Server {
             started.elapsed(),
             String::from_utf8_lossy(&output.stdout).trim().to_owned(),
         ))
+    }
+
+    /// After one side of a batched round (its work began at `before`):
+    /// waits for the rollup, then prints the CPU each process used while
+    /// working and while rolling up, and the autovacuum runs meanwhile.
+    fn report_round(&self, working: &str, before: &CpuSplit) -> anyhow::Result<()> {
+        let pid = self.process.0.id();
+        let done = CpuSplit::now(pid)?;
+        let vacuumed = self.autovacuum_runs()?;
+        self.rollup_settled()?;
+        println!(
+            "    while {working}: {}; then until rolled up: {}; {}",
+            done.since(before),
+            CpuSplit::now(pid)?.since(&done),
+            self.autovacuum_runs()?.since(&vacuumed)
+        );
+        Ok(())
     }
 
     /// Autovacuum's runs so far over every table: its work is PostgreSQL

@@ -9,6 +9,21 @@ use super::plan::Plan;
 use crate::store::rollup::{Tier, sum_of};
 use trackside_wire::HistorySource;
 
+/// The head of `bucket_query!` and `tier_rows_query!`: per channel `c.id`
+/// of `$1`, the columns a bucket query returns, read from a lateral
+/// subquery `s` the caller completes (its rows: b, min, max, sum, count,
+/// first, last, newest).
+macro_rules! per_channel_buckets {
+    () => {
+        "SELECT c.id, s.b, s.min, s.max,
+       rollup_avg(s.sum, s.count, c.id, s.b, s.b + $4 * interval '1 millisecond'),
+       s.count, s.first, s.last, s.newest
+FROM unnest($1::integer[]) AS c (id)
+CROSS JOIN LATERAL (
+"
+    };
+}
+
 /// The bucket query for raw readings: per channel (so each channel's rows
 /// arrive in index order and its plan stays small whatever the channel
 /// count), its readings binned into `b`, with `first` and `last` taken from
@@ -17,12 +32,8 @@ use trackside_wire::HistorySource;
 macro_rules! bucket_query {
     ($rows:expr) => {
         concat!(
-            "SELECT c.id, s.b, s.min, s.max,
-       rollup_avg(s.sum, s.count, c.id, s.b, s.b + $4 * interval '1 millisecond'),
-       s.count, s.first, s.last, s.newest
-FROM unnest($1::integer[]) AS c (id)
-CROSS JOIN LATERAL (
-    SELECT b, min(min) AS min, max(max) AS max, ",
+            per_channel_buckets!(),
+            "    SELECT b, min(min) AS min, max(max) AS max, ",
             sum_of!("sum"),
             " AS sum,
            sum(count)::bigint AS count,
@@ -162,12 +173,8 @@ CROSS JOIN LATERAL (
 macro_rules! tier_rows_query {
     ($table:literal) => {
         concat!(
-            "SELECT c.id, s.b, s.min, s.max,
-       rollup_avg(s.sum, s.count, c.id, s.b, s.b + $4 * interval '1 millisecond'),
-       s.count, s.first, s.last, s.newest
-FROM unnest($1::integer[]) AS c (id)
-CROSS JOIN LATERAL (
-    SELECT bucket AS b, min, max, sum, count, first, last, last_ts AS newest
+            per_channel_buckets!(),
+            "    SELECT bucket AS b, min, max, sum, count, first, last, last_ts AS newest
     FROM ",
             $table,
             " WHERE channel_id = c.id AND bucket >= $2 AND bucket < $5
